@@ -1,0 +1,138 @@
+"""Typed project configuration, stored as ``crowdpatch.toml`` in the project directory.
+
+Every default from the design (SPEC.md) is a field here, with a docstring saying where it comes
+from, so that no number that changes a result hides in code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_FILENAME = "crowdpatch.toml"
+DB_FILENAME = "crowdpatch.db"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SaliencyConfig(_Section):
+    """Step 1: salient-object proposals that a human verifies with one yes/no."""
+
+    backend: str = Field("spectral", description="Saliency backend name: spectral | finegrained | gt.")
+    weights: str | None = Field(None, description="Model file for backends that need one.")
+    scales: list[int] = Field([256, 512], description="Longest-side sizes the map is computed at, then fused (mean).")
+    threshold: str = Field("adaptive", description="'adaptive' (2x the map's mean) or a number in [0, 1].")
+    min_area: float = Field(0.01, description="Clusters smaller than this share of the image are dropped.")
+    top_k: int = Field(3, ge=1, description="Keep at most this many clusters, by saliency mass.")
+    padding: float = Field(0.15, ge=0, description="Each cluster box grows by this share of its side on every side.")
+
+
+class PatchConfig(_Section):
+    """Step 2: which windows (or grid cells) of a region workers are asked about."""
+
+    presentation: Literal["single", "grid"] = Field(
+        "single", description="'single': one window per screen, yes/no (the paper). 'grid': one screen of cells, click all with the target."
+    )
+    max_depth: int = Field(2, ge=1, le=8, description="Deepest lattice level asked (level 1 = 3 x 3 windows of half the region's side).")
+    min_side: int = Field(8, ge=2, description="A window is not subdivided when its children would be narrower than this (pixels).")
+    grid_size: int = Field(8, ge=2, le=32, description="Cells per side of one grid screen.")
+    combine: Literal["min", "mean"] = Field(
+        "min", description="How the finest windows covering a pixel combine: 'min' = object only where they agree."
+    )
+    mask_threshold: float = Field(0.5, gt=0, lt=1, description="Soft-mask value at or above which a pixel is object in the binary mask.")
+
+
+class CrowdConfig(_Section):
+    """Task planning and quality control."""
+
+    votes: int = Field(3, ge=1, description="Votes wanted per question.")
+    early_stop: bool = Field(True, description="Stop asking a question once its first two votes agree.")
+    gold_rate: float = Field(0.05, ge=0, le=1, description="Share of a worker's questions that are gold (known-answer) checks.")
+    lease_seconds: int = Field(120, ge=1, description="How long a worker holds a question before it is offered to others.")
+    min_gold_accuracy: float = Field(0.6, ge=0, le=1, description="A worker under this accuracy on gold (after min_gold_answers) is banned.")
+    min_gold_answers: int = Field(3, ge=1, description="Gold answers needed before a worker can be banned.")
+    min_seconds_per_answer: float = Field(0.3, ge=0, description="Answers faster than this are flagged as too fast.")
+
+
+class AggregationConfig(_Section):
+    """Votes -> per-question posteriors (crowd-kit) -> masks."""
+
+    method: Literal["ds", "mv", "glad"] = Field("ds", description="crowd-kit aggregator: Dawid-Skene, majority vote or GLAD.")
+    drop_banned: bool = Field(True, description="Ignore the answers of banned workers (else they are kept and weighted by the model).")
+
+
+class TimeModel(_Section):
+    """Median human seconds per action, from the literature (SPEC 'human time model')."""
+
+    yes_no: float = Field(1.6, description="Yes/no verification of one item (Papadopoulos et al. 2016).")
+    grid_screen: float = Field(10.3, description="One grid-selection screen of up to grid_base_cells cells (Searles et al. 2023, reCAPTCHAv2).")
+    grid_base_cells: int = Field(16, description="Cells covered by grid_screen.")
+    grid_extra_cell: float = Field(0.64, description="Seconds per cell beyond grid_base_cells (our assumption).")
+    polygon: float = Field(79.0, description="One polygon per object (COCO, Lin et al. 2014).")
+    box_extreme: float = Field(7.0, description="Bounding box by extreme clicking.")
+    box_drawn: float = Field(34.5, description="Drawn bounding box.")
+    sigma: float = Field(0.5, gt=0, description="Lognormal sigma of simulated answer times.")
+
+    def grid_median(self, cells: int) -> float:
+        """Median seconds for one grid screen with ``cells`` cells."""
+        return self.grid_screen + max(0, cells - self.grid_base_cells) * self.grid_extra_cell
+
+
+class SimulationConfig(_Section):
+    """Simulated crowd (SPEC 'Simulated crowd and human time model')."""
+
+    workers: int = Field(20, ge=1, description="Simulated workers answering in parallel.")
+    worker_error: float = Field(0.1, ge=0, le=0.5, description="Mean per-worker probability of flipping an answer.")
+    spammers: float = Field(0.1, ge=0, le=1, description="Share of workers who are spammers (random or always-yes).")
+    threshold_low: float = Field(0.05, ge=0, le=1, description="Lowest per-worker 'yes' threshold (share of a window covered by the object).")
+    threshold_high: float = Field(0.3, ge=0, le=1, description="Highest per-worker 'yes' threshold.")
+    seed: int = Field(0, description="Seed for workers, answers and times.")
+
+
+class ProjectConfig(_Section):
+    """Everything one project needs to know; lives in ``crowdpatch.toml``."""
+
+    name: str
+    target: str = Field("object", description="What workers look for: 'Is part of the <target> here?'.")
+    db_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file crowdpatch.db in the project directory.")
+    images_dir: str | None = Field(None, description="Folder the image paths are relative to.")
+    masks_dir: str | None = Field(None, description="Optional folder of ground-truth masks (same file stem).")
+    saliency: SaliencyConfig = SaliencyConfig()
+    patches: PatchConfig = PatchConfig()
+    crowd: CrowdConfig = CrowdConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    time_model: TimeModel = TimeModel()
+    simulation: SimulationConfig = SimulationConfig()
+
+    def resolved_db_url(self, project_dir: Path) -> str:
+        return self.db_url or f"sqlite:///{(project_dir / DB_FILENAME).resolve()}"
+
+
+class ConfigError(ValueError):
+    """The project's configuration is missing or invalid."""
+
+
+def load_config(project_dir: Path) -> ProjectConfig:
+    path = Path(project_dir) / CONFIG_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a crowdpatch project (no {CONFIG_FILENAME}); create one with 'crowdpatch init'")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return ProjectConfig.model_validate(data)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def save_config(project_dir: Path, config: ProjectConfig) -> Path:
+    path = Path(project_dir) / CONFIG_FILENAME
+    data = config.model_dump(mode="json", exclude_none=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+    return path
