@@ -1,0 +1,3 @@
+from crowdpatch.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The worker-quality table a requester reads: who answers well, who is fast, who was stopped."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+
+
+def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> pd.DataFrame:
+    """One row per worker: answers, gold accuracy, agreement with the aggregated answer, speed, ban.
+
+    ``consensus`` is P(yes) per patch question (as from :func:`posteriors`); agreement counts a
+    vote as agreeing when it is on the side of 0.5 the aggregate is on.
+    """
+    workers = session.execute(
+        select(WorkerRow.id, WorkerRow.platform, WorkerRow.external_id, WorkerRow.gold_seen, WorkerRow.gold_correct,
+               WorkerRow.too_fast, WorkerRow.banned).where(WorkerRow.project_id == project_id)
+    ).all()
+    answers = pd.DataFrame(
+        session.execute(
+            select(AnswerRow.worker_id, AnswerRow.task_id, AnswerRow.value, AnswerRow.seconds, TaskRow.kind)
+            .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+            .where(TaskRow.project_id == project_id)
+        ).all(),
+        columns=["worker_id", "task_id", "value", "seconds", "kind"],
+    )
+    rows = []
+    for worker_id, platform, external_id, gold_seen, gold_correct, too_fast, banned in workers:
+        mine = answers[answers["worker_id"] == worker_id]
+        patch = mine[mine["kind"] == "patch"]
+        agree = [
+            (value == "yes") == (consensus[str(task_id)] >= 0.5)
+            for task_id, value in zip(patch["task_id"], patch["value"])
+            if str(task_id) in consensus.index
+        ]
+        rows.append(
+            {
+                "worker": external_id,
+                "platform": platform,
+                "answers": len(mine),
+                "gold_seen": gold_seen,
+                "gold_accuracy": gold_correct / gold_seen if gold_seen else float("nan"),
+                "agreement": sum(agree) / len(agree) if agree else float("nan"),
+                "yes_rate": float((patch["value"] == "yes").mean()) if len(patch) else float("nan"),
+                "median_seconds": float(mine["seconds"].median()) if len(mine) else float("nan"),
+                "too_fast": too_fast,
+                "banned": bool(banned),
+            }
+        )
+    return pd.DataFrame(rows)

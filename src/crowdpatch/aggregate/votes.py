@@ -1,0 +1,62 @@
+"""Votes -> per-question posteriors with crowd-kit.
+
+Aggregation is per window (or per grid cell), never per pixel: a worker who never saw a window did
+not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no".
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+
+Method = Literal["ds", "mv", "glad"]
+
+
+def make_aggregator(method: Method):
+    """The crowd-kit aggregator behind a method name."""
+    if method == "ds":
+        return DawidSkene(n_iter=100, tol=1e-5)
+    if method == "mv":
+        return MajorityVote()
+    if method == "glad":
+        return GLAD(n_iter=100, tol=1e-5, silent=True)
+    raise ValueError(f"unknown aggregation method {method!r}; choose ds, mv or glad")
+
+
+def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -> pd.DataFrame:
+    """One row per (question, worker) vote: columns ``task`` (window or cell key), ``worker``, ``label`` (1 = yes)."""
+    query = (
+        select(AnswerRow.task_id, AnswerRow.worker_id, AnswerRow.value, TaskRow.kind, TaskRow.grid_size)
+        .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+        .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
+        .where(TaskRow.project_id == project_id, TaskRow.kind.in_(("patch", "grid")))
+    )
+    if drop_banned:
+        query = query.where(WorkerRow.banned.is_(False))
+    rows: list[tuple[str, str, int]] = []
+    for task_id, worker_id, value, kind, grid_size in session.execute(query):
+        if kind == "grid":
+            clicked = set(value.get("cells", []))
+            rows.extend((f"{task_id}:{cell}", str(worker_id), int(cell in clicked)) for cell in range((grid_size or 0) ** 2))
+        else:
+            rows.append((str(task_id), str(worker_id), int(value == "yes")))
+    return pd.DataFrame(rows, columns=["task", "worker", "label"])
+
+
+def posteriors(votes: pd.DataFrame, method: Method = "ds") -> pd.Series:
+    """P(yes) per question key. Questions nobody answered are absent, not 0."""
+    if votes.empty:
+        return pd.Series(dtype=float)
+    if votes["label"].nunique() == 1:
+        # Every aggregator agrees when every vote is the same; crowd-kit's EM needs two classes.
+        return pd.Series(float(votes["label"].iloc[0]), index=pd.Index(votes["task"].unique(), name="task"))
+    model = make_aggregator(method)
+    model.fit(votes)
+    probas = model.probas_
+    return probas[1].astype(float) if 1 in probas.columns else pd.Series(0.0, index=probas.index)

@@ -1,0 +1,314 @@
+"""The `crowdpatch` command: a thin layer over the library (every step is a function elsewhere)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from crowdpatch.config import ConfigError, ProjectConfig
+from crowdpatch.datasets import BenchmarkSpec, DatasetError, generate_benchmark, load_folder_dataset
+from crowdpatch.project import Project, ProjectError
+from crowdpatch.simulate.run import SimulationError
+
+EXIT_ERROR = 1
+EXIT_INPUT_PROBLEMS = 3
+"""The step finished, but some inputs (files, CSV lines) were skipped: see the messages."""
+
+app = typer.Typer(
+    help="crowdpatch: human attention masks from crowdsourced patch labels, on your images or the built-in benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+class Presentation(str, Enum):
+    single = "single"
+    grid = "grid"
+
+
+class Method(str, Enum):
+    ds = "ds"
+    mv = "mv"
+    glad = "glad"
+
+
+class ExportFormat(str, Enum):
+    png = "png"
+    npy = "npy"
+    coco = "coco"
+
+
+class RichProgress:
+    """One progress bar per step; indeterminate (a counter) when the total is unknown."""
+
+    @contextmanager
+    def step(self, name: str, total: int | None) -> Iterator[Callable[..., None]]:
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(name, total=total)
+            yield lambda n=1, *_: progress.advance(task, n)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def report_problems(problems: list, what: str) -> int:
+    """Print skipped inputs; the exit code tells a script that something was skipped."""
+    if not problems:
+        return 0
+    console.print(f"[yellow]{len(problems)} {what} skipped:[/]")
+    for problem in problems[:50]:
+        console.print(f"  [yellow]-[/] {problem}")
+    if len(problems) > 50:
+        console.print(f"  ... and {len(problems) - 50} more")
+    return EXIT_INPUT_PROBLEMS
+
+
+def open_project(directory: Path) -> Project:
+    try:
+        return Project.open(directory)
+    except (ConfigError, ProjectError) as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project directory to create; its name is the project's name.")],
+    builtin: Annotated[bool, typer.Option("--builtin", help="Use the built-in biased benchmark (written to DIR/data).")] = False,
+    images_count: Annotated[int, typer.Option(help="Images in the built-in benchmark.")] = 200,
+    image_size: Annotated[int, typer.Option(help="Side in pixels of built-in benchmark images.")] = 96,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of images.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="CSV with columns path,label [,split] [,group columns...].")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth masks with the images' file stems (for simulation, gold and IoU).")] = None,
+    target: Annotated[str, typer.Option(help="What workers look for: 'Is part of the <target> here?'.")] = "object",
+    presentation: Annotated[Presentation, typer.Option(help="single: one window per question; grid: one screen of cells.")] = Presentation.single,
+    max_depth: Annotated[int, typer.Option(help="Deepest lattice level asked (single presentation).")] = 2,
+    grid_size: Annotated[int, typer.Option(help="Cells per side of a grid screen.")] = 8,
+    votes: Annotated[int, typer.Option(help="Votes wanted per question (stops at 2 when they agree).")] = 3,
+    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained or gt.")] = "spectral",
+    db: Annotated[Optional[str], typer.Option(help="Database URL (default: SQLite crowdpatch.db in DIR).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the benchmark, gold and simulated workers.")] = 0,
+) -> None:
+    """Create a project from a folder of images (+ labels CSV, + masks) or from the built-in benchmark."""
+    if builtin == (images is not None):
+        fail("give either --builtin or --images DIR")
+    if builtin:
+        spec = BenchmarkSpec(n_images=images_count, size=image_size, seed=seed)
+        with RichProgress().step("generating the built-in benchmark", images_count) as advance:
+            labels = generate_benchmark(directory / "data", spec, advance)
+        images, masks = directory / "data" / "images", directory / "data" / "masks"
+    try:
+        dataset = load_folder_dataset(images, labels, masks)
+        config = ProjectConfig(name=directory.resolve().name, target=target, db_url=db, images_dir=str(images.resolve()),
+                               masks_dir=str(masks.resolve()) if masks else None)
+        config.patches.presentation = presentation.value
+        config.patches.max_depth = max_depth
+        config.patches.grid_size = grid_size
+        config.crowd.votes = votes
+        config.saliency.backend = saliency
+        config.simulation.seed = seed
+        from crowdpatch.workflow import create_project
+
+        project, report = create_project(directory, config, dataset, RichProgress())
+    except (DatasetError, ProjectError, ValueError) as exc:
+        fail(str(exc))
+    out.print(f"created project [bold]{config.name}[/] in {directory}: {report.added} images")
+    raise typer.Exit(report_problems(report.problems, "inputs"))
+
+
+@app.command()
+def propose(directory: Annotated[Path, typer.Argument(help="Project directory.")]) -> None:
+    """Step 1: saliency clusters and their verification questions (resumes where it stopped)."""
+    from crowdpatch.propose import propose as run_propose
+
+    project = open_project(directory)
+    todo = project.counts().get("images_new", 0)
+    with RichProgress().step("step 1: saliency clusters", todo) as advance:
+        report = run_propose(project, advance)
+    out.print(
+        f"{report.processed} images: {report.clusters} clusters to verify, {report.whole_image} without a cluster "
+        f"(whole image), {report.gold} gold questions"
+    )
+    raise typer.Exit(report_problems(report.problems, "images"))
+
+
+@app.command()
+def simulate(
+    directory: Annotated[Path, typer.Argument(help="Project directory.")],
+    workers: Annotated[Optional[int], typer.Option(help="Simulated workers answering in parallel.")] = None,
+    worker_error: Annotated[Optional[float], typer.Option(help="Mean flip rate of a worker's answers.")] = None,
+    spammers: Annotated[Optional[float], typer.Option(help="Share of spammer workers.")] = None,
+    max_answers: Annotated[Optional[int], typer.Option(help="Stop after this many answers (run again to go on).")] = None,
+) -> None:
+    """Answer the open questions with simulated workers (modeled times); resumable."""
+    from crowdpatch.simulate.run import run_simulation
+
+    project = open_project(directory)
+    if worker_error is not None:
+        project.config.simulation.worker_error = worker_error
+    if spammers is not None:
+        project.config.simulation.spammers = spammers
+    if workers is not None:
+        project.config.simulation.workers = workers
+    project.save_config()
+    with RichProgress().step("step 2: simulated answers", max_answers) as advance:
+        try:
+            report = run_simulation(project, workers, max_answers, lambda stored, open_: advance(1))
+        except SimulationError as exc:
+            fail(str(exc))
+    out.print(
+        f"{report.answers} answers from {report.workers} workers ({report.banned} banned); "
+        f"{report.open_questions} questions still open; simulated latency {report.latency_seconds:.0f} s (modeled)"
+    )
+
+
+@app.command()
+def masks(
+    directory: Annotated[Path, typer.Argument(help="Project directory.")],
+    export: Annotated[list[ExportFormat], typer.Option(help="Export formats (repeat the option): png, npy, coco.")] = [ExportFormat.png],
+    method: Annotated[Optional[Method], typer.Option(help="Aggregation: ds (Dawid-Skene), mv, glad.")] = None,
+) -> None:
+    """Aggregate the votes into soft and binary attention masks and export them to DIR/masks."""
+    from crowdpatch.masks.build import build_masks
+    from crowdpatch.summary import summarize
+
+    project = open_project(directory)
+    if method is not None:
+        project.config.aggregation.method = method.value
+        project.save_config()
+    total = sum(v for k, v in project.counts().items() if k.startswith("images_") and k not in ("images_new", "images_error"))
+    with RichProgress().step("aggregating and exporting masks", total) as advance:
+        stats = build_masks(project, [f.value for f in export], advance)
+    summary = summarize(project, stats)
+    out.print(f"{len(stats)} masks written to {project.path('masks')}")
+    _print_summary(summary)
+
+
+@app.command()
+def status(directory: Annotated[Path, typer.Argument(help="Project directory.")]) -> None:
+    """Images per stage, questions open and done, answers so far."""
+    project = open_project(directory)
+    table = Table(title=f"project {project.config.name}")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in project.counts().items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+def report(directory: Annotated[Path, typer.Argument(help="Project directory.")]) -> None:
+    """Write DIR/report/index.html and DIR/summary.json from the current masks."""
+    from crowdpatch.masks.build import build_masks
+    from crowdpatch.summary import summarize
+    from crowdpatch.workflow import write_outputs
+
+    project = open_project(directory)
+    stats = build_masks(project, ())
+    summary = summarize(project, stats)
+    summary_path, report_path = write_outputs(project, project.directory, f"crowdpatch: {project.config.name}", summary, stats, [])
+    out.print(f"report: {report_path}\nsummary: {summary_path}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory (data, project, summary.json, report/).")] = Path("demo-out"),
+    quick: Annotated[bool, typer.Option("--quick", help="24 small images: under a minute.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for the benchmark and the simulated crowd.")] = 0,
+    images: Annotated[Optional[int], typer.Option(help="Override the number of benchmark images.")] = None,
+) -> None:
+    """The whole method on the built-in biased benchmark with a simulated crowd, on SQLite."""
+    from crowdpatch.workflow import run_demo
+
+    if (out_dir / "project").exists():
+        fail(f"{out_dir} already holds a demo; choose another --out or remove it")
+    result = run_demo(out_dir, quick, seed, RichProgress(), images)
+    _print_summary(result.summary)
+    out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
+    raise typer.Exit(report_problems(result.problems, "inputs"))
+
+
+@app.command("bench-masks")
+def bench_masks(
+    images: Annotated[Path, typer.Option(help="Folder of images.")],
+    masks: Annotated[Path, typer.Option(help="Folder of GT masks with the same stems (may be smaller than the images).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    presentation: Annotated[Presentation, typer.Option()] = Presentation.single,
+    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained or gt.")] = "spectral",
+    weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one.")] = None,
+    worker_error: Annotated[float, typer.Option()] = 0.1,
+    spammers: Annotated[float, typer.Option()] = 0.1,
+    votes: Annotated[int, typer.Option()] = 3,
+    max_depth: Annotated[int, typer.Option()] = 2,
+    grid_size: Annotated[int, typer.Option()] = 8,
+    workers: Annotated[int, typer.Option(help="Simulated workers.")] = 20,
+    method: Annotated[Method, typer.Option()] = Method.ds,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Run the simulated pipeline on real images with GT masks; writes OUT/summary.json and a report."""
+    from crowdpatch.workflow import run_bench_masks
+
+    config = ProjectConfig(name="bench", target="object")
+    config.patches.presentation = presentation.value
+    config.patches.max_depth = max_depth
+    config.patches.grid_size = grid_size
+    config.saliency.backend = saliency
+    config.saliency.weights = str(weights) if weights else None
+    config.crowd.votes = votes
+    config.aggregation.method = method.value
+    config.simulation.worker_error = worker_error
+    config.simulation.spammers = spammers
+    config.simulation.workers = workers
+    config.simulation.seed = seed
+    if (out_dir / "project").exists():
+        fail(f"{out_dir} already holds a run; choose another --out or remove it")
+    try:
+        result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit)
+    except (DatasetError, ValueError) as exc:
+        fail(str(exc))
+    _print_summary(result.summary)
+    out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
+    raise typer.Exit(report_problems(result.problems, "inputs"))
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table(title=f"summary (times are {summary.get('times_are')})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                table.add_row(f"{key}.{sub}", _fmt(v))
+        else:
+            table.add_row(key, _fmt(value))
+    out.print(table)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m crowdpatch`
+    app(prog_name="crowdpatch")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

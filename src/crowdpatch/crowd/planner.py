@@ -1,0 +1,402 @@
+"""Which question a worker gets next, and what each answer sets in motion (the paper's fixed scheme).
+
+Verification questions come first, then patch questions level by level. A question wants
+``votes`` answers, or only two when the first two agree; answers in flight (leases) count toward
+that, so a question is never over-asked. An answer is stored, and everything it decides (the
+question done, the region verdicts, the children of a "yes" window) is written in the same
+transaction: a run killed at any moment resumes from the store without asking anything twice.
+
+The planner keeps the open questions in memory for speed; the store is the truth it loads from.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crowdpatch.boxes import Box
+from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.tasks import add_region_questions, add_window_tasks
+from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
+from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, RegionRow, TaskRow, WorkerRow
+
+YES, NO = "yes", "no"
+
+
+class AnswerRejected(ValueError):
+    """An answer that cannot be accepted (not leased to this worker, malformed value, ...)."""
+
+
+@dataclass
+class OpenQuestion:
+    """A question still collecting answers, as the planner tracks it in memory."""
+
+    id: int
+    image_id: int
+    region_id: int | None
+    kind: str
+    key: str
+    level: int
+    box: Box
+    grid_size: int | None
+    votes_wanted: int
+    gold_answer: Any = None
+    answers: list[tuple[int, Any]] = field(default_factory=list)
+    leases: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        return (0 if self.kind == "verify" else 1, self.level, self.id)
+
+    def has_seen(self, worker_id: int) -> bool:
+        return worker_id in self.leases or any(w == worker_id for w, _ in self.answers)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A question leased to one worker. Gold questions are presented as ordinary patches."""
+
+    task_id: int
+    kind: str
+    image_id: int
+    box: Box
+    grid_size: int | None
+    question: str
+    lease_expires_at: float
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    answer_id: int
+    duplicate: bool
+    task_done: bool
+    created_tasks: int
+    worker_banned: bool
+
+
+def votes_target(values: list[Any], votes: int, early_stop: bool) -> int:
+    """Answers a question needs given those it has: 2 while the first two agree (or are not in yet)."""
+    if not early_stop or votes <= 2:
+        return votes
+    if len(values) >= 2 and values[0] != values[1]:
+        return votes
+    return 2
+
+
+def majority(values: list[str]) -> str:
+    """Majority of yes/no answers; a tie is "yes" so the window is refined rather than lost."""
+    yes = sum(1 for v in values if v == YES)
+    return YES if yes * 2 >= len(values) else NO
+
+
+def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
+    if kind == "grid":
+        cells = value.get("cells") if isinstance(value, dict) else None
+        if not isinstance(cells, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cells):
+            raise AnswerRejected('a grid answer is {"cells": [int, ...]}')
+        size = (grid_size or 0) ** 2
+        if any(c < 0 or c >= size for c in cells):
+            raise AnswerRejected(f"cell index outside the {grid_size} x {grid_size} grid")
+        return {"cells": sorted(set(cells))}
+    if value not in (YES, NO):
+        raise AnswerRejected(f'a {kind} answer is "yes" or "no", got {value!r}')
+    return value
+
+
+class FixedPlanner:
+    """The paper's question scheme over one project's store."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        project_id: int,
+        config: ProjectConfig,
+        rng: np.random.Generator,
+        persist_leases: bool = False,
+    ):
+        self.sessions = sessions
+        self.project_id = project_id
+        self.config = config
+        self.rng = rng
+        self.persist_leases = persist_leases
+        self.open: dict[int, OpenQuestion] = {}
+        self.queue: list[tuple[int, int, int]] = []
+        self.gold: dict[int, OpenQuestion] = {}
+        self.open_per_image: dict[int, int] = {}
+        self.banned: set[int] = set()
+        self.load()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)build the in-memory view from the store."""
+        self.open.clear()
+        self.queue.clear()
+        self.gold.clear()
+        self.open_per_image.clear()
+        with self.sessions() as session:
+            self.banned = set(
+                session.scalars(select(WorkerRow.id).where(WorkerRow.project_id == self.project_id, WorkerRow.banned))
+            )
+            rows = session.scalars(
+                select(TaskRow).where(TaskRow.project_id == self.project_id, TaskRow.state == "open").order_by(TaskRow.id)
+            ).all()
+            for row in rows:
+                self._track(row)
+            answers = session.execute(
+                select(AnswerRow.task_id, AnswerRow.worker_id, AnswerRow.value)
+                .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+                .where(TaskRow.project_id == self.project_id, TaskRow.state == "open")
+                .order_by(AnswerRow.id)
+            )
+            for task_id, worker_id, value in answers:
+                question = self.open.get(task_id) or self.gold.get(task_id)
+                if question is not None:
+                    question.answers.append((worker_id, value))
+            if self.persist_leases:
+                leases = session.execute(
+                    select(LeaseRow.task_id, LeaseRow.worker_id, LeaseRow.expires_at).join(TaskRow).where(
+                        TaskRow.project_id == self.project_id
+                    )
+                )
+                for task_id, worker_id, expires_at in leases:
+                    question = self.open.get(task_id) or self.gold.get(task_id)
+                    if question is not None:
+                        question.leases[worker_id] = expires_at
+
+    def _track(self, row: TaskRow) -> None:
+        question = OpenQuestion(
+            id=row.id,
+            image_id=row.image_id,
+            region_id=row.region_id,
+            kind=row.kind,
+            key=row.key,
+            level=row.level,
+            box=Box.from_list(row.box),
+            grid_size=row.grid_size,
+            votes_wanted=row.votes_wanted,
+            gold_answer=row.gold_answer,
+        )
+        if row.kind == "gold":
+            self.gold[row.id] = question
+            return
+        self.open[row.id] = question
+        bisect.insort(self.queue, question.order)
+        self.open_per_image[row.image_id] = self.open_per_image.get(row.image_id, 0) + 1
+
+    def _untrack(self, question: OpenQuestion) -> None:
+        del self.open[question.id]
+        index = bisect.bisect_left(self.queue, question.order)
+        del self.queue[index]
+        self.open_per_image[question.image_id] -= 1
+
+    # -- asking --------------------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        """Whether any question still wants answers (gold aside)."""
+        return bool(self.open)
+
+    def pending_answers(self) -> int:
+        return sum(len(q.leases) for q in self.open.values())
+
+    def _effective(self, question: OpenQuestion) -> list[Any]:
+        return [value for worker, value in question.answers if worker not in self.banned]
+
+    def _wants_more(self, question: OpenQuestion) -> bool:
+        values = self._effective(question)
+        target = votes_target(values, question.votes_wanted, self.config.crowd.early_stop)
+        return len(values) + len(question.leases) < target
+
+    def _expire(self, question: OpenQuestion, now: float) -> None:
+        for worker, expires_at in list(question.leases.items()):
+            if expires_at <= now:
+                del question.leases[worker]
+
+    def next_task(self, worker_id: int, now: float) -> Assignment | None:
+        """Lease the next question to ``worker_id``, or None when it has nothing left to answer."""
+        if worker_id in self.banned:
+            return None
+        if self.gold and self.open and self.rng.random() < self.config.crowd.gold_rate:
+            fresh = [q for q in self.gold.values() if not q.has_seen(worker_id)]
+            if fresh:
+                return self._lease(fresh[int(self.rng.integers(len(fresh)))], worker_id, now)
+        for order in self.queue:
+            question = self.open[order[2]]
+            if question.has_seen(worker_id):
+                continue
+            self._expire(question, now)
+            if self._wants_more(question):
+                return self._lease(question, worker_id, now)
+        return None
+
+    def _lease(self, question: OpenQuestion, worker_id: int, now: float) -> Assignment:
+        expires_at = now + self.config.crowd.lease_seconds
+        question.leases[worker_id] = expires_at
+        if self.persist_leases:
+            with self.sessions.begin() as session:
+                session.add(LeaseRow(task_id=question.id, worker_id=worker_id, expires_at=expires_at))
+        kind = "patch" if question.kind == "gold" else question.kind
+        return Assignment(
+            task_id=question.id,
+            kind=kind,
+            image_id=question.image_id,
+            box=question.box,
+            grid_size=question.grid_size,
+            question=self.question_text(kind),
+            lease_expires_at=expires_at,
+        )
+
+    def question_text(self, kind: str) -> str:
+        target = self.config.target
+        if kind == "verify":
+            return f"Is the {target} inside the highlighted area?"
+        if kind == "grid":
+            return f"Click every cell that shows part of the {target}."
+        return f"Is part of the {target} in this patch?"
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        worker_id: int,
+        task_id: int,
+        value: Any,
+        *,
+        client_id: str,
+        seconds: float,
+        shown_at: float,
+        answered_at: float,
+        time_source: str,
+        client_ms: int | None = None,
+    ) -> SubmitResult:
+        """Store one answer and everything it decides, in one transaction."""
+        with self.sessions() as session:
+            existing = session.scalar(select(AnswerRow).where(AnswerRow.client_id == client_id))
+            if existing is not None:
+                if existing.worker_id != worker_id or existing.task_id != task_id:
+                    raise AnswerRejected(f"client id {client_id!r} was used for another answer")
+                return SubmitResult(existing.id, True, False, 0, False)
+        question = self.open.get(task_id) or self.gold.get(task_id)
+        if question is None or worker_id not in question.leases:
+            raise AnswerRejected(f"task {task_id} is not leased to worker {worker_id}")
+        value = validate_value(question.kind, value, question.grid_size)
+
+        with self.sessions.begin() as session:
+            answer = AnswerRow(
+                task_id=task_id,
+                worker_id=worker_id,
+                value=value,
+                client_id=client_id,
+                shown_at=shown_at,
+                answered_at=answered_at,
+                client_ms=client_ms,
+                seconds=seconds,
+                time_source=time_source,
+            )
+            session.add(answer)
+            if self.persist_leases:
+                lease = session.scalar(select(LeaseRow).where(LeaseRow.task_id == task_id, LeaseRow.worker_id == worker_id))
+                if lease is not None:
+                    session.delete(lease)
+            worker = session.get(WorkerRow, worker_id)
+            banned = self._update_worker(worker, question, value, seconds)
+            done, created = False, []
+            question.answers.append((worker_id, value))
+            if question.kind != "gold":
+                values = self._effective(question)
+                target = votes_target(values, question.votes_wanted, self.config.crowd.early_stop)
+                if len(values) >= target:
+                    done = True
+                    created = self._close(session, question, values)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                question.answers.pop()
+                raise AnswerRejected(f"worker {worker_id} already answered task {task_id}") from exc
+            created_ids = [(row.id, row) for row in created]
+        del question.leases[worker_id]
+        if done:
+            self._untrack(question)
+        for _, row in created_ids:
+            self._track(row)
+        if banned:
+            self.banned.add(worker_id)
+        return SubmitResult(answer.id, False, done, len(created), banned)
+
+    def _update_worker(self, worker: WorkerRow, question: OpenQuestion, value: Any, seconds: float) -> bool:
+        """Quality bookkeeping; returns True when this answer gets the worker banned."""
+        crowd = self.config.crowd
+        if seconds < crowd.min_seconds_per_answer:
+            worker.too_fast += 1
+        if question.kind != "gold":
+            return False
+        worker.gold_seen += 1
+        worker.gold_correct += int(value == question.gold_answer)
+        worker.quality = (worker.gold_correct + 1) / (worker.gold_seen + 2)
+        if (
+            not worker.banned
+            and worker.gold_seen >= crowd.min_gold_answers
+            and worker.gold_correct / worker.gold_seen < crowd.min_gold_accuracy
+        ):
+            worker.banned = True
+            return True
+        return False
+
+    def _close(self, session: Session, question: OpenQuestion, values: list[Any]) -> list[TaskRow]:
+        """Mark a question done and create what its decision calls for."""
+        row = session.get(TaskRow, question.id)
+        row.state = "done"
+        created: list[TaskRow] = []
+        if question.kind == "grid":
+            row.decision = None
+        else:
+            row.decision = majority(values)
+        if question.kind == "verify":
+            still_open = [
+                q for q in self.open.values() if q.image_id == question.image_id and q.kind == "verify" and q.id != question.id
+            ]
+            if not still_open:
+                created = self._decide_regions(session, question.image_id)
+        elif question.kind == "patch" and row.decision == YES:
+            region = session.get(RegionRow, question.region_id)
+            key = WindowKey.parse(question.key)
+            patches = self.config.patches
+            if can_subdivide(Box.from_list(region.box), key, patches.max_depth, patches.min_side):
+                created = add_window_tasks(session, self.project_id, question.image_id, region, children(key), self.config, parent=row)
+        remaining = self.open_per_image.get(question.image_id, 0) - 1 + len(created)
+        if remaining == 0:
+            session.get(ImageRow, question.image_id).stage = "done"
+        return created
+
+    def _decide_regions(self, session: Session, image_id: int) -> list[TaskRow]:
+        """All clusters of an image verified: accepted ones become regions; none accepted -> the whole image."""
+        image = session.get(ImageRow, image_id)
+        verdicts = {
+            region_id: decision
+            for region_id, decision in session.execute(
+                select(TaskRow.region_id, TaskRow.decision).where(TaskRow.image_id == image_id, TaskRow.kind == "verify")
+            )
+        }
+        accepted = []
+        for region in image.regions:
+            if region.id in verdicts:
+                region.verdict = "accepted" if verdicts[region.id] == YES else "rejected"
+                if region.verdict == "accepted":
+                    accepted.append(region)
+        if not accepted:
+            whole = RegionRow(image_id=image_id, source="whole", box=[0, 0, image.width, image.height], verdict="accepted")
+            session.add(whole)
+            session.flush()
+            accepted = [whole]
+        image.stage = "patch"
+        created: list[TaskRow] = []
+        for region in accepted:
+            created += add_region_questions(session, self.project_id, image_id, region, self.config)
+        session.flush()
+        return created

@@ -1,0 +1,105 @@
+"""Creating questions in the store: verification of clusters, patch windows, grid screens.
+
+Every question records in ``reason`` why it was asked, so a requester can follow the planner.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crowdpatch.boxes import Box
+from crowdpatch.config import ProjectConfig
+from crowdpatch.patches.lattice import WindowKey, first_level, window_box
+from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
+
+VERIFY_KEY = "verify"
+GRID_KEY = "grid"
+
+
+def add_verify_task(session: Session, project_id: int, image: ImageRow, region: RegionRow, config: ProjectConfig) -> TaskRow:
+    task = TaskRow(
+        project_id=project_id,
+        image_id=image.id,
+        region_id=region.id,
+        kind="verify",
+        key=VERIFY_KEY,
+        level=0,
+        box=list(region.box),
+        votes_wanted=config.crowd.votes,
+        reason=f"saliency cluster (mass {region.mass:.1f}): is the {config.target} inside it?",
+    )
+    session.add(task)
+    return task
+
+
+def existing_keys(session: Session, region_id: int) -> set[str]:
+    return set(session.scalars(select(TaskRow.key).where(TaskRow.region_id == region_id, TaskRow.kind == "patch")))
+
+
+def add_window_tasks(
+    session: Session,
+    project_id: int,
+    image_id: int,
+    region: RegionRow,
+    keys: list[WindowKey],
+    config: ProjectConfig,
+    parent: TaskRow | None,
+    known_keys: set[str] | None = None,
+) -> list[TaskRow]:
+    """Patch questions for ``keys``; a window already asked in this region (shared by a neighbouring parent) is skipped."""
+    known = existing_keys(session, region.id) if known_keys is None else known_keys
+    region_box = Box.from_list(region.box)
+    created = []
+    for key in keys:
+        name = str(key)
+        if name in known:
+            continue
+        known.add(name)
+        reason = (
+            f"level {key.level}: child of window {parent.key} voted yes"
+            if parent is not None
+            else "level 1: the lattice over the verified region"
+        )
+        task = TaskRow(
+            project_id=project_id,
+            image_id=image_id,
+            region_id=region.id,
+            kind="patch",
+            key=name,
+            level=key.level,
+            box=window_box(region_box, key).as_list(),
+            parent_id=parent.id if parent is not None else None,
+            votes_wanted=config.crowd.votes,
+            reason=reason,
+        )
+        session.add(task)
+        created.append(task)
+    return created
+
+
+def add_grid_task(session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig) -> TaskRow:
+    """One grid screen over the region; small regions get as many cells as they have pixels per side."""
+    box = Box.from_list(region.box)
+    size = min(config.patches.grid_size, box.width, box.height)
+    task = TaskRow(
+        project_id=project_id,
+        image_id=image_id,
+        region_id=region.id,
+        kind="grid",
+        key=GRID_KEY,
+        level=1,
+        box=box.as_list(),
+        grid_size=size,
+        votes_wanted=config.crowd.votes,
+        reason=f"grid {size} x {size} over the verified region",
+    )
+    session.add(task)
+    return task
+
+
+def add_region_questions(session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig) -> list[TaskRow]:
+    """The first step-2 questions of an accepted region, in the project's presentation."""
+    if config.patches.presentation == "grid":
+        return [add_grid_task(session, project_id, image_id, region, config)]
+    return add_window_tasks(session, project_id, image_id, region, first_level(), config, parent=None, known_keys=set())

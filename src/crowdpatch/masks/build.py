@@ -1,0 +1,174 @@
+"""Aggregated votes -> one soft and one binary attention mask per image, exported to disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+
+from crowdpatch.aggregate import collect_votes, posteriors
+from crowdpatch.boxes import Box
+from crowdpatch.datasets import load_mask
+from crowdpatch.masks.export import CocoImage, write_binary_png, write_coco_json, write_npy, write_soft_png
+from crowdpatch.masks.metrics import mask_iou
+from crowdpatch.patches.lattice import WindowKey, grid_cells
+from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
+from crowdpatch.project import Project
+from crowdpatch.propose import load_saliency
+from crowdpatch.store.models import ImageRow, MaskRow, RegionRow, TaskRow
+
+EXPORT_FORMATS = ("png", "npy", "coco")
+
+
+@dataclass(frozen=True)
+class WindowPosterior:
+    box: Box
+    level: int
+    posterior: float
+
+
+@dataclass
+class ImageMask:
+    image_id: int
+    name: str
+    soft: np.ndarray
+    regions: list[Box]
+    windows: list[WindowPosterior] = field(default_factory=list)
+
+
+@dataclass
+class MaskStats:
+    image_id: int
+    name: str
+    iou: float | None
+    saliency_iou: float | None
+    foreground: float
+
+
+def mask_name(image_id: int, path: str) -> str:
+    return f"{image_id:06d}_{Path(path).stem}"
+
+
+def saliency_binary(saliency: np.ndarray) -> np.ndarray:
+    """The saliency-only mask: the map above twice its mean (the adaptive threshold of the SOD literature)."""
+    return saliency >= min(2 * float(saliency.mean()), 0.95 * float(saliency.max()) or 1.0)
+
+
+class MaskBuilder:
+    """Rasterizes the project's aggregated votes; aggregation runs once, on construction."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        with project.sessions() as session:
+            votes = collect_votes(session, project.id, project.config.aggregation.drop_banned)
+        self.votes = votes
+        self.posteriors: pd.Series = posteriors(votes, project.config.aggregation.method)
+
+    def image_mask(self, image_id: int) -> ImageMask:
+        patches = self.project.config.patches
+        with self.project.sessions() as session:
+            image = session.get(ImageRow, image_id)
+            shape = (image.height, image.width)
+            regions = session.scalars(
+                select(RegionRow).where(RegionRow.image_id == image_id, RegionRow.verdict == "accepted").order_by(RegionRow.id)
+            ).all()
+            soft = np.zeros(shape, dtype=np.float32)
+            windows: list[WindowPosterior] = []
+            boxes = []
+            for region in regions:
+                box = Box.from_list(region.box)
+                boxes.append(box)
+                tasks = session.scalars(
+                    select(TaskRow).where(TaskRow.region_id == region.id, TaskRow.kind.in_(("patch", "grid")))
+                ).all()
+                window_p: dict[WindowKey, float] = {}
+                for task in tasks:
+                    if task.kind == "grid":
+                        cells = grid_cells(box, task.grid_size or 1)
+                        probs = [self._p(f"{task.id}:{i}") for i in range(len(cells))]
+                        if all(p is None for p in probs):
+                            continue
+                        values = [p or 0.0 for p in probs]
+                        np.maximum(soft, rasterize_cells(cells, values, shape), out=soft)
+                        windows += [WindowPosterior(cell, 1, p) for cell, p in zip(cells, values)]
+                    else:
+                        p = self._p(str(task.id))
+                        if p is not None:
+                            window_p[WindowKey.parse(task.key)] = p
+                            windows.append(WindowPosterior(Box.from_list(task.box), task.level, p))
+                if window_p:
+                    np.maximum(soft, rasterize_windows(box, window_p, shape, patches.combine), out=soft)
+            return ImageMask(image_id, mask_name(image_id, image.path), soft, boxes, windows)
+
+    def _p(self, key: str) -> float | None:
+        value = self.posteriors.get(key)
+        return None if value is None else float(value)
+
+
+def build_masks(
+    project: Project,
+    formats: Iterable[str] = ("png",),
+    progress: Callable[[int], None] | None = None,
+) -> list[MaskStats]:
+    """Aggregate, rasterize and export every image's mask; record each in the store with its IoU vs GT."""
+    formats = set(formats)
+    unknown = formats - set(EXPORT_FORMATS)
+    if unknown:
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(EXPORT_FORMATS)}")
+    builder = MaskBuilder(project)
+    threshold = project.config.patches.mask_threshold
+    out = project.path("masks")
+    with project.sessions() as session:
+        images = session.execute(
+            select(ImageRow.id, ImageRow.path, ImageRow.mask_path, ImageRow.saliency_path, ImageRow.width, ImageRow.height)
+            .where(ImageRow.project_id == project.id, ImageRow.stage.notin_(("new", "error")))
+            .order_by(ImageRow.id)
+        ).all()
+    stats: list[MaskStats] = []
+    coco: list[CocoImage] = []
+    for row in images:
+        mask = builder.image_mask(row.id)
+        binary = binarize(mask.soft, threshold)
+        name = mask.name
+        soft_file = out / "soft" / f"{name}.png"
+        write_soft_png(soft_file, mask.soft)
+        if "png" in formats:
+            write_binary_png(out / "binary" / f"{name}.png", binary)
+        if "npy" in formats:
+            write_npy(out / "npy" / f"{name}.npy", mask.soft)
+        if "coco" in formats:
+            coco.append(CocoImage(row.id, Path(row.path).name, row.width, row.height, binary, float(mask.soft.max())))
+        iou = saliency_iou = None
+        if row.mask_path:
+            gt = load_mask(Path(row.mask_path), (row.width, row.height))
+            iou = mask_iou(binary, gt)
+            if row.saliency_path:
+                saliency_iou = mask_iou(saliency_binary(load_saliency(row.saliency_path)), gt)
+        stats.append(MaskStats(row.id, name, iou, saliency_iou, float(binary.mean())))
+        _record(project, row.id, soft_file, iou, threshold)
+        if progress:
+            progress(1)
+    if "coco" in formats:
+        write_coco_json(out / "coco.json", coco)
+    return stats
+
+
+def _record(project: Project, image_id: int, file: Path, iou: float | None, threshold: float) -> None:
+    config = project.config
+    parameters = {
+        "aggregation": config.aggregation.method,
+        "presentation": config.patches.presentation,
+        "max_depth": config.patches.max_depth,
+        "combine": config.patches.combine,
+        "threshold": threshold,
+    }
+    with project.sessions.begin() as session:
+        row = session.scalar(select(MaskRow).where(MaskRow.image_id == image_id, MaskRow.source == "patch"))
+        if row is None:
+            row = MaskRow(image_id=image_id, source="patch", file=str(file))
+            session.add(row)
+        row.file, row.parameters, row.iou = str(file), parameters, iou

@@ -1,0 +1,139 @@
+"""Step 1: saliency clusters per image, and the verification questions that go with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select
+
+from crowdpatch.boxes import Box
+from crowdpatch.crowd.gold import gold_windows
+from crowdpatch.crowd.tasks import add_region_questions, add_verify_task
+from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
+from crowdpatch.project import Project
+from crowdpatch.saliency import SaliencyBackend, clusters_from_config, create_backend
+from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
+
+BATCH_SIZE = 16
+
+
+@dataclass
+class ProposeReport:
+    processed: int = 0
+    clusters: int = 0
+    whole_image: int = 0
+    gold: int = 0
+    problems: list[InputProblem] = field(default_factory=list)
+
+
+def make_backend(project: Project) -> SaliencyBackend:
+    cfg = project.config.saliency
+    options: dict = {}
+    if cfg.backend in ("spectral", "finegrained"):
+        options["scales"] = tuple(cfg.scales)
+    if cfg.weights:
+        options["weights"] = cfg.weights
+    return create_backend(cfg.backend, **options)
+
+
+def saliency_file(project: Project, image_id: int) -> Path:
+    return project.path("saliency", f"{image_id:06d}.png")
+
+
+def load_saliency(path: str | Path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.float32) / 255.0
+
+
+def propose(project: Project, progress: Callable[[int], None] | None = None) -> ProposeReport:
+    """Run step 1 on every image not proposed yet (so a killed run resumes where it stopped)."""
+    backend = make_backend(project)
+    report = ProposeReport()
+    with project.sessions() as session:
+        pending = session.execute(
+            select(ImageRow.id, ImageRow.path, ImageRow.mask_path, ImageRow.width, ImageRow.height)
+            .where(ImageRow.project_id == project.id, ImageRow.stage == "new")
+            .order_by(ImageRow.id)
+        ).all()
+    project.path("saliency").mkdir(exist_ok=True)
+    rng = np.random.default_rng(project.config.simulation.seed)
+    for start in range(0, len(pending), BATCH_SIZE):
+        batch = pending[start : start + BATCH_SIZE]
+        loaded = []
+        for row in batch:
+            try:
+                image = load_rgb(Path(row.path))
+                gt = load_mask(Path(row.mask_path), (image.shape[1], image.shape[0])) if row.mask_path else None
+            except ImageLoadError as exc:
+                report.problems.append(InputProblem(row.path, exc.reason))
+                _mark_error(project, row.id, exc.reason)
+                if progress:
+                    progress(1)
+                continue
+            loaded.append((row, image, gt))
+        if not loaded:
+            continue
+        maps = backend.predict([image for _, image, _ in loaded], [gt for _, _, gt in loaded])
+        for (row, image, gt), saliency in zip(loaded, maps):
+            _store_proposal(project, row, image, gt, saliency, rng, report)
+            report.processed += 1
+            if progress:
+                progress(1)
+    return report
+
+
+def _mark_error(project: Project, image_id: int, reason: str) -> None:
+    with project.sessions.begin() as session:
+        image = session.get(ImageRow, image_id)
+        image.stage, image.error = "error", reason
+
+
+def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeReport) -> None:
+    config = project.config
+    height, width = image.shape[:2]
+    path = saliency_file(project, row.id)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(np.round(np.clip(saliency, 0, 1) * 255).astype(np.uint8)).save(tmp)
+    tmp.replace(path)
+    clusters = clusters_from_config(saliency, config.saliency)
+    with project.sessions.begin() as session:
+        image_row = session.get(ImageRow, row.id)
+        image_row.saliency_path = str(path)
+        image_row.width, image_row.height = width, height
+        if clusters:
+            for cluster in clusters:
+                region = RegionRow(
+                    image_id=row.id, source="saliency", box=cluster.box.as_list(), outline=cluster.outline, mass=cluster.mass
+                )
+                session.add(region)
+                session.flush()
+                add_verify_task(session, project.id, image_row, region, config)
+            image_row.stage = "verify"
+            report.clusters += len(clusters)
+        else:
+            region = RegionRow(image_id=row.id, source="whole", box=Box.whole(width, height).as_list(), verdict="accepted")
+            session.add(region)
+            session.flush()
+            add_region_questions(session, project.id, row.id, region, config)
+            image_row.stage = "patch"
+            report.whole_image += 1
+        if gt is not None and config.crowd.gold_rate > 0:
+            for i, (box, answer) in enumerate(gold_windows(gt, rng)):
+                session.add(
+                    TaskRow(
+                        project_id=project.id,
+                        image_id=row.id,
+                        region_id=None,
+                        kind="gold",
+                        key=f"gold:{i}",
+                        level=0,
+                        box=box.as_list(),
+                        votes_wanted=0,
+                        gold_answer=answer,
+                        reason="gold: known answer from the ground-truth mask",
+                    )
+                )
+                report.gold += 1

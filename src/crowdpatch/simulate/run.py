@@ -1,0 +1,177 @@
+"""Answering a project's questions with simulated workers, in process, as a discrete-event simulation.
+
+Each worker takes a question, "spends" its modeled answer time, and only then is its answer
+stored: workers run in parallel on a simulated clock, so the planner sees answers in the order
+real people would deliver them, and the clock at the end is the batch's latency.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from sqlalchemy import func, select
+
+from crowdpatch.boxes import Box
+from crowdpatch.crowd.planner import Assignment, FixedPlanner
+from crowdpatch.datasets import load_mask
+from crowdpatch.patches.lattice import grid_cells
+from crowdpatch.project import Project
+from crowdpatch.simulate.workers import (
+    CoverageOracle,
+    SimulatedWorker,
+    answer_grid,
+    answer_region,
+    answer_seconds,
+    answer_window,
+    draw_workers,
+)
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
+
+
+class SimulationError(RuntimeError):
+    """The project cannot be answered by simulated workers."""
+
+
+@dataclass
+class SimulationReport:
+    answers: int
+    workers: int
+    banned: int
+    latency_seconds: float
+    open_questions: int
+
+
+def ensure_workers(project: Project, count: int) -> list[tuple[int, SimulatedWorker]]:
+    """The project's first ``count`` simulated workers, drawn once and kept in the store."""
+    with project.sessions.begin() as session:
+        rows = session.scalars(
+            select(WorkerRow).where(WorkerRow.project_id == project.id, WorkerRow.platform == "simulated").order_by(WorkerRow.id)
+        ).all()
+        if len(rows) < count:
+            rng = np.random.default_rng([project.config.simulation.seed, len(rows)])
+            for worker in draw_workers(project.config.simulation, count - len(rows), rng, start=len(rows)):
+                row = WorkerRow(
+                    project_id=project.id, platform="simulated", external_id=worker.external_id, attributes=worker.as_attributes()
+                )
+                session.add(row)
+                rows.append(row)
+            session.flush()
+        return [(row.id, SimulatedWorker.from_attributes(row.attributes)) for row in rows[:count]]
+
+
+class _Oracles:
+    """Ground-truth coverage per image, loaded on first use."""
+
+    def __init__(self, project: Project):
+        with project.sessions() as session:
+            self.sources = {
+                image_id: (mask_path, width, height)
+                for image_id, mask_path, width, height in session.execute(
+                    select(ImageRow.id, ImageRow.mask_path, ImageRow.width, ImageRow.height).where(
+                        ImageRow.project_id == project.id, ImageRow.stage != "error"
+                    )
+                )
+            }
+        missing = [image_id for image_id, (mask_path, _, _) in self.sources.items() if not mask_path]
+        if missing:
+            raise SimulationError(
+                f"{len(missing)} image(s) have no ground-truth mask; simulated workers answer from masks "
+                "(give --masks DIR at init), or collect real answers with 'crowdpatch serve'"
+            )
+        self.cache: dict[int, CoverageOracle] = {}
+
+    def __getitem__(self, image_id: int) -> CoverageOracle:
+        if image_id not in self.cache:
+            mask_path, width, height = self.sources[image_id]
+            self.cache[image_id] = CoverageOracle(load_mask(Path(mask_path), (width, height)))
+        return self.cache[image_id]
+
+
+def simulated_answer(
+    assignment: Assignment, worker: SimulatedWorker, oracle: CoverageOracle, project: Project, rng: np.random.Generator
+) -> tuple[Any, float]:
+    """What ``worker`` answers to ``assignment``, and the human seconds it takes (modeled)."""
+    time_model = project.config.time_model
+    if assignment.kind == "verify":
+        value: Any = "yes" if answer_region(worker, oracle.recall(assignment.box), rng) else "no"
+        median = time_model.yes_no
+    elif assignment.kind == "grid":
+        cells = grid_cells(assignment.box, assignment.grid_size or 1)
+        value = {"cells": answer_grid(worker, [oracle.coverage(cell) for cell in cells], rng)}
+        median = time_model.grid_median(len(cells))
+    else:
+        value = "yes" if answer_window(worker, oracle.coverage(assignment.box), rng) else "no"
+        median = time_model.yes_no
+    return value, answer_seconds(median, worker, time_model, rng)
+
+
+def run_simulation(
+    project: Project,
+    workers: int | None = None,
+    max_answers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SimulationReport:
+    """Answer open questions until none is left (or ``max_answers``); resumable at any point.
+
+    ``progress(answers_stored, open_questions)`` is called after every stored answer.
+    """
+    count = workers or project.config.simulation.workers
+    oracles = _Oracles(project)
+    crew = ensure_workers(project, count)
+    with project.sessions() as session:
+        done_before = session.scalar(
+            select(func.count()).select_from(AnswerRow).join(TaskRow).where(TaskRow.project_id == project.id)
+        ) or 0
+        clock = session.scalar(
+            select(func.max(AnswerRow.answered_at)).join(TaskRow).where(TaskRow.project_id == project.id)
+        ) or 0.0
+    rng = np.random.default_rng([project.config.simulation.seed, done_before, 1])
+    planner = FixedPlanner(project.sessions, project.id, project.config, rng)
+    events: list[tuple[float, int]] = [(clock, index) for index in range(len(crew))]
+    heapq.heapify(events)
+    in_hand: dict[int, tuple[Assignment, Any, float, float]] = {}
+    idle: list[int] = []
+    stored = 0
+    end = clock
+    while events:
+        now, index = heapq.heappop(events)
+        worker_id, worker = crew[index]
+        if index in in_hand:
+            assignment, value, seconds, shown_at = in_hand.pop(index)
+            planner.submit(
+                worker_id,
+                assignment.task_id,
+                value,
+                client_id=f"{worker.external_id}:{assignment.task_id}",
+                seconds=seconds,
+                shown_at=shown_at,
+                answered_at=now,
+                time_source="modeled",
+            )
+            stored += 1
+            end = max(end, now)
+            if progress:
+                progress(stored, len(planner.open))
+            for waiting in idle:
+                heapq.heappush(events, (now, waiting))
+            idle.clear()
+        if max_answers is not None and stored + len(in_hand) >= max_answers:
+            continue
+        assignment = planner.next_task(worker_id, now)
+        if assignment is None:
+            idle.append(index)
+            continue
+        value, seconds = simulated_answer(assignment, worker, oracles[assignment.image_id], project, rng)
+        in_hand[index] = (assignment, value, seconds, now)
+        heapq.heappush(events, (now + seconds, index))
+    return SimulationReport(
+        answers=stored,
+        workers=len(crew),
+        banned=len(planner.banned),
+        latency_seconds=end - clock,
+        open_questions=len(planner.open),
+    )

@@ -1,0 +1,116 @@
+"""Simulated crowd workers that answer from ground-truth masks (SPEC 'Simulated crowd').
+
+A worker says "yes" to a window when the share of it covered by the object reaches its own
+threshold, then flips the answer with its own error rate; spammers answer at random or always
+"yes". Times come from the configurable human time model, so every figure built on them is
+*modeled*, never measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+from crowdpatch.boxes import Box
+from crowdpatch.config import SimulationConfig, TimeModel
+from crowdpatch.datasets.images import MASK_IGNORE, MASK_OBJECT
+
+WorkerKind = Literal["honest", "random", "always_yes"]
+
+SPAMMER_SPEED = 0.4
+"""Spammers answer in this share of an honest worker's time: they do not look."""
+
+
+@dataclass(frozen=True)
+class SimulatedWorker:
+    external_id: str
+    kind: WorkerKind
+    threshold: float
+    error_rate: float
+    speed: float
+    """Multiplier on the time model's medians (a slow worker > 1)."""
+
+    def as_attributes(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_attributes(cls, data: dict) -> "SimulatedWorker":
+        return cls(**{key: data[key] for key in ("external_id", "kind", "threshold", "error_rate", "speed")})
+
+
+def draw_workers(config: SimulationConfig, count: int, rng: np.random.Generator, start: int = 0) -> list[SimulatedWorker]:
+    """``count`` workers; ``round(spammers * count)`` of them spammers, alternately random and always-yes."""
+    n_spammers = round(config.spammers * count)
+    spammer_slots = set(rng.choice(count, size=n_spammers, replace=False).tolist()) if n_spammers else set()
+    workers = []
+    for i in range(count):
+        if i in spammer_slots:
+            kind: WorkerKind = "random" if len(workers) % 2 == 0 else "always_yes"
+        else:
+            kind = "honest"
+        workers.append(
+            SimulatedWorker(
+                external_id=f"sim-{start + i:04d}",
+                kind=kind,
+                threshold=float(rng.uniform(config.threshold_low, config.threshold_high)),
+                error_rate=float(min(0.5, rng.uniform(0, 2 * config.worker_error))),
+                speed=float(SPAMMER_SPEED if kind != "honest" else np.exp(rng.normal(0, 0.25))),
+            )
+        )
+    return workers
+
+
+class CoverageOracle:
+    """Share of any box covered by the object, in O(1) per box (integral images).
+
+    Pixels in the ignore band (255) count neither as object nor as background.
+    """
+
+    def __init__(self, gt_mask: np.ndarray):
+        self.height, self.width = gt_mask.shape
+        obj = (gt_mask == MASK_OBJECT).astype(np.int64)
+        valid = (gt_mask != MASK_IGNORE).astype(np.int64)
+        self._obj = np.pad(obj.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        self._valid = np.pad(valid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        self.object_pixels = int(obj.sum())
+
+    @staticmethod
+    def _sum(table: np.ndarray, box: Box) -> int:
+        return int(table[box.y1, box.x1] - table[box.y0, box.x1] - table[box.y1, box.x0] + table[box.y0, box.x0])
+
+    def coverage(self, box: Box) -> float:
+        """Object share of the box's labelled pixels."""
+        valid = self._sum(self._valid, box)
+        return self._sum(self._obj, box) / valid if valid else 0.0
+
+    def recall(self, box: Box) -> float:
+        """Share of the whole object that lies inside the box."""
+        return self._sum(self._obj, box) / self.object_pixels if self.object_pixels else 0.0
+
+
+def answer_window(worker: SimulatedWorker, coverage: float, rng: np.random.Generator) -> bool:
+    if worker.kind == "always_yes":
+        return True
+    if worker.kind == "random":
+        return bool(rng.random() < 0.5)
+    truth = coverage >= worker.threshold
+    return truth != bool(rng.random() < worker.error_rate)
+
+
+def answer_region(worker: SimulatedWorker, recall: float, rng: np.random.Generator) -> bool:
+    """'Is the <target> inside the highlighted area?': yes when most of the object is inside."""
+    if worker.kind != "honest":
+        return answer_window(worker, 0.0, rng)
+    return (recall >= 0.5) != bool(rng.random() < worker.error_rate)
+
+
+def answer_grid(worker: SimulatedWorker, coverages: list[float], rng: np.random.Generator) -> list[int]:
+    """The cells the worker clicks: the ones it would answer "yes" one by one."""
+    return [i for i, coverage in enumerate(coverages) if answer_window(worker, coverage, rng)]
+
+
+def answer_seconds(median: float, worker: SimulatedWorker, time_model: TimeModel, rng: np.random.Generator) -> float:
+    """Lognormal human time around ``median`` scaled by the worker's speed."""
+    return float(median * worker.speed * np.exp(rng.normal(0.0, time_model.sigma)))

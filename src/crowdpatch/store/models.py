@@ -1,0 +1,155 @@
+"""SQLAlchemy 2 models: everything a project asks and every answer it gets.
+
+The store is the single source of truth: a run killed at any moment resumes from it, and every
+acknowledged answer is in it (one transaction per answer).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ProjectRow(Base):
+    __tablename__ = "project"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    target: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ImageRow(Base):
+    """One image; ``stage`` walks new -> verify -> patch -> done (or error)."""
+
+    __tablename__ = "image"
+    __table_args__ = (UniqueConstraint("project_id", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(200))
+    split: Mapped[str] = mapped_column(String(20), default="train")
+    groups: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    mask_path: Mapped[str | None] = mapped_column(Text)
+    saliency_path: Mapped[str | None] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(String(20), default="new", index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    regions: Mapped[list["RegionRow"]] = relationship(back_populates="image", order_by="RegionRow.id")
+
+
+class RegionRow(Base):
+    """A step-1 cluster (or the whole image) and the crowd's verdict on it."""
+
+    __tablename__ = "region"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id"), index=True)
+    source: Mapped[str] = mapped_column(String(20))  # saliency | whole
+    box: Mapped[list[Any]] = mapped_column()
+    outline: Mapped[list[Any]] = mapped_column(default=list)
+    mass: Mapped[float] = mapped_column(Float, default=0.0)
+    verdict: Mapped[str | None] = mapped_column(String(20))  # None (pending) | accepted | rejected
+
+    image: Mapped[ImageRow] = relationship(back_populates="regions")
+
+
+class TaskRow(Base):
+    """One question. ``key`` names a window ("level:ix:iy"), "grid", or "verify"; shared windows are one task."""
+
+    __tablename__ = "task"
+    __table_args__ = (
+        UniqueConstraint("region_id", "kind", "key"),
+        Index("ix_task_open", "project_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id"), index=True)
+    region_id: Mapped[int | None] = mapped_column(ForeignKey("region.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # verify | patch | grid | gold | polygon
+    key: Mapped[str] = mapped_column(String(40))
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    box: Mapped[list[Any]] = mapped_column()
+    grid_size: Mapped[int | None] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"))
+    votes_wanted: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="open")  # open | done
+    decision: Mapped[str | None] = mapped_column(String(20))  # yes | no, once done (online majority)
+    gold_answer: Mapped[Any | None] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WorkerRow(Base):
+    __tablename__ = "worker"
+    __table_args__ = (UniqueConstraint("project_id", "platform", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    platform: Mapped[str] = mapped_column(String(20))  # simulated | local | prolific | mturk
+    external_id: Mapped[str] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    gold_seen: Mapped[int] = mapped_column(Integer, default=0)
+    gold_correct: Mapped[int] = mapped_column(Integer, default=0)
+    too_fast: Mapped[int] = mapped_column(Integer, default=0)
+    quality: Mapped[float | None] = mapped_column(Float)
+    banned: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LeaseRow(Base):
+    """A question held by one worker until it answers or the lease expires."""
+
+    __tablename__ = "lease"
+    __table_args__ = (UniqueConstraint("task_id", "worker_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"))
+    expires_at: Mapped[float] = mapped_column(Float)  # seconds on the run's clock (simulated or epoch)
+
+
+class AnswerRow(Base):
+    """One acknowledged answer with the human time it cost (modeled for simulated workers)."""
+
+    __tablename__ = "answer"
+    __table_args__ = (UniqueConstraint("task_id", "worker_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    client_id: Mapped[str] = mapped_column(String(100), unique=True)
+    shown_at: Mapped[float] = mapped_column(Float)
+    answered_at: Mapped[float] = mapped_column(Float)
+    client_ms: Mapped[int | None] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    time_source: Mapped[str] = mapped_column(String(10))  # modeled | measured
+
+
+class MaskRow(Base):
+    __tablename__ = "mask"
+    __table_args__ = (UniqueConstraint("image_id", "source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id"), index=True)
+    source: Mapped[str] = mapped_column(String(20))  # patch | polygon | saliency | gt
+    file: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    iou: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,87 @@
+"""The figures a run reports: cost per image against polygons, mask quality, and where times come from."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import func, select
+
+from crowdpatch.masks.build import MaskStats
+from crowdpatch.project import Project
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def times_are(sources: set[str]) -> str:
+    """'modeled' or 'measured' when all answers agree; 'mixed' says a report combines both."""
+    if not sources:
+        return "modeled"
+    return sources.pop() if len(sources) == 1 else "mixed"
+
+
+def summarize(project: Project, stats: list[MaskStats], latency_seconds: float | None = None) -> dict[str, Any]:
+    """The ``summary.json`` of a run (see README for every key)."""
+    config = project.config
+    with project.sessions() as session:
+        images = session.scalar(
+            select(func.count()).select_from(ImageRow).where(ImageRow.project_id == project.id, ImageRow.stage != "error")
+        ) or 0
+        per_kind = session.execute(
+            select(TaskRow.kind, func.count(AnswerRow.id), func.sum(AnswerRow.seconds))
+            .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+            .where(TaskRow.project_id == project.id)
+            .group_by(TaskRow.kind)
+        ).all()
+        sources = set(
+            session.scalars(
+                select(AnswerRow.time_source).join(TaskRow).where(TaskRow.project_id == project.id).distinct()
+            )
+        )
+        questions = session.scalar(
+            select(func.count()).select_from(TaskRow).where(TaskRow.project_id == project.id, TaskRow.kind != "gold")
+        ) or 0
+        banned = session.scalar(
+            select(func.count()).select_from(WorkerRow).where(WorkerRow.project_id == project.id, WorkerRow.banned)
+        ) or 0
+        workers = session.scalar(
+            select(func.count(func.distinct(AnswerRow.worker_id))).join(TaskRow).where(TaskRow.project_id == project.id)
+        ) or 0
+    answers = sum(count for _, count, _ in per_kind)
+    seconds = sum(total or 0.0 for _, _, total in per_kind)
+    per_image = seconds / images if images else 0.0
+    polygon = config.time_model.polygon
+    ious = [s.iou for s in stats if s.iou is not None]
+    saliency_ious = [s.saliency_iou for s in stats if s.saliency_iou is not None]
+    summary: dict[str, Any] = {
+        "images": images,
+        "answers": answers,
+        "answers_per_image": answers / images if images else 0.0,
+        "questions_per_image": questions / images if images else 0.0,
+        "modeled_seconds_per_image": {"patch": per_image, "polygon": polygon},
+        "speedup_vs_polygon": polygon / per_image if per_image else math.inf,
+        "mask_iou": {"patch": _mean(ious), "saliency": _mean(saliency_ious)},
+        "seconds_per_image_by_kind": {kind: (total or 0.0) / images for kind, _, total in per_kind} if images else {},
+        "answers_by_kind": {kind: count for kind, count, _ in per_kind},
+        "workers": workers,
+        "workers_banned": banned,
+        "times_are": times_are(sources),
+        "settings": {
+            "presentation": config.patches.presentation,
+            "max_depth": config.patches.max_depth,
+            "grid_size": config.patches.grid_size,
+            "votes": config.crowd.votes,
+            "aggregation": config.aggregation.method,
+            "saliency": config.saliency.backend,
+            "worker_error": config.simulation.worker_error,
+            "spammers": config.simulation.spammers,
+        },
+    }
+    if summary["times_are"] != "modeled":
+        summary["measured_seconds_per_image"] = summary.pop("modeled_seconds_per_image")
+    if latency_seconds is not None:
+        summary["latency_seconds"] = latency_seconds
+    return summary

@@ -1,0 +1,165 @@
+"""Whole runs built from the steps: the demo and `bench-masks` (the same simulated pipeline on any folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Protocol
+
+import numpy as np
+from sqlalchemy import select
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.datasets import BenchmarkSpec, DatasetLoad, InputProblem, generate_benchmark, load_folder_dataset, load_mask, load_rgb
+from crowdpatch.ingest import IngestReport, add_images
+from crowdpatch.masks.build import MaskBuilder, MaskStats, build_masks
+from crowdpatch.project import Project
+from crowdpatch.propose import ProposeReport, load_saliency, propose
+from crowdpatch.report import AskedWindow, SampleFigure, write_report
+from crowdpatch.simulate.run import SimulationReport, run_simulation
+from crowdpatch.store.models import ImageRow
+from crowdpatch.summary import summarize
+
+REPORT_SAMPLES = 8
+
+
+class StepProgress(Protocol):
+    """How a run shows progress: ``step(name, total)`` returns a context whose value advances by n."""
+
+    def step(self, name: str, total: int | None) -> ContextManager[Callable[..., None]]: ...
+
+
+class SilentProgress:
+    """Progress for library callers and tests: nothing shown."""
+
+    def step(self, name: str, total: int | None) -> ContextManager[Callable[..., None]]:
+        return nullcontext(lambda *args, **kwargs: None)
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    summary_path: Path
+    report_path: Path
+    ingest: IngestReport
+    proposal: ProposeReport
+    simulation: SimulationReport
+    problems: list[str]
+
+
+def create_project(directory: Path, config: ProjectConfig, dataset: DatasetLoad, progress: StepProgress) -> tuple[Project, IngestReport]:
+    project = Project.create(directory, config)
+    with progress.step("registering images", len(dataset.records)) as advance:
+        report = add_images(project, dataset.records, advance)
+    report.problems[:0] = dataset.problems
+    return project, report
+
+
+def run_pipeline(project: Project, progress: StepProgress, workers: int | None = None) -> tuple[ProposeReport, SimulationReport, list[MaskStats]]:
+    """propose -> simulate -> masks on an existing project; each step resumes where it stopped."""
+    with project.sessions() as session:
+        total = len(session.scalars(select(ImageRow.id).where(ImageRow.project_id == project.id)).all())
+    with progress.step("step 1: saliency clusters", total) as advance:
+        proposal = propose(project, advance)
+    with progress.step("step 2: simulated crowd answers", None) as advance:
+        simulation = run_simulation(project, workers, progress=lambda stored, open_: advance(1))
+    with progress.step("aggregating votes into masks", total) as advance:
+        stats = build_masks(project, ("png", "npy", "coco"), advance)
+    return proposal, simulation, stats
+
+
+def sample_figures(project: Project, stats: list[MaskStats], count: int = REPORT_SAMPLES) -> list[SampleFigure]:
+    builder = MaskBuilder(project)
+    samples = []
+    with project.sessions() as session:
+        for stat in stats[:count]:
+            image = session.get(ImageRow, stat.image_id)
+            rgb = load_rgb(Path(image.path))
+            gt = load_mask(Path(image.mask_path), (image.width, image.height)) if image.mask_path else None
+            saliency = load_saliency(image.saliency_path) if image.saliency_path else None
+            mask = builder.image_mask(stat.image_id)
+            samples.append(
+                SampleFigure(
+                    name=stat.name,
+                    image=rgb,
+                    saliency=saliency,
+                    regions=mask.regions,
+                    windows=[AskedWindow(w.box, w.level, w.posterior) for w in mask.windows],
+                    soft_mask=mask.soft,
+                    gt_mask=gt,
+                    iou=stat.iou,
+                )
+            )
+    return samples
+
+
+def write_outputs(project: Project, out: Path, title: str, summary: dict[str, Any], stats: list[MaskStats], notes: list[str]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / "summary.json"
+    tmp = summary_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, summary_path)
+    report_path = write_report(out / "report", title, summary, sample_figures(project, stats), notes)
+    return summary_path, report_path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _finish(project: Project, out: Path, title: str, ingest: IngestReport, proposal: ProposeReport,
+            simulation: SimulationReport, stats: list[MaskStats]) -> RunResult:
+    summary = summarize(project, stats, simulation.latency_seconds)
+    problems = [str(p) for p in ingest.problems + proposal.problems]
+    notes = [
+        f"{simulation.workers} simulated workers, {simulation.banned} banned on gold; "
+        f"latency {simulation.latency_seconds:.0f} s of simulated wall-clock.",
+        "Human times are modeled from the literature (config [time_model]); polygon = "
+        f"{project.config.time_model.polygon:g} s per object.",
+        *[f"input problem: {p}" for p in problems],
+    ]
+    summary_path, report_path = write_outputs(project, out, title, summary, stats, notes)
+    return RunResult(summary, summary_path, report_path, ingest, proposal, simulation, problems)
+
+
+def demo_config(name: str, seed: int) -> ProjectConfig:
+    config = ProjectConfig(name=name, target="object")
+    config.simulation.seed = seed
+    return config
+
+
+def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: int | None = None) -> RunResult:
+    """The built-in biased benchmark end to end with a simulated crowd, in ``out``."""
+    out = Path(out)
+    spec = BenchmarkSpec(n_images=images or (24 if quick else 200), size=64 if quick else 96, seed=seed)
+    with progress.step("generating the built-in benchmark", spec.n_images) as advance:
+        labels = generate_benchmark(out / "data", spec, advance)
+    dataset = load_folder_dataset(out / "data" / "images", labels, out / "data" / "masks")
+    config = demo_config("demo", seed)
+    config.images_dir, config.masks_dir = str(out / "data" / "images"), str(out / "data" / "masks")
+    project, ingest = create_project(out / "project", config, dataset, progress)
+    proposal, simulation, stats = run_pipeline(project, progress)
+    return _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats)
+
+
+def run_bench_masks(images: Path, masks: Path, out: Path, config: ProjectConfig, progress: StepProgress,
+                    limit: int | None = None) -> RunResult:
+    """The simulated pipeline on a folder of real images with GT masks."""
+    dataset = load_folder_dataset(images, None, masks)
+    missing = [r for r in dataset.records if r.mask_path is None]
+    records = [r for r in dataset.records if r.mask_path is not None][: limit or None]
+    dataset = DatasetLoad(records, dataset.problems)
+    config.images_dir, config.masks_dir = str(images), str(masks)
+    project, ingest = create_project(Path(out) / "project", config, dataset, progress)
+    ingest.problems.extend(_no_mask(r) for r in missing)
+    proposal, simulation, stats = run_pipeline(project, progress)
+    return _finish(project, Path(out), f"bench-masks: {images}", ingest, proposal, simulation, stats)
+
+
+def _no_mask(record) -> InputProblem:
+    return InputProblem(str(record.path), "no ground-truth mask with the same stem; skipped")
