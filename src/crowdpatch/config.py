@@ -55,8 +55,11 @@ class CrowdConfig(_Section):
     early_stop: bool = Field(True, description="Stop asking a question once its first two votes agree.")
     gold_rate: float = Field(0.05, ge=0, le=1, description="Share of a worker's questions that are gold (known-answer) checks.")
     lease_seconds: int = Field(120, ge=1, description="How long a worker holds a question before it is offered to others.")
-    min_gold_accuracy: float = Field(0.6, ge=0, le=1, description="A worker under this accuracy on gold (after min_gold_answers) is banned.")
-    min_gold_answers: int = Field(3, ge=1, description="Gold answers needed before a worker can be banned.")
+    spammer_gold_accuracy: float = Field(0.5, gt=0, lt=1, description="Gold accuracy of a worker who does not look (yes/no at random).")
+    honest_gold_accuracy: float = Field(0.85, gt=0, lt=1, description="Gold accuracy expected of an honest worker.")
+    false_ban_rate: float = Field(
+        0.01, gt=0, lt=0.5, description="Accepted chance of banning an honest worker (Wald's sequential test between the two accuracies)."
+    )
     min_seconds_per_answer: float = Field(0.3, ge=0, description="Answers faster than this are flagged as too fast.")
 
 

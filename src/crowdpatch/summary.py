@@ -47,6 +47,11 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         banned = session.scalar(
             select(func.count()).select_from(WorkerRow).where(WorkerRow.project_id == project.id, WorkerRow.banned)
         ) or 0
+        simulated = session.execute(
+            select(WorkerRow.attributes, WorkerRow.banned).where(
+                WorkerRow.project_id == project.id, WorkerRow.platform == "simulated"
+            )
+        ).all()
         workers = session.scalar(
             select(func.count(func.distinct(AnswerRow.worker_id))).join(TaskRow).where(TaskRow.project_id == project.id)
         ) or 0
@@ -69,6 +74,7 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         "workers": workers,
         "workers_banned": banned,
         "times_are": times_are(sources),
+        **({"simulated_bans": _simulated_bans(simulated)} if simulated else {}),
         "settings": {
             "presentation": config.patches.presentation,
             "max_depth": config.patches.max_depth,
@@ -85,3 +91,13 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
     if latency_seconds is not None:
         summary["latency_seconds"] = latency_seconds
     return summary
+
+
+def _simulated_bans(workers: list) -> dict[str, int]:
+    """Who the gold checks stopped, by the simulated worker's true kind (only a simulation knows it)."""
+    counts = {"spammers": 0, "spammers_banned": 0, "honest": 0, "honest_banned": 0}
+    for attributes, banned in workers:
+        kind = "honest" if attributes.get("kind") == "honest" else "spammers"
+        counts[kind] += 1
+        counts[f"{kind}_banned"] += int(banned)
+    return counts

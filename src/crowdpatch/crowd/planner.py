@@ -12,6 +12,7 @@ The planner keeps the open questions in memory for speed; the store is the truth
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.boxes import Box
-from crowdpatch.config import ProjectConfig
+from crowdpatch.config import CrowdConfig, ProjectConfig
 from crowdpatch.crowd.tasks import add_region_questions, add_window_tasks
 from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, RegionRow, TaskRow, WorkerRow
@@ -93,6 +94,19 @@ def majority(values: list[str]) -> str:
     """Majority of yes/no answers; a tie is "yes" so the window is refined rather than lost."""
     yes = sum(1 for v in values if v == YES)
     return YES if yes * 2 >= len(values) else NO
+
+
+def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0.1) -> bool:
+    """Wald's sequential probability ratio test on gold answers: spammer accuracy vs honest accuracy.
+
+    A fixed "accuracy below X after N golds" rule bans many honest workers on an early unlucky
+    streak; the SPRT bans only when the evidence reaches the odds set by ``false_ban_rate``,
+    after as few golds as the evidence allows.
+    """
+    spam, honest = crowd.spammer_gold_accuracy, crowd.honest_gold_accuracy
+    wrong = seen - correct
+    log_ratio = correct * math.log(spam / honest) + wrong * math.log((1 - spam) / (1 - honest))
+    return log_ratio >= math.log((1 - miss_rate) / crowd.false_ban_rate)
 
 
 def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
@@ -283,7 +297,7 @@ class FixedPlanner:
                     raise AnswerRejected(f"client id {client_id!r} was used for another answer")
                 return SubmitResult(existing.id, True, False, 0, False)
         question = self.open.get(task_id) or self.gold.get(task_id)
-        if question is None or worker_id not in question.leases:
+        if question is None or not self._holds(question, worker_id):
             raise AnswerRejected(f"task {task_id} is not leased to worker {worker_id}")
         value = validate_value(question.kind, value, question.grid_size)
 
@@ -320,7 +334,7 @@ class FixedPlanner:
                 question.answers.pop()
                 raise AnswerRejected(f"worker {worker_id} already answered task {task_id}") from exc
             created_ids = [(row.id, row) for row in created]
-        del question.leases[worker_id]
+        question.leases.pop(worker_id, None)
         if done:
             self._untrack(question)
         for _, row in created_ids:
@@ -328,6 +342,20 @@ class FixedPlanner:
         if banned:
             self.banned.add(worker_id)
         return SubmitResult(answer.id, False, done, len(created), banned)
+
+    def _holds(self, question: OpenQuestion, worker_id: int) -> bool:
+        """Whether the worker may answer: it holds the lease, or its lease expired but nobody took its place.
+
+        A late answer is honest work the requester pays for anyway; it is refused only when
+        accepting it would give the question more answers than wanted.
+        """
+        if worker_id in question.leases:
+            return True
+        if any(w == worker_id for w, _ in question.answers):
+            return False
+        if question.kind == "gold":
+            return True
+        return self._wants_more(question)
 
     def _update_worker(self, worker: WorkerRow, question: OpenQuestion, value: Any, seconds: float) -> bool:
         """Quality bookkeeping; returns True when this answer gets the worker banned."""
@@ -339,11 +367,7 @@ class FixedPlanner:
         worker.gold_seen += 1
         worker.gold_correct += int(value == question.gold_answer)
         worker.quality = (worker.gold_correct + 1) / (worker.gold_seen + 2)
-        if (
-            not worker.banned
-            and worker.gold_seen >= crowd.min_gold_answers
-            and worker.gold_correct / worker.gold_seen < crowd.min_gold_accuracy
-        ):
+        if not worker.banned and is_spammer(worker.gold_correct, worker.gold_seen, crowd):
             worker.banned = True
             return True
         return False

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from crowdpatch.boxes import Box
-from crowdpatch.crowd.planner import Assignment, FixedPlanner
+from crowdpatch.crowd.planner import AnswerRejected, Assignment, FixedPlanner
 from crowdpatch.datasets import load_mask
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
@@ -43,6 +43,8 @@ class SimulationReport:
     banned: int
     latency_seconds: float
     open_questions: int
+    rejected_late: int = 0
+    """Answers refused because they came after the lease expired and the question was full."""
 
 
 def ensure_workers(project: Project, count: int) -> list[tuple[int, SimulatedWorker]]:
@@ -136,23 +138,29 @@ def run_simulation(
     in_hand: dict[int, tuple[Assignment, Any, float, float]] = {}
     idle: list[int] = []
     stored = 0
+    rejected = 0
     end = clock
     while events:
         now, index = heapq.heappop(events)
         worker_id, worker = crew[index]
         if index in in_hand:
             assignment, value, seconds, shown_at = in_hand.pop(index)
-            planner.submit(
-                worker_id,
-                assignment.task_id,
-                value,
-                client_id=f"{worker.external_id}:{assignment.task_id}",
-                seconds=seconds,
-                shown_at=shown_at,
-                answered_at=now,
-                time_source="modeled",
-            )
-            stored += 1
+            try:
+                planner.submit(
+                    worker_id,
+                    assignment.task_id,
+                    value,
+                    client_id=f"{worker.external_id}:{assignment.task_id}",
+                    seconds=seconds,
+                    shown_at=shown_at,
+                    answered_at=now,
+                    time_source="modeled",
+                )
+            except AnswerRejected:
+                # Too late: the lease expired and another worker's answer took its place.
+                rejected += 1
+            else:
+                stored += 1
             end = max(end, now)
             if progress:
                 progress(stored, len(planner.open))
@@ -174,4 +182,5 @@ def run_simulation(
         banned=len(planner.banned),
         latency_seconds=end - clock,
         open_questions=len(planner.open),
+        rejected_late=rejected,
     )

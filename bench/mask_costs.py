@@ -1,0 +1,99 @@
+"""Cost against mask quality of the patch scheme on real images with GT masks (simulated crowd).
+
+Runs the same pipeline as `crowdpatch bench-masks` for several presentations and depths and prints
+one table (modeled human-seconds per image, answers per image, IoU) per dataset. With --write the
+table replaces the section between the markers in docs/benchmarks.md.
+
+    python bench/mask_costs.py --limit 60 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.workflow import SilentProgress, run_bench_masks
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+DATASETS = {
+    "weizmann_horse": (DATA / "weizmann_horse" / "rgb", DATA / "weizmann_horse" / "figure_ground"),
+    "grabcut": (DATA / "grabcut" / "images", DATA / "grabcut" / "masks"),
+}
+CONFIGS = [
+    ("single", 1, 8),
+    ("single", 2, 8),
+    ("single", 3, 8),
+    ("grid", 2, 4),
+    ("grid", 2, 8),
+    ("grid", 2, 16),
+]
+MARK_BEGIN = "<!-- mask_costs:begin -->"
+MARK_END = "<!-- mask_costs:end -->"
+
+
+def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, limit: int | None, seed: int) -> dict:
+    images, masks = DATASETS[dataset]
+    config = ProjectConfig(name="bench", target="object")
+    config.patches.presentation = presentation
+    config.patches.max_depth = depth
+    config.patches.grid_size = grid
+    config.saliency.backend = saliency
+    config.simulation.seed = seed
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = run_bench_masks(images, masks, Path(tmp), config, SilentProgress(), limit)
+        wall = time.perf_counter() - start
+    s = result.summary
+    return {
+        "dataset": dataset,
+        "saliency": saliency,
+        "scheme": f"single, depth {depth}" if presentation == "single" else f"grid {grid}x{grid}",
+        "images": s["images"],
+        "answers/img": s["answers_per_image"],
+        "s/img": s["modeled_seconds_per_image"]["patch"],
+        "vs polygon": s["speedup_vs_polygon"],
+        "IoU patch": s["mask_iou"]["patch"],
+        "IoU saliency": s["mask_iou"]["saliency"],
+        "run s": wall,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="images per dataset (default: all)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--saliency", nargs="+", default=["spectral"], help="saliency backends to compare (e.g. spectral gt)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args()
+    rows = []
+    for dataset in args.datasets:
+        for saliency in args.saliency:
+            for presentation, depth, grid in CONFIGS:
+                row = run(dataset, presentation, depth, grid, saliency, args.limit, args.seed)
+                rows.append(row)
+                print(table([row]).splitlines()[-1], flush=True)
+    text = table(rows)
+    print(text)
+    if args.write:
+        doc = ROOT / "docs" / "benchmarks.md"
+        body = doc.read_text(encoding="utf-8")
+        start, end = body.index(MARK_BEGIN) + len(MARK_BEGIN), body.index(MARK_END)
+        doc.write_text(body[:start] + "\n" + text + "\n" + body[end:], encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
