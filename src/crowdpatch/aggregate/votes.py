@@ -51,12 +51,12 @@ def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -
 
 def posteriors(votes: pd.DataFrame, method: Method = "ds") -> pd.Series:
     """P(yes) per question key. Questions nobody answered are absent, not 0."""
+    model = make_aggregator(method)
     if votes.empty:
         return pd.Series(dtype=float)
     if votes["label"].nunique() == 1:
         # Every aggregator agrees when every vote is the same; crowd-kit's EM needs two classes.
         return pd.Series(float(votes["label"].iloc[0]), index=pd.Index(votes["task"].unique(), name="task"))
-    model = make_aggregator(method)
     model.fit(votes)
     probas = model.probas_
     return probas[1].astype(float) if 1 in probas.columns else pd.Series(0.0, index=probas.index)

@@ -27,7 +27,7 @@ def gold_windows(gt_mask: np.ndarray, rng: np.random.Generator, per_image: int =
         for ix in range(positions(level)):
             for iy in range(positions(level)):
                 box = window_box(whole, WindowKey(level, ix, iy))
-                if box.width < 4 or box.height < 4:
+                if box.width < 4 or box.height < 4 or oracle.labelled(box) < 0.5:
                     continue
                 coverage = oracle.coverage(box)
                 if coverage >= GOLD_YES_COVERAGE:

@@ -109,6 +109,26 @@ def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0
     return log_ratio >= math.log((1 - miss_rate) / crowd.false_ban_rate)
 
 
+def merge_boxes(boxes: list[Box]) -> list[tuple[Box, list[int]]]:
+    """Union boxes of the groups of overlapping boxes (transitively), with the members' indices."""
+    groups: list[tuple[Box, list[int]]] = [(box, [i]) for i, box in enumerate(boxes)]
+    merged = True
+    while merged:
+        merged = False
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                (box_a, members_a), (box_b, members_b) = groups[a], groups[b]
+                if box_a.x0 < box_b.x1 and box_b.x0 < box_a.x1 and box_a.y0 < box_b.y1 and box_b.y0 < box_a.y1:
+                    union = Box(min(box_a.x0, box_b.x0), min(box_a.y0, box_b.y0), max(box_a.x1, box_b.x1), max(box_a.y1, box_b.y1))
+                    groups[a] = (union, members_a + members_b)
+                    del groups[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
+
+
 def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
     if kind == "grid":
         cells = value.get("cells") if isinstance(value, dict) else None
@@ -398,6 +418,28 @@ class FixedPlanner:
             session.get(ImageRow, question.image_id).stage = "done"
         return created
 
+    def _merge_overlapping(self, session: Session, image_id: int, regions: list[RegionRow]) -> list[RegionRow]:
+        """Accepted clusters whose boxes overlap become one region over their union box.
+
+        Saliency often splits one object into touching clusters; asking each one's lattice would
+        ask the shared area twice and cut the object at the clusters' seams.
+        """
+        groups = merge_boxes([Box.from_list(r.box) for r in regions])
+        if len(groups) == len(regions):
+            return regions
+        merged: list[RegionRow] = []
+        for box, members in groups:
+            if len(members) == 1:
+                merged.append(regions[members[0]])
+                continue
+            for index in members:
+                regions[index].verdict = "merged"
+            union = RegionRow(image_id=image_id, source="merged", box=box.as_list(), verdict="accepted")
+            session.add(union)
+            merged.append(union)
+        session.flush()
+        return merged
+
     def _decide_regions(self, session: Session, image_id: int) -> list[TaskRow]:
         """All clusters of an image verified: accepted ones become regions; none accepted -> the whole image."""
         image = session.get(ImageRow, image_id)
@@ -418,6 +460,7 @@ class FixedPlanner:
             session.add(whole)
             session.flush()
             accepted = [whole]
+        accepted = self._merge_overlapping(session, image_id, accepted)
         image.stage = "patch"
         created: list[TaskRow] = []
         for region in accepted:

@@ -50,15 +50,19 @@ def _edge(start: int, length: int, numerator: int, denominator: int) -> int:
     return start + round(numerator * length / denominator)
 
 
-def window_box(region: Box, key: WindowKey) -> Box:
-    """The pixel box of ``key`` inside ``region``."""
+def _edges(region: Box, key: WindowKey) -> tuple[int, int, int, int]:
     steps = 2 ** (key.level + 1)
-    return Box(
+    return (
         _edge(region.x0, region.width, key.ix, steps),
         _edge(region.y0, region.height, key.iy, steps),
         _edge(region.x0, region.width, key.ix + 2, steps),
         _edge(region.y0, region.height, key.iy + 2, steps),
     )
+
+
+def window_box(region: Box, key: WindowKey) -> Box:
+    """The pixel box of ``key`` inside ``region``."""
+    return Box(*_edges(region, key))
 
 
 def first_level() -> list[WindowKey]:
@@ -79,10 +83,12 @@ def can_subdivide(region: Box, key: WindowKey, max_depth: int, min_side: int) ->
     """Whether a "yes" on ``key`` should be refined: below the depth limit and children not too small."""
     if key.level >= max_depth:
         return False
-    steps = 2 ** (key.level + 2)
-    child_width = region.width * 2 / steps
-    child_height = region.height * 2 / steps
-    return min(child_width, child_height) >= min_side
+    # Measure the rounded children, not the ideal fraction: rounding can take a pixel off.
+    for child in children(key):
+        edges = _edges(region, child)
+        if edges[2] - edges[0] < min_side or edges[3] - edges[1] < min_side:
+            return False
+    return True
 
 
 def grid_cells(region: Box, size: int) -> list[Box]:

@@ -47,7 +47,8 @@ def draw_workers(config: SimulationConfig, count: int, rng: np.random.Generator,
     workers = []
     for i in range(count):
         if i in spammer_slots:
-            kind: WorkerKind = "random" if len(workers) % 2 == 0 else "always_yes"
+            spammers_so_far = sum(1 for w in workers if w.kind != "honest")
+            kind: WorkerKind = "random" if spammers_so_far % 2 == 0 else "always_yes"
         else:
             kind = "honest"
         workers.append(
@@ -84,6 +85,10 @@ class CoverageOracle:
         """Object share of the box's labelled pixels."""
         valid = self._sum(self._valid, box)
         return self._sum(self._obj, box) / valid if valid else 0.0
+
+    def labelled(self, box: Box) -> float:
+        """Share of the box's pixels that are labelled (not in the ignore band)."""
+        return self._sum(self._valid, box) / box.area
 
     def recall(self, box: Box) -> float:
         """Share of the whole object that lies inside the box."""
