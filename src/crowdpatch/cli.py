@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from crowdpatch.config import ConfigError, ProjectConfig
+from crowdpatch.config import CONFIG_FILENAME, ConfigError, ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, DatasetError, generate_benchmark, load_folder_dataset
 from crowdpatch.project import Project, ProjectError
 from crowdpatch.simulate.run import SimulationError
@@ -107,6 +107,8 @@ def init(
     """Create a project from a folder of images (+ labels CSV, + masks) or from the built-in benchmark."""
     if builtin == (images is not None):
         fail("give either --builtin or --images DIR")
+    if (directory / CONFIG_FILENAME).exists():
+        fail(f"{directory} is already a crowdpatch project; use it, or choose a new directory")
     if builtin:
         spec = BenchmarkSpec(n_images=images_count, size=image_size, seed=seed)
         with RichProgress().step("generating the built-in benchmark", images_count) as advance:

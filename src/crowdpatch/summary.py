@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy import func, select
@@ -67,7 +66,7 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         "answers_per_image": answers / images if images else 0.0,
         "questions_per_image": questions / images if images else 0.0,
         "modeled_seconds_per_image": {"patch": per_image, "polygon": polygon},
-        "speedup_vs_polygon": polygon / per_image if per_image else math.inf,
+        "speedup_vs_polygon": polygon / per_image if per_image else None,
         "mask_iou": {"patch": _mean(ious), "saliency": _mean(saliency_ious)},
         "seconds_per_image_by_kind": {kind: (total or 0.0) / images for kind, _, total in per_kind} if images else {},
         "answers_by_kind": {kind: count for kind, count, _ in per_kind},

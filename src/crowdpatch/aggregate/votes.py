@@ -6,6 +6,7 @@ not vote on it. One grid screen is one vote on each of its cells: a cell left un
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import pandas as pd
@@ -57,6 +58,9 @@ def posteriors(votes: pd.DataFrame, method: Method = "ds") -> pd.Series:
     if votes["label"].nunique() == 1:
         # Every aggregator agrees when every vote is the same; crowd-kit's EM needs two classes.
         return pd.Series(float(votes["label"].iloc[0]), index=pd.Index(votes["task"].unique(), name="task"))
-    model.fit(votes)
+    with warnings.catch_warnings():
+        # crowd-kit 1.4 still uses pandas keywords that pandas 3 deprecates; nothing to act on here.
+        warnings.filterwarnings("ignore", module=r"crowdkit\..*")
+        model.fit(votes)
     probas = model.probas_
     return probas[1].astype(float) if 1 in probas.columns else pd.Series(0.0, index=probas.index)

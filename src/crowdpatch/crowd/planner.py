@@ -50,6 +50,8 @@ class OpenQuestion:
     gold_answer: Any = None
     answers: list[tuple[int, Any]] = field(default_factory=list)
     leases: dict[int, float] = field(default_factory=dict)
+    expired: set[int] = field(default_factory=set)
+    """Workers whose lease ran out: they may still answer if nobody has taken their place."""
 
     @property
     def order(self) -> tuple[int, int, int]:
@@ -251,6 +253,7 @@ class FixedPlanner:
         for worker, expires_at in list(question.leases.items()):
             if expires_at <= now:
                 del question.leases[worker]
+                question.expired.add(worker)
 
     def next_task(self, worker_id: int, now: float) -> Assignment | None:
         """Lease the next question to ``worker_id``, or None when it has nothing left to answer."""
@@ -355,6 +358,7 @@ class FixedPlanner:
                 raise AnswerRejected(f"worker {worker_id} already answered task {task_id}") from exc
             created_ids = [(row.id, row) for row in created]
         question.leases.pop(worker_id, None)
+        question.expired.discard(worker_id)
         if done:
             self._untrack(question)
         for _, row in created_ids:
@@ -371,11 +375,9 @@ class FixedPlanner:
         """
         if worker_id in question.leases:
             return True
-        if any(w == worker_id for w, _ in question.answers):
+        if worker_id not in question.expired or any(w == worker_id for w, _ in question.answers):
             return False
-        if question.kind == "gold":
-            return True
-        return self._wants_more(question)
+        return question.kind == "gold" or self._wants_more(question)
 
     def _update_worker(self, worker: WorkerRow, question: OpenQuestion, value: Any, seconds: float) -> bool:
         """Quality bookkeeping; returns True when this answer gets the worker banned."""

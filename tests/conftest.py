@@ -1,0 +1,148 @@
+"""Shared fixtures: the shared data sets, small built-in projects, and the CLI run two ways.
+
+The CLI is driven both in process (typer's CliRunner: fast, for most checks) and as a real
+subprocess (``python -m crowdpatch``: what a user runs, and the only way to kill a run for real).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from typer.testing import CliRunner
+
+from crowdpatch.cli import app
+from crowdpatch.config import ProjectConfig
+from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
+from crowdpatch.ingest import add_images
+from crowdpatch.project import Project
+from crowdpatch.propose import propose
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Wide, colourless, no tty: rich then prints every message on one line, so file names stay whole.
+CLI_ENV_OVERRIDES = {"COLUMNS": "400", "LINES": "50", "NO_COLOR": "1", "TERM": "xterm"}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (Weizmann horse, GrabCut, ...) next to the repository."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data sets not found at {SHARED_DATA} (expected next to the repository)")
+    return SHARED_DATA
+
+
+BenchmarkFiles = tuple[Path, Path, Path]
+
+
+@pytest.fixture(scope="session")
+def benchmark_files(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., BenchmarkFiles]:
+    """``benchmark_files(n, size)`` -> (images dir, labels.csv, masks dir) of the built-in benchmark, written once per session."""
+    cache: dict[tuple[int, int, int], BenchmarkFiles] = {}
+
+    def make(n_images: int = 12, size: int = 64, seed: int = 0) -> BenchmarkFiles:
+        key = (n_images, size, seed)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"benchmark-{n_images}x{size}-s{seed}")
+            labels = generate_benchmark(out, BenchmarkSpec(n_images=n_images, size=size, seed=seed))
+            cache[key] = (out / "images", labels, out / "masks")
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, benchmark_files) -> Callable[..., Project]:
+    """``make_project(n_images, size, configure=fn, proposed=True)``: a built-in project made with the library API."""
+    projects: list[Project] = []
+
+    def make(
+        n_images: int = 12,
+        size: int = 64,
+        configure: Callable[[ProjectConfig], None] | None = None,
+        proposed: bool = True,
+        name: str = "proj",
+    ) -> Project:
+        images, labels, masks = benchmark_files(n_images, size)
+        config = ProjectConfig(name=name, target="object", images_dir=str(images), masks_dir=str(masks))
+        if configure is not None:
+            configure(config)
+        project = Project.create(tmp_path / name, config)
+        projects.append(project)
+        dataset = load_folder_dataset(images, labels, masks)
+        report = add_images(project, dataset.records)
+        assert report.added == n_images and not report.problems
+        if proposed:
+            assert not propose(project).problems
+        return project
+
+    yield make
+    for project in projects:
+        project.close()
+
+
+@pytest.fixture
+def builtin_project(make_project) -> Project:
+    """12 built-in images of 64 px, step 1 done (verification and gold questions open)."""
+    return make_project()
+
+
+def cli_env() -> dict[str, str]:
+    env = {**os.environ, **CLI_ENV_OVERRIDES}
+    for forcing in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(forcing, None)
+    return env
+
+
+def cli_command(*args: str | os.PathLike[str]) -> list[str]:
+    return [sys.executable, "-m", "crowdpatch", *map(str, args)]
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_cli(*args, timeout=120)``: ``python -m crowdpatch ARGS`` as a real subprocess, no tty."""
+
+    def run(*args: str | os.PathLike[str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli_command(*args),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=timeout,
+            cwd=cwd,
+        )
+
+    return run
+
+
+@pytest.fixture
+def start_cli():
+    """``start_cli(*args, log=file)``: ``python -m crowdpatch ARGS`` started in the background (a Popen), no tty."""
+    children: list[subprocess.Popen] = []
+
+    def start(*args: str | os.PathLike[str], log) -> subprocess.Popen:
+        child = subprocess.Popen(cli_command(*args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=30)
+
+
+@pytest.fixture
+def invoke():
+    """``invoke(*args)``: the typer app in process; the result has ``exit_code``, ``stdout``, ``stderr``."""
+    runner = CliRunner()
+
+    def run(*args: str | os.PathLike[str]):
+        return runner.invoke(app, [str(a) for a in args], env=CLI_ENV_OVERRIDES, catch_exceptions=False)
+
+    return run
