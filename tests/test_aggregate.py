@@ -190,7 +190,7 @@ def test_worker_quality_reports_gold_accuracy_agreement_and_speed(store: Session
     windows = [add_task(store, project, image, "patch", f"1:{i}:0") for i in range(3)]
     careful = add_worker(store, project, "careful", gold_seen=4, gold_correct=3)
     contrary = add_worker(store, project, "contrary", banned=True)
-    idle = add_worker(store, project, "idle")
+    add_worker(store, project, "idle")
     for task, value in zip(windows, ["yes", "no", "yes"]):
         answer(store, task, careful, value, seconds=2.0)
     for task, value in zip(windows, ["no", "yes", "yes"]):

@@ -11,7 +11,8 @@ from hypothesis.extra.numpy import arrays
 from crowdpatch.boxes import Box
 from crowdpatch.config import SimulationConfig, TimeModel
 from crowdpatch.crowd.gold import GOLD_YES_COVERAGE, gold_windows
-from crowdpatch.crowd.planner import NO, YES, AnswerRejected, majority, validate_value, votes_target
+from crowdpatch.crowd.decisions import NO, YES, majority
+from crowdpatch.crowd.planner import AnswerRejected, validate_value, votes_target
 from crowdpatch.datasets.images import MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT
 from crowdpatch.simulate.workers import (
     SPAMMER_SPEED,

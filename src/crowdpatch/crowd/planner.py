@@ -23,11 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import CrowdConfig, ProjectConfig
-from crowdpatch.crowd.tasks import add_region_questions, add_window_tasks
-from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
-from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, RegionRow, TaskRow, WorkerRow
-
-YES, NO = "yes", "no"
+from crowdpatch.crowd.decisions import NO, YES, close_question
+from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 
 
 class AnswerRejected(ValueError):
@@ -92,12 +89,6 @@ def votes_target(values: list[Any], votes: int, early_stop: bool) -> int:
     return 2
 
 
-def majority(values: list[str]) -> str:
-    """Majority of yes/no answers; a tie is "yes" so the window is refined rather than lost."""
-    yes = sum(1 for v in values if v == YES)
-    return YES if yes * 2 >= len(values) else NO
-
-
 def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0.1) -> bool:
     """Wald's sequential probability ratio test on gold answers: spammer accuracy vs honest accuracy.
 
@@ -109,26 +100,6 @@ def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0
     wrong = seen - correct
     log_ratio = correct * math.log(spam / honest) + wrong * math.log((1 - spam) / (1 - honest))
     return log_ratio >= math.log((1 - miss_rate) / crowd.false_ban_rate)
-
-
-def merge_boxes(boxes: list[Box]) -> list[tuple[Box, list[int]]]:
-    """Union boxes of the groups of overlapping boxes (transitively), with the members' indices."""
-    groups: list[tuple[Box, list[int]]] = [(box, [i]) for i, box in enumerate(boxes)]
-    merged = True
-    while merged:
-        merged = False
-        for a in range(len(groups)):
-            for b in range(a + 1, len(groups)):
-                (box_a, members_a), (box_b, members_b) = groups[a], groups[b]
-                if box_a.x0 < box_b.x1 and box_b.x0 < box_a.x1 and box_a.y0 < box_b.y1 and box_b.y0 < box_a.y1:
-                    union = Box(min(box_a.x0, box_b.x0), min(box_a.y0, box_b.y0), max(box_a.x1, box_b.x1), max(box_a.y1, box_b.y1))
-                    groups[a] = (union, members_a + members_b)
-                    del groups[b]
-                    merged = True
-                    break
-            if merged:
-                break
-    return groups
 
 
 def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
@@ -164,7 +135,6 @@ class FixedPlanner:
         self.open: dict[int, OpenQuestion] = {}
         self.queue: list[tuple[int, int, int]] = []
         self.gold: dict[int, OpenQuestion] = {}
-        self.open_per_image: dict[int, int] = {}
         self.banned: set[int] = set()
         self.load()
 
@@ -175,7 +145,6 @@ class FixedPlanner:
         self.open.clear()
         self.queue.clear()
         self.gold.clear()
-        self.open_per_image.clear()
         with self.sessions() as session:
             self.banned = set(
                 session.scalars(select(WorkerRow.id).where(WorkerRow.project_id == self.project_id, WorkerRow.banned))
@@ -224,13 +193,11 @@ class FixedPlanner:
             return
         self.open[row.id] = question
         bisect.insort(self.queue, question.order)
-        self.open_per_image[row.image_id] = self.open_per_image.get(row.image_id, 0) + 1
 
     def _untrack(self, question: OpenQuestion) -> None:
         del self.open[question.id]
         index = bisect.bisect_left(self.queue, question.order)
         del self.queue[index]
-        self.open_per_image[question.image_id] -= 1
 
     # -- asking --------------------------------------------------------------------------------
 
@@ -350,7 +317,7 @@ class FixedPlanner:
                 target = votes_target(values, question.votes_wanted, self.config.crowd.early_stop)
                 if len(values) >= target:
                     done = True
-                    created = self._close(session, question, values)
+                    created = close_question(session, self.project_id, self.config, question.id, values)
             try:
                 session.flush()
             except IntegrityError as exc:
@@ -393,79 +360,3 @@ class FixedPlanner:
             worker.banned = True
             return True
         return False
-
-    def _close(self, session: Session, question: OpenQuestion, values: list[Any]) -> list[TaskRow]:
-        """Mark a question done and create what its decision calls for."""
-        row = session.get(TaskRow, question.id)
-        row.state = "done"
-        created: list[TaskRow] = []
-        if question.kind == "grid":
-            row.decision = None
-        else:
-            row.decision = majority(values)
-        if question.kind == "verify":
-            still_open = [
-                q for q in self.open.values() if q.image_id == question.image_id and q.kind == "verify" and q.id != question.id
-            ]
-            if not still_open:
-                created = self._decide_regions(session, question.image_id)
-        elif question.kind == "patch" and row.decision == YES:
-            region = session.get(RegionRow, question.region_id)
-            key = WindowKey.parse(question.key)
-            patches = self.config.patches
-            if can_subdivide(Box.from_list(region.box), key, patches.max_depth, patches.min_side):
-                created = add_window_tasks(session, self.project_id, question.image_id, region, children(key), self.config, parent=row)
-        remaining = self.open_per_image.get(question.image_id, 0) - 1 + len(created)
-        if remaining == 0:
-            session.get(ImageRow, question.image_id).stage = "done"
-        return created
-
-    def _merge_overlapping(self, session: Session, image_id: int, regions: list[RegionRow]) -> list[RegionRow]:
-        """Accepted clusters whose boxes overlap become one region over their union box.
-
-        Saliency often splits one object into touching clusters; asking each one's lattice would
-        ask the shared area twice and cut the object at the clusters' seams.
-        """
-        groups = merge_boxes([Box.from_list(r.box) for r in regions])
-        if len(groups) == len(regions):
-            return regions
-        merged: list[RegionRow] = []
-        for box, members in groups:
-            if len(members) == 1:
-                merged.append(regions[members[0]])
-                continue
-            for index in members:
-                regions[index].verdict = "merged"
-            union = RegionRow(image_id=image_id, source="merged", box=box.as_list(), verdict="accepted")
-            session.add(union)
-            merged.append(union)
-        session.flush()
-        return merged
-
-    def _decide_regions(self, session: Session, image_id: int) -> list[TaskRow]:
-        """All clusters of an image verified: accepted ones become regions; none accepted -> the whole image."""
-        image = session.get(ImageRow, image_id)
-        verdicts = {
-            region_id: decision
-            for region_id, decision in session.execute(
-                select(TaskRow.region_id, TaskRow.decision).where(TaskRow.image_id == image_id, TaskRow.kind == "verify")
-            )
-        }
-        accepted = []
-        for region in image.regions:
-            if region.id in verdicts:
-                region.verdict = "accepted" if verdicts[region.id] == YES else "rejected"
-                if region.verdict == "accepted":
-                    accepted.append(region)
-        if not accepted:
-            whole = RegionRow(image_id=image_id, source="whole", box=[0, 0, image.width, image.height], verdict="accepted")
-            session.add(whole)
-            session.flush()
-            accepted = [whole]
-        accepted = self._merge_overlapping(session, image_id, accepted)
-        image.stage = "patch"
-        created: list[TaskRow] = []
-        for region in accepted:
-            created += add_region_questions(session, self.project_id, image_id, region, self.config)
-        session.flush()
-        return created

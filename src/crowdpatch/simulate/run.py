@@ -15,7 +15,6 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import func, select
 
-from crowdpatch.boxes import Box
 from crowdpatch.crowd.planner import AnswerRejected, Assignment, FixedPlanner
 from crowdpatch.datasets import load_mask
 from crowdpatch.patches.lattice import grid_cells

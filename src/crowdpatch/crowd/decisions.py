@@ -1,0 +1,131 @@
+"""What a finished question decides, written in the caller's transaction.
+
+Everything here reads the store, not a planner's memory, so any number of server processes (or the
+in-process simulator) reach the same decisions from the same answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crowdpatch.boxes import Box
+from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.tasks import add_region_questions, add_window_tasks
+from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
+from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
+
+YES, NO = "yes", "no"
+
+
+def majority(values: list[str]) -> str:
+    """Majority of yes/no answers; a tie is "yes" so the window is refined rather than lost."""
+    yes = sum(1 for v in values if v == YES)
+    return YES if yes * 2 >= len(values) else NO
+
+
+def merge_boxes(boxes: list[Box]) -> list[tuple[Box, list[int]]]:
+    """Union boxes of the groups of overlapping boxes (transitively), with the members' indices."""
+    groups: list[tuple[Box, list[int]]] = [(box, [i]) for i, box in enumerate(boxes)]
+    merged = True
+    while merged:
+        merged = False
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                (box_a, members_a), (box_b, members_b) = groups[a], groups[b]
+                if box_a.x0 < box_b.x1 and box_b.x0 < box_a.x1 and box_a.y0 < box_b.y1 and box_b.y0 < box_a.y1:
+                    union = Box(min(box_a.x0, box_b.x0), min(box_a.y0, box_b.y0), max(box_a.x1, box_b.x1), max(box_a.y1, box_b.y1))
+                    groups[a] = (union, members_a + members_b)
+                    del groups[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
+
+
+
+def close_question(session: Session, project_id: int, config: ProjectConfig, task_id: int, values: list[Any]) -> list[TaskRow]:
+    """Mark a question done and create what its decision calls for; returns the new questions."""
+    row = session.get(TaskRow, task_id)
+    row.state = "done"
+    row.decision = None if row.kind == "grid" else majority(values)
+    created: list[TaskRow] = []
+    if row.kind == "verify":
+        session.flush()
+        still_open = session.scalar(
+            select(func.count()).select_from(TaskRow).where(
+                TaskRow.image_id == row.image_id, TaskRow.kind == "verify", TaskRow.state == "open"
+            )
+        )
+        if not still_open:
+            created = decide_regions(session, project_id, config, row.image_id)
+    elif row.kind == "patch" and row.decision == YES:
+        region = session.get(RegionRow, row.region_id)
+        key = WindowKey.parse(row.key)
+        patches = config.patches
+        if can_subdivide(Box.from_list(region.box), key, patches.max_depth, patches.min_side):
+            created = add_window_tasks(session, project_id, row.image_id, region, children(key), config, parent=row)
+    session.flush()
+    remaining = session.scalar(
+        select(func.count()).select_from(TaskRow).where(
+            TaskRow.image_id == row.image_id, TaskRow.kind != "gold", TaskRow.state == "open"
+        )
+    )
+    if remaining == 0:
+        session.get(ImageRow, row.image_id).stage = "done"
+    return created
+
+
+def merge_overlapping(session: Session, image_id: int, regions: list[RegionRow]) -> list[RegionRow]:
+    """Accepted clusters whose boxes overlap become one region over their union box.
+
+    Saliency often splits one object into touching clusters; asking each one's lattice would ask
+    the shared area twice and cut the object at the clusters' seams.
+    """
+    groups = merge_boxes([Box.from_list(r.box) for r in regions])
+    if len(groups) == len(regions):
+        return regions
+    merged: list[RegionRow] = []
+    for box, members in groups:
+        if len(members) == 1:
+            merged.append(regions[members[0]])
+            continue
+        for index in members:
+            regions[index].verdict = "merged"
+        union = RegionRow(image_id=image_id, source="merged", box=box.as_list(), verdict="accepted")
+        session.add(union)
+        merged.append(union)
+    session.flush()
+    return merged
+
+
+def decide_regions(session: Session, project_id: int, config: ProjectConfig, image_id: int) -> list[TaskRow]:
+    """All clusters of an image verified: accepted ones become regions; none accepted -> the whole image."""
+    image = session.get(ImageRow, image_id)
+    verdicts = {
+        region_id: decision
+        for region_id, decision in session.execute(
+            select(TaskRow.region_id, TaskRow.decision).where(TaskRow.image_id == image_id, TaskRow.kind == "verify")
+        )
+    }
+    accepted = []
+    for region in image.regions:
+        if region.id in verdicts:
+            region.verdict = "accepted" if verdicts[region.id] == YES else "rejected"
+            if region.verdict == "accepted":
+                accepted.append(region)
+    if not accepted:
+        whole = RegionRow(image_id=image_id, source="whole", box=[0, 0, image.width, image.height], verdict="accepted")
+        session.add(whole)
+        session.flush()
+        accepted = [whole]
+    accepted = merge_overlapping(session, image_id, accepted)
+    image.stage = "patch"
+    created: list[TaskRow] = []
+    for region in accepted:
+        created += add_region_questions(session, project_id, image_id, region, config)
+    session.flush()
+    return created
