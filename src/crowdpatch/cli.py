@@ -96,7 +96,7 @@ def init(
     labels: Annotated[Optional[Path], typer.Option(help="CSV with columns path,label [,split] [,group columns...].")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth masks with the images' file stems (for simulation, gold and IoU).")] = None,
     target: Annotated[str, typer.Option(help="What workers look for: 'Is part of the <target> here?'.")] = "object",
-    presentation: Annotated[Presentation, typer.Option(help="single: one window per question; grid: one screen of cells.")] = Presentation.single,
+    presentation: Annotated[Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")] = Presentation.grid,
     max_depth: Annotated[int, typer.Option(help="Deepest lattice level asked (single presentation).")] = 2,
     grid_size: Annotated[int, typer.Option(help="Cells per side of a grid screen.")] = 8,
     votes: Annotated[int, typer.Option(help="Votes wanted per question (stops at 2 when they agree).")] = 3,
@@ -250,7 +250,7 @@ def bench_masks(
     images: Annotated[Path, typer.Option(help="Folder of images.")],
     masks: Annotated[Path, typer.Option(help="Folder of GT masks with the same stems (may be smaller than the images).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    presentation: Annotated[Presentation, typer.Option()] = Presentation.single,
+    presentation: Annotated[Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")] = Presentation.grid,
     saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained or gt.")] = "spectral",
     weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one.")] = None,
     worker_error: Annotated[float, typer.Option()] = 0.1,
@@ -306,6 +306,15 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return json.dumps(value) if not isinstance(value, str) else value
+
+
+def _register_extensions() -> None:
+    from crowdpatch.train.commands import register as register_training
+
+    register_training(app)
+
+
+_register_extensions()
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m crowdpatch`

@@ -37,7 +37,9 @@ class PatchConfig(_Section):
     """Step 2: which windows (or grid cells) of a region workers are asked about."""
 
     presentation: Literal["single", "grid"] = Field(
-        "single", description="'single': one window per screen, yes/no (the paper). 'grid': one screen of cells, click all with the target."
+        "grid",
+        description="'grid': one screen of cells, click all with the target (default: cheaper per unit of mask quality, "
+        "see docs/benchmarks.md). 'single': one window per screen, yes/no (the paper).",
     )
     max_depth: int = Field(2, ge=1, le=8, description="Deepest lattice level asked (level 1 = 3 x 3 windows of half the region's side).")
     min_side: int = Field(8, ge=2, description="A window is not subdivided when its children would be narrower than this (pixels).")

@@ -57,11 +57,11 @@ class BenchmarkSpec:
     """Side of the square images, pixels (64-96 trains on a CPU in minutes)."""
     agreement: float = 0.99
     """Share of TRAINING images whose background is the one their class goes with (the shortcut's strength)."""
-    object_scale: tuple[float, float] = (0.25, 0.45)
+    object_scale: tuple[float, float] = (0.2, 0.35)
     """Range of the object's side (longer side for cut-outs) as a share of the image side, drawn uniformly."""
     splits: tuple[float, float, float] = (0.6, 0.2, 0.2)
     """Shares of train, val and test images."""
-    grey_objects: bool = False
+    grey_objects: bool = True
     """Paste objects in grey, so only shape and texture tell the classes apart (a stronger shortcut)."""
     seed: int = 0
     """Seed of every random draw."""

@@ -1,0 +1,194 @@
+"""Attention losses, each a small registered class (the DomainBed habit), combined by name: "bgswap+cam".
+
+A *penalty* adds ``weight * value`` to the cross-entropy; an *augmentation* changes the batch
+before the forward pass. Probes (SPEC) show a penalty on positive evidence alone is evaded (the
+model predicts through negative evidence outside the mask), so the map penalties here penalize
+evidence of both signs: the absolute class-margin map.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from crowdpatch.train.models import AttentionNet, ModelOutput
+
+EPS = 1e-6
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor  # (B, 1, H, W) in [0, 1]
+    has_mask: torch.Tensor  # (B,) bool
+
+
+class Penalty(ABC):
+    name: ClassVar[str]
+    layer: ClassVar[str | None] = None
+    needs_input_grad: ClassVar[bool] = False
+
+    def __init__(self, weight: float):
+        self.weight = weight
+
+    @abstractmethod
+    def __call__(self, model: AttentionNet, out: ModelOutput, batch: Batch) -> torch.Tensor: ...
+
+
+class Augmentation(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def __call__(self, batch: Batch, generator: torch.Generator | None) -> Batch: ...
+
+
+PENALTIES: dict[str, type[Penalty]] = {}
+AUGMENTATIONS: dict[str, type[Augmentation]] = {}
+
+
+def register(cls):
+    (PENALTIES if issubclass(cls, Penalty) else AUGMENTATIONS)[cls.name] = cls
+    return cls
+
+
+def margin_weights(model: AttentionNet, labels: torch.Tensor) -> torch.Tensor:
+    """Head weights of the true class minus the mean of the others: the map of the decision itself."""
+    weight = model.head.weight
+    num_classes = weight.shape[0]
+    others = (weight.sum(0, keepdim=True) - weight[labels]) / max(1, num_classes - 1)
+    return weight[labels] - others
+
+
+def outside_share(evidence: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked samples of the share of |evidence| that lies outside the mask (0 = all inside)."""
+    if not bool(has_mask.any()):
+        return evidence.sum() * 0.0
+    mask = F.adaptive_avg_pool2d(masks, evidence.shape[-2:]).squeeze(1)
+    magnitude = evidence.abs().float()
+    share = (magnitude * (1 - mask)).sum(dim=(1, 2)) / (magnitude.sum(dim=(1, 2)) + EPS)
+    return share[has_mask].mean()
+
+
+@register
+class CamPenalty(Penalty):
+    """Final-layer class-margin CAM outside the mask; computed from tensors the forward made anyway."""
+
+    name = "cam"
+
+    def __call__(self, model, out, batch):
+        cam = torch.einsum("bc,bchw->bhw", margin_weights(model, batch.labels), out.features)
+        return outside_share(cam, batch.masks, batch.has_mask)
+
+
+@register
+class GradCamPenalty(Penalty):
+    """Grad-CAM (Selvaraju et al.) of the true class at an inner layer, outside the mask (after Yang et al. 2019)."""
+
+    name = "gradcam"
+    layer = "inner"
+
+    def __call__(self, model, out, batch):
+        score = out.logits.gather(1, batch.labels[:, None]).sum()
+        (grads,) = torch.autograd.grad(score, out.layer, create_graph=True)
+        cam = (grads.mean(dim=(2, 3), keepdim=True) * out.layer).sum(1)
+        return outside_share(cam, batch.masks, batch.has_mask)
+
+
+@register
+class RightReasonsPenalty(Penalty):
+    """Ross et al. 2017: squared input gradient of the summed log-probabilities outside the mask."""
+
+    name = "rrr"
+    needs_input_grad = True
+
+    def __call__(self, model, out, batch):
+        log_probs = F.log_softmax(out.logits.float(), dim=1).sum()
+        (grads,) = torch.autograd.grad(log_probs, batch.images, create_graph=True)
+        outside = (grads * (1 - batch.masks)) ** 2
+        per_sample = outside.sum(dim=(1, 2, 3))
+        if not bool(batch.has_mask.any()):
+            return per_sample.sum() * 0.0
+        return per_sample[batch.has_mask].mean()
+
+
+@register
+class BackgroundSwap(Augmentation):
+    """Paste each masked object onto another training image (its background replaces ours).
+
+    The mask is used as a soft alpha, so an uncertain crowd mask blends instead of cutting; with
+    probability ``1 - rate`` a sample is left as it is, so the model still sees real images.
+    """
+
+    name = "bgswap"
+    rate = 0.5
+
+    def __call__(self, batch, generator):
+        size = batch.images.shape[0]
+        if size < 2 or not bool(batch.has_mask.any()):
+            return batch
+        device = batch.images.device
+        perm = torch.randperm(size, generator=generator).to(device)
+        chosen = (torch.rand(size, generator=generator).to(device) < self.rate) & batch.has_mask
+        alpha = batch.masks * chosen[:, None, None, None]
+        images = alpha * batch.images + (1 - alpha) * batch.images[perm]
+        return Batch(images, batch.labels, batch.masks, batch.has_mask)
+
+
+@dataclass
+class Objective:
+    """Cross-entropy plus the named penalties, after the named augmentations."""
+
+    augmentations: list[Augmentation] = field(default_factory=list)
+    penalties: list[Penalty] = field(default_factory=list)
+    layer: str | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [a.name for a in self.augmentations] + [p.name for p in self.penalties]
+        return "+".join(parts) or "none"
+
+    def loss(self, model: AttentionNet, batch: Batch, generator: torch.Generator | None = None):
+        """Returns (total loss, logits, {part: value}) for one batch."""
+        for augment in self.augmentations:
+            batch = augment(batch, generator)
+        if any(p.needs_input_grad for p in self.penalties):
+            batch.images = batch.images.detach().requires_grad_(True)
+        out: ModelOutput = model(batch.images, layer=self.layer)
+        ce = F.cross_entropy(out.logits.float(), batch.labels)
+        total = ce
+        parts = {"ce": float(ce.detach())}
+        inner = _unwrap(model)
+        for penalty in self.penalties:
+            value = penalty(inner, out, batch)
+            parts[penalty.name] = float(value.detach())
+            total = total + penalty.weight * value
+        return total, out.logits, parts
+
+
+def _unwrap(model) -> AttentionNet:
+    return getattr(model, "module", model)
+
+
+def build_objective(spec: str, weight: float, model: AttentionNet) -> Objective:
+    """Parse "none", "cam", "bgswap", "bgswap+cam", ...; every penalty gets ``weight``."""
+    names = [part.strip() for part in spec.split("+") if part.strip()]
+    if names == ["none"] or not names:
+        return Objective()
+    known = sorted(PENALTIES) + sorted(AUGMENTATIONS)
+    objective = Objective()
+    for name in names:
+        if name in AUGMENTATIONS:
+            objective.augmentations.append(AUGMENTATIONS[name]())
+        elif name in PENALTIES:
+            penalty = PENALTIES[name](weight)
+            objective.penalties.append(penalty)
+            if penalty.layer == "inner":
+                objective.layer = model.stage_names[-2]
+        else:
+            raise ValueError(f"unknown loss {name!r}; choose from none, {', '.join(known)} (combine with '+')")
+    return objective
