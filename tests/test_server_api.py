@@ -176,3 +176,20 @@ def test_a_database_at_revision_0001_upgrades_in_place(tmp_path):
     assert "leased_at" in {c["name"] for c in inspect(new_engine).get_columns("lease")}
     assert "stopped_reason" in {c["name"] for c in inspect(new_engine).get_columns("worker")}
     assert LeaseRow.__table__.c.leased_at is not None
+
+
+def test_a_polygon_answer_is_validated_stored_and_its_measured_time_reaches_the_summary(served):
+    project, client = served
+    key = {"X-API-Key": project.config.server.effective_api_key()}
+    base = f"/api/v1/projects/{project.config.name}"
+    assert client.post(f"{base}/polygon-tasks", headers=key).json()["created"] == 3
+    auth = open_session(client, project, "drawer", mode="polygon")
+    task = client.get("/api/v1/tasks/next", headers=auth).json()
+    assert task["kind"] == "polygon"
+    outside = {"task_id": task["task_id"], "answer": {"polygon": [[0, 0], [500, 0], [5, 5]]}, "client_id": "p0", "client_ms": 1}
+    assert client.post("/api/v1/answers", json=outside, headers=auth).status_code == 422
+    drawn = {"task_id": task["task_id"], "answer": {"polygon": [[1, 1], [30, 2], [20, 40]]}, "client_id": "p1", "client_ms": 42_000}
+    assert client.post("/api/v1/answers", json=drawn, headers=auth).status_code == 201
+    summary = client.post(f"{base}/export", json={"formats": ["png"]}, headers=key).json()["summary"]
+    assert summary["polygon_seconds_are"] == "measured"
+    assert summary["measured_seconds_per_image"]["polygon"] == pytest.approx(42.0)

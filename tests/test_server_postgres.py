@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -91,7 +92,9 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(postgres
                 for k, url in enumerate(urls)
             ))
 
-        reports = asyncio.run(crowd())
+        # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            reports = pool.submit(lambda: asyncio.run(crowd())).result()
     finally:
         for process in processes:
             process.terminate()
