@@ -41,15 +41,15 @@ def check_summary(summary: dict, presentation: str) -> None:
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_bench_masks_single_presentation_on_real_photos(run_cli, shared_data: Path, tmp_path: Path, dataset: str) -> None:
     out = tmp_path / "bench"
-    summary = bench(run_cli, shared_data, dataset, out)
+    summary = bench(run_cli, shared_data, dataset, out, "--presentation", "single")
     check_summary(summary, "single")
     assert summary["answers_by_kind"].get("patch", 0) > 0
     assert len(list((out / "project" / "masks" / "binary").glob("*.png"))) == LIMIT
 
 
 @pytest.mark.slow
-def test_bench_masks_grid_presentation(run_cli, shared_data: Path, tmp_path: Path) -> None:
-    summary = bench(run_cli, shared_data, "weizmann_horse", tmp_path / "bench", "--presentation", "grid", "--grid-size", "8")
+def test_bench_masks_uses_the_grid_presentation_by_default(run_cli, shared_data: Path, tmp_path: Path) -> None:
+    summary = bench(run_cli, shared_data, "weizmann_horse", tmp_path / "bench")
     check_summary(summary, "grid")
     assert summary["answers_by_kind"].get("grid", 0) > 0
     assert "patch" not in summary["answers_by_kind"], "grid presentation asks no single windows"

@@ -23,6 +23,21 @@ NOW = 1000.0
 _client_ids = count()
 
 
+@pytest.fixture
+def make_project(make_project):
+    """These tests exercise the window lattice: 'single' presentation unless a test configures otherwise."""
+
+    def make(*args, configure=None, **kwargs):
+        def single_then(config: ProjectConfig) -> None:
+            config.patches.presentation = "single"
+            if configure is not None:
+                configure(config)
+
+        return make_project(*args, configure=single_then, **kwargs)
+
+    return make
+
+
 def no_gold(config: ProjectConfig) -> None:
     config.crowd.gold_rate = 0.0
 

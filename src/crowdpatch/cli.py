@@ -156,11 +156,21 @@ def simulate(
     worker_error: Annotated[Optional[float], typer.Option(help="Mean flip rate of a worker's answers.")] = None,
     spammers: Annotated[Optional[float], typer.Option(help="Share of spammer workers.")] = None,
     max_answers: Annotated[Optional[int], typer.Option(help="Stop after this many answers (run again to go on).")] = None,
+    via: Annotated[Optional[str], typer.Option(help="Answer through a running server's HTTP API at this URL (rehearsal, load).")] = None,
 ) -> None:
     """Answer the open questions with simulated workers (modeled times); resumable."""
     from crowdpatch.simulate.run import run_simulation
 
     project = open_project(directory)
+    if via is not None:
+        from crowdpatch.simulate.http import simulate_via_http
+
+        result = simulate_via_http(via, project, workers or project.config.simulation.workers, max_answers)
+        out.print(
+            f"{result.answers} answers acknowledged by {via} from {result.workers} workers in {result.seconds:.1f} s "
+            f"({result.stopped} stopped, {result.conflicts} refused as late)"
+        )
+        return
     if worker_error is not None:
         project.config.simulation.worker_error = worker_error
     if spammers is not None:
@@ -309,9 +319,12 @@ def _fmt(value) -> str:
 
 
 def _register_extensions() -> None:
+    """Commands that live with their stage: training (PyTorch) and serving (FastAPI), imported lazily."""
+    from crowdpatch.server.commands import register as register_server
     from crowdpatch.train.commands import register as register_training
 
     register_training(app)
+    register_server(app)
 
 
 _register_extensions()

@@ -6,6 +6,8 @@ from, so that no number that changes a result hides in code.
 
 from __future__ import annotations
 
+import os
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -63,6 +65,10 @@ class CrowdConfig(_Section):
         0.01, gt=0, lt=0.5, description="Accepted chance of banning an honest worker (Wald's sequential test between the two accuracies)."
     )
     min_seconds_per_answer: float = Field(0.3, ge=0, description="Answers faster than this are flagged as too fast.")
+    too_fast_stop_share: float = Field(
+        0.5, gt=0, le=1, description="A worker whose share of too-fast answers reaches this is stopped (after too_fast_min_answers)."
+    )
+    too_fast_min_answers: int = Field(10, ge=1, description="Answers a worker gives before the too-fast rule can stop it.")
 
 
 class AggregationConfig(_Section):
@@ -100,6 +106,41 @@ class SimulationConfig(_Section):
     seed: int = Field(0, description="Seed for workers, answers and times.")
 
 
+def _secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _default_api_key() -> str | None:
+    # With CROWDPATCH_API_KEY set, the key lives in the environment only, never in the project file.
+    return None if os.environ.get("CROWDPATCH_API_KEY") else _secret()
+
+
+class ServerConfig(_Section):
+    """`crowdpatch serve`: the requester's key, the platforms' completion codes, and the signing secrets."""
+
+    api_key: str | None = Field(
+        default_factory=_default_api_key,
+        description="Requester API key (dashboard, progress, exports). CROWDPATCH_API_KEY overrides it; generated at init otherwise.",
+    )
+    session_secret: str = Field(default_factory=_secret, description="Signs worker session tokens and image links (HMAC-SHA256).")
+    invite_secret: str = Field(default_factory=_secret, description="Signs local invite tokens and local completion codes.")
+    prolific_completion_code: str = Field(
+        default_factory=lambda: secrets.token_hex(4).upper(), description="Completion code of the Prolific study (set it to the study's)."
+    )
+    prolific_complete_url: str = Field(
+        "https://app.prolific.com/submissions/complete?cc={code}", description="Where a finished Prolific worker is sent."
+    )
+    answers_per_session: int = Field(20, ge=1, description="Answers one worker session gives before it is completed.")
+    polygon_votes: int = Field(1, ge=1, description="Polygons wanted per image in polygon mode (the baseline study).")
+    session_hours: float = Field(12.0, gt=0, description="How long a worker's session token stays valid.")
+
+    def effective_api_key(self) -> str:
+        key = os.environ.get("CROWDPATCH_API_KEY") or self.api_key
+        if not key:
+            raise ValueError("no requester API key: set CROWDPATCH_API_KEY or [server].api_key in crowdpatch.toml")
+        return key
+
+
 class ProjectConfig(_Section):
     """Everything one project needs to know; lives in ``crowdpatch.toml``."""
 
@@ -114,6 +155,7 @@ class ProjectConfig(_Section):
     aggregation: AggregationConfig = AggregationConfig()
     time_model: TimeModel = TimeModel()
     simulation: SimulationConfig = SimulationConfig()
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     def resolved_db_url(self, project_dir: Path) -> str:
         return self.db_url or f"sqlite:///{(project_dir / DB_FILENAME).resolve()}"

@@ -55,9 +55,11 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
             select(func.count(func.distinct(AnswerRow.worker_id))).join(TaskRow).where(TaskRow.project_id == project.id)
         ) or 0
     answers = sum(count for _, count, _ in per_kind)
-    seconds = sum(total or 0.0 for _, _, total in per_kind)
+    # Polygons drawn in the baseline study are the reference, not part of the patch method's cost.
+    seconds = sum(total or 0.0 for kind, _, total in per_kind if kind != "polygon")
     per_image = seconds / images if images else 0.0
-    polygon = config.time_model.polygon
+    drawn = [(count, total or 0.0) for kind, count, total in per_kind if kind == "polygon" and count]
+    polygon = drawn[0][1] / drawn[0][0] if drawn else config.time_model.polygon
     ious = [s.iou for s in stats if s.iou is not None]
     saliency_ious = [s.saliency_iou for s in stats if s.saliency_iou is not None]
     summary: dict[str, Any] = {
@@ -73,6 +75,7 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         "workers": workers,
         "workers_banned": banned,
         "times_are": times_are(sources),
+        "polygon_seconds_are": "measured" if drawn else "modeled",
         **({"simulated_bans": _simulated_bans(simulated)} if simulated else {}),
         "settings": {
             "presentation": config.patches.presentation,

@@ -51,8 +51,12 @@ def close_question(session: Session, project_id: int, config: ProjectConfig, tas
     """Mark a question done and create what its decision calls for; returns the new questions."""
     row = session.get(TaskRow, task_id)
     row.state = "done"
-    row.decision = None if row.kind == "grid" else majority(values)
+    row.decision = None if row.kind in ("grid", "polygon") else majority(values)
     created: list[TaskRow] = []
+    if row.kind == "polygon":
+        # The baseline study's polygons decide nothing in the patch pipeline.
+        session.flush()
+        return created
     if row.kind == "verify":
         session.flush()
         still_open = session.scalar(
@@ -71,7 +75,7 @@ def close_question(session: Session, project_id: int, config: ProjectConfig, tas
     session.flush()
     remaining = session.scalar(
         select(func.count()).select_from(TaskRow).where(
-            TaskRow.image_id == row.image_id, TaskRow.kind != "gold", TaskRow.state == "open"
+            TaskRow.image_id == row.image_id, TaskRow.kind.notin_(("gold", "polygon")), TaskRow.state == "open"
         )
     )
     if remaining == 0:

@@ -12,7 +12,6 @@ The planner keeps the open questions in memory for speed; the store is the truth
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.boxes import Box
-from crowdpatch.config import CrowdConfig, ProjectConfig
+from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.decisions import NO, YES, close_question
+from crowdpatch.crowd.quality_control import record_answer_quality
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 
 
@@ -87,19 +87,6 @@ def votes_target(values: list[Any], votes: int, early_stop: bool) -> int:
     if len(values) >= 2 and values[0] != values[1]:
         return votes
     return 2
-
-
-def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0.1) -> bool:
-    """Wald's sequential probability ratio test on gold answers: spammer accuracy vs honest accuracy.
-
-    A fixed "accuracy below X after N golds" rule bans many honest workers on an early unlucky
-    streak; the SPRT bans only when the evidence reaches the odds set by ``false_ban_rate``,
-    after as few golds as the evidence allows.
-    """
-    spam, honest = crowd.spammer_gold_accuracy, crowd.honest_gold_accuracy
-    wrong = seen - correct
-    log_ratio = correct * math.log(spam / honest) + wrong * math.log((1 - spam) / (1 - honest))
-    return log_ratio >= math.log((1 - miss_rate) / crowd.false_ban_rate)
 
 
 def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
@@ -348,15 +335,4 @@ class FixedPlanner:
 
     def _update_worker(self, worker: WorkerRow, question: OpenQuestion, value: Any, seconds: float) -> bool:
         """Quality bookkeeping; returns True when this answer gets the worker banned."""
-        crowd = self.config.crowd
-        if seconds < crowd.min_seconds_per_answer:
-            worker.too_fast += 1
-        if question.kind != "gold":
-            return False
-        worker.gold_seen += 1
-        worker.gold_correct += int(value == question.gold_answer)
-        worker.quality = (worker.gold_correct + 1) / (worker.gold_seen + 2)
-        if not worker.banned and is_spammer(worker.gold_correct, worker.gold_seen, crowd):
-            worker.banned = True
-            return True
-        return False
+        return record_answer_quality(worker, question.kind, question.gold_answer, value, seconds, self.config.crowd)

@@ -103,3 +103,31 @@ def add_region_questions(session: Session, project_id: int, image_id: int, regio
     if config.patches.presentation == "grid":
         return [add_grid_task(session, project_id, image_id, region, config)]
     return add_window_tasks(session, project_id, image_id, region, first_level(), config, parent=None, known_keys=set())
+
+
+def add_polygon_tasks_for_images(session: Session, project_id: int, config: ProjectConfig) -> list[TaskRow]:
+    """The baseline study: one polygon question per image that has none yet (workers in polygon mode answer them)."""
+    have = set(session.scalars(select(TaskRow.image_id).where(TaskRow.project_id == project_id, TaskRow.kind == "polygon")))
+    created = []
+    images = session.execute(
+        select(ImageRow.id, ImageRow.width, ImageRow.height)
+        .where(ImageRow.project_id == project_id, ImageRow.stage != "error")
+        .order_by(ImageRow.id)
+    )
+    for image_id, width, height in images:
+        if image_id in have:
+            continue
+        task = TaskRow(
+            project_id=project_id,
+            image_id=image_id,
+            kind="polygon",
+            key="polygon",
+            level=0,
+            box=[0, 0, width, height],
+            votes_wanted=config.server.polygon_votes,
+            reason=f"baseline study: a polygon around the {config.target}",
+        )
+        session.add(task)
+        created.append(task)
+    session.flush()
+    return created

@@ -109,6 +109,8 @@ class WorkerRow(Base):
     too_fast: Mapped[int] = mapped_column(Integer, default=0)
     quality: Mapped[float | None] = mapped_column(Float)
     banned: Mapped[bool] = mapped_column(Boolean, default=False)
+    stopped_reason: Mapped[str | None] = mapped_column(String(40))  # gold | too_fast, when banned
+    finished_at: Mapped[float | None] = mapped_column(Float)  # epoch seconds the session was completed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -120,8 +122,9 @@ class LeaseRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
-    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"))
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
     expires_at: Mapped[float] = mapped_column(Float)  # seconds on the run's clock (simulated or epoch)
+    leased_at: Mapped[float | None] = mapped_column(Float)  # when the server handed it out (shown-at of the answer)
 
 
 class AnswerRow(Base):

@@ -1,0 +1,72 @@
+"""Key press to next patch shown, in headless Chromium (Debian's), over N answers (not a test).
+
+The worker page records, for every answer, the time from the key press to the first animation
+frame after the next task's image is on screen (``window.crowdpatch.latencies``). The server runs
+in this process (uvicorn thread) on SQLite; the next task is prefetched while one is shown.
+
+    python bench/keypress.py [--answers 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+from playwright.sync_api import sync_playwright
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
+from crowdpatch.ingest import add_images
+from crowdpatch.project import Project
+from crowdpatch.propose import propose
+from crowdpatch.server.app import create_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--answers", type=int, default=200)
+    parser.add_argument("--images", type=int, default=160)
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="crowdpatch-keypress-"))
+    labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
+    images, masks = out / "data" / "images", out / "data" / "masks"
+    config = ProjectConfig(name="keys", target="object", images_dir=str(images), masks_dir=str(masks))
+    config.crowd.gold_rate = 0.0
+    config.crowd.min_seconds_per_answer = 0.0  # a script answers faster than any person: do not stop it
+    config.server.answers_per_session = args.answers + 50
+    project = Project.create(out / "project", config)
+    add_images(project, load_folder_dataset(images, labels, masks).records)
+    propose(project)
+    server = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--disable-gpu", "--disable-quic"])
+        page = browser.new_page()
+        page.goto(f"{url}/w/keys?PROLIFIC_PID=bench&STUDY_ID=s&SESSION_ID=s")
+        page.get_by_role("button", name="Start").click()
+        for i in range(args.answers + 1):
+            page.wait_for_function("document.getElementById('frame').dataset.taskId && document.body.dataset.shown === document.getElementById('frame').dataset.taskId", timeout=10_000)
+            if i == args.answers:
+                break
+            task = page.locator("#frame").get_attribute("data-task-id")
+            page.keyboard.press("y" if i % 2 else "n")
+            page.wait_for_function(f"document.getElementById('frame').dataset.taskId !== '{task}' || !document.getElementById('finished').hidden")
+            if page.locator("#finished").is_visible():
+                break  # this worker has seen every question it may answer
+        latencies = np.array(page.evaluate("window.crowdpatch.latencies"))
+        browser.close()
+    server.should_exit = True
+    print(f"{len(latencies)} answers: key press -> next patch shown p50 {np.percentile(latencies, 50):.1f} ms, "
+          f"p95 {np.percentile(latencies, 95):.1f} ms, max {latencies.max():.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

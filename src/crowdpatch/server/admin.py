@@ -1,0 +1,116 @@
+"""The requester's JSON API (``X-API-Key``): progress, dashboard figures, mask previews, exports, links."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from sqlalchemy import select
+
+from crowdpatch.crowd.tasks import add_polygon_tasks_for_images
+from crowdpatch.masks.build import build_masks
+from crowdpatch.server import images
+from crowdpatch.server.platforms import worker_link
+from crowdpatch.server.progress import pace, progress
+from crowdpatch.server.schemas import ExportRequest, InviteRequest
+from crowdpatch.server.state import Requester, State, check_project
+from crowdpatch.server.tokens import local_completion_code, make_invite
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
+from crowdpatch.summary import summarize
+
+router = APIRouter(prefix="/api/v1/projects/{project}", dependencies=[Requester])
+
+
+@router.get("/progress")
+def get_progress(project: str, state: State) -> dict:
+    """Images per stage, questions open/done per kind, answers."""
+    check_project(state, project)
+    return progress(state.project)
+
+
+@router.get("/dashboard")
+def dashboard(project: str, state: State) -> dict:
+    """Everything the dashboard shows: progress, pace and measured times, the worker-quality table, previews."""
+    check_project(state, project)
+    live = state.live_masks
+    workers = live.workers()
+    with state.project.sessions() as session:
+        locals_ = dict(session.execute(select(WorkerRow.external_id, WorkerRow.id).where(
+            WorkerRow.project_id == state.project.id, WorkerRow.platform == "local")).all())
+    for row in workers:
+        if row["platform"] == "local":
+            row["completion_code"] = local_completion_code(state.server.invite_secret, locals_[row["worker"]])
+    return {"progress": progress(state.project), "pace": pace(state.project), "workers": workers, "previews": live.preview_images()}
+
+
+@router.get("/masks/{image_id}.png", response_class=Response)
+def mask_preview(project: str, image_id: int, state: State) -> Response:
+    """The soft mask being formed for one image (0-255 PNG)."""
+    check_project(state, project)
+    with state.project.sessions() as session:
+        row = session.get(ImageRow, image_id)
+        if row is None or row.project_id != state.project.id:
+            raise HTTPException(404, "no such image")
+    soft = state.live_masks.builder().image_mask(image_id).soft
+    return Response(images.soft_mask_png(soft), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.post("/export")
+def export(project: str, body: ExportRequest, state: State) -> dict:
+    """Aggregate every answer into masks (written to the project's masks/) and return the summary."""
+    check_project(state, project)
+    stats = build_masks(state.project, body.formats)
+    summary = summarize(state.project, stats)
+    (state.project.path("summary.json")).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return {"masks": len(stats), "directory": str(state.project.path("masks")), "summary": summary}
+
+
+@router.get("/answers.csv", response_class=Response)
+def answers_csv(project: str, state: State) -> Response:
+    """Every answer with its worker, task, value and times."""
+    check_project(state, project)
+    buffer = io.StringIO()
+    out = csv.writer(buffer)
+    out.writerow(["answer_id", "task_id", "kind", "image_id", "worker", "platform", "value", "seconds", "time_source", "client_ms", "answered_at"])
+    with state.project.sessions() as session:
+        for row in session.execute(
+            select(AnswerRow.id, AnswerRow.task_id, TaskRow.kind, TaskRow.image_id, WorkerRow.external_id, WorkerRow.platform,
+                   AnswerRow.value, AnswerRow.seconds, AnswerRow.time_source, AnswerRow.client_ms, AnswerRow.answered_at)
+            .join(TaskRow, TaskRow.id == AnswerRow.task_id).join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
+            .where(TaskRow.project_id == state.project.id).order_by(AnswerRow.id)
+        ):
+            values = list(row)
+            values[6] = json.dumps(values[6])
+            out.writerow(values)
+    return Response(buffer.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{project}-answers.csv"'})
+
+
+@router.post("/invites")
+def invite(project: str, body: InviteRequest, state: State, request: Request) -> dict:
+    """A local invite and the worker link that carries it."""
+    check_project(state, project)
+    token = make_invite(state.server.invite_secret, body.label)
+    return {"invite": token, "url": worker_link(str(request.base_url), project, "local", token, body.mode)}
+
+
+@router.get("/links")
+def links(project: str, state: State, request: Request, mode: str = "patch") -> dict:
+    """Study links for Prolific (with its placeholders) and the MTurk ExternalQuestion URL."""
+    check_project(state, project)
+    base = str(request.base_url)
+    return {
+        "prolific": worker_link(base, project, "prolific", mode=mode),
+        "mturk": worker_link(base, project, "mturk", mode=mode),
+        "prolific_completion_code": state.server.prolific_completion_code,
+    }
+
+
+@router.post("/polygon-tasks")
+def polygon_tasks(project: str, state: State) -> dict:
+    """One polygon question per image (the baseline study), for workers who come with ``mode=polygon``."""
+    check_project(state, project)
+    with state.project.sessions.begin() as session:
+        return {"created": len(add_polygon_tasks_for_images(session, state.project.id, state.project.config))}

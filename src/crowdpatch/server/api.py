@@ -1,0 +1,176 @@
+"""The worker's JSON API: sessions, next task, answers, undo, completion, task images."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from sqlalchemy import select
+
+from crowdpatch.boxes import Box
+from crowdpatch.crowd.planner import AnswerRejected, Assignment
+from crowdpatch.crowd.store_planner import NotLeased, TooManyHeld, WorkerStopped
+from crowdpatch.server import images
+from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
+from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
+from crowdpatch.server.state import ServerState, State, Worker, check_project, requester
+from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, image_signature, issue_session
+from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
+
+router = APIRouter(prefix="/api/v1")
+
+STOPPED_MESSAGE = (
+    "Thank you for your time. Your answers did not meet this study's quality checks "
+    "(known-answer questions or answering speed), so we cannot offer you more questions."
+)
+
+
+@router.post("/projects/{project}/sessions", status_code=201, response_model=SessionResponse)
+def open_session(
+    project: str, body: SessionRequest, state: State, x_api_key: Annotated[str | None, Header()] = None
+) -> SessionResponse:
+    """Open a worker session; the token goes in ``Authorization: Bearer <token>``."""
+    check_project(state, project)
+    attributes: dict = {"study_id": body.study_id, "session_id": body.session_id, "hit_id": body.hit_id}
+    external_id = body.worker_id
+    if body.platform == "local":
+        try:
+            label = check_invite(state.server.invite_secret, body.invite or "")
+        except BadToken as exc:
+            raise HTTPException(403, "a local session needs a valid invite link") from exc
+        attributes["invite"] = label
+    elif body.platform == "mturk":
+        if not body.assignment_id or body.assignment_id == MTURK_PREVIEW:
+            raise HTTPException(403, "accept the HIT first: a preview cannot answer")
+        attributes.update(assignment_id=body.assignment_id, turk_submit_to=body.turk_submit_to)
+    elif body.platform == "simulated":
+        requester(state, x_api_key)
+    row = register_worker(state.project.sessions, state.project.id, body.platform, external_id, attributes)
+    if row.banned:
+        raise HTTPException(403, STOPPED_MESSAGE)
+    server = state.server
+    session = WorkerSession(row.id, state.project.id, body.platform, body.mode, time.time() + server.session_hours * 3600)
+    return SessionResponse(
+        token=issue_session(server.session_secret, session),
+        mode=body.mode,
+        answers_given=state.planner.answers_given(row.id),
+        answers_per_session=server.answers_per_session,
+    )
+
+
+def image_info(state: ServerState, image_id: int) -> tuple[str, int, int]:
+    if image_id not in state.image_info:
+        with state.project.sessions() as session:
+            row = session.get(ImageRow, image_id)
+            state.image_info[image_id] = (row.path, row.width, row.height)
+    return state.image_info[image_id]
+
+
+def task_response(state: ServerState, assignment: Assignment, worker: WorkerSession) -> TaskResponse:
+    _, width, height = image_info(state, assignment.image_id)
+    signature = image_signature(state.server.session_secret, assignment.task_id, worker.worker_id)
+    base = f"/api/v1/tasks/{assignment.task_id}/image?w={worker.worker_id}&s={signature}"
+    return TaskResponse(
+        task_id=str(assignment.task_id),
+        kind=assignment.kind,
+        image_url=base,
+        context_url=base + "&part=context",
+        question=assignment.question,
+        lease_expires_at=datetime.fromtimestamp(assignment.lease_expires_at, timezone.utc).isoformat(),
+        image_id=assignment.image_id,
+        box=assignment.box.as_list(),
+        grid_size=assignment.grid_size,
+        image_width=width,
+        image_height=height,
+    )
+
+
+@router.get("/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}})
+def next_task(
+    state: State, worker: Worker, exclude: Annotated[str, Query(description="Comma-separated task ids already on screen.")] = ""
+):
+    """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
+    quota = worker.platform != "simulated"  # a rehearsal's simulated workers answer until the work runs out
+    if quota and state.planner.answers_given(worker.worker_id) >= state.server.answers_per_session:
+        return Response(status_code=204)
+    skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
+    try:
+        assignment = state.planner.next_task(worker.worker_id, worker.mode, skip)
+    except WorkerStopped as exc:
+        raise HTTPException(403, STOPPED_MESSAGE) from exc
+    except TooManyHeld as exc:
+        raise HTTPException(429, str(exc)) from exc
+    if assignment is None:
+        return Response(status_code=204)
+    return task_response(state, assignment, worker)
+
+
+@router.post("/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}})
+def post_answer(body: AnswerRequest, state: State, worker: Worker, response: Response) -> AnswerResponse:
+    """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
+    source = "modeled" if worker.platform == "simulated" else "measured"
+    try:
+        stored = state.planner.submit(
+            worker.worker_id, int(body.task_id), body.value(), client_id=body.client_id, client_ms=body.client_ms, time_source=source
+        )
+    except NotLeased as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except AnswerRejected as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if stored.duplicate:
+        response.status_code = 200
+    return AnswerResponse(
+        answer_id=stored.answer_id,
+        task_id=body.task_id,
+        answers_given=stored.answers_given,
+        session_complete=stored.answers_given >= state.server.answers_per_session,
+    )
+
+
+@router.post("/answers/undo", response_model=TaskResponse)
+def undo(state: State, worker: Worker) -> TaskResponse:
+    """Take back your last answer (while its question is still open); its task comes back to you."""
+    try:
+        return task_response(state, state.planner.undo_last(worker.worker_id), worker)
+    except NotLeased as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except WorkerStopped as exc:
+        raise HTTPException(403, STOPPED_MESSAGE) from exc
+
+
+@router.post("/sessions/complete", response_model=CompletionResponse)
+def complete(state: State, worker: Worker) -> CompletionResponse:
+    """Finish the session: where to send the worker (Prolific), what to POST (MTurk), or a code (local)."""
+    with state.project.sessions.begin() as session:
+        row = session.get(WorkerRow, worker.worker_id)
+        row.finished_at = row.finished_at or time.time()
+        answers = state.planner.answers_given(worker.worker_id)
+        row.attributes = {**(row.attributes or {}), "answers": answers}
+        return CompletionResponse(**completion(worker.platform, row, state.server))
+
+
+@router.get("/tasks/{task_id}/image", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def task_image(task_id: int, state: State, w: int, s: str, part: str = "main") -> Response:
+    """The picture of a task, by a signed link (``image_url`` / ``context_url`` of the task)."""
+    if s != image_signature(state.server.session_secret, task_id, w):
+        raise HTTPException(403, "invalid image link")
+    with state.project.sessions() as session:
+        task = session.get(TaskRow, task_id)
+        if task is None or task.project_id != state.project.id:
+            raise HTTPException(404, "no such task")
+        outline = None
+        if task.kind == "verify" and task.region_id is not None:
+            outline = session.scalar(select(RegionRow.outline).where(RegionRow.id == task.region_id))
+    path, _, _ = image_info(state, task.image_id)
+    box = Box.from_list(task.box)
+    if part == "context":
+        data = images.context(path, box)
+    elif task.kind == "verify":
+        data = images.outlined(path, box, outline)
+    elif task.kind == "polygon":
+        data = images.whole(path)
+    else:
+        data = images.crop(path, box)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

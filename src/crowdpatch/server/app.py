@@ -1,0 +1,54 @@
+"""The FastAPI application over one project directory (``crowdpatch serve DIR``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.project import Project
+from crowdpatch.server import admin, api, pages
+from crowdpatch.server.progress import LiveMasks
+from crowdpatch.server.state import ServerState
+
+STATIC_DIR = Path(__file__).with_name("static")
+ENV_PROJECT = "CROWDPATCH_PROJECT_DIR"
+ENV_DB = "CROWDPATCH_DB_URL"
+
+
+def open_served_project(directory: Path, db_url: str | None = None) -> Project:
+    """The project, its database migrated to the newest schema (opening runs Alembic)."""
+    if db_url:
+        from crowdpatch.config import load_config
+        from crowdpatch.store import open_database
+
+        config = load_config(directory)
+        config.db_url = db_url
+        engine, sessions = open_database(config.resolved_db_url(directory))
+        project = Project.open(directory, engine=engine, sessions=sessions)
+        project.config.db_url = db_url
+        return project
+    return Project.open(directory)
+
+
+def create_app(project: Project) -> FastAPI:
+    app = FastAPI(
+        title="crowdpatch",
+        version="1",
+        description="Crowdsourced patch labeling: the worker API (sessions, tasks, answers) and the requester API (X-API-Key).",
+    )
+    planner = StorePlanner(project.sessions, project.id, project.config)
+    app.state.crowdpatch = ServerState(project=project, planner=planner, live_masks=LiveMasks(project))
+    app.include_router(api.router)
+    app.include_router(admin.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for ``--workers N``: each process opens the project named in the environment."""
+    return create_app(open_served_project(Path(os.environ[ENV_PROJECT]), os.environ.get(ENV_DB) or None))

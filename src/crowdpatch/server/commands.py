@@ -1,0 +1,50 @@
+"""`crowdpatch serve`: the worker page, the dashboard and the JSON API over one project."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        directory: Annotated[Path, typer.Argument(help="Project directory.")],
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        db: Annotated[Optional[str], typer.Option(help="Database URL (default: the project's); PostgreSQL for several processes.")] = None,
+        workers: Annotated[int, typer.Option(help="Server processes (PostgreSQL only; SQLite has one writer).")] = 1,
+    ) -> None:
+        """Serve real workers (Prolific, MTurk, local invites) and the requester dashboard."""
+        import uvicorn
+
+        from crowdpatch.config import ConfigError
+        from crowdpatch.project import ProjectError
+        from crowdpatch.server.app import ENV_DB, ENV_PROJECT, create_app, open_served_project
+
+        try:
+            project = open_served_project(directory, db)
+        except (ConfigError, ProjectError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1)
+        if workers > 1 and project.engine.dialect.name == "sqlite":
+            typer.echo("error: several processes need PostgreSQL (--db postgresql://...); SQLite has a single writer", err=True)
+            raise typer.Exit(1)
+        # Secrets generated for a project made by an older release are kept, so every process agrees on them.
+        project.save_config()
+        name = project.config.name
+        typer.echo(f"crowdpatch: serving {name} on http://{host}:{port}")
+        typer.echo(f"  worker page:  http://{host}:{port}/w/{name}   (Prolific / MTurk / ?invite=...)")
+        typer.echo(f"  dashboard:    http://{host}:{port}/admin/{name}?key={project.config.server.effective_api_key()}")
+        typer.echo(f"  API key:      {project.config.server.effective_api_key()}")
+        if workers > 1:
+            project.close()
+            os.environ[ENV_PROJECT] = str(Path(directory).resolve())
+            if db:
+                os.environ[ENV_DB] = db
+            uvicorn.run("crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+        else:
+            uvicorn.run(create_app(project), host=host, port=port, log_level="warning")

@@ -1,0 +1,86 @@
+"""The JSON API's request and response bodies (kept apart from the store's ORM rows)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionRequest(_Body):
+    platform: Literal["local", "prolific", "mturk", "simulated"]
+    worker_id: str = Field(min_length=1, max_length=200)
+    invite: str | None = None
+    study_id: str | None = None
+    session_id: str | None = None
+    assignment_id: str | None = None
+    hit_id: str | None = None
+    turk_submit_to: str | None = None
+    mode: Literal["patch", "polygon"] = "patch"
+
+
+class SessionResponse(BaseModel):
+    token: str
+    mode: str
+    answers_given: int
+    answers_per_session: int
+
+
+class TaskResponse(BaseModel):
+    task_id: str
+    kind: Literal["verify", "patch", "grid", "polygon"]
+    image_url: str
+    context_url: str
+    question: str
+    lease_expires_at: str
+    image_id: int
+    box: list[int]
+    grid_size: int | None
+    image_width: int
+    image_height: int
+
+
+class Cells(_Body):
+    cells: list[int]
+
+
+class Polygon(_Body):
+    polygon: list[list[float]]
+
+
+class AnswerRequest(_Body):
+    task_id: str = Field(pattern=r"^\d{1,18}$")
+    answer: Literal["yes", "no"] | Cells | Polygon
+    client_id: str = Field(min_length=1, max_length=100)
+    client_ms: int = Field(ge=0, le=86_400_000)
+
+    def value(self) -> Any:
+        return self.answer if isinstance(self.answer, str) else self.answer.model_dump()
+
+
+class AnswerResponse(BaseModel):
+    answer_id: int
+    task_id: str
+    answers_given: int
+    session_complete: bool
+
+
+class CompletionResponse(BaseModel):
+    platform: str
+    code: str | None
+    redirect_url: str | None = None
+    submit_url: str | None = None
+    fields: dict[str, str] | None = None
+
+
+class InviteRequest(_Body):
+    label: str = Field(default="local", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    mode: Literal["patch", "polygon"] = "patch"
+
+
+class ExportRequest(_Body):
+    formats: list[Literal["png", "npy", "coco"]] = ["png", "coco"]

@@ -1,0 +1,71 @@
+"""What every request handler shares: the project, its planner, and the secrets that sign tokens."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Query, Request
+
+from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.project import Project
+from crowdpatch.server.progress import LiveMasks
+from crowdpatch.server.tokens import BadToken, WorkerSession, read_session
+
+
+@dataclass
+class ServerState:
+    project: Project
+    planner: StorePlanner
+    live_masks: LiveMasks
+    image_info: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    """image id -> (path, width, height), filled on first use (images never change once added)."""
+
+    @property
+    def name(self) -> str:
+        return self.project.config.name
+
+    @property
+    def server(self):
+        return self.project.config.server
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.crowdpatch
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+def check_project(state: ServerState, project: str) -> None:
+    if project != state.name:
+        raise HTTPException(404, f"no project named {project!r} here")
+
+
+def worker_session(state: State, authorization: Annotated[str | None, Header()] = None) -> WorkerSession:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise HTTPException(401, "missing 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        session = read_session(state.server.session_secret, authorization.removeprefix("Bearer ").strip())
+    except BadToken as exc:
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+    if session.project_id != state.project.id:
+        raise HTTPException(401, "this session belongs to another project")
+    return session
+
+
+Worker = Annotated[WorkerSession, Depends(worker_session)]
+
+
+def requester(
+    state: State,
+    x_api_key: Annotated[str | None, Header()] = None,
+    key: Annotated[str | None, Query(description="The API key, for links (image previews, downloads).")] = None,
+) -> None:
+    given = x_api_key or key
+    if not given or not hmac.compare_digest(given, state.server.effective_api_key()):
+        raise HTTPException(401, "a valid X-API-Key header is required")
+
+
+Requester = Depends(requester)

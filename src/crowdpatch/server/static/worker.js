@@ -1,0 +1,279 @@
+// The worker page: open a session from the platform's link, then answer, prefetching the next task.
+"use strict";
+(() => {
+  const body = document.body;
+  const project = body.dataset.project;
+  const params = new URLSearchParams(location.search);
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    token: null, perSession: Number(body.dataset.answers), given: 0,
+    current: null, shownAt: 0, next: null, undoable: false, finished: false,
+    cells: new Set(), points: [], closed: false, latencies: [], pressedAt: null, inflight: new Set(),
+  };
+  window.crowdpatch = state;
+
+  function arrival() {
+    const mode = params.get("mode") === "polygon" ? "polygon" : "patch";
+    if (params.get("PROLIFIC_PID")) {
+      return { platform: "prolific", worker_id: params.get("PROLIFIC_PID"), study_id: params.get("STUDY_ID"),
+               session_id: params.get("SESSION_ID"), mode };
+    }
+    if (params.get("assignmentId")) {
+      return { platform: "mturk", worker_id: params.get("workerId") || "", assignment_id: params.get("assignmentId"),
+               hit_id: params.get("hitId"), turk_submit_to: params.get("turkSubmitTo"), mode };
+    }
+    let id = localStorage.getItem("crowdpatch-worker");
+    if (!id) { id = "w-" + crypto.getRandomValues(new Uint32Array(2)).join(""); localStorage.setItem("crowdpatch-worker", id); }
+    return { platform: "local", worker_id: params.get("worker") || id, invite: params.get("invite"), mode };
+  }
+
+  function clientId() {
+    const a = crypto.getRandomValues(new Uint32Array(4));
+    return Array.from(a, (n) => n.toString(16).padStart(8, "0")).join("");
+  }
+
+  async function api(method, path, payload) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const response = await fetch(path, {
+          method, headers: { "Content-Type": "application/json", ...(state.token ? { Authorization: "Bearer " + state.token } : {}) },
+          body: payload === undefined ? undefined : JSON.stringify(payload),
+        });
+        if (response.status >= 500 && attempt < 4) throw new Error("server " + response.status);
+        return response;
+      } catch (error) {  // network trouble: retrying is safe, answers carry a client id
+        if (attempt >= 4) throw error;
+        await new Promise((r) => setTimeout(r, 300 * 2 ** attempt));
+      }
+    }
+  }
+
+  function show(section) {
+    for (const id of ["intro", "task", "finished", "stopped"]) $(id).hidden = id !== section;
+  }
+
+  function stopped(text) {
+    state.finished = true;
+    $("stopped-text").textContent = text;
+    show("stopped");
+  }
+
+  function counter() { $("counter").textContent = `${state.given} / ${state.perSession}`; }
+
+  async function fetchTask(exclude) {
+    const query = exclude ? "?exclude=" + exclude.join(",") : "";
+    const response = await api("GET", "/api/v1/tasks/next" + query);
+    if (response.status === 204) return null;
+    if (response.status === 403) { stopped((await response.json()).detail); return null; }
+    if (!response.ok) throw new Error("next task: " + response.status);
+    const task = await response.json();
+    task.main = new Image(); task.main.src = task.image_url;
+    task.context = new Image(); task.context.src = task.context_url;
+    task.ready = Promise.all([task.main.decode(), task.context.decode()]).catch(() => undefined);
+    return task;
+  }
+
+  function prefetch() {
+    // Answers still in flight hold their lease until stored: never let the prefetch get them back.
+    const exclude = [...state.inflight, ...(state.current ? [state.current.task_id] : [])];
+    state.next = fetchTask(exclude);
+  }
+
+  async function advance() {
+    const task = await state.next;
+    state.next = null;
+    if (state.finished) return;
+    if (!task) { await complete(); return; }
+    await task.ready;
+    render(task);
+    prefetch();
+  }
+
+  function render(task) {
+    state.current = task;
+    const kind = task.kind;
+    $("question").textContent = task.question;
+    $("main").src = task.main.src;
+    $("context").src = task.context.src;
+    $("where").hidden = kind === "verify" || kind === "polygon";
+    $("answer-yesno").hidden = kind === "grid" || kind === "polygon";
+    $("answer-grid").hidden = kind !== "grid";
+    $("answer-polygon").hidden = kind !== "polygon";
+    $("grid").hidden = kind !== "grid";
+    $("poly").toggleAttribute("hidden", kind !== "polygon");  // an SVG element has no .hidden property
+    $("frame").dataset.taskId = task.task_id;
+    $("frame").dataset.kind = kind;
+    $("message").textContent = "";
+    if (kind === "grid") buildGrid(task.grid_size);
+    if (kind === "polygon") resetPolygon();
+    show("task");
+    requestAnimationFrame(() => {
+      state.shownAt = performance.now();
+      if (state.pressedAt !== null) { state.latencies.push(state.shownAt - state.pressedAt); state.pressedAt = null; }
+      body.dataset.shown = task.task_id;
+    });
+  }
+
+  async function answer(value) {
+    const task = state.current;
+    if (!task || state.finished) return;
+    state.pressedAt = performance.now();
+    const payload = { task_id: task.task_id, answer: value, client_id: clientId(), client_ms: Math.round(state.pressedAt - state.shownAt) };
+    state.current = null;
+    $("frame").dataset.taskId = "";
+    const last = state.given + state.inflight.size + 1 >= state.perSession;
+    state.inflight.add(task.task_id);
+    const sent = api("POST", "/api/v1/answers", payload).finally(() => state.inflight.delete(task.task_id));
+    const shown = last ? Promise.resolve() : advance();
+    const response = await sent;
+    if (response.status === 201 || response.status === 200) {
+      const result = await response.json();
+      state.given = result.answers_given;
+      state.undoable = true;
+      $("undo").disabled = false;
+      counter();
+      if (result.session_complete) { await shown; await complete(); }
+      else if (last) await advance();
+    } else if (response.status === 409) {
+      $("message").textContent = "That question had already been answered by others; here is the next one.";
+    } else {
+      $("message").textContent = "Your answer could not be saved (" + response.status + ").";
+    }
+    await shown;
+  }
+
+  async function undo() {
+    if (!state.undoable || state.finished) return;
+    const response = await api("POST", "/api/v1/answers/undo");
+    if (!response.ok) {
+      $("message").textContent = (await response.json()).detail || "Cannot undo.";
+      state.undoable = false; $("undo").disabled = true;
+      return;
+    }
+    const task = await response.json();
+    task.main = new Image(); task.main.src = task.image_url;
+    task.context = new Image(); task.context.src = task.context_url;
+    await Promise.all([task.main.decode(), task.context.decode()]).catch(() => undefined);
+    state.given = Math.max(0, state.given - 1);
+    counter();
+    state.undoable = false; $("undo").disabled = true;
+    // The task on screen stays leased to us: it comes back through the prefetch slot.
+    const waiting = state.current;
+    if (waiting) { const later = state.next; state.next = Promise.resolve(waiting); if (later) later.then(() => undefined); }
+    render(task);
+    $("message").textContent = "Your last answer was taken back: answer it again.";
+  }
+
+  async function complete() {
+    if (state.finished) return;
+    state.finished = true;
+    const response = await api("POST", "/api/v1/sessions/complete");
+    const done = await response.json();
+    if (done.redirect_url) { location.href = done.redirect_url; return; }
+    if (done.submit_url) {
+      const form = document.createElement("form");
+      form.method = "POST"; form.action = done.submit_url;
+      for (const [name, value] of Object.entries(done.fields || {})) {
+        const input = document.createElement("input"); input.type = "hidden"; input.name = name; input.value = value; form.append(input);
+      }
+      document.body.append(form); form.submit(); return;
+    }
+    $("finished-text").textContent = "You have finished. Paste this code where you were asked for it.";
+    $("code").textContent = done.code;
+    show("finished");
+  }
+
+  // -- grid --------------------------------------------------------------------------------------
+  function buildGrid(size) {
+    const grid = $("grid");
+    state.cells = new Set();
+    grid.innerHTML = "";
+    grid.style.gridTemplateColumns = `repeat(${size}, 1fr)`;
+    grid.style.gridTemplateRows = `repeat(${size}, 1fr)`;
+    for (let i = 0; i < size * size; i++) {
+      const cell = document.createElement("div");
+      cell.dataset.cell = i;
+      cell.addEventListener("click", () => {
+        if (state.cells.has(i)) state.cells.delete(i); else state.cells.add(i);
+        cell.classList.toggle("on", state.cells.has(i));
+      });
+      grid.append(cell);
+    }
+  }
+
+  // -- polygon -----------------------------------------------------------------------------------
+  function resetPolygon() { state.points = []; state.closed = false; drawPolygon(); }
+
+  function drawPolygon() {
+    const task = state.current, svg = $("poly");
+    if (!task) return;
+    svg.setAttribute("viewBox", `0 0 ${task.image_width} ${task.image_height}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    const r = Math.max(1, task.image_width / 80);
+    const pts = state.points.map((p) => p.join(",")).join(" ");
+    const shape = state.closed ? `<polygon points="${pts}" fill="rgba(0,200,83,.3)" stroke="#00c853" stroke-width="${r / 2}"/>`
+      : `<polyline points="${pts}" fill="none" stroke="#ffd600" stroke-width="${r / 2}"/>`;
+    svg.innerHTML = shape + state.points.map(([x, y]) => `<circle cx="${x}" cy="${y}" r="${r}" fill="#ffd600"/>`).join("");
+    $("poly-submit").disabled = !(state.closed && state.points.length >= 3);
+  }
+
+  $("poly").addEventListener("click", (event) => {
+    const task = state.current;
+    if (!task || state.closed) return;
+    const box = $("poly").getBoundingClientRect();
+    const x = Math.round(((event.clientX - box.left) / box.width) * task.image_width * 100) / 100;
+    const y = Math.round(((event.clientY - box.top) / box.height) * task.image_height * 100) / 100;
+    if (state.points.length >= 3) {
+      const [fx, fy] = state.points[0];
+      if (Math.hypot(fx - x, fy - y) < task.image_width / 30) { state.closed = true; drawPolygon(); return; }
+    }
+    state.points.push([x, y]);
+    drawPolygon();
+  });
+  function polyUndo() { if (state.closed) state.closed = false; else state.points.pop(); drawPolygon(); }
+  function polyClose() { if (state.points.length >= 3) { state.closed = true; drawPolygon(); } }
+  function polySubmit() { if (state.closed && state.points.length >= 3) answer({ polygon: state.points }); }
+
+  // -- wiring ------------------------------------------------------------------------------------
+  $("yes").addEventListener("click", () => answer("yes"));
+  $("no").addEventListener("click", () => answer("no"));
+  $("grid-submit").addEventListener("click", () => answer({ cells: [...state.cells].sort((a, b) => a - b) }));
+  $("poly-undo").addEventListener("click", polyUndo);
+  $("poly-close").addEventListener("click", polyClose);
+  $("poly-submit").addEventListener("click", polySubmit);
+  $("undo").addEventListener("click", undo);
+  document.addEventListener("keydown", (event) => {
+    if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key.toLowerCase();
+    if (!$("intro").hidden && key === "enter" && !$("start").hidden) { event.preventDefault(); start(); return; }
+    const task = state.current;
+    if (key === "u") { undo(); return; }
+    if (!task) return;
+    if ((task.kind === "verify" || task.kind === "patch") && (key === "y" || key === "n")) answer(key === "y" ? "yes" : "no");
+    else if (task.kind === "grid" && key === "enter") { event.preventDefault(); $("grid-submit").click(); }
+    else if (task.kind === "polygon") {
+      if (key === "z" || key === "backspace") polyUndo();
+      else if (key === "c") polyClose();
+      else if (key === "enter") { event.preventDefault(); polySubmit(); }
+    }
+  });
+
+  async function start() {
+    $("start").hidden = true;
+    const response = await api("POST", `/api/v1/projects/${encodeURIComponent(project)}/sessions`, arrival());
+    if (response.status !== 201) { stopped((await response.json()).detail || "This link is not valid."); return; }
+    const session = await response.json();
+    state.token = session.token; state.given = session.answers_given; state.perSession = session.answers_per_session;
+    counter();
+    state.next = fetchTask([]);
+    await advance();
+  }
+
+  if (params.get("assignmentId") === "ASSIGNMENT_ID_NOT_AVAILABLE") {
+    $("preview-note").hidden = false;
+    $("task").remove();  // an MTurk preview shows the instructions only: nothing can be answered
+  } else {
+    $("start").hidden = false;
+    $("start").addEventListener("click", start);
+  }
+})();

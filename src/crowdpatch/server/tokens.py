@@ -1,0 +1,78 @@
+"""Signed, stateless tokens: worker sessions, local invites, image links and local completion codes.
+
+Every server process verifies them with the project's secrets alone, so a load balancer may send
+a worker's requests to any process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+
+class BadToken(ValueError):
+    """A token that was not issued by this project, or has expired."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(secret: str, message: str, length: int = 32) -> str:
+    return _b64(hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest())[:length]
+
+
+@dataclass(frozen=True)
+class WorkerSession:
+    worker_id: int
+    project_id: int
+    platform: str
+    mode: str
+    expires_at: float
+
+
+def issue_session(secret: str, session: WorkerSession) -> str:
+    body = _b64(json.dumps([session.worker_id, session.project_id, session.platform, session.mode, session.expires_at]).encode())
+    return f"{body}.{sign(secret, 'session:' + body)}"
+
+
+def read_session(secret: str, token: str, now: float | None = None) -> WorkerSession:
+    body, _, signature = token.partition(".")
+    if not signature or not hmac.compare_digest(signature, sign(secret, "session:" + body)):
+        raise BadToken("invalid session token")
+    try:
+        worker_id, project_id, platform, mode, expires_at = json.loads(_unb64(body))
+    except (ValueError, TypeError) as exc:
+        raise BadToken("invalid session token") from exc
+    if expires_at < (time.time() if now is None else now):
+        raise BadToken("session expired: open your link again")
+    return WorkerSession(int(worker_id), int(project_id), str(platform), str(mode), float(expires_at))
+
+
+def make_invite(secret: str, label: str) -> str:
+    """A local invite: ``label.signature``; anyone holding it may open worker sessions."""
+    return f"{label}.{sign(secret, 'invite:' + label, 16)}"
+
+
+def check_invite(secret: str, invite: str) -> str:
+    label, _, signature = invite.rpartition(".")
+    if not label or not hmac.compare_digest(signature, sign(secret, "invite:" + label, 16)):
+        raise BadToken("invalid invite")
+    return label
+
+
+def image_signature(secret: str, task_id: int, worker_id: int) -> str:
+    return sign(secret, f"image:{task_id}:{worker_id}", 22)
+
+
+def local_completion_code(secret: str, worker_id: int) -> str:
+    """A code the requester can check against the worker (the dashboard lists it)."""
+    return sign(secret, f"complete:{worker_id}", 10).upper().replace("-", "X").replace("_", "Y")

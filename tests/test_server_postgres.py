@@ -1,0 +1,115 @@
+"""Two server processes on one PostgreSQL, 50 concurrent simulated workers through the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from crowdpatch.crowd.planner import votes_target
+from crowdpatch.simulate.http import simulate_via_http_async
+from crowdpatch.store.db import make_engine
+from crowdpatch.store.models import AnswerRow, TaskRow
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_reachable() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'crowdpatch[postgres]')"
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=2").close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+        return f"no PostgreSQL at {POSTGRES} ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture
+def postgres_schema():
+    reason = postgres_reachable()
+    if reason:
+        pytest.skip(reason)
+    schema = f"cp_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(POSTGRES)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server at {url} exited with {process.returncode}"
+        try:
+            if httpx.get(url + "/openapi.json", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server at {url} did not start")
+
+
+@pytest.mark.slow
+def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(postgres_schema, make_project, start_cli, tmp_path):
+    def configure(config):
+        config.db_url = postgres_schema
+        config.crowd.lease_seconds = 30
+        config.patches.presentation = "single"  # many small questions: the most leasing there can be
+        config.simulation.spammers = 0.0  # a stopped worker's answers stop counting, which would blur the check
+
+    project = make_project(n_images=8, size=64, configure=configure)
+    urls, processes = [], []
+    for k in range(2):
+        port = free_port()
+        log = open(tmp_path / f"serve-{k}.log", "w")
+        processes.append(start_cli("serve", project.directory, "--port", str(port), log=log))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, process in zip(urls, processes):
+            wait_until_serving(url, process)
+        key = project.config.server.effective_api_key()
+
+        async def crowd():
+            return await asyncio.gather(*(
+                simulate_via_http_async(url, project.config.name, key, 25, project=project, seed=k, max_seconds=90)
+                for k, url in enumerate(urls)
+            ))
+
+        # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
+        with ThreadPoolExecutor(1) as pool:
+            reports = pool.submit(lambda: asyncio.run(crowd())).result()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+    acknowledged = set().union(*(r.acknowledged for r in reports))
+    assert len(acknowledged) > 100
+    with project.sessions() as session:
+        stored = set(session.scalars(select(AnswerRow.client_id)))
+        values: dict[int, list] = defaultdict(list)
+        for task_id, value in session.execute(select(AnswerRow.task_id, AnswerRow.value).order_by(AnswerRow.id)):
+            values[task_id].append(value)
+        tasks = session.scalars(select(TaskRow).where(TaskRow.kind != "gold")).all()
+    assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged answers are missing"
+    for task in tasks:
+        answers = values.get(task.id, [])
+        # Each answer was wanted when it came: the k-th (from 0) only while k < the target of those before it.
+        assert all(k < votes_target(answers[:k], task.votes_wanted, True) for k in range(len(answers))), (task.id, answers)
