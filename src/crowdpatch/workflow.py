@@ -96,12 +96,16 @@ def sample_figures(project: Project, stats: list[MaskStats], count: int = REPORT
     return samples
 
 
+def write_summary(summary: dict[str, Any], path: Path) -> Path:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def write_outputs(project: Project, out: Path, title: str, summary: dict[str, Any], stats: list[MaskStats], notes: list[str]) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    summary_path = out / "summary.json"
-    tmp = summary_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, summary_path)
+    summary_path = write_summary(summary, out / "summary.json")
     report_path = write_report(out / "report", title, summary, sample_figures(project, stats), notes)
     return summary_path, report_path
 
@@ -133,10 +137,20 @@ def demo_config(name: str, seed: int) -> ProjectConfig:
     return config
 
 
-def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: int | None = None) -> RunResult:
-    """The built-in biased benchmark end to end with a simulated crowd, in ``out``."""
+DEMO_GUIDES = ("none", "patch", "gt")
+DEMO_IMAGES = {True: 24, False: 1000}
+DEMO_EPOCHS = 15
+
+
+def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: int | None = None,
+             train: bool | None = None, epochs: int = DEMO_EPOCHS) -> RunResult:
+    """The built-in biased benchmark end to end with a simulated crowd, in ``out``.
+
+    The full demo (``train`` defaults to ``not quick``) then trains a classifier per guide (none,
+    patch masks, GT masks) and adds test accuracy, worst-group accuracy and attention to the summary.
+    """
     out = Path(out)
-    spec = BenchmarkSpec(n_images=images or (24 if quick else 200), size=64 if quick else 96, seed=seed)
+    spec = BenchmarkSpec(n_images=images or DEMO_IMAGES[quick], size=64, seed=seed)
     with progress.step("generating the built-in benchmark", spec.n_images) as advance:
         labels = generate_benchmark(out / "data", spec, advance)
     dataset = load_folder_dataset(out / "data" / "images", labels, out / "data" / "masks")
@@ -144,7 +158,40 @@ def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: 
     config.images_dir, config.masks_dir = str(out / "data" / "images"), str(out / "data" / "masks")
     project, ingest = create_project(out / "project", config, dataset, progress)
     proposal, simulation, stats = run_pipeline(project, progress)
-    return _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats)
+    result = _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats)
+    if train if train is not None else not quick:
+        result.summary.update(train_guides(project, out / "report" / "experiment", seed, epochs, progress))
+        write_summary(result.summary, result.summary_path)
+    return result
+
+
+def train_guides(project: Project, out: Path, seed: int, epochs: int, progress: StepProgress) -> dict[str, Any]:
+    """One classifier per demo guide; the summary keys `accuracy` and `attention_energy_in_mask`."""
+    from crowdpatch.train.data import load_splits
+    from crowdpatch.train.experiment import ExperimentResult, summarize_runs, write_experiment
+    from crowdpatch.train.runner import result_record
+    from crowdpatch.train.trainer import TrainConfig, fit
+
+    base = TrainConfig(epochs=epochs, seed=seed, image_size=64)
+    experiment = ExperimentResult()
+    splits = {}
+    for guide in DEMO_GUIDES:
+        splits[guide] = load_splits(project, guide, base.image_size)
+        config = TrainConfig(**{**base.to_dict(), "guide": guide})
+        with progress.step(f"training with guide '{guide}' ({config.model}, {config.loss if guide != 'none' else 'plain'})", epochs) as advance:
+            trained = fit(config, splits[guide], lambda epoch, record: advance(1))
+        experiment.runs.append(result_record(trained))
+        experiment.models[guide] = trained.state_dict
+    experiment.table = summarize_runs(experiment.runs)
+    first = splits[DEMO_GUIDES[0]]
+    write_experiment(experiment, first["test"], first["train"], base, out, [])
+    tests = {run["config"]["guide"]: run["test"] for run in experiment.runs}
+    return {
+        "accuracy": {g: {"mean": t["accuracy"], "worst_group": t["worst_group"]} for g, t in tests.items()},
+        "attention_energy_in_mask": {g: t["energy_in_mask"] for g, t in tests.items()},
+        "training": {"model": base.model, "loss": base.loss, "epochs": epochs, "image_size": base.image_size,
+                     "report": str(out / "index.html")},
+    }
 
 
 def run_bench_masks(images: Path, masks: Path, out: Path, config: ProjectConfig, progress: StepProgress,

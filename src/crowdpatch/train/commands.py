@@ -78,7 +78,7 @@ def train(
                 config, splits, runs_dir,
                 lambda epoch, record: progress.update(task, completed=epoch, status=f"val worst-group {record['val_worst_group']:.3f}"),
             )
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1)
     if result is None:
@@ -128,6 +128,9 @@ def experiment(
             raise typer.Exit(1)
     else:
         raise typer.BadParameter("give a PROJECT directory or --tensors FILE")
+    if not splits_by_guide:
+        console.print(f"[bold red]error:[/] none of the guides {names} is in {tensors}")
+        raise typer.Exit(1)
     if export_tensors is not None:
         save_experiment_tensors(splits_by_guide, export_tensors)
         out.print(f"wrote {export_tensors}")
@@ -135,8 +138,12 @@ def experiment(
     base = TrainConfig(loss=loss, weight=weight, model=model, epochs=epochs, image_size=image_size, device=device)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("experiment", total=len(names) * seeds)
-        result = run_experiment(splits_by_guide, base, list(range(seeds)),
-                                lambda message: (progress.advance(task), progress.console.print(message)))
+        try:
+            result = run_experiment(splits_by_guide, base, list(range(seeds)),
+                                    lambda message: (progress.advance(task), progress.console.print(message)))
+        except (ValueError, FileNotFoundError) as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1)
     first = next(iter(splits_by_guide.values()))
     page = write_experiment(result, first.get("test") or first["val"], first["train"], base, out_dir or default_out, [])
     out.print(markdown_table(result.table))

@@ -64,7 +64,7 @@ def attention_quality(cams: torch.Tensor, gt: torch.Tensor) -> dict:
         energy.append(float((positive * obj).sum()) / total if total > 0 else 0.0)
         peak = torch.argmax(torch.where(valid, cam, torch.full_like(cam, -math.inf)))
         pointing.append(float(obj.flatten()[peak]))
-        low, high = float(cam.min()), float(cam.max())
+        low, high = float(cam[valid].min()), float(cam[valid].max())
         hot = ((cam - low) / (high - low) >= 0.5) if high > low else torch.zeros_like(obj)
         hot, objv = hot & valid, obj & valid
         union = float((hot | objv).sum())

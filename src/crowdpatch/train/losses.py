@@ -132,11 +132,21 @@ class BackgroundSwap(Augmentation):
         if size < 2 or not bool(batch.has_mask.any()):
             return batch
         device = batch.images.device
-        perm = torch.randperm(size, generator=generator).to(device)
+        perm = derangement(size, generator).to(device)
         chosen = (torch.rand(size, generator=generator).to(device) < self.rate) & batch.has_mask
-        alpha = batch.masks * chosen[:, None, None, None]
-        images = alpha * batch.images + (1 - alpha) * batch.images[perm]
+        swapped = batch.masks * batch.images + (1 - batch.masks) * batch.images[perm]
+        images = torch.where(chosen[:, None, None, None], swapped, batch.images)
         return Batch(images, batch.labels, batch.masks, batch.has_mask)
+
+
+def derangement(size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A random permutation with no fixed point: every sample gets another sample's background."""
+    perm = torch.randperm(size, generator=generator)
+    for i in range(size):
+        if perm[i] == i:
+            j = (i + 1) % size
+            perm[i], perm[j] = perm[j].clone(), perm[i].clone()
+    return perm
 
 
 @dataclass

@@ -125,6 +125,9 @@ def load_weights(model: AttentionNet, path: Path) -> None:
     skipped = [k for k, v in mapped.items() if k in own and own[k].shape != v.shape and (k.startswith("head.") or k.startswith("stages.stem.0."))]
     for key in skipped:
         del mapped[key]
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in mapped.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{path}: weights do not fit the model (shape mismatch: {wrong[:3]})")
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if k not in skipped]
     if missing or unexpected:

@@ -1,0 +1,219 @@
+"""`crowdpatch train`, `crowdpatch experiment` and `python -m crowdpatch.train` under torchrun, end to end.
+
+Trainings are tiny (16 images of 32 px, smallcnn, one epoch): the checks are about what gets written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli_env
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.datasets import load_folder_dataset
+from crowdpatch.ingest import add_images
+from crowdpatch.project import Project
+from crowdpatch.train.commands import LOSS_NAMES
+from crowdpatch.train.data import GUIDES
+from crowdpatch.train.losses import AUGMENTATIONS, PENALTIES
+from crowdpatch.train.models import create_model
+from crowdpatch.train.tensors import SplitTensors, save_splits
+
+METRICS = ("accuracy", "worst_group", "energy_in_mask", "pointing_game", "cam_iou")
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def strict_json(path: Path) -> dict:
+    """Standard JSON only: NaN and Infinity, which Python writes but other readers refuse, are errors."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def labelled_project(tmp_path_factory, benchmark_files) -> Path:
+    """16 built-in images of 32 px with ground-truth masks (enough for the none and gt guides)."""
+    images, labels, masks = benchmark_files(16, 32)
+    directory = tmp_path_factory.mktemp("train-cli") / "proj"
+    config = ProjectConfig(name="proj", target="object", images_dir=str(images), masks_dir=str(masks))
+    project = Project.create(directory, config)
+    try:
+        assert add_images(project, load_folder_dataset(images, labels, masks).records).added == 16
+    finally:
+        project.close()
+    return directory
+
+
+# -- help ------------------------------------------------------------------------------------------
+
+
+def test_loss_names_in_the_cli_match_the_registered_losses() -> None:
+    assert sorted(LOSS_NAMES) == sorted([*PENALTIES, *AUGMENTATIONS])
+
+
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_help_lists_the_guides_and_the_losses(invoke, command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    text = squash(result.stdout)
+    for option in ("--guide", "--loss", "--lambda", "--model", "--epochs", "--device", "--tensors", "--export-tensors"):
+        assert option in text
+    for name in (*GUIDES, *LOSS_NAMES, "bgswap+cam"):
+        assert name in text, name
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_subprocess_writes_metrics_and_weights_of_the_run(run_cli, labelled_project: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = run_cli(
+        "train", labelled_project, "--guide", "gt", "--epochs", 1, "--image-size", 32, "--batch-size", 8,
+        "--device", "cpu", "--runs", runs, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    run = runs / "gt-bgswap_cam-smallcnn-seed0"
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.json", "model.pt"]
+    metrics = strict_json(run / "metrics.json")
+    assert metrics["config"]["guide"] == "gt" and metrics["config"]["epochs"] == 1
+    assert metrics["best_epoch"] == 1 and len(metrics["history"]) == 1
+    for name in METRICS:
+        assert 0.0 <= metrics["test"][name] <= 1.0, name
+    model = create_model("smallcnn", 2, 32)
+    model.load_state_dict(torch.load(run / "model.pt", weights_only=True))
+    assert "gt-bgswap_cam-smallcnn-seed0" in result.stdout and "worst group" in result.stdout
+
+
+def test_train_default_runs_go_into_the_project(invoke, labelled_project: Path) -> None:
+    result = invoke("train", labelled_project, "--guide", "none", "--epochs", 1, "--image-size", 32, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert (labelled_project / "runs" / "none-none-smallcnn-seed0" / "metrics.json").is_file()
+
+
+def test_train_with_an_unknown_guide_or_loss_fails_with_the_reason(invoke, labelled_project: Path, tmp_path: Path) -> None:
+    result = invoke("train", labelled_project, "--guide", "polygons", "--epochs", 1, "--runs", tmp_path)
+    assert result.exit_code == 1 and "unknownguide'polygons'" in squash(result.stderr)
+    result = invoke("train", labelled_project, "--guide", "gt", "--loss", "cam+dropout", "--epochs", 1,
+                    "--image-size", 32, "--device", "cpu", "--runs", tmp_path)
+    assert result.exit_code == 1 and "unknownloss'dropout'" in squash(result.stderr)
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_with_a_missing_weights_file_fails_with_the_reason(invoke, labelled_project: Path, tmp_path: Path) -> None:
+    result = invoke("train", labelled_project, "--guide", "gt", "--epochs", 1, "--image-size", 32, "--device", "cpu",
+                    "--weights", tmp_path / "nowhere.pt", "--runs", tmp_path / "runs")
+    assert result.exit_code == 1 and "no such weights file" in result.stderr
+
+
+# -- experiment ------------------------------------------------------------------------------------
+
+
+def assert_experiment_written(out: Path, guides: list[str]) -> dict:
+    assert {"results.json", "worst_group.png", "cams.png", "index.html"} <= {p.name for p in out.iterdir()}
+    results = strict_json(out / "results.json")
+    assert list(results["table"]) == guides
+    for guide in guides:
+        assert set(results["table"][guide]) == set(METRICS)
+        assert results["table"][guide]["worst_group"]["n"] == 1
+    assert [run["config"]["guide"] for run in results["runs"]] == guides
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert 'src="worst_group.png"' in page and 'src="cams.png"' in page
+    for guide in guides:
+        assert f"<th>{guide}</th>" in page
+    return results
+
+
+def test_experiment_writes_table_plots_and_page(invoke, labelled_project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "experiment"
+    result = invoke("experiment", labelled_project, "--guides", "none,gt", "--seeds", 1, "--epochs", 1,
+                    "--image-size", 32, "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert_experiment_written(out, ["none", "gt"])
+    assert "| none |" in result.stdout and "| gt |" in result.stdout
+
+
+def test_experiment_from_exported_tensors_gives_the_same_kind_of_table(invoke, labelled_project: Path, tmp_path: Path) -> None:
+    tensors = tmp_path / "experiment.pt"
+    result = invoke("experiment", labelled_project, "--guides", "none,gt", "--image-size", 32, "--export-tensors", tensors)
+    assert result.exit_code == 0, result.output
+    assert tensors.is_file() and [p.name for p in tmp_path.iterdir()] == ["experiment.pt"]
+
+    from_project = tmp_path / "from-project"
+    assert invoke("experiment", labelled_project, "--guides", "none,gt", "--seeds", 1, "--epochs", 1,
+                  "--image-size", 32, "--device", "cpu", "--out", from_project).exit_code == 0
+    from_tensors = tmp_path / "from-tensors"
+    result = invoke("experiment", "--tensors", tensors, "--guides", "none,gt", "--seeds", 1, "--epochs", 1,
+                    "--image-size", 32, "--device", "cpu", "--out", from_tensors)
+    assert result.exit_code == 0, result.output
+    expected = assert_experiment_written(from_project, ["none", "gt"])
+    got = assert_experiment_written(from_tensors, ["none", "gt"])
+    # The same images, masks and seeds: the same runs, whichever way the data came in.
+    for mine, theirs in zip(got["runs"], expected["runs"], strict=True):
+        for mine_epoch, their_epoch in zip(mine["history"], theirs["history"], strict=True):
+            assert mine_epoch == pytest.approx(their_epoch, abs=1e-4)
+
+
+# -- torchrun --------------------------------------------------------------------------------------
+
+
+def tiny_tensors_file(path: Path, n: int = 32, size: int = 32) -> Path:
+    """32 hand-made images of 32 px: a bright square object, the class in its shade."""
+    g = torch.Generator().manual_seed(0)
+
+    def split(count: int, guided: bool) -> SplitTensors:
+        labels = torch.arange(count) % 2
+        gt = torch.zeros(count, 1, size, size)
+        for i in range(count):
+            top, left = torch.randint(0, size // 2, (2,), generator=g).tolist()
+            gt[i, :, top : top + size // 2, left : left + size // 2] = 1
+        images = torch.randn(count, 3, size, size, generator=g) * 0.3 + gt * (1 + labels.float())[:, None, None, None]
+        return SplitTensors(
+            images=images, labels=labels, groups=labels * 2 + (torch.arange(count) // 2) % 2,
+            guides=(gt == 1).float() if guided else torch.zeros_like(gt), has_guide=torch.full((count,), guided), gt=gt,
+            class_names=["a", "b"], group_names=["a|bg=0", "a|bg=1", "b|bg=0", "b|bg=1"],
+            names=[f"{i:05d}.png" for i in range(count)],
+        )
+
+    save_splits({"train": split(n, True), "val": split(8, False), "test": split(8, False)}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_and_only_rank_0_writes_the_run(tmp_path: Path) -> None:
+    tensors = tiny_tensors_file(tmp_path / "splits.pt")
+    runs = tmp_path / "runs"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "crowdpatch.train", "--tensors", str(tensors), "--guide", "gt", "--epochs", "1",
+        "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--runs", str(runs),
+    ]
+    env = {**cli_env(), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert [p.name for p in runs.iterdir()] == ["gt-bgswap_cam-smallcnn-seed0"]
+    metrics = strict_json(runs / "gt-bgswap_cam-smallcnn-seed0" / "metrics.json")
+    assert len(metrics["history"]) == 1 and 0.0 <= metrics["test"]["worst_group"] <= 1.0
+    assert result.stdout.count("run written to") == 1
+    assert not (tmp_path / "runs" / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["runs", "splits.pt"]
+    assert os.path.getsize(runs / "gt-bgswap_cam-smallcnn-seed0" / "model.pt") > 0
