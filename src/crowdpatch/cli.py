@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from crowdpatch.config import CONFIG_FILENAME, ConfigError, ProjectConfig
-from crowdpatch.datasets import BenchmarkSpec, DatasetError, generate_benchmark, load_folder_dataset
+from crowdpatch.datasets import BenchmarkSpec, CutoutSource, DatasetError, generate_benchmark, load_folder_dataset
 from crowdpatch.project import Project, ProjectError
 from crowdpatch.simulate.run import SimulationError
 
@@ -78,6 +78,15 @@ def report_problems(problems: list, what: str) -> int:
     return EXIT_INPUT_PROBLEMS
 
 
+def parse_cutout(text: str) -> CutoutSource:
+    """'horse=photos/:masks/' -> a cut-out class."""
+    label, sep, dirs = text.partition("=")
+    images_dir, sep2, masks_dir = dirs.partition(":")
+    if not (sep and sep2 and label and images_dir and masks_dir):
+        raise ValueError(f"--cutouts {text!r}: expected LABEL=IMAGES_DIR:MASKS_DIR")
+    return CutoutSource(label, Path(images_dir), Path(masks_dir))
+
+
 def open_project(directory: Path) -> Project:
     try:
         return Project.open(directory)
@@ -90,8 +99,11 @@ def open_project(directory: Path) -> Project:
 def init(
     directory: Annotated[Path, typer.Argument(help="Project directory to create; its name is the project's name.")],
     builtin: Annotated[bool, typer.Option("--builtin", help="Use the built-in biased benchmark (written to DIR/data).")] = False,
-    images_count: Annotated[int, typer.Option(help="Images in the built-in benchmark.")] = 200,
-    image_size: Annotated[int, typer.Option(help="Side in pixels of built-in benchmark images.")] = 96,
+    images_count: Annotated[int, typer.Option(help="Images in the built-in benchmark.")] = 1500,
+    image_size: Annotated[int, typer.Option(help="Side in pixels of built-in benchmark images.")] = 64,
+    agreement: Annotated[float, typer.Option(help="Share of built-in training images whose background agrees with the class.")] = 0.99,
+    cutouts: Annotated[Optional[list[str]], typer.Option(
+        help="Real cut-outs instead of procedural shapes, twice: LABEL=IMAGES_DIR:MASKS_DIR (one class each).")] = None,
     images: Annotated[Optional[Path], typer.Option(help="Folder of images.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="CSV with columns path,label [,split] [,group columns...].")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth masks with the images' file stems (for simulation, gold and IoU).")] = None,
@@ -110,7 +122,11 @@ def init(
     if (directory / CONFIG_FILENAME).exists():
         fail(f"{directory} is already a crowdpatch project; use it, or choose a new directory")
     if builtin:
-        spec = BenchmarkSpec(n_images=images_count, size=image_size, seed=seed)
+        try:
+            spec = BenchmarkSpec(n_images=images_count, size=image_size, agreement=agreement, seed=seed,
+                                 cutouts=tuple(parse_cutout(text) for text in cutouts or ()))
+        except ValueError as exc:
+            fail(str(exc))
         with RichProgress().step("generating the built-in benchmark", images_count) as advance:
             labels = generate_benchmark(directory / "data", spec, advance)
         images, masks = directory / "data" / "images", directory / "data" / "masks"

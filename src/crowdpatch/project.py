@@ -13,7 +13,7 @@ from crowdpatch.store import open_database
 from crowdpatch.store.models import AnswerRow, ImageRow, ProjectRow, TaskRow
 
 
-class ProjectError(RuntimeError):
+class ProjectError(ValueError):
     """The project directory cannot be used as asked."""
 
 

@@ -138,8 +138,8 @@ def demo_config(name: str, seed: int) -> ProjectConfig:
 
 
 DEMO_GUIDES = ("none", "patch", "gt")
-DEMO_IMAGES = {True: 24, False: 1000}
-DEMO_EPOCHS = 15
+DEMO_IMAGES = {True: 24, False: 1500}
+DEMO_EPOCHS = 30
 
 
 def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: int | None = None,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +16,16 @@ out = Console()
 LOSS_NAMES = ("bgswap", "cam", "gradcam", "rrr")
 """The registered losses (crowdpatch.train.losses), listed here so `--help` does not import PyTorch."""
 LOSS_HELP = f"Attention loss: none, {', '.join(LOSS_NAMES)}; combine with '+', e.g. bgswap+cam."
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Errors a user can fix (bad option, missing file, not a project) become one red line and exit 1."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1)
 
 
 def _is_main_rank() -> bool:
@@ -58,11 +69,8 @@ def train(
     from crowdpatch.train.tensors import save_splits
     from crowdpatch.train.trainer import TrainConfig
 
-    try:
+    with reported_errors():
         splits = _splits(project_dir, tensors, guide, image_size)
-    except ValueError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1)
     if export_tensors is not None:
         save_splits(splits, export_tensors)
         out.print(f"wrote {export_tensors}")
@@ -71,16 +79,12 @@ def train(
                          image_size=image_size, seed=seed, device=device, weights=str(weights) if weights else None)
     runs_dir = runs or ((project_dir / "runs") if project_dir else Path("runs"))
     columns = [TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
-    try:
-        with Progress(*columns, console=console, disable=not _is_main_rank()) as progress:
-            task = progress.add_task(run_name(config), total=epochs, status="")
-            result = train_and_save(
-                config, splits, runs_dir,
-                lambda epoch, record: progress.update(task, completed=epoch, status=f"val worst-group {record['val_worst_group']:.3f}"),
-            )
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1)
+    with reported_errors(), Progress(*columns, console=console, disable=not _is_main_rank()) as progress:
+        task = progress.add_task(run_name(config), total=epochs, status="")
+        result = train_and_save(
+            config, splits, runs_dir,
+            lambda epoch, record: progress.update(task, completed=epoch, status=f"val worst-group {record['val_worst_group']:.3f}"),
+        )
     if result is None:
         return
     test = result.test
@@ -119,13 +123,10 @@ def experiment(
         from crowdpatch.project import Project
         from crowdpatch.train.data import load_splits
 
-        project = Project.open(project_dir)
-        default_out = project.path("report", "experiment")
-        try:
+        with reported_errors():
+            project = Project.open(project_dir)
             splits_by_guide = {g: load_splits(project, g, image_size) for g in names}
-        except ValueError as exc:
-            console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(1)
+        default_out = project.path("report", "experiment")
     else:
         raise typer.BadParameter("give a PROJECT directory or --tensors FILE")
     if not splits_by_guide:
@@ -138,12 +139,9 @@ def experiment(
     base = TrainConfig(loss=loss, weight=weight, model=model, epochs=epochs, image_size=image_size, device=device)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("experiment", total=len(names) * seeds)
-        try:
+        with reported_errors():
             result = run_experiment(splits_by_guide, base, list(range(seeds)),
                                     lambda message: (progress.advance(task), progress.console.print(message)))
-        except (ValueError, FileNotFoundError) as exc:
-            console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(1)
     first = next(iter(splits_by_guide.values()))
     page = write_experiment(result, first.get("test") or first["val"], first["train"], base, out_dir or default_out, [])
     out.print(markdown_table(result.table))
