@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import typer
 from PIL import Image
@@ -19,7 +20,7 @@ from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS, app
 from crowdpatch.project import Project
 from crowdpatch.store.models import ImageRow
 
-COMMANDS = ("init", "propose", "simulate", "masks", "status", "report", "demo", "bench-masks")
+COMMANDS = ("init", "propose", "simulate", "masks", "status", "workers", "report", "demo", "bench-masks")
 
 
 def squash(text: str) -> str:
@@ -194,6 +195,11 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
 
     result = invoke("status", directory)
     assert result.exit_code == 0 and "answers" in result.stdout
+    result = invoke("workers", directory, "--csv", tmp_path / "workers.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "workers.csv")
+    assert len(table) == 6 and table["answers"].sum() == finished["answers"]
+    assert table["agreement"].between(0, 1).all(), "every simulated worker's votes are compared with the aggregate"
     result = invoke("report", directory)
     assert result.exit_code == 0, result.output
     assert (directory / "report" / "index.html").is_file()

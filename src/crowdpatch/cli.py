@@ -239,6 +239,37 @@ def status(directory: Annotated[Path, typer.Argument(help="Project directory.")]
     out.print(table)
 
 
+WORKER_COLUMNS = {"gold_seen": "gold", "gold_accuracy": "gold acc", "agreement": "agree", "yes_rate": "yes", "median_seconds": "median s", "too_fast": "fast"}
+
+
+@app.command()
+def workers(
+    directory: Annotated[Path, typer.Argument(help="Project directory.")],
+    csv: Annotated[Optional[Path], typer.Option(help="Also write the table to this CSV file.")] = None,
+) -> None:
+    """The worker-quality table: answers, gold accuracy, agreement with the aggregate, speed, bans."""
+    from crowdpatch.aggregate import worker_quality
+    from crowdpatch.masks.build import MaskBuilder
+
+    project = open_project(directory)
+    consensus = MaskBuilder(project).posteriors
+    with project.sessions() as session:
+        frame = worker_quality(session, project.id, consensus)
+    if frame.empty:
+        out.print("no worker has answered yet")
+        return
+    table = Table(title=f"workers of {project.config.name} (agreement: with the {project.config.aggregation.method} aggregate)")
+    shown = frame.drop(columns=["platform"]).rename(columns=WORKER_COLUMNS)
+    for column in shown.columns:
+        table.add_column(column, justify="left" if column == "worker" else "right")
+    for row in shown.sort_values("answers", ascending=False).itertuples(index=False):
+        table.add_row(*(_fmt(value) if not isinstance(value, str) else value for value in row))
+    out.print(table)
+    if csv is not None:
+        frame.to_csv(csv, index=False)
+        out.print(f"written to {csv}")
+
+
 @app.command()
 def report(directory: Annotated[Path, typer.Argument(help="Project directory.")]) -> None:
     """Write DIR/report/index.html and DIR/summary.json from the current masks."""
@@ -330,7 +361,7 @@ def _print_summary(summary: dict) -> None:
 
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return "-" if value != value else f"{value:.3f}"
     return json.dumps(value) if not isinstance(value, str) else value
 
 

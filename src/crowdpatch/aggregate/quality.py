@@ -12,8 +12,8 @@ from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
 def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> pd.DataFrame:
     """One row per worker: answers, gold accuracy, agreement with the aggregated answer, speed, ban.
 
-    ``consensus`` is P(yes) per patch question (as from :func:`posteriors`); agreement counts a
-    vote as agreeing when it is on the side of 0.5 the aggregate is on.
+    ``consensus`` is P(yes) per question key (as from :func:`posteriors`: a window, or a grid
+    cell); agreement counts a vote as agreeing when it is on the side of 0.5 the aggregate is on.
     """
     workers = session.execute(
         select(WorkerRow.id, WorkerRow.platform, WorkerRow.external_id, WorkerRow.gold_seen, WorkerRow.gold_correct,
@@ -21,21 +21,17 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
     ).all()
     answers = pd.DataFrame(
         session.execute(
-            select(AnswerRow.worker_id, AnswerRow.task_id, AnswerRow.value, AnswerRow.seconds, TaskRow.kind)
+            select(AnswerRow.worker_id, AnswerRow.task_id, AnswerRow.value, AnswerRow.seconds, TaskRow.kind, TaskRow.grid_size)
             .join(TaskRow, TaskRow.id == AnswerRow.task_id)
             .where(TaskRow.project_id == project_id)
         ).all(),
-        columns=["worker_id", "task_id", "value", "seconds", "kind"],
+        columns=["worker_id", "task_id", "value", "seconds", "kind", "grid_size"],
     )
     rows = []
     for worker_id, platform, external_id, gold_seen, gold_correct, too_fast, banned in workers:
         mine = answers[answers["worker_id"] == worker_id]
-        patch = mine[mine["kind"] == "patch"]
-        agree = [
-            (value == "yes") == (consensus[str(task_id)] >= 0.5)
-            for task_id, value in zip(patch["task_id"], patch["value"])
-            if str(task_id) in consensus.index
-        ]
+        votes = list(_votes(mine))
+        agree = [(label == 1) == (consensus[key] >= 0.5) for key, label in votes if key in consensus.index]
         rows.append(
             {
                 "worker": external_id,
@@ -44,10 +40,21 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
                 "gold_seen": gold_seen,
                 "gold_accuracy": gold_correct / gold_seen if gold_seen else float("nan"),
                 "agreement": sum(agree) / len(agree) if agree else float("nan"),
-                "yes_rate": float((patch["value"] == "yes").mean()) if len(patch) else float("nan"),
+                "yes_rate": sum(label for _, label in votes) / len(votes) if votes else float("nan"),
                 "median_seconds": float(mine["seconds"].median()) if len(mine) else float("nan"),
                 "too_fast": too_fast,
                 "banned": bool(banned),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _votes(answers: pd.DataFrame):
+    """(question key, 1/0) for every patch answer and every cell of every grid answer."""
+    for task_id, value, kind, grid_size in zip(answers["task_id"], answers["value"], answers["kind"], answers["grid_size"]):
+        if kind == "patch":
+            yield str(task_id), int(value == "yes")
+        elif kind == "grid" and isinstance(value, dict):
+            clicked = set(value.get("cells", []))
+            for cell in range(int(grid_size or 0) ** 2):
+                yield f"{task_id}:{cell}", int(cell in clicked)
