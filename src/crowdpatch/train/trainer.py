@@ -111,7 +111,7 @@ def fit(
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         for images, labels, _, masks, has_mask in loader:
             batch = Batch(images.to(device), labels.to(device), masks.to(device), has_mask.to(device))
             with autocast:
@@ -124,7 +124,8 @@ def fit(
                 totals[key] = totals.get(key, 0.0) + value / len(loader)
         if rank == 0:
             metrics = evaluate(model, val, device)
-            record = {"epoch": epoch, **totals, "val_accuracy": metrics["accuracy"], "val_worst_group": metrics["worst_group"]}
+            losses = {key: float(value) for key, value in totals.items()}
+            record = {"epoch": epoch, **losses, "val_accuracy": metrics["accuracy"], "val_worst_group": metrics["worst_group"]}
             history.append(record)
             if metrics["worst_group"] >= best_score:
                 best_score, best_epoch = metrics["worst_group"], epoch
