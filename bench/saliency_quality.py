@@ -54,13 +54,13 @@ def load_horses(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.nd
 
 def load_grabcut(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(RGB photo, uint8 mask: 0 background, 1 object, 255 ignore) pairs from GrabCut's 0/128/255 masks."""
-    names = sorted(p.stem for p in (folder / "images").glob("*.jpg"))[:limit]
-    if not names:
+    paths = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in (".jpg", ".png", ".bmp"))[:limit]
+    if not paths:
         raise SystemExit(f"no images in {folder / 'images'}: pass --data <grabcut folder>")
     pairs = []
-    for name in names:
-        image = np.asarray(Image.open(folder / "images" / f"{name}.jpg").convert("RGB"))
-        raw = np.asarray(Image.open(folder / "masks" / f"{name}.png").convert("L"))
+    for path in paths:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        raw = np.asarray(Image.open(folder / "masks" / f"{path.stem}.png").convert("L"))
         mask = np.where(raw > 191, 1, np.where(raw < 64, 0, IGNORE)).astype(np.uint8)
         pairs.append((image, mask))
     return pairs
