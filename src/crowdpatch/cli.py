@@ -112,7 +112,8 @@ def init(
     max_depth: Annotated[int, typer.Option(help="Deepest lattice level asked (single presentation).")] = 2,
     grid_size: Annotated[int, typer.Option(help="Cells per side of a grid screen.")] = 8,
     votes: Annotated[int, typer.Option(help="Votes wanted per question (stops at 2 when they agree).")] = 3,
-    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained or gt.")] = "spectral",
+    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights).")] = "spectral",
+    weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one (csnet, onnx).")] = None,
     db: Annotated[Optional[str], typer.Option(help="Database URL (default: SQLite crowdpatch.db in DIR).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the benchmark, gold and simulated workers.")] = 0,
 ) -> None:
@@ -139,6 +140,7 @@ def init(
         config.patches.grid_size = grid_size
         config.crowd.votes = votes
         config.saliency.backend = saliency
+        config.saliency.weights = str(weights.resolve()) if weights else None
         config.simulation.seed = seed
         from crowdpatch.workflow import create_project
 
@@ -308,7 +310,7 @@ def bench_masks(
     masks: Annotated[Path, typer.Option(help="Folder of GT masks with the same stems (may be smaller than the images).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")],
     presentation: Annotated[Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")] = Presentation.grid,
-    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained or gt.")] = "spectral",
+    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights).")] = "spectral",
     weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one.")] = None,
     worker_error: Annotated[float, typer.Option()] = 0.1,
     spammers: Annotated[float, typer.Option()] = 0.1,
@@ -367,11 +369,13 @@ def _fmt(value) -> str:
 
 def _register_extensions() -> None:
     """Commands that live with their stage: training (PyTorch) and serving (FastAPI), imported lazily."""
+    from crowdpatch.saliency.commands import register as register_saliency
     from crowdpatch.server.commands import register as register_server
     from crowdpatch.train.commands import register as register_training
 
     register_training(app)
     register_server(app)
+    register_saliency(app)
 
 
 _register_extensions()
