@@ -369,6 +369,7 @@ def _fmt(value) -> str:
 
 def _register_extensions() -> None:
     """Commands that live with their stage: training (PyTorch) and serving (FastAPI), imported lazily."""
+    from crowdpatch.datasets.commands import register as register_datasets
     from crowdpatch.saliency.commands import register as register_saliency
     from crowdpatch.server.commands import register as register_server
     from crowdpatch.train.commands import register as register_training
@@ -376,6 +377,7 @@ def _register_extensions() -> None:
     register_training(app)
     register_server(app)
     register_saliency(app)
+    register_datasets(app)
 
 
 _register_extensions()
