@@ -116,6 +116,7 @@ def test_export_then_import_gives_the_same_masks(tmp_path: Path) -> None:
 def test_task_image_stem_handles_urls_and_local_storage() -> None:
     assert task_image_stem({"data": {"image": "s3://bucket/x/y/img_7.png"}}) == "img_7"
     assert task_image_stem({"data": {"image": "/data/local-files/?d=a/b%20c.jpg"}}) == "b c"
+    assert task_image_stem({"data": {"image": "/data/upload/3/1a2b3c4d-horse_01.jpg"}}) == "horse_01"
 
 
 def test_cli_import_and_export(tmp_path: Path, invoke) -> None:

@@ -10,6 +10,7 @@ centres: a pixel is object when its centre lies inside the polygon (even-odd rul
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from PIL import Image
 from crowdpatch.datasets.folder import DatasetError, InputProblem
 
 MODEL_VERSION = "crowdpatch"
+# Label Studio stores an uploaded file as /data/upload/PROJECT/<8 hex>-<original name>.
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 
 
 def _brush():
@@ -84,13 +87,17 @@ def _result_mask(result: dict[str, Any]) -> np.ndarray | None:
 
 
 def task_image_stem(task: dict[str, Any]) -> str:
-    """The file stem of a task's image (its URL or path), which names its mask file."""
+    """The file stem of a task's image (its URL or path), which names its mask file.
+
+    For a file uploaded to Label Studio, the original name's stem (without the upload prefix).
+    """
     data = task.get("data", {})
     source = data.get("image") or next((v for v in data.values() if isinstance(v, str)), "")
     parsed = urlparse(source)
     # Local-storage URLs carry the path in the query (?d=folder/file.jpg).
     path = unquote(parsed.query.split("d=", 1)[1]) if "d=" in parsed.query else unquote(parsed.path)
-    return Path(path).stem
+    stem = Path(path).stem
+    return _UPLOAD_PREFIX.sub("", stem) if path.startswith("/data/upload/") else stem
 
 
 def task_mask(task: dict[str, Any]) -> np.ndarray | None:
