@@ -319,6 +319,8 @@ def bench_masks(
     grid_size: Annotated[int, typer.Option()] = 8,
     workers: Annotated[int, typer.Option(help="Simulated workers.")] = 20,
     method: Annotated[Method, typer.Option()] = Method.ds,
+    proposer: Annotated[str, typer.Option(help="Regions to verify: 'clusters' of the saliency map or 'bing' objectness boxes.")] = "clusters",
+    proposer_model: Annotated[Optional[Path], typer.Option(help="Folder of the BING model files (for --proposer bing).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
@@ -333,6 +335,11 @@ def bench_masks(
     config.saliency.weights = str(weights) if weights else None
     config.crowd.votes = votes
     config.aggregation.method = method.value
+    try:
+        config.saliency.proposer = proposer
+    except ValueError:
+        fail(f"--proposer {proposer!r}: choose clusters or bing")
+    config.saliency.proposer_model = str(proposer_model) if proposer_model else None
     config.simulation.worker_error = worker_error
     config.simulation.spammers = spammers
     config.simulation.workers = workers

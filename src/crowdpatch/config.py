@@ -33,6 +33,10 @@ class SaliencyConfig(_Section):
     min_area: float = Field(0.01, description="Clusters smaller than this share of the image are dropped.")
     top_k: int = Field(3, ge=1, description="Keep at most this many clusters, by saliency mass.")
     padding: float = Field(0.15, ge=0, description="Each cluster box grows by this share of its side on every side.")
+    proposer: Literal["clusters", "bing"] = Field(
+        "clusters", description="Regions to verify: 'clusters' of the saliency map, or 'bing' objectness boxes (OpenCV contrib)."
+    )
+    proposer_model: str | None = Field(None, description="Folder of the BING model files (ObjNessB2W8*.yml.gz) for proposer 'bing'.")
 
 
 class PatchConfig(_Section):

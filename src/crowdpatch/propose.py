@@ -16,6 +16,7 @@ from crowdpatch.crowd.tasks import add_region_questions, add_verify_task
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
 from crowdpatch.project import Project
 from crowdpatch.saliency import SaliencyBackend, clusters_from_config, create_backend
+from crowdpatch.saliency.bing import BingProposer
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
 
 BATCH_SIZE = 16
@@ -40,6 +41,16 @@ def make_backend(project: Project) -> SaliencyBackend:
     return create_backend(cfg.backend, **options)
 
 
+def make_proposer(project: Project) -> Callable[[np.ndarray], list] | None:
+    """BING boxes when the project asks for them; None means saliency clusters."""
+    cfg = project.config.saliency
+    if cfg.proposer != "bing":
+        return None
+    if not cfg.proposer_model:
+        raise ValueError("proposer 'bing' needs [saliency] proposer_model = the folder of ObjNessB2W8*.yml.gz")
+    return BingProposer(cfg.proposer_model, top_k=cfg.top_k, min_area=cfg.min_area).propose
+
+
 def saliency_file(project: Project, image_id: int) -> Path:
     return project.path("saliency", f"{image_id:06d}.png")
 
@@ -51,6 +62,7 @@ def load_saliency(path: str | Path) -> np.ndarray:
 def propose(project: Project, progress: Callable[[int], None] | None = None) -> ProposeReport:
     """Run step 1 on every image not proposed yet (so a killed run resumes where it stopped)."""
     backend = make_backend(project)
+    proposer = make_proposer(project)
     report = ProposeReport()
     with project.sessions() as session:
         pending = session.execute(
@@ -78,7 +90,7 @@ def propose(project: Project, progress: Callable[[int], None] | None = None) -> 
             continue
         maps = backend.predict([image for _, image, _ in loaded], [gt for _, _, gt in loaded])
         for (row, image, gt), saliency in zip(loaded, maps):
-            _store_proposal(project, row, image, gt, saliency, rng, report)
+            _store_proposal(project, row, image, gt, saliency, rng, report, proposer)
             report.processed += 1
             if progress:
                 progress(1)
@@ -91,14 +103,14 @@ def _mark_error(project: Project, image_id: int, reason: str) -> None:
         image.stage, image.error = "error", reason
 
 
-def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeReport) -> None:
+def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeReport, proposer=None) -> None:
     config = project.config
     height, width = image.shape[:2]
     path = saliency_file(project, row.id)
     tmp = path.with_suffix(".tmp.png")
     Image.fromarray(np.round(np.clip(saliency, 0, 1) * 255).astype(np.uint8)).save(tmp)
     tmp.replace(path)
-    clusters = clusters_from_config(saliency, config.saliency)
+    clusters = proposer(image) if proposer is not None else clusters_from_config(saliency, config.saliency)
     with project.sessions.begin() as session:
         image_row = session.get(ImageRow, row.id)
         image_row.saliency_path = str(path)
