@@ -66,6 +66,19 @@ def load_grabcut(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.n
     return pairs
 
 
+def load_coco(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(RGB photo, 0/1 mask) pairs from the COCO subset: img/<stem>.jpg with gt/<stem>.png (0/255)."""
+    paths = sorted(p for p in (folder / "img").iterdir() if p.suffix.lower() in (".jpg", ".png"))[:limit]
+    if not paths:
+        raise SystemExit(f"no images in {folder / 'img'}: pass --data <coco_mval_subset folder>")
+    pairs = []
+    for path in paths:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        raw = np.asarray(Image.open(folder / "gt" / f"{path.stem}.png").convert("L"))
+        pairs.append((image, (raw > 127).astype(np.uint8)))
+    return pairs
+
+
 Predictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
@@ -130,14 +143,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
     parser.add_argument("--backends", nargs="+", default=[RAW_BASELINE, "spectral", "finegrained"],
                         help="spectral, finegrained, opencv-spectral-raw, csnet, csnet-onnx, onnx")
-    parser.add_argument("--dataset", choices=["weizmann_horse", "grabcut"], default="weizmann_horse")
+    parser.add_argument("--dataset", choices=["weizmann_horse", "grabcut", "coco_mval_subset"], default="weizmann_horse")
     parser.add_argument("--weights", type=Path, default=None, help="CSNet checkpoint (csnet, csnet-onnx)")
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX saliency model (backend onnx)")
     parser.add_argument("--batch", type=int, default=8, help="images per predict() call")
     args = parser.parse_args()
 
     data = args.data if args.data != DEFAULT_DATA or args.dataset == "weizmann_horse" else SHARED_DATA / args.dataset
-    pairs = (load_grabcut if args.dataset == "grabcut" else load_horses)(data, args.limit)
+    loader = {"grabcut": load_grabcut, "coco_mval_subset": load_coco}.get(args.dataset, load_horses)
+    pairs = loader(data, args.limit)
     print(f"{len(pairs)} images from {data}; IoU at 2x the map's mean; batches of {args.batch}")
     print("| backend | in | out | IoU | images/s |\n| --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as workdir:
