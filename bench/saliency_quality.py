@@ -27,55 +27,35 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
+from crowdpatch.datasets import MASK_IGNORE, load_folder_dataset, load_mask, load_rgb
 from crowdpatch.masks import mask_iou
 from crowdpatch.saliency import create_backend, normalize_unit, resolve_threshold
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_DATA = SHARED_DATA / "weizmann_horse"
-IGNORE = 255  # crowdpatch's ignore value in uint8 masks (mask_iou leaves it out)
+IGNORE = MASK_IGNORE  # mask_iou leaves these pixels out
 RAW_BASELINE = "opencv-spectral-raw"
 
 
-def load_horses(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(RGB photo, uint8 0/1 mask at the photo's size) pairs; masks are stored smaller than photos."""
-    names = sorted(p.name for p in (folder / "rgb").glob("*.jpg"))[:limit]
-    if not names:
-        raise SystemExit(f"no images in {folder / 'rgb'}: pass --data <weizmann_horse folder>")
+LAYOUTS = {
+    "weizmann_horse": ("rgb", "figure_ground"),
+    "grabcut": ("images", "masks"),
+    "coco_mval_subset": ("img", "gt"),
+}
+"""Image and mask sub-folders of each set in shared/data."""
+
+
+def load_pairs(folder: Path, dataset: str, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(RGB photo, uint8 mask: 0 background, 1 object, 255 ignore) pairs, read as crowdpatch reads them."""
+    images, masks = (folder / sub for sub in LAYOUTS[dataset])
+    records = [r for r in load_folder_dataset(images, None, masks).records if r.mask_path is not None][:limit]
+    if not records:
+        raise SystemExit(f"no images with masks in {images}: pass --data <{dataset} folder>")
     pairs = []
-    for name in names:
-        image = np.asarray(Image.open(folder / "rgb" / name).convert("RGB"))
-        mask = np.asarray(Image.open(folder / "figure_ground" / name).convert("L"))
-        mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-        pairs.append((image, (mask > 127).astype(np.uint8)))
-    return pairs
-
-
-def load_grabcut(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(RGB photo, uint8 mask: 0 background, 1 object, 255 ignore) pairs from GrabCut's 0/128/255 masks."""
-    paths = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in (".jpg", ".png", ".bmp"))[:limit]
-    if not paths:
-        raise SystemExit(f"no images in {folder / 'images'}: pass --data <grabcut folder>")
-    pairs = []
-    for path in paths:
-        image = np.asarray(Image.open(path).convert("RGB"))
-        raw = np.asarray(Image.open(folder / "masks" / f"{path.stem}.png").convert("L"))
-        mask = np.where(raw > 191, 1, np.where(raw < 64, 0, IGNORE)).astype(np.uint8)
-        pairs.append((image, mask))
-    return pairs
-
-
-def load_coco(folder: Path, limit: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(RGB photo, 0/1 mask) pairs from the COCO subset: img/<stem>.jpg with gt/<stem>.png (0/255)."""
-    paths = sorted(p for p in (folder / "img").iterdir() if p.suffix.lower() in (".jpg", ".png"))[:limit]
-    if not paths:
-        raise SystemExit(f"no images in {folder / 'img'}: pass --data <coco_mval_subset folder>")
-    pairs = []
-    for path in paths:
-        image = np.asarray(Image.open(path).convert("RGB"))
-        raw = np.asarray(Image.open(folder / "gt" / f"{path.stem}.png").convert("L"))
-        pairs.append((image, (raw > 127).astype(np.uint8)))
+    for record in records:
+        image = load_rgb(record.path)
+        pairs.append((image, load_mask(record.mask_path, (image.shape[1], image.shape[0]))))
     return pairs
 
 
@@ -143,15 +123,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
     parser.add_argument("--backends", nargs="+", default=[RAW_BASELINE, "spectral", "finegrained"],
                         help="spectral, finegrained, opencv-spectral-raw, csnet, csnet-onnx, onnx")
-    parser.add_argument("--dataset", choices=["weizmann_horse", "grabcut", "coco_mval_subset"], default="weizmann_horse")
+    parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="weizmann_horse")
     parser.add_argument("--weights", type=Path, default=None, help="CSNet checkpoint (csnet, csnet-onnx)")
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX saliency model (backend onnx)")
     parser.add_argument("--batch", type=int, default=8, help="images per predict() call")
     args = parser.parse_args()
 
     data = args.data if args.data != DEFAULT_DATA or args.dataset == "weizmann_horse" else SHARED_DATA / args.dataset
-    loader = {"grabcut": load_grabcut, "coco_mval_subset": load_coco}.get(args.dataset, load_horses)
-    pairs = loader(data, args.limit)
+    pairs = load_pairs(data, args.dataset, args.limit)
     print(f"{len(pairs)} images from {data}; IoU at 2x the map's mean; batches of {args.batch}")
     print("| backend | in | out | IoU | images/s |\n| --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as workdir:

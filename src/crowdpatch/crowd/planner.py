@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.decisions import NO, YES, close_question
+from crowdpatch.crowd.tasks import question_text
 from crowdpatch.crowd.quality_control import record_answer_quality
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 
@@ -239,17 +240,9 @@ class FixedPlanner:
             image_id=question.image_id,
             box=question.box,
             grid_size=question.grid_size,
-            question=self.question_text(kind),
+            question=question_text(kind, self.config.target),
             lease_expires_at=expires_at,
         )
-
-    def question_text(self, kind: str) -> str:
-        target = self.config.target
-        if kind == "verify":
-            return f"Is the {target} inside the highlighted area?"
-        if kind == "grid":
-            return f"Click every cell that shows part of the {target}."
-        return f"Is part of the {target} in this patch?"
 
     # -- answering -----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.decisions import close_question
 from crowdpatch.crowd.planner import AnswerRejected, Assignment, validate_value, votes_target
 from crowdpatch.crowd.quality_control import record_answer_quality
+from crowdpatch.crowd.tasks import question_text
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow, WorkerRow
 
 Mode = Literal["patch", "polygon"]
@@ -51,16 +52,6 @@ class StoredAnswer:
     task_done: bool
     worker_stopped: bool
     answers_given: int
-
-
-def question_text(kind: str, target: str) -> str:
-    if kind == "verify":
-        return f"Is the {target} inside the highlighted area?"
-    if kind == "grid":
-        return f"Click every cell that shows part of the {target}."
-    if kind == "polygon":
-        return f"Draw a polygon around the {target}: click its outline point by point, then close it."
-    return f"Is part of the {target} in this patch?"
 
 
 def validate_polygon(value: Any, width: int, height: int) -> dict[str, list[list[float]]]:

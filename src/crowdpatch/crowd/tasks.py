@@ -17,6 +17,17 @@ VERIFY_KEY = "verify"
 GRID_KEY = "grid"
 
 
+def question_text(kind: str, target: str) -> str:
+    """What a worker reads for a question of this kind (gold questions are shown as patches)."""
+    if kind == "verify":
+        return f"Is the {target} inside the highlighted area?"
+    if kind == "grid":
+        return f"Click every cell that shows part of the {target}."
+    if kind == "polygon":
+        return f"Draw a polygon around the {target}: click its outline point by point, then close it."
+    return f"Is part of the {target} in this patch?"
+
+
 def add_verify_task(session: Session, project_id: int, image: ImageRow, region: RegionRow, config: ProjectConfig) -> TaskRow:
     task = TaskRow(
         project_id=project_id,

@@ -18,6 +18,7 @@ from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.patches.lattice import WindowKey, grid_cells
 from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
 from crowdpatch.project import Project
+from crowdpatch.saliency.clusters import resolve_threshold
 from crowdpatch.propose import load_saliency
 from crowdpatch.store.models import ImageRow, MaskRow, RegionRow, TaskRow
 
@@ -55,7 +56,7 @@ def mask_name(image_id: int, path: str) -> str:
 
 def saliency_binary(saliency: np.ndarray) -> np.ndarray:
     """The saliency-only mask: the map above twice its mean (the adaptive threshold of the SOD literature)."""
-    return saliency >= min(2 * float(saliency.mean()), 0.95 * float(saliency.max()) or 1.0)
+    return saliency >= resolve_threshold(saliency, "adaptive")
 
 
 class MaskBuilder:
