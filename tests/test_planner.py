@@ -1,6 +1,6 @@
 """The fixed question scheme: what a worker is asked next and what each answer decides.
 
-Driven through the library API (Project.create, add_images, propose, FixedPlanner) on small
+Driven through the library API (Project.create, add_images, propose, MemoryPlanner) on small
 built-in projects, with several workers interleaving their requests as real ones would.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.planner import AnswerRejected, Assignment, FixedPlanner, SubmitResult, votes_target
+from crowdpatch.crowd.planner import AnswerRejected, Assignment, MemoryPlanner, SubmitResult, votes_target
 from crowdpatch.patches.lattice import WindowKey, children
 from crowdpatch.project import Project
 from crowdpatch.store.models import AnswerRow, ImageRow, RegionRow, TaskRow, WorkerRow
@@ -56,11 +56,11 @@ def add_workers(project: Project, n: int) -> list[int]:
         return [row.id for row in rows]
 
 
-def make_planner(project: Project, seed: int = 0) -> FixedPlanner:
-    return FixedPlanner(project.sessions, project.id, project.config, np.random.default_rng(seed))
+def make_planner(project: Project, seed: int = 0) -> MemoryPlanner:
+    return MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(seed))
 
 
-def submit(planner: FixedPlanner, worker: int, task_id: int, value: Any, client_id: str | None = None) -> SubmitResult:
+def submit(planner: MemoryPlanner, worker: int, task_id: int, value: Any, client_id: str | None = None) -> SubmitResult:
     return planner.submit(
         worker,
         task_id,
@@ -73,7 +73,7 @@ def submit(planner: FixedPlanner, worker: int, task_id: int, value: Any, client_
     )
 
 
-def decide(planner: FixedPlanner, workers: Iterator[int], values: list[Any]) -> tuple[Assignment, list[SubmitResult]]:
+def decide(planner: MemoryPlanner, workers: Iterator[int], values: list[Any]) -> tuple[Assignment, list[SubmitResult]]:
     """Fresh workers all take the front question of the queue, then answer ``values`` in order."""
     takers = [next(workers) for _ in values]
     assignments = [planner.next_task(worker, NOW) for worker in takers]

@@ -33,6 +33,11 @@ console = Console(stderr=True)
 out = Console()
 
 
+class PlannerName(str, Enum):
+    fixed = "fixed"
+    adaptive = "adaptive"
+
+
 class Presentation(str, Enum):
     single = "single"
     grid = "grid"
@@ -87,6 +92,15 @@ def parse_cutout(text: str) -> CutoutSource:
     return CutoutSource(label, Path(images_dir), Path(masks_dir))
 
 
+def apply_planner(config: ProjectConfig, planner: "PlannerName", budget_seconds: float | None) -> None:
+    if budget_seconds is not None and budget_seconds <= 0:
+        fail("--budget-seconds must be positive")
+    if budget_seconds is not None and planner.value != "adaptive":
+        fail("--budget-seconds needs --planner adaptive (the fixed planner asks every question it plans)")
+    config.crowd.planner = planner.value
+    config.adaptive.budget_seconds = budget_seconds
+
+
 def open_project(directory: Path) -> Project:
     try:
         return Project.open(directory)
@@ -112,6 +126,8 @@ def init(
     max_depth: Annotated[int, typer.Option(help="Deepest lattice level asked (single presentation).")] = 2,
     grid_size: Annotated[int, typer.Option(help="Cells per side of a grid screen.")] = 8,
     votes: Annotated[int, typer.Option(help="Votes wanted per question (stops at 2 when they agree).")] = 3,
+    planner: Annotated[PlannerName, typer.Option(help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups).")] = PlannerName.fixed,
+    budget_seconds: Annotated[Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")] = None,
     saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights).")] = "spectral",
     weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one (csnet, onnx).")] = None,
     db: Annotated[Optional[str], typer.Option(help="Database URL (default: SQLite crowdpatch.db in DIR).")] = None,
@@ -139,6 +155,7 @@ def init(
         config.patches.max_depth = max_depth
         config.patches.grid_size = grid_size
         config.crowd.votes = votes
+        apply_planner(config, planner, budget_seconds)
         config.saliency.backend = saliency
         config.saliency.weights = str(weights.resolve()) if weights else None
         config.simulation.seed = seed
@@ -273,8 +290,34 @@ def workers(
 
 
 @app.command()
-def report(directory: Annotated[Path, typer.Argument(help="Project directory.")]) -> None:
-    """Write DIR/report/index.html and DIR/summary.json from the current masks."""
+def report(
+    directory: Annotated[Optional[Path], typer.Argument(help="Project directory (writes DIR/report and DIR/summary.json).")] = None,
+    curves: Annotated[Optional[list[Path]], typer.Option(
+        help="Run folders (bench-masks / demo --out) or summary.json files: plot human-seconds per image against mask IoU, "
+        "one curve per planner, with the polygon reference. Repeat for every run.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where --curves writes curves.png and curves.md.")] = None,
+) -> None:
+    """Write a project's report and summary, or (--curves) the cost curves of several runs on one figure."""
+    if curves:
+        from crowdpatch.config import TimeModel
+        from crowdpatch.report.curves import curves_table, load_points, plot_curves
+
+        try:
+            points = load_points(curves)
+        except ValueError as exc:
+            fail(str(exc))
+        if not points:
+            fail("none of the runs has a mask IoU (runs need ground-truth masks)")
+        target = out_dir or Path(".")
+        polygon = TimeModel().polygon
+        figure = plot_curves(points, polygon, target / "curves.png")
+        table = curves_table(points, polygon)
+        (target / "curves.md").write_text(table + "\n", encoding="utf-8")
+        out.print(table)
+        out.print(f"figure: {figure}\ntable:  {target / 'curves.md'}")
+        return
+    if directory is None:
+        fail("give a project directory, or --curves RUN ... for cost curves")
     from crowdpatch.masks.build import build_masks
     from crowdpatch.summary import summarize
     from crowdpatch.workflow import write_outputs
@@ -315,6 +358,9 @@ def bench_masks(
     worker_error: Annotated[float, typer.Option()] = 0.1,
     spammers: Annotated[float, typer.Option()] = 0.1,
     votes: Annotated[int, typer.Option()] = 3,
+    planner: Annotated[PlannerName, typer.Option(help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups).")] = PlannerName.fixed,
+    budget_seconds: Annotated[Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Dataset name in summary.json and cost curves (default: the images folder's name).")] = None,
     max_depth: Annotated[int, typer.Option()] = 2,
     grid_size: Annotated[int, typer.Option()] = 8,
     workers: Annotated[int, typer.Option(help="Simulated workers.")] = 20,
@@ -334,6 +380,7 @@ def bench_masks(
     config.saliency.backend = saliency
     config.saliency.weights = str(weights) if weights else None
     config.crowd.votes = votes
+    apply_planner(config, planner, budget_seconds)
     config.aggregation.method = method.value
     try:
         config.saliency.proposer = proposer
@@ -347,7 +394,7 @@ def bench_masks(
     if (out_dir / "project").exists():
         fail(f"{out_dir} already holds a run; choose another --out or remove it")
     try:
-        result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit)
+        result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit, name)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     _print_summary(result.summary)

@@ -59,6 +59,11 @@ class PatchConfig(_Section):
 class CrowdConfig(_Section):
     """Task planning and quality control."""
 
+    planner: Literal["fixed", "adaptive"] = Field(
+        "fixed",
+        description="Which questions are asked: 'fixed' (the paper: every region's lattice or grid, fixed redundancy) or "
+        "'adaptive' (saliency prior + answers so far decide what is worth asking next; see [adaptive]).",
+    )
     votes: int = Field(3, ge=1, description="Votes wanted per question.")
     early_stop: bool = Field(True, description="Stop asking a question once its first two votes agree.")
     gold_rate: float = Field(0.05, ge=0, le=1, description="Share of a worker's questions that are gold (known-answer) checks.")
@@ -73,6 +78,41 @@ class CrowdConfig(_Section):
         0.5, gt=0, le=1, description="A worker whose share of too-fast answers reaches this is stopped (after too_fast_min_answers)."
     )
     too_fast_min_answers: int = Field(10, ge=1, description="Answers a worker gives before the too-fast rule can stop it.")
+
+
+class AdaptiveConfig(_Section):
+    """The adaptive planner: which answer is worth buying next (crowd.planner = 'adaptive')."""
+
+    confidence: float = Field(
+        0.85, gt=0.5, lt=1, description="A grid cell is decided once its posterior is this sure either way."
+    )
+    region_confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="A verification or outline check (a whole region rides on it) is decided once this sure either way.",
+    )
+    max_votes: int = Field(3, ge=1, description="Most answers bought for one question (or cell) while it stays uncertain.")
+    prior_weight: float = Field(
+        4.0, gt=0, description="Pseudo-answers behind a worker's assumed accuracy (crowd.honest_gold_accuracy) before its gold says more."
+    )
+    outline: bool = Field(
+        True, description="Ask 'does this outline cover the <target> well?' about the saliency mask of a verified region first."
+    )
+    outline_min_rate: float = Field(
+        0.2, ge=0, le=1, description="Stop asking outline questions once fewer than this share of them is accepted (after outline_min_seen)."
+    )
+    outline_min_seen: int = Field(10, ge=1, description="Outline decisions seen before their acceptance rate can switch them off.")
+    saliency_prior: float = Field(
+        0.3, ge=0, lt=0.5, description="How far the saliency map moves a grid cell's prior from 0.5 (0 = ignore the map)."
+    )
+    neighbour_prior: float = Field(
+        0.35, ge=0, lt=0.5, description="How far a cell's 8 neighbours' current verdicts move its prior from 0.5."
+    )
+    max_cell_questions: int = Field(16, ge=0, description="Most single-cell yes/no follow-ups per grid before another grid vote is bought instead.")
+    budget_seconds: float | None = Field(
+        None, gt=0, description="Human seconds per image the planner may spend (modeled or measured); none = no budget."
+    )
 
 
 class AggregationConfig(_Section):
@@ -156,6 +196,7 @@ class ProjectConfig(_Section):
     saliency: SaliencyConfig = SaliencyConfig()
     patches: PatchConfig = PatchConfig()
     crowd: CrowdConfig = CrowdConfig()
+    adaptive: AdaptiveConfig = AdaptiveConfig()
     aggregation: AggregationConfig = AggregationConfig()
     time_model: TimeModel = TimeModel()
     simulation: SimulationConfig = SimulationConfig()

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from crowdpatch.boxes import Box
 from crowdpatch.crowd.gold import gold_windows
-from crowdpatch.crowd.tasks import add_region_questions, add_verify_task
+from crowdpatch.crowd.planners import planner_for
+from crowdpatch.crowd.tasks import add_verify_task
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
 from crowdpatch.project import Project
 from crowdpatch.saliency import SaliencyBackend, clusters_from_config, create_backend
@@ -129,7 +130,7 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
             region = RegionRow(image_id=row.id, source="whole", box=Box.whole(width, height).as_list(), verdict="accepted")
             session.add(region)
             session.flush()
-            add_region_questions(session, project.id, row.id, region, config)
+            planner_for(config).region_questions(session, project.id, row.id, region, config)
             image_row.stage = "patch"
             report.whole_image += 1
         if gt is not None and config.crowd.gold_rate > 0:

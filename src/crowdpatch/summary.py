@@ -78,6 +78,8 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         "polygon_seconds_are": "measured" if drawn else "modeled",
         **({"simulated_bans": _simulated_bans(simulated)} if simulated else {}),
         "settings": {
+            "planner": config.crowd.planner,
+            "budget_seconds": config.adaptive.budget_seconds,
             "presentation": config.patches.presentation,
             "max_depth": config.patches.max_depth,
             "grid_size": config.patches.grid_size,

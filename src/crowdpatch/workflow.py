@@ -159,10 +159,30 @@ def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: 
     project, ingest = create_project(out / "project", config, dataset, progress)
     proposal, simulation, stats = run_pipeline(project, progress)
     result = _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats)
+    result.summary["dataset"] = "builtin"
+    result.summary["adaptive"] = run_adaptive_twin(project, out / "project-adaptive", dataset, progress)
+    write_summary(result.summary, result.summary_path)
     if train if train is not None else not quick:
         result.summary.update(train_guides(project, out / "report" / "experiment", seed, epochs, progress))
         write_summary(result.summary, result.summary_path)
     return result
+
+
+def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, progress: StepProgress) -> dict[str, Any]:
+    """The same images and simulated crowd under the adaptive planner: the summary's ``adaptive`` figures."""
+    config = project.config.model_copy(deep=True)
+    config.name = f"{config.name}-adaptive"
+    config.crowd.planner = "adaptive"
+    config.db_url = None
+    twin, _ = create_project(directory, config, dataset, progress)
+    _, _, stats = run_pipeline(twin, progress)
+    summary = summarize(twin, stats)
+    return {
+        "answers_per_image": summary["answers_per_image"],
+        "modeled_seconds_per_image": summary["modeled_seconds_per_image"]["patch"],
+        "mask_iou": summary["mask_iou"]["patch"],
+        "speedup_vs_polygon": summary["speedup_vs_polygon"],
+    }
 
 
 def train_guides(project: Project, out: Path, seed: int, epochs: int, progress: StepProgress) -> dict[str, Any]:
@@ -195,7 +215,7 @@ def train_guides(project: Project, out: Path, seed: int, epochs: int, progress: 
 
 
 def run_bench_masks(images: Path, masks: Path, out: Path, config: ProjectConfig, progress: StepProgress,
-                    limit: int | None = None) -> RunResult:
+                    limit: int | None = None, name: str | None = None) -> RunResult:
     """The simulated pipeline on a folder of real images with GT masks."""
     dataset = load_folder_dataset(images, None, masks)
     missing = [r for r in dataset.records if r.mask_path is None]
@@ -205,7 +225,10 @@ def run_bench_masks(images: Path, masks: Path, out: Path, config: ProjectConfig,
     project, ingest = create_project(Path(out) / "project", config, dataset, progress)
     ingest.problems.extend(_no_mask(r) for r in missing)
     proposal, simulation, stats = run_pipeline(project, progress)
-    return _finish(project, Path(out), f"bench-masks: {images}", ingest, proposal, simulation, stats)
+    result = _finish(project, Path(out), f"bench-masks: {images}", ingest, proposal, simulation, stats)
+    result.summary["dataset"] = name or Path(images).name
+    write_summary(result.summary, result.summary_path)
+    return result
 
 
 def _no_mask(record) -> InputProblem:

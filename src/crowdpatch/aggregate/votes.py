@@ -1,7 +1,8 @@
 """Votes -> per-question posteriors with crowd-kit.
 
 Aggregation is per window (or per grid cell), never per pixel: a worker who never saw a window did
-not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no".
+not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no"; a single-cell
+follow-up question (adaptive planner) is one more vote on its grid's cell.
 """
 
 from __future__ import annotations
@@ -33,16 +34,19 @@ def make_aggregator(method: Method):
 def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -> pd.DataFrame:
     """One row per (question, worker) vote: columns ``task`` (window or cell key), ``worker``, ``label`` (1 = yes)."""
     query = (
-        select(AnswerRow.task_id, AnswerRow.worker_id, AnswerRow.value, TaskRow.kind, TaskRow.grid_size)
+        select(AnswerRow.task_id, AnswerRow.worker_id, AnswerRow.value, TaskRow.kind, TaskRow.grid_size, TaskRow.key, TaskRow.parent_id)
         .join(TaskRow, TaskRow.id == AnswerRow.task_id)
         .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
-        .where(TaskRow.project_id == project_id, TaskRow.kind.in_(("patch", "grid")))
+        .where(TaskRow.project_id == project_id, TaskRow.kind.in_(("patch", "grid", "cell")))
     )
     if drop_banned:
         query = query.where(WorkerRow.banned.is_(False))
     rows: list[tuple[str, str, int]] = []
-    for task_id, worker_id, value, kind, grid_size in session.execute(query):
-        if kind == "grid":
+    for task_id, worker_id, value, kind, grid_size, key, parent_id in session.execute(query):
+        if kind == "cell":
+            # A single-cell follow-up is one more vote on its grid's cell.
+            rows.append((f"{parent_id}:{key.split(':')[1]}", str(worker_id), int(value == "yes")))
+        elif kind == "grid":
             clicked = set(value.get("cells", []))
             rows.extend((f"{task_id}:{cell}", str(worker_id), int(cell in clicked)) for cell in range((grid_size or 0) ** 2))
         else:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.planners import AnswerOutcome, planner_for
 from crowdpatch.crowd.tasks import add_region_questions, add_window_tasks
 from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
@@ -47,11 +48,60 @@ def merge_boxes(boxes: list[Box]) -> list[tuple[Box, list[int]]]:
 
 
 
-def close_question(session: Session, project_id: int, config: ProjectConfig, task_id: int, values: list[Any]) -> list[TaskRow]:
-    """Mark a question done and create what its decision calls for; returns the new questions."""
+def votes_target(values: list[Any], votes: int, early_stop: bool) -> int:
+    """Answers a question needs given those it has: 2 while the first two agree (or are not in yet)."""
+    if not early_stop or votes <= 2:
+        return votes
+    if len(values) >= 2 and values[0] != values[1]:
+        return votes
+    return 2
+
+
+class FixedScheme:
+    """The paper's scheme: every accepted region gets its whole lattice (or grid), fixed redundancy."""
+
+    name = "fixed"
+
+    def uses_early_stop(self, config: ProjectConfig) -> bool:
+        return config.crowd.early_stop
+
+    def first_votes(self, config: ProjectConfig) -> int:
+        return config.crowd.votes
+
+    def region_questions(self, session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig) -> list[TaskRow]:
+        return add_region_questions(session, project_id, image_id, region, config)
+
+    def after_answer(
+        self, session: Session, project_id: int, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]
+    ) -> AnswerOutcome:
+        values = [value for _, value in answers]
+        if len(values) < votes_target(values, task.votes_wanted, config.crowd.early_stop):
+            return AnswerOutcome(False, task.votes_wanted)
+        return AnswerOutcome(True, task.votes_wanted, close_question(session, project_id, config, task.id, values))
+
+
+def finish_image_if_done(session: Session, image_id: int) -> None:
+    """An image whose pipeline questions are all decided moves to stage "done"."""
+    session.flush()
+    remaining = session.scalar(
+        select(func.count()).select_from(TaskRow).where(
+            TaskRow.image_id == image_id, TaskRow.kind.notin_(("gold", "polygon")), TaskRow.state == "open"
+        )
+    )
+    if remaining == 0:
+        session.get(ImageRow, image_id).stage = "done"
+
+
+def close_question(
+    session: Session, project_id: int, config: ProjectConfig, task_id: int, values: list[Any], decision: str | None = None
+) -> list[TaskRow]:
+    """Mark a question done and create what its decision calls for; returns the new questions.
+
+    The decision of a yes/no question is the majority of ``values`` unless the caller decided it.
+    """
     row = session.get(TaskRow, task_id)
     row.state = "done"
-    row.decision = None if row.kind in ("grid", "polygon") else majority(values)
+    row.decision = None if row.kind in ("grid", "polygon") else (decision or majority(values))
     created: list[TaskRow] = []
     if row.kind == "polygon":
         # The baseline study's polygons decide nothing in the patch pipeline.
@@ -72,14 +122,7 @@ def close_question(session: Session, project_id: int, config: ProjectConfig, tas
         patches = config.patches
         if can_subdivide(Box.from_list(region.box), key, patches.max_depth, patches.min_side):
             created = add_window_tasks(session, project_id, row.image_id, region, children(key), config, parent=row)
-    session.flush()
-    remaining = session.scalar(
-        select(func.count()).select_from(TaskRow).where(
-            TaskRow.image_id == row.image_id, TaskRow.kind.notin_(("gold", "polygon")), TaskRow.state == "open"
-        )
-    )
-    if remaining == 0:
-        session.get(ImageRow, row.image_id).stage = "done"
+    finish_image_if_done(session, row.image_id)
     return created
 
 
@@ -129,7 +172,8 @@ def decide_regions(session: Session, project_id: int, config: ProjectConfig, ima
     accepted = merge_overlapping(session, image_id, accepted)
     image.stage = "patch"
     created: list[TaskRow] = []
+    planner = planner_for(config)
     for region in accepted:
-        created += add_region_questions(session, project_id, image_id, region, config)
+        created += planner.region_questions(session, project_id, image_id, region, config)
     session.flush()
     return created

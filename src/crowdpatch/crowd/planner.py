@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.decisions import NO, YES, close_question
-from crowdpatch.crowd.tasks import question_text
+from crowdpatch.crowd.decisions import NO, YES, votes_target
+from crowdpatch.crowd.planners import planner_for
+from crowdpatch.crowd.tasks import question_text, shown_kind, task_variant
 from crowdpatch.crowd.quality_control import record_answer_quality
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 
@@ -70,6 +71,8 @@ class Assignment:
     grid_size: int | None
     question: str
     lease_expires_at: float
+    variant: str | None = None
+    """"outline" for an outline check (shown as a verification): how the answer is to be judged."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,6 @@ class SubmitResult:
     task_done: bool
     created_tasks: int
     worker_banned: bool
-
-
-def votes_target(values: list[Any], votes: int, early_stop: bool) -> int:
-    """Answers a question needs given those it has: 2 while the first two agree (or are not in yet)."""
-    if not early_stop or votes <= 2:
-        return votes
-    if len(values) >= 2 and values[0] != values[1]:
-        return votes
-    return 2
 
 
 def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
@@ -104,8 +98,8 @@ def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
     return value
 
 
-class FixedPlanner:
-    """The paper's question scheme over one project's store."""
+class MemoryPlanner:
+    """Leases and answers for the in-process simulator; the project's planner decides what is asked."""
 
     def __init__(
         self,
@@ -120,6 +114,8 @@ class FixedPlanner:
         self.config = config
         self.rng = rng
         self.persist_leases = persist_leases
+        self.scheme = planner_for(config)
+        self.early_stop = self.scheme.uses_early_stop(config)
         self.open: dict[int, OpenQuestion] = {}
         self.queue: list[tuple[int, int, int]] = []
         self.gold: dict[int, OpenQuestion] = {}
@@ -201,7 +197,7 @@ class FixedPlanner:
 
     def _wants_more(self, question: OpenQuestion) -> bool:
         values = self._effective(question)
-        target = votes_target(values, question.votes_wanted, self.config.crowd.early_stop)
+        target = votes_target(values, question.votes_wanted, self.early_stop)
         return len(values) + len(question.leases) < target
 
     def _expire(self, question: OpenQuestion, now: float) -> None:
@@ -233,15 +229,15 @@ class FixedPlanner:
         if self.persist_leases:
             with self.sessions.begin() as session:
                 session.add(LeaseRow(task_id=question.id, worker_id=worker_id, expires_at=expires_at))
-        kind = "patch" if question.kind == "gold" else question.kind
         return Assignment(
             task_id=question.id,
-            kind=kind,
+            kind=shown_kind(question.kind),
             image_id=question.image_id,
             box=question.box,
             grid_size=question.grid_size,
-            question=question_text(kind, self.config.target),
+            question=question_text(question.kind, self.config.target),
             lease_expires_at=expires_at,
+            variant=task_variant(question.kind),
         )
 
     # -- answering -----------------------------------------------------------------------------
@@ -293,11 +289,10 @@ class FixedPlanner:
             done, created = False, []
             question.answers.append((worker_id, value))
             if question.kind != "gold":
-                values = self._effective(question)
-                target = votes_target(values, question.votes_wanted, self.config.crowd.early_stop)
-                if len(values) >= target:
-                    done = True
-                    created = close_question(session, self.project_id, self.config, question.id, values)
+                answers = [(w, v) for w, v in question.answers if w not in self.banned]
+                outcome = self.scheme.after_answer(session, self.project_id, self.config, session.get(TaskRow, question.id), answers)
+                done, created = outcome.done, outcome.created
+                question.votes_wanted = outcome.votes_wanted
             try:
                 session.flush()
             except IntegrityError as exc:

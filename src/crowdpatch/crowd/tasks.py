@@ -17,10 +17,26 @@ VERIFY_KEY = "verify"
 GRID_KEY = "grid"
 
 
+SHOWN_AS = {"gold": "patch", "cell": "patch", "outline": "verify"}
+"""Question kinds a worker sees as another kind: gold and single grid cells are patches, an outline
+check is a yes/no about an outlined area. The API's task kinds stay verify | patch | grid | polygon."""
+
+
+def shown_kind(kind: str) -> str:
+    return SHOWN_AS.get(kind, kind)
+
+
+def task_variant(kind: str) -> str | None:
+    """What a client must know beyond the shown kind: an outline check is judged differently from a verification."""
+    return "outline" if kind == "outline" else None
+
+
 def question_text(kind: str, target: str) -> str:
-    """What a worker reads for a question of this kind (gold questions are shown as patches)."""
+    """What a worker reads for a question of this (stored) kind."""
     if kind == "verify":
         return f"Is the {target} inside the highlighted area?"
+    if kind == "outline":
+        return f"Does the yellow outline cover the {target} well (little of it left out, little else inside)?"
     if kind == "grid":
         return f"Click every cell that shows part of the {target}."
     if kind == "polygon":
@@ -29,6 +45,8 @@ def question_text(kind: str, target: str) -> str:
 
 
 def add_verify_task(session: Session, project_id: int, image: ImageRow, region: RegionRow, config: ProjectConfig) -> TaskRow:
+    from crowdpatch.crowd.planners import planner_for
+
     task = TaskRow(
         project_id=project_id,
         image_id=image.id,
@@ -37,7 +55,7 @@ def add_verify_task(session: Session, project_id: int, image: ImageRow, region: 
         key=VERIFY_KEY,
         level=0,
         box=list(region.box),
-        votes_wanted=config.crowd.votes,
+        votes_wanted=planner_for(config).first_votes(config),
         reason=f"saliency cluster (mass {region.mass:.1f}): is the {config.target} inside it?",
     )
     session.add(task)
@@ -89,10 +107,18 @@ def add_window_tasks(
     return created
 
 
-def add_grid_task(session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig) -> TaskRow:
+def add_grid_task(
+    session: Session,
+    project_id: int,
+    image_id: int,
+    region: RegionRow,
+    config: ProjectConfig,
+    size: int | None = None,
+    votes_wanted: int | None = None,
+) -> TaskRow:
     """One grid screen over the region; small regions get as many cells as they have pixels per side."""
     box = Box.from_list(region.box)
-    size = min(config.patches.grid_size, box.width, box.height)
+    size = min(size or config.patches.grid_size, box.width, box.height)
     task = TaskRow(
         project_id=project_id,
         image_id=image_id,
@@ -102,7 +128,7 @@ def add_grid_task(session: Session, project_id: int, image_id: int, region: Regi
         level=1,
         box=box.as_list(),
         grid_size=size,
-        votes_wanted=config.crowd.votes,
+        votes_wanted=votes_wanted or config.crowd.votes,
         reason=f"grid {size} x {size} over the verified region",
     )
     session.add(task)

@@ -14,7 +14,9 @@ from crowdpatch.aggregate import collect_votes, posteriors
 from crowdpatch.boxes import Box
 from crowdpatch.datasets import load_mask
 from crowdpatch.masks.export import CocoImage, write_binary_png, write_coco_json, write_npy, write_soft_png
+from crowdpatch.crowd.adaptive import cell_posteriors, logit
 from crowdpatch.masks.metrics import mask_iou
+from crowdpatch.masks.outline import cell_shares, outline_mask, salient_pixels
 from crowdpatch.patches.lattice import WindowKey, grid_cells
 from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
 from crowdpatch.project import Project
@@ -23,6 +25,10 @@ from crowdpatch.propose import load_saliency
 from crowdpatch.store.models import ImageRow, MaskRow, RegionRow, TaskRow
 
 EXPORT_FORMATS = ("png", "npy", "coco")
+
+UNREFINED_OUTLINE = 0.5
+"""Soft value of a verified region's saliency outline that no one refined (the adaptive budget ran out):
+at the default threshold it is in the binary mask, but below anything the crowd confirmed."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class MaskBuilder:
             votes = collect_votes(session, project.id, project.config.aggregation.drop_banned)
         self.votes = votes
         self.posteriors: pd.Series = posteriors(votes, project.config.aggregation.method)
+        self.class_prior = float(self.posteriors.mean()) if len(self.posteriors) else 0.5
+        self.adaptive = project.config.crowd.planner == "adaptive"
 
     def image_mask(self, image_id: int) -> ImageMask:
         patches = self.project.config.patches
@@ -84,17 +92,26 @@ class MaskBuilder:
                 box = Box.from_list(region.box)
                 boxes.append(box)
                 tasks = session.scalars(
-                    select(TaskRow).where(TaskRow.region_id == region.id, TaskRow.kind.in_(("patch", "grid")))
+                    select(TaskRow).where(TaskRow.region_id == region.id, TaskRow.kind.in_(("patch", "grid", "outline")))
                 ).all()
                 window_p: dict[WindowKey, float] = {}
+                answered = False
                 for task in tasks:
-                    if task.kind == "grid":
+                    if task.kind == "outline":
+                        if task.decision == "yes":
+                            # The crowd accepted the saliency outline as this region's mask.
+                            np.maximum(soft, outline_mask(self._salient(image), box).astype(np.float32), out=soft)
+                            answered = True
+                    elif task.kind == "grid":
                         cells = grid_cells(box, task.grid_size or 1)
                         probs = [self._p(f"{task.id}:{i}") for i in range(len(cells))]
                         if all(p is None for p in probs):
                             continue
                         values = [p or 0.0 for p in probs]
+                        if self.adaptive:
+                            values = self._with_priors(image, cells, values)
                         np.maximum(soft, rasterize_cells(cells, values, shape), out=soft)
+                        answered = True
                         windows += [WindowPosterior(cell, 1, p) for cell, p in zip(cells, values)]
                     else:
                         p = self._p(str(task.id))
@@ -103,7 +120,27 @@ class MaskBuilder:
                             windows.append(WindowPosterior(Box.from_list(task.box), task.level, p))
                 if window_p:
                     np.maximum(soft, rasterize_windows(box, window_p, shape, patches.combine), out=soft)
+                elif not answered and self.adaptive and image.saliency_path:
+                    # Verified but never refined (the budget ran out): the saliency outline is the best guess.
+                    prior = outline_mask(self._salient(image), box).astype(np.float32) * UNREFINED_OUTLINE
+                    np.maximum(soft, prior, out=soft)
             return ImageMask(image_id, mask_name(image_id, image.path), soft, boxes, windows)
+
+    def _salient(self, image: ImageRow) -> np.ndarray:
+        return salient_pixels(image.saliency_path, self.project.config.saliency.threshold)
+
+    def _with_priors(self, image: ImageRow, cells: list[Box], values: list[float]) -> list[float]:
+        """The adaptive planner's cell posteriors: crowd-kit's evidence with the saliency and neighbour priors it asked by.
+
+        crowd-kit's posterior already holds a class prior (estimated here as the mean posterior);
+        it is divided out so that only the answers' likelihood ratio meets the planner's priors.
+        """
+        size = int(round(len(cells) ** 0.5))
+        p = np.clip(np.array(values), 1e-4, 1 - 1e-4)
+        class_prior = float(np.clip(self.class_prior, 1e-3, 1 - 1e-3))
+        evidence = logit(p) - logit(class_prior)
+        shares = cell_shares(self._salient(image), cells) if image.saliency_path else np.full(len(cells), 0.5)
+        return cell_posteriors(evidence, shares, size, self.project.config).tolist()
 
     def _p(self, key: str) -> float | None:
         value = self.posteriors.get(key)

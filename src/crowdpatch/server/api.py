@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy import select
 
 from crowdpatch.boxes import Box
+from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.crowd.planner import AnswerRejected, Assignment
 from crowdpatch.crowd.store_planner import NotLeased, TooManyHeld, WorkerStopped
 from crowdpatch.server import images
@@ -84,6 +85,7 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
         grid_size=assignment.grid_size,
         image_width=width,
         image_height=height,
+        variant=assignment.variant,
     )
 
 
@@ -160,15 +162,19 @@ def task_image(task_id: int, state: State, w: int, s: str, part: str = "main") -
         task = session.get(TaskRow, task_id)
         if task is None or task.project_id != state.project.id:
             raise HTTPException(404, "no such task")
-        outline = None
+        outlines: list[list[list[int]]] = []
         if task.kind == "verify" and task.region_id is not None:
-            outline = session.scalar(select(RegionRow.outline).where(RegionRow.id == task.region_id))
+            outlines = [session.scalar(select(RegionRow.outline).where(RegionRow.id == task.region_id)) or []]
+        elif task.kind == "outline":
+            image = session.get(ImageRow, task.image_id)
+            salient = salient_pixels(image.saliency_path, state.project.config.saliency.threshold)
+            outlines = outline_polygons(outline_mask(salient, Box.from_list(task.box)))
     path, _, _ = image_info(state, task.image_id)
     box = Box.from_list(task.box)
     if part == "context":
         data = images.context(path, box)
-    elif task.kind == "verify":
-        data = images.outlined(path, box, outline)
+    elif task.kind in ("verify", "outline"):
+        data = images.outlined(path, box, outlines)
     elif task.kind == "polygon":
         data = images.whole(path)
     else:

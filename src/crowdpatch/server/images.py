@@ -61,15 +61,17 @@ def context(path: str, box: Box) -> bytes:
     return _png(_upscale(image, THUMBNAIL_SIDE // 2))
 
 
-def outlined(path: str, box: Box, outline: list[list[int]] | None) -> bytes:
-    """The whole image with a verification cluster outlined (its contour when known, else its box)."""
+def outlined(path: str, box: Box, outlines: list[list[list[int]]]) -> bytes:
+    """The whole image with a cluster (or a saliency mask) outlined: its contours when known, else its box."""
     image = _upscale(_image(path), MIN_CROP_SIDE).copy()
     scale = image.width / _image(path).width
     draw = ImageDraw.Draw(image)
     width = max(2, round(scale))
-    if outline and len(outline) >= 3:
-        points = [(x * scale, y * scale) for x, y in outline]
-        draw.line(points + [points[0]], fill=OUTLINE, width=width)
+    drawable = [outline for outline in outlines if outline and len(outline) >= 3]
+    if drawable:
+        for outline in drawable:
+            points = [(x * scale, y * scale) for x, y in outline]
+            draw.line(points + [points[0]], fill=OUTLINE, width=width)
     else:
         draw.rectangle([box.x0 * scale, box.y0 * scale, box.x1 * scale - 1, box.y1 * scale - 1], outline=OUTLINE, width=width)
     return _png(image)

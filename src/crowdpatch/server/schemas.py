@@ -42,6 +42,8 @@ class TaskResponse(BaseModel):
     grid_size: int | None
     image_width: int
     image_height: int
+    variant: Literal["outline"] | None = None
+    """"outline": a yes/no about the drawn outline ("does it cover the target well?"), shown like a verification."""
 
 
 class Cells(_Body):

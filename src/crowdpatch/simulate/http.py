@@ -54,12 +54,13 @@ class _Crowd:
         assignment = Assignment(
             task_id=int(task["task_id"]), kind=task["kind"], image_id=task["image_id"], box=Box.from_list(task["box"]),
             grid_size=task.get("grid_size"), question=task["question"], lease_expires_at=0.0,
+            variant=task.get("variant"),
         )
         if task["kind"] == "polygon":
             x0, y0, x1, y1 = task["box"]
             return {"polygon": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]}, 79.0
         if self.oracles is not None and self.project is not None:
-            return simulated_answer(assignment, worker, self.oracles[assignment.image_id], self.project, self.rng)
+            return simulated_answer(assignment, worker, self.oracles, self.project, self.rng)
         if task["kind"] == "grid":
             cells = (task.get("grid_size") or 1) ** 2
             return {"cells": [i for i in range(cells) if self.rng.random() < 0.3]}, 10.3

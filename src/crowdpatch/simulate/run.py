@@ -15,14 +15,18 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import func, select
 
-from crowdpatch.crowd.planner import AnswerRejected, Assignment, FixedPlanner
+from crowdpatch.crowd.planner import AnswerRejected, Assignment, MemoryPlanner
 from crowdpatch.datasets import load_mask
+from crowdpatch.boxes import Box
+from crowdpatch.masks.metrics import mask_iou
+from crowdpatch.masks.outline import outline_mask, salient_pixels
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
 from crowdpatch.simulate.workers import (
     CoverageOracle,
     SimulatedWorker,
     answer_grid,
+    answer_outline,
     answer_region,
     answer_seconds,
     answer_window,
@@ -71,8 +75,8 @@ class _Oracles:
         with project.sessions() as session:
             self.sources = {
                 image_id: (mask_path, width, height)
-                for image_id, mask_path, width, height in session.execute(
-                    select(ImageRow.id, ImageRow.mask_path, ImageRow.width, ImageRow.height).where(
+                for image_id, mask_path, width, height, _ in session.execute(
+                    select(ImageRow.id, ImageRow.mask_path, ImageRow.width, ImageRow.height, ImageRow.saliency_path).where(
                         ImageRow.project_id == project.id, ImageRow.stage != "error"
                     )
                 )
@@ -83,21 +87,42 @@ class _Oracles:
                 f"{len(missing)} image(s) have no ground-truth mask; simulated workers answer from masks "
                 "(give --masks DIR at init), or collect real answers with 'crowdpatch serve'"
             )
+        with project.sessions() as session:
+            self.saliency = dict(
+                session.execute(select(ImageRow.id, ImageRow.saliency_path).where(ImageRow.project_id == project.id)).all()
+            )
+        self.threshold = project.config.saliency.threshold
         self.cache: dict[int, CoverageOracle] = {}
+        self.masks: dict[int, np.ndarray] = {}
 
     def __getitem__(self, image_id: int) -> CoverageOracle:
         if image_id not in self.cache:
             mask_path, width, height = self.sources[image_id]
-            self.cache[image_id] = CoverageOracle(load_mask(Path(mask_path), (width, height)))
+            self.masks[image_id] = load_mask(Path(mask_path), (width, height))
+            self.cache[image_id] = CoverageOracle(self.masks[image_id])
         return self.cache[image_id]
+
+    def outline_iou(self, image_id: int, box: Box) -> float:
+        """How well the saliency outline inside ``box`` matches the object there (IoU, ignore band left out)."""
+        self[image_id]
+        path = self.saliency.get(image_id)
+        if not path:
+            return 0.0
+        cut = (slice(box.y0, box.y1), slice(box.x0, box.x1))
+        outline = outline_mask(salient_pixels(path, self.threshold), box)[cut]
+        return mask_iou(outline, self.masks[image_id][cut])
 
 
 def simulated_answer(
-    assignment: Assignment, worker: SimulatedWorker, oracle: CoverageOracle, project: Project, rng: np.random.Generator
+    assignment: Assignment, worker: SimulatedWorker, oracles: _Oracles, project: Project, rng: np.random.Generator
 ) -> tuple[Any, float]:
     """What ``worker`` answers to ``assignment``, and the human seconds it takes (modeled)."""
     time_model = project.config.time_model
-    if assignment.kind == "verify":
+    oracle = oracles[assignment.image_id]
+    if assignment.variant == "outline":
+        value = "yes" if answer_outline(worker, oracles.outline_iou(assignment.image_id, assignment.box), rng) else "no"
+        median = time_model.yes_no
+    elif assignment.kind == "verify":
         value: Any = "yes" if answer_region(worker, oracle.recall(assignment.box), rng) else "no"
         median = time_model.yes_no
     elif assignment.kind == "grid":
@@ -131,7 +156,7 @@ def run_simulation(
             select(func.max(AnswerRow.answered_at)).join(TaskRow).where(TaskRow.project_id == project.id)
         ) or 0.0
     rng = np.random.default_rng([project.config.simulation.seed, done_before, 1])
-    planner = FixedPlanner(project.sessions, project.id, project.config, rng)
+    planner = MemoryPlanner(project.sessions, project.id, project.config, rng)
     events: list[tuple[float, int]] = [(clock, index) for index in range(len(crew))]
     heapq.heapify(events)
     in_hand: dict[int, tuple[Assignment, Any, float, float]] = {}
@@ -172,7 +197,7 @@ def run_simulation(
         if assignment is None:
             idle.append(index)
             continue
-        value, seconds = simulated_answer(assignment, worker, oracles[assignment.image_id], project, rng)
+        value, seconds = simulated_answer(assignment, worker, oracles, project, rng)
         in_hand[index] = (assignment, value, seconds, now)
         heapq.heappush(events, (now + seconds, index))
     return SimulationReport(

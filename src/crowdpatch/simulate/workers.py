@@ -119,3 +119,15 @@ def answer_grid(worker: SimulatedWorker, coverages: list[float], rng: np.random.
 def answer_seconds(median: float, worker: SimulatedWorker, time_model: TimeModel, rng: np.random.Generator) -> float:
     """Lognormal human time around ``median`` scaled by the worker's speed."""
     return float(median * worker.speed * np.exp(rng.normal(0.0, time_model.sigma)))
+
+
+OUTLINE_BAR_OFFSET = 0.6
+"""A worker accepts an outline when its IoU with the object reaches 0.6 + its window threshold
+(0.65-0.9 with the default thresholds): one strictness trait for windows and outlines alike."""
+
+
+def answer_outline(worker: SimulatedWorker, iou: float, rng: np.random.Generator) -> bool:
+    """'Does the outline cover the <target> well?': yes when it matches the object closely enough."""
+    if worker.kind != "honest":
+        return answer_window(worker, 0.0, rng)
+    return (iou >= OUTLINE_BAR_OFFSET + worker.threshold) != bool(rng.random() < worker.error_rate)

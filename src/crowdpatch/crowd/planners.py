@@ -1,0 +1,69 @@
+"""Question planners behind one interface, selected per project by name (``[crowd] planner``).
+
+A planner decides two things, always inside the caller's transaction and only from the store, so the
+in-process simulator and any number of server processes reach the same decisions:
+
+* which questions an accepted region starts with (:meth:`QuestionPlanner.region_questions`), and
+* what one more answer to a question sets in motion (:meth:`QuestionPlanner.after_answer`): the
+  question is done (and maybe new questions are created), or it wants ``votes_wanted`` answers.
+
+The engines that lease questions and store answers (:mod:`crowdpatch.crowd.planner` in memory,
+:mod:`crowdpatch.crowd.store_planner` in the database) only count answers against
+``votes_wanted``; they never decide anything a planner decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.store.models import RegionRow, TaskRow
+
+
+@dataclass
+class AnswerOutcome:
+    """What the answers so far decide about one question."""
+
+    done: bool
+    votes_wanted: int
+    """Answers the question wants in all (counting those already in); unchanged when done."""
+    created: list[TaskRow] = field(default_factory=list)
+
+
+class QuestionPlanner(Protocol):
+    name: str
+
+    def uses_early_stop(self, config: ProjectConfig) -> bool:
+        """Whether ``votes_target``'s "two agreeing answers are enough" applies to ``votes_wanted``."""
+        ...
+
+    def first_votes(self, config: ProjectConfig) -> int:
+        """``votes_wanted`` of a new yes/no question."""
+        ...
+
+    def region_questions(self, session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig) -> list[TaskRow]:
+        ...
+
+    def after_answer(
+        self, session: Session, project_id: int, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]
+    ) -> AnswerOutcome:
+        """``answers``: the (worker id, value) pairs that count, oldest first, the new one included."""
+        ...
+
+
+def planner_for(config: ProjectConfig) -> QuestionPlanner:
+    """The project's planner (``[crowd] planner``)."""
+    from crowdpatch.crowd.adaptive import AdaptivePlanner
+    from crowdpatch.crowd.decisions import FixedScheme
+
+    planners: dict[str, QuestionPlanner] = {"fixed": FixedScheme(), "adaptive": AdaptivePlanner()}
+    try:
+        return planners[config.crowd.planner]
+    except KeyError:
+        raise ValueError(f"unknown planner {config.crowd.planner!r}; choose from {', '.join(planners)}") from None
+
+
+PLANNER_NAMES = ("fixed", "adaptive")

@@ -1,0 +1,96 @@
+"""Cost curves: human-seconds per image against mask IoU, one line per planner, polygons for reference.
+
+Each point is one run's ``summary.json`` (``crowdpatch bench-masks`` or ``demo``); runs of the same
+planner on the same data (different budgets or grid sizes) form that planner's curve.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    planner: str
+    dataset: str
+    seconds: float
+    iou: float
+    label: str
+    """What distinguishes the point on its curve (budget, grid size)."""
+
+
+def point_from_summary(summary: dict[str, Any], dataset: str) -> CurvePoint | None:
+    """A summary's point, or None when it has no IoU (no GT masks) or no cost."""
+    seconds = (summary.get("modeled_seconds_per_image") or summary.get("measured_seconds_per_image") or {}).get("patch")
+    iou = (summary.get("mask_iou") or {}).get("patch")
+    if seconds is None or iou is None:
+        return None
+    settings = summary.get("settings", {})
+    planner = settings.get("planner", "fixed")
+    budget = settings.get("budget_seconds")
+    label = f"grid {settings.get('grid_size')}" if settings.get("presentation") == "grid" else f"depth {settings.get('max_depth')}"
+    if budget:
+        label += f", budget {budget:g} s"
+    return CurvePoint(planner, dataset, float(seconds), float(iou), label)
+
+
+def load_points(paths: Iterable[Path]) -> list[CurvePoint]:
+    """Points from run directories (holding summary.json) or summary files; the dataset is the run's images folder."""
+    points = []
+    for path in paths:
+        file = path / SUMMARY if path.is_dir() else path
+        if not file.is_file():
+            raise ValueError(f"{path}: no {SUMMARY} (give a bench-masks/demo output folder or a summary file)")
+        try:
+            summary = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{file}: not valid JSON ({exc})") from exc
+        dataset = summary.get("dataset") or file.parent.name
+        point = point_from_summary(summary, dataset)
+        if point is not None:
+            points.append(point)
+        adaptive = summary.get("adaptive")
+        if adaptive and adaptive.get("mask_iou") is not None:
+            points.append(CurvePoint("adaptive", dataset, adaptive["modeled_seconds_per_image"], adaptive["mask_iou"], "demo"))
+    return points
+
+
+def plot_curves(points: list[CurvePoint], polygon_seconds: float, path: Path) -> Path:
+    """One figure: a line per (planner, dataset), sorted by cost, and the polygon cost as a vertical line."""
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    groups: dict[tuple[str, str], list[CurvePoint]] = {}
+    for point in points:
+        groups.setdefault((point.planner, point.dataset), []).append(point)
+    for (planner, dataset), members in sorted(groups.items()):
+        members.sort(key=lambda p: p.seconds)
+        style = "-o" if planner == "adaptive" else "--s"
+        ax.plot([p.seconds for p in members], [p.iou for p in members], style, label=f"{planner} ({dataset})")
+    ax.axvline(polygon_seconds, color="black", linestyle=":", label=f"polygon ({polygon_seconds:g} s per object)")
+    ax.set_xscale("log")
+    ax.set_xlabel("human seconds per image (log)")
+    ax.set_ylabel("mask IoU vs ground truth")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def curves_table(points: list[CurvePoint], polygon_seconds: float) -> str:
+    """The same points as a Markdown table, cheapest first per curve."""
+    lines = ["| planner | dataset | point | s/image | vs polygon | mask IoU |", "|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (p.dataset, p.planner, p.seconds)):
+        lines.append(f"| {p.planner} | {p.dataset} | {p.label} | {p.seconds:.1f} | {polygon_seconds / p.seconds:.2f}x | {p.iou:.3f} |")
+    return "\n".join(lines)
