@@ -19,6 +19,7 @@ from crowdpatch.crowd.planner import MemoryPlanner
 from crowdpatch.crowd.planners import planner_for
 from crowdpatch.masks.build import UNREFINED_OUTLINE, MaskBuilder
 from crowdpatch.masks.outline import outline_mask, salient_pixels
+from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
 from crowdpatch.simulate.run import run_simulation
 from crowdpatch.store.models import ImageRow, TaskRow, WorkerRow
@@ -27,9 +28,11 @@ NOW = 1000.0
 _ids = count()
 
 
-def adaptive(budget: float | None = None, outline: bool = True):
+def adaptive(budget: float | None = None, outline: bool = True, first_look: int = 4):
     def configure(config: ProjectConfig) -> None:
         config.crowd.planner = "adaptive"
+        config.patches.refine = "none"  # masks compared cell for cell
+        config.adaptive.first_look = first_look
         config.crowd.gold_rate = 0.0
         config.adaptive.budget_seconds = budget
         config.adaptive.outline = outline
@@ -167,9 +170,10 @@ def _box(values):
     return Box.from_list(values)
 
 
-def test_a_rejected_outline_leads_to_one_grid_vote_then_follow_ups_with_reasons(make_project) -> None:
+def test_a_rejected_outline_leads_to_a_coarse_look_then_boundary_questions_with_reasons(make_project) -> None:
     project, image_id = single_image_project(make_project)
-    workers = iter(add_workers(project, 60))
+    project.config.adaptive.saliency_prior = 0.0  # the answers and neighbours alone decide here
+    workers = iter(add_workers(project, 80))
     planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
     verify = open_tasks(project, image_id)[0]
     answer(planner, next(workers), verify.id, "yes")
@@ -177,31 +181,54 @@ def test_a_rejected_outline_leads_to_one_grid_vote_then_follow_ups_with_reasons(
     (outline,) = open_tasks(project, image_id)
     answer(planner, next(workers), outline.id, "no")
     answer(planner, next(workers), outline.id, "no")
-    (grid,) = open_tasks(project, image_id)
-    assert grid.kind == "grid" and grid.votes_wanted == 1 and "outline was rejected" in grid.reason
-    size = grid.grid_size
-    # A solid block of clicks plus one stray click far from it.
-    block = [r * size + c for r in range(2, 6) for c in range(2, 6)]
-    stray = size * size - 1
-    result = answer(planner, next(workers), grid.id, {"cells": block + [stray]}, seconds=10.3)
-    assert result.task_done
+    (root,) = open_tasks(project, image_id)
+    assert root.kind == "grid" and root.grid_size == 4 and root.votes_wanted == 1
+    assert "outline was rejected" in root.reason and "first look" in root.reason
+    resolution = root.spec["resolution"]
+    assert resolution == 8
+    # The truth on the fine lattice: a 4 x 4 block of cells; the coarse look clicks the 2 x 2 block over
+    # it plus one stray coarse cell in the far corner.
+    truth = {r * resolution + c for r in range(2, 6) for c in range(2, 6)}
+    core = {r * resolution + c for r in range(3, 5) for c in range(3, 5)}
+    stray = {r * resolution + c for r in range(6, 8) for c in range(6, 8)}
+    answer(planner, next(workers), root.id, {"cells": [5, 6, 9, 10, 15]}, seconds=10.3)
     follow_ups = open_tasks(project, image_id)
-    assert follow_ups and all(t.kind == "cell" and t.parent_id == grid.id for t in follow_ups)
-    asked = {int(t.key.split(":")[1]) for t in follow_ups}
-    assert stray in asked
-    assert not asked & {r * size + c for r in range(3, 5) for c in range(3, 5)}  # the block's core is decided
-    assert all(f"cell {int(t.key.split(':')[1])} of grid {grid.id}" in t.reason for t in follow_ups)
-    # Follow-ups answered truthfully for this drawing: the stray click is refuted and leaves the mask.
-    by_id = {t.id: int(t.key.split(":")[1]) for t in follow_ups}
+    assert follow_ups and all(t.parent_id == root.id for t in follow_ups)
+    asked = set()
+    for task in follow_ups:
+        asked |= set(task.spec["active"]) if task.kind == "grid" else {int(task.key.split(":")[1])}
+        assert f"grid {root.id}" in task.reason
+    assert stray & asked, "the stray coarse click is doubted"
+    assert not core & asked, "the middle of the clicked block is decided by the coarse look and its neighbours"
+    # Every follow-up answered truthfully until nothing is left.
     while (assignment := planner.next_task(next(workers), NOW)) is not None:
         worker = _holder(planner, assignment.task_id)
-        value = "yes" if by_id[assignment.task_id] in block else "no"
+        if assignment.kind == "grid":
+            assert assignment.active_cells is not None
+            value: Any = {"cells": [c for c in assignment.active_cells if c in truth]}
+        else:
+            value = "yes" if _cell_of(project, assignment.task_id) in truth else "no"
         planner.submit(worker, assignment.task_id, value, client_id=f"f{next(_ids)}", seconds=1.6, shown_at=NOW,
                        answered_at=NOW + 1.6, time_source="modeled")
     assert open_tasks(project, image_id) == []
+    mask = MaskBuilder(project).image_mask(image_id)
+    cells = grid_cells(_box(root.box), resolution)
+    inside = [float(mask.soft[cells[i].y0:cells[i].y1, cells[i].x0:cells[i].x1].mean()) for i in range(resolution**2)]
+    assert all(inside[i] >= 0.5 for i in core)
+    assert all(inside[i] < 0.5 for i in stray)
+
+
+def _cell_of(project: Project, task_id: int) -> int:
     with project.sessions() as session:
-        stray_task = session.scalar(select(TaskRow).where(TaskRow.parent_id == grid.id, TaskRow.key == f"cell:{stray}"))
-        assert stray_task.decision == "no"
+        return int(session.get(TaskRow, task_id).key.split(":")[1])
+
+
+def test_a_round_answer_may_only_click_the_cells_it_showed(make_project) -> None:
+    from crowdpatch.crowd.planner import AnswerRejected, validate_value
+
+    assert validate_value("grid", {"cells": [3, 9]}, 8, [3, 9, 10]) == {"cells": [3, 9]}
+    with pytest.raises(AnswerRejected, match="not shown"):
+        validate_value("grid", {"cells": [3, 4]}, 8, [3, 9, 10])
 
 
 def test_budget_stops_questions_and_keeps_the_saliency_outline(make_project) -> None:
@@ -217,8 +244,8 @@ def test_budget_stops_questions_and_keeps_the_saliency_outline(make_project) -> 
 
 
 def test_grid_shrinks_to_fit_the_budget(make_project) -> None:
-    # 3.2 s spent on verification; 12 s left affords a 4 x 4 grid (10.3 s), not the 8 x 8 (41 s).
-    project, image_id = single_image_project(make_project, budget=15.5, outline=False)
+    # 3.2 s spent on verification; 12 s left affords a 4 x 4 first look (10.3 s), not the 8 x 8 asked for (41 s).
+    project, image_id = single_image_project(make_project, budget=15.5, outline=False, first_look=8)
     workers = iter(add_workers(project, 4))
     planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
     verify = open_tasks(project, image_id)[0]

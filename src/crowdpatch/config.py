@@ -54,6 +54,11 @@ class PatchConfig(_Section):
         "min", description="How the finest windows covering a pixel combine: 'min' = object only where they agree."
     )
     mask_threshold: float = Field(0.5, gt=0, lt=1, description="Soft-mask value at or above which a pixel is object in the binary mask.")
+    refine: Literal["none", "grabcut"] = Field(
+        "grabcut",
+        description="'grabcut': snap the mask to the image's edges within one cell of the crowd's boundary (OpenCV GrabCut, "
+        "no human time); 'none': the crowd's cells and windows as they are.",
+    )
 
 
 class CrowdConfig(_Section):
@@ -109,7 +114,14 @@ class AdaptiveConfig(_Section):
     neighbour_prior: float = Field(
         0.35, ge=0, lt=0.5, description="How far a cell's 8 neighbours' current verdicts move its prior from 0.5."
     )
-    max_cell_questions: int = Field(16, ge=0, description="Most single-cell yes/no follow-ups per grid before another grid vote is bought instead.")
+    first_look: int = Field(
+        4, ge=2, le=32, description="Cells per side of the first, coarse grid vote; the boundary rounds use patches.grid_size."
+    )
+    coarse_weight: float = Field(
+        0.5, gt=0, le=1, description="Share of an answer's weight a coarse cell's vote lends to each finer cell under it."
+    )
+    max_rounds: int = Field(2, ge=0, description="Most boundary rounds (grid screens of only the uncertain cells) per region.")
+    max_cell_questions: int = Field(16, ge=0, description="Most single-cell yes/no follow-ups per region.")
     budget_seconds: float | None = Field(
         None, gt=0, description="Human seconds per image the planner may spend (modeled or measured); none = no budget."
     )

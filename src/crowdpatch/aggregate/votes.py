@@ -1,8 +1,10 @@
 """Votes -> per-question posteriors with crowd-kit.
 
 Aggregation is per window (or per grid cell), never per pixel: a worker who never saw a window did
-not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no"; a single-cell
-follow-up question (adaptive planner) is one more vote on its grid's cell.
+not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no". The adaptive
+planner's grids are read on a finer lattice: a coarse first look votes on every fine cell under
+each of its cells, a boundary round only on the cells it showed, a single-cell follow-up on its cell;
+all of them are items of the region's first grid.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+from crowdpatch.patches.lattice import coarse_parents
 
 Method = Literal["ds", "mv", "glad"]
 
@@ -31,10 +34,26 @@ def make_aggregator(method: Method):
     raise ValueError(f"unknown aggregation method {method!r}; choose ds, mv or glad")
 
 
+def grid_votes(value: dict, size: int, spec: dict | None) -> list[tuple[int, bool]]:
+    """One grid answer as (fine cell, clicked) votes: a coarse screen votes on every fine cell under each of its cells;
+    a boundary round votes only on its active cells."""
+    clicked = set(value.get("cells", []))
+    resolution = int((spec or {}).get("resolution") or size)
+    active = (spec or {}).get("active")
+    if active is not None:
+        return [(cell, cell in clicked) for cell in active]
+    if resolution == size:
+        return [(cell, cell in clicked) for cell in range(size * size)]
+    return [(cell, parent in clicked) for cell, parent in enumerate(coarse_parents(resolution, size))]
+
+
 def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -> pd.DataFrame:
     """One row per (question, worker) vote: columns ``task`` (window or cell key), ``worker``, ``label`` (1 = yes)."""
     query = (
-        select(AnswerRow.task_id, AnswerRow.worker_id, AnswerRow.value, TaskRow.kind, TaskRow.grid_size, TaskRow.key, TaskRow.parent_id)
+        select(
+            AnswerRow.task_id, AnswerRow.worker_id, AnswerRow.value, TaskRow.kind, TaskRow.grid_size, TaskRow.key, TaskRow.parent_id,
+            TaskRow.spec,
+        )
         .join(TaskRow, TaskRow.id == AnswerRow.task_id)
         .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
         .where(TaskRow.project_id == project_id, TaskRow.kind.in_(("patch", "grid", "cell")))
@@ -42,13 +61,13 @@ def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -
     if drop_banned:
         query = query.where(WorkerRow.banned.is_(False))
     rows: list[tuple[str, str, int]] = []
-    for task_id, worker_id, value, kind, grid_size, key, parent_id in session.execute(query):
+    for task_id, worker_id, value, kind, grid_size, key, parent_id, spec in session.execute(query):
         if kind == "cell":
             # A single-cell follow-up is one more vote on its grid's cell.
             rows.append((f"{parent_id}:{key.split(':')[1]}", str(worker_id), int(value == "yes")))
         elif kind == "grid":
-            clicked = set(value.get("cells", []))
-            rows.extend((f"{task_id}:{cell}", str(worker_id), int(cell in clicked)) for cell in range((grid_size or 0) ** 2))
+            root = parent_id or task_id
+            rows.extend((f"{root}:{cell}", str(worker_id), int(label)) for cell, label in grid_votes(value, grid_size or 1, spec))
         else:
             rows.append((str(task_id), str(worker_id), int(value == "yes")))
     return pd.DataFrame(rows, columns=["task", "worker", "label"])

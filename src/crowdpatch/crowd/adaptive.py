@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
@@ -32,6 +32,7 @@ from crowdpatch.crowd.decisions import YES, close_question, finish_image_if_done
 from crowdpatch.crowd.planners import AnswerOutcome
 from crowdpatch.crowd.tasks import add_grid_task
 from crowdpatch.masks.outline import cell_shares, outline_mask, salient_pixels
+from crowdpatch.aggregate.votes import grid_votes
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.store.models import AnswerRow, ImageRow, RegionRow, TaskRow, WorkerRow
 
@@ -43,6 +44,11 @@ MIN_EXPECTED_CHANGE = 0.02
 
 MIN_GRID = 2
 
+PLAUSIBLE_CLICKS = (0.02, 0.9)
+"""A lone grid vote that clicks fewer or more than these shares of the cells is not trusted alone: the
+region is padded around a salient cluster, so an honest worker almost never clicks all of it (an
+always-"yes" spammer does) nor none of it (the region was verified to hold the target)."""
+
 
 def logit(p: float | np.ndarray) -> Any:
     p = np.clip(p, 1e-6, 1 - 1e-6)
@@ -53,17 +59,43 @@ def sigmoid(x: float | np.ndarray) -> Any:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+YES_NO_KINDS = ("verify", "outline", "cell", "patch")
+
+
 def worker_accuracies(session: Session, worker_ids: set[int], config: ProjectConfig) -> dict[int, float]:
-    """Each worker's accuracy: its gold record, shrunk toward the honest accuracy by ``prior_weight`` pseudo-answers."""
+    """Each worker's accuracy from its gold record and its agreement with its peers, shrunk toward the honest prior.
+
+    Gold comes rarely (a few percent of questions), while a spammer answers fast and often; so every
+    decided yes/no question where the *other* workers agreed among themselves counts too, as one
+    observation of whether this worker agrees. ``prior_weight`` pseudo-answers at
+    ``crowd.honest_gold_accuracy`` keep a newcomer's weight at the honest prior.
+    """
     if not worker_ids:
         return {}
     honest = config.crowd.honest_gold_accuracy
     weight = config.adaptive.prior_weight
-    rows = session.execute(select(WorkerRow.id, WorkerRow.gold_seen, WorkerRow.gold_correct).where(WorkerRow.id.in_(worker_ids)))
-    return {
-        worker_id: float(np.clip(((correct or 0) + weight * honest) / ((seen or 0) + weight), 0.5, 0.99))
-        for worker_id, seen, correct in rows
-    }
+    correct = {w: 0.0 for w in worker_ids}
+    seen = {w: 0.0 for w in worker_ids}
+    for worker_id, gold_seen, gold_correct in session.execute(
+        select(WorkerRow.id, WorkerRow.gold_seen, WorkerRow.gold_correct).where(WorkerRow.id.in_(worker_ids))
+    ):
+        seen[worker_id] += gold_seen or 0
+        correct[worker_id] += gold_correct or 0
+    mine, theirs, peer = aliased(AnswerRow), aliased(AnswerRow), aliased(WorkerRow)
+    others: dict[tuple[int, int], tuple[Any, set[Any]]] = {}
+    for worker_id, task_id, my_value, their_value in session.execute(
+        select(mine.worker_id, mine.task_id, mine.value, theirs.value)
+        .join(TaskRow, TaskRow.id == mine.task_id)
+        .join(theirs, (theirs.task_id == mine.task_id) & (theirs.worker_id != mine.worker_id))
+        .join(peer, peer.id == theirs.worker_id)
+        .where(mine.worker_id.in_(worker_ids), TaskRow.state == "done", TaskRow.kind.in_(YES_NO_KINDS), peer.banned.is_(False))
+    ):
+        others.setdefault((worker_id, task_id), (my_value, set()))[1].add(their_value)
+    for (worker_id, _), (my_value, values) in others.items():
+        if len(values) == 1:
+            seen[worker_id] += 1
+            correct[worker_id] += float(my_value in values)
+    return {w: float(np.clip((correct[w] + weight * honest) / (seen[w] + weight), 0.5, 0.99)) for w in worker_ids}
 
 
 def vote_weight(accuracy: float) -> float:
@@ -168,12 +200,14 @@ class AdaptivePlanner:
         return counts.get(YES, 0) / seen >= adaptive.outline_min_rate
 
     def _grid(self, session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig, left: float, why: str) -> TaskRow | None:
-        """One grid screen, as many cells as the budget affords (the project's grid size at most)."""
+        """The first look: one coarse grid vote (``first_look`` cells per side, fewer if the budget needs), read at full resolution."""
         box = Box.from_list(region.box)
-        for size in range(min(config.patches.grid_size, box.width, box.height), MIN_GRID - 1, -1):
+        resolution = min(config.patches.grid_size, box.width, box.height)
+        for size in range(min(config.adaptive.first_look, resolution), MIN_GRID - 1, -1):
             if config.time_model.grid_median(size * size) <= left:
                 task = add_grid_task(session, project_id, image_id, region, config, size=size, votes_wanted=1)
-                task.reason = f"{why}: grid {size} x {size}, one vote first"
+                task.spec = {"resolution": resolution}
+                task.reason = f"{why}: a first look, grid {size} x {size}, one vote (read on the {resolution} x {resolution} lattice)"
                 return task
         return None
 
@@ -192,10 +226,10 @@ class AdaptivePlanner:
         return FixedScheme().after_answer(session, project_id, config, task, answers)
 
     def _posterior(self, session: Session, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]) -> float:
-        """P(yes): a cell's comes from its grid (whose evidence holds the cell's own answers), others from a flat prior."""
+        """P(yes): a cell's comes from its grid family (whose evidence holds the cell's own answers), others from a flat prior."""
         if task.kind == "cell":
-            grid = session.get(TaskRow, task.parent_id)
-            return float(self._grid_posteriors(session, config, grid)[int(task.key.split(":")[1])])
+            root = session.get(TaskRow, task.parent_id)
+            return float(self.grid_posteriors(session, config, root)[cell_index(task.key)])
         accuracy = worker_accuracies(session, {w for w, _ in answers}, config)
         return yes_posterior(0.5, [(accuracy[w], v == YES) for w, v in answers])
 
@@ -223,86 +257,125 @@ class AdaptivePlanner:
         return AnswerOutcome(True, task.votes_wanted, created)
 
     # -- grids ---------------------------------------------------------------------------------
+    #
+    # A region's grid questions form a family under its first-look grid (the root): boundary rounds
+    # (grid screens where only the uncertain cells are clickable) and single-cell follow-ups. All
+    # their votes are read on one lattice of ``resolution`` x ``resolution`` cells.
 
-    def _grid_evidence(self, session: Session, config: ProjectConfig, grid: TaskRow) -> tuple[np.ndarray, np.ndarray, list[Box]]:
-        """Summed answer log-likelihood ratios per cell (grid votes and single-cell follow-ups), the saliency shares, the cells."""
-        size = grid.grid_size or 1
-        cells = grid_cells(Box.from_list(grid.box), size)
-        grid_answers = session.execute(
-            select(AnswerRow.worker_id, AnswerRow.value)
-            .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
-            .where(AnswerRow.task_id == grid.id, WorkerRow.banned.is_(False))
-        ).all()
-        follow_ups = session.execute(
-            select(TaskRow.key, AnswerRow.worker_id, AnswerRow.value)
+    def _grid_evidence(self, session: Session, config: ProjectConfig, root: TaskRow) -> tuple[np.ndarray, np.ndarray, list[Box]]:
+        """Summed answer log-likelihood ratios per fine cell over the whole family, the saliency shares, the fine cells."""
+        resolution = grid_resolution(root)
+        cells = grid_cells(Box.from_list(root.box), resolution)
+        family = session.execute(
+            select(TaskRow.id, TaskRow.kind, TaskRow.key, TaskRow.grid_size, TaskRow.spec, AnswerRow.worker_id, AnswerRow.value)
             .join(AnswerRow, AnswerRow.task_id == TaskRow.id)
             .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
-            .where(TaskRow.parent_id == grid.id, TaskRow.kind == "cell", WorkerRow.banned.is_(False))
+            .where((TaskRow.id == root.id) | (TaskRow.parent_id == root.id), WorkerRow.banned.is_(False))
         ).all()
-        accuracy = worker_accuracies(session, {w for w, _ in grid_answers} | {w for _, w, _ in follow_ups}, config)
-        evidence = np.zeros(size * size)
-        for worker_id, value in grid_answers:
-            signs = -np.ones(size * size)
-            signs[list(set(value.get("cells", [])))] = 1
-            evidence += vote_weight(accuracy[worker_id]) * signs
-        for key, worker_id, value in follow_ups:
-            evidence[int(key.split(":")[1])] += vote_weight(accuracy[worker_id]) * (1 if value == YES else -1)
-        image = session.get(ImageRow, grid.image_id)
+        accuracy = worker_accuracies(session, {row.worker_id for row in family}, config)
+        evidence = np.zeros(resolution * resolution)
+        for row in family:
+            weight = vote_weight(accuracy[row.worker_id])
+            if row.kind == "cell":
+                evidence[cell_index(row.key)] += weight * (1 if row.value == YES else -1)
+                continue
+            for cell, label in grid_votes(row.value, row.grid_size or 1, row.spec):
+                coarse = (row.grid_size or 1) < resolution
+                evidence[cell] += weight * (config.adaptive.coarse_weight if coarse else 1.0) * (1 if label else -1)
+        image = session.get(ImageRow, root.image_id)
         if image.saliency_path:
             shares = cell_shares(salient_pixels(image.saliency_path, config.saliency.threshold), cells)
         else:
-            shares = np.full(size * size, 0.5)
+            shares = np.full(resolution * resolution, 0.5)
         return evidence, shares, cells
 
-    def _grid_posteriors(self, session: Session, config: ProjectConfig, grid: TaskRow) -> np.ndarray:
-        evidence, shares, _ = self._grid_evidence(session, config, grid)
-        return cell_posteriors(evidence, shares, grid.grid_size or 1, config)
+    def grid_posteriors(self, session: Session, config: ProjectConfig, root: TaskRow) -> np.ndarray:
+        """P(object) per fine cell of a grid family, from every answer so far."""
+        evidence, shares, _ = self._grid_evidence(session, config, root)
+        return cell_posteriors(evidence, shares, grid_resolution(root), config)
 
     def _after_grid(
         self, session: Session, project_id: int, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]
     ) -> AnswerOutcome:
-        evidence, shares, cells = self._grid_evidence(session, config, task)
-        size = task.grid_size or 1
-        p = cell_posteriors(evidence, shares, size, config)
-        doubt = np.minimum(p, 1 - p)
-        uncertain = [int(i) for i in np.argsort(-doubt) if doubt[i] > 1 - config.adaptive.confidence]
-        region_area = Box.from_list(task.box).area
-        expected_change = sum(doubt[i] * cells[i].area for i in uncertain) / region_area
-        left = self._left(session, task.image_id, config)
-        time_model = config.time_model
-        grid_cost = time_model.grid_median(size * size)
-        follow_up_cost = len(uncertain) * FOLLOW_UP_VOTES * time_model.yes_no
-        if not uncertain or expected_change < MIN_EXPECTED_CHANGE:
-            return self._close_grid(session, task, [], "")
-        another_grid = (
-            len(answers) < config.adaptive.max_votes
-            and (len(uncertain) > config.adaptive.max_cell_questions or follow_up_cost > grid_cost)
-            and grid_cost <= left
-        )
-        if another_grid:
-            task.reason += f"; vote {len(answers) + 1}: {len(uncertain)} cells uncertain, another screen is cheaper than asking them one by one"
-            return AnswerOutcome(False, len(answers) + 1)
-        affordable = int(left // (FOLLOW_UP_VOTES * time_model.yes_no)) if math.isfinite(left) else len(uncertain)
-        chosen = uncertain[: min(config.adaptive.max_cell_questions, affordable)]
-        return self._close_grid(session, task, [(i, float(p[i]), cells[i]) for i in chosen], f"after {len(answers)} grid vote(s)")
-
-    def _close_grid(self, session: Session, task: TaskRow, follow_ups: list[tuple[int, float, Box]], when: str) -> AnswerOutcome:
+        root = task if task.parent_id is None else session.get(TaskRow, task.parent_id)
+        if task.parent_id is None and len(answers) == 1:
+            shown = (task.grid_size or 1) ** 2
+            clicked = len(set(answers[0][1].get("cells", []))) / shown
+            left = self._left(session, task.image_id, config)
+            if not PLAUSIBLE_CLICKS[0] <= clicked <= PLAUSIBLE_CLICKS[1] and config.time_model.grid_median(shown) <= left:
+                task.reason += f"; vote 2: the first vote clicked {clicked:.0%} of the cells, not trusted alone"
+                return AnswerOutcome(False, 2)
         task.state = "done"
-        created = []
-        for index, p, cell in follow_ups:
-            row = TaskRow(
-                project_id=task.project_id,
-                image_id=task.image_id,
-                region_id=task.region_id,
-                kind="cell",
-                key=f"cell:{index}",
-                level=2,
-                box=cell.as_list(),
-                parent_id=task.id,
+        session.flush()
+        created = self._follow_ups(session, config, root)
+        finish_image_if_done(session, task.image_id)
+        return AnswerOutcome(True, task.votes_wanted, created)
+
+    def _follow_ups(self, session: Session, config: ProjectConfig, root: TaskRow) -> list[TaskRow]:
+        """What the family's answers leave uncertain, bought the cheapest way: a boundary round or single cells."""
+        evidence, shares, cells = self._grid_evidence(session, config, root)
+        resolution = grid_resolution(root)
+        p = cell_posteriors(evidence, shares, resolution, config)
+        doubt = np.minimum(p, 1 - p)
+        uncertain = [int(i) for i in np.argsort(-doubt, kind="stable") if doubt[i] > 1 - config.adaptive.confidence]
+        expected_change = sum(doubt[i] * cells[i].area for i in uncertain) / Box.from_list(root.box).area
+        if not uncertain or expected_change < MIN_EXPECTED_CHANGE:
+            return []
+        time_model = config.time_model
+        left = self._left(session, root.image_id, config)
+        asked = session.execute(
+            select(TaskRow.kind, func.count()).where(TaskRow.parent_id == root.id).group_by(TaskRow.kind)
+        ).all()
+        asked_count = dict(asked)
+        single_cost = FOLLOW_UP_VOTES * time_model.yes_no
+        round_cost = time_model.grid_median(len(uncertain))
+        if len(uncertain) * single_cost > round_cost and asked_count.get("grid", 0) < config.adaptive.max_rounds and round_cost <= left:
+            task = TaskRow(
+                project_id=root.project_id,
+                image_id=root.image_id,
+                region_id=root.region_id,
+                kind="grid",
+                key=f"grid:round{asked_count.get('grid', 0) + 1}",
+                level=2 + asked_count.get("grid", 0),
+                box=root.box,
+                grid_size=resolution,
+                parent_id=root.id,
                 votes_wanted=1,
-                reason=f"cell {index} of grid {task.id} uncertain {when} (P(object) = {p:.2f} from answers, saliency and neighbours)",
+                spec={"resolution": resolution, "active": sorted(uncertain)},
+                reason=f"boundary round {asked_count.get('grid', 0) + 1} of grid {root.id}: {len(uncertain)} cells still uncertain "
+                f"(a screen of them, {round_cost:.0f} s, is cheaper than {len(uncertain)} single questions)",
+            )
+            session.add(task)
+            return [task]
+        budget_cells = int(left // single_cost) if math.isfinite(left) else len(uncertain)
+        room = max(0, config.adaptive.max_cell_questions - asked_count.get("cell", 0))
+        already = set(session.scalars(select(TaskRow.key).where(TaskRow.parent_id == root.id, TaskRow.kind == "cell")))
+        created = []
+        for index in uncertain[: min(room, budget_cells)]:
+            key = f"cell:{index}"
+            if key in already:
+                continue
+            row = TaskRow(
+                project_id=root.project_id,
+                image_id=root.image_id,
+                region_id=root.region_id,
+                kind="cell",
+                key=key,
+                level=2,
+                box=cells[index].as_list(),
+                parent_id=root.id,
+                votes_wanted=1,
+                reason=f"cell {index} of grid {root.id} uncertain (P(object) = {p[index]:.2f} from answers, saliency and neighbours)",
             )
             session.add(row)
             created.append(row)
-        finish_image_if_done(session, task.image_id)
-        return AnswerOutcome(True, task.votes_wanted, created)
+        return created
+
+
+def cell_index(key: str) -> int:
+    return int(key.split(":")[1])
+
+
+def grid_resolution(task: TaskRow) -> int:
+    """Cells per side of the lattice a grid's votes are read on."""
+    return int((task.spec or {}).get("resolution") or task.grid_size or 1)

@@ -47,6 +47,7 @@ class OpenQuestion:
     grid_size: int | None
     votes_wanted: int
     gold_answer: Any = None
+    active: list[int] | None = None
     answers: list[tuple[int, Any]] = field(default_factory=list)
     leases: dict[int, float] = field(default_factory=dict)
     expired: set[int] = field(default_factory=set)
@@ -73,6 +74,8 @@ class Assignment:
     lease_expires_at: float
     variant: str | None = None
     """"outline" for an outline check (shown as a verification): how the answer is to be judged."""
+    active_cells: tuple[int, ...] | None = None
+    """A boundary round: the only grid cells shown clickable (the others are decided)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class SubmitResult:
     worker_banned: bool
 
 
-def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
+def validate_value(kind: str, value: Any, grid_size: int | None, active: list[int] | None = None) -> Any:
     if kind == "grid":
         cells = value.get("cells") if isinstance(value, dict) else None
         if not isinstance(cells, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cells):
@@ -92,6 +95,8 @@ def validate_value(kind: str, value: Any, grid_size: int | None) -> Any:
         size = (grid_size or 0) ** 2
         if any(c < 0 or c >= size for c in cells):
             raise AnswerRejected(f"cell index outside the {grid_size} x {grid_size} grid")
+        if active is not None and not set(cells) <= set(active):
+            raise AnswerRejected("a cell that was not shown clickable in this round was clicked")
         return {"cells": sorted(set(cells))}
     if value not in (YES, NO):
         raise AnswerRejected(f'a {kind} answer is "yes" or "no", got {value!r}')
@@ -171,6 +176,7 @@ class MemoryPlanner:
             grid_size=row.grid_size,
             votes_wanted=row.votes_wanted,
             gold_answer=row.gold_answer,
+            active=(row.spec or {}).get("active"),
         )
         if row.kind == "gold":
             self.gold[row.id] = question
@@ -238,6 +244,7 @@ class MemoryPlanner:
             question=question_text(question.kind, self.config.target),
             lease_expires_at=expires_at,
             variant=task_variant(question.kind),
+            active_cells=tuple(question.active) if question.active is not None else None,
         )
 
     # -- answering -----------------------------------------------------------------------------
@@ -265,7 +272,7 @@ class MemoryPlanner:
         question = self.open.get(task_id) or self.gold.get(task_id)
         if question is None or not self._holds(question, worker_id):
             raise AnswerRejected(f"task {task_id} is not leased to worker {worker_id}")
-        value = validate_value(question.kind, value, question.grid_size)
+        value = validate_value(question.kind, value, question.grid_size, question.active)
 
         with self.sessions.begin() as session:
             answer = AnswerRow(

@@ -107,6 +107,18 @@ def grid_cells(region: Box, size: int) -> list[Box]:
     ]
 
 
+def coarse_parents(resolution: int, size: int) -> list[int]:
+    """For each cell of a ``resolution`` x ``resolution`` lattice, the ``size`` x ``size`` cell its centre falls in.
+
+    A coarse grid vote is read as a vote on every fine cell under it (row-major indices both).
+    """
+    parents = []
+    for row in range(resolution):
+        for col in range(resolution):
+            parents.append(int((row + 0.5) * size / resolution) * size + int((col + 0.5) * size / resolution))
+    return parents
+
+
 def iter_levels(keys: Iterator[WindowKey] | list[WindowKey]) -> dict[int, list[WindowKey]]:
     """Group keys by level, coarsest first."""
     grouped: dict[int, list[WindowKey]] = {}

@@ -54,7 +54,7 @@ class _Crowd:
         assignment = Assignment(
             task_id=int(task["task_id"]), kind=task["kind"], image_id=task["image_id"], box=Box.from_list(task["box"]),
             grid_size=task.get("grid_size"), question=task["question"], lease_expires_at=0.0,
-            variant=task.get("variant"),
+            variant=task.get("variant"), active_cells=tuple(task["active_cells"]) if task.get("active_cells") is not None else None,
         )
         if task["kind"] == "polygon":
             x0, y0, x1, y1 = task["box"]

@@ -127,8 +127,10 @@ def simulated_answer(
         median = time_model.yes_no
     elif assignment.kind == "grid":
         cells = grid_cells(assignment.box, assignment.grid_size or 1)
-        value = {"cells": answer_grid(worker, [oracle.coverage(cell) for cell in cells], rng)}
-        median = time_model.grid_median(len(cells))
+        shown = list(assignment.active_cells) if assignment.active_cells is not None else list(range(len(cells)))
+        clicked = answer_grid(worker, [oracle.coverage(cells[i]) for i in shown], rng)
+        value = {"cells": [shown[i] for i in clicked]}
+        median = time_model.grid_median(len(shown))
     else:
         value = "yes" if answer_window(worker, oracle.coverage(assignment.box), rng) else "no"
         median = time_model.yes_no

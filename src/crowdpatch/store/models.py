@@ -91,6 +91,9 @@ class TaskRow(Base):
     state: Mapped[str] = mapped_column(String(20), default="open")  # open | done
     decision: Mapped[str | None] = mapped_column(String(20))  # yes | no, once done (online majority)
     gold_answer: Mapped[Any | None] = mapped_column(JSON)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Adaptive grids: ``{"resolution": R}`` (votes count on an R x R lattice) and, for a boundary
+    round, ``"active": [cells]`` (only these cells are shown clickable and voted on)."""
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

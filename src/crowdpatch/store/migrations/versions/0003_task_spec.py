@@ -1,0 +1,24 @@
+"""adaptive planner: how a grid question is shown beyond its kind, box and size (resolution, active cells)
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("task") as batch:
+        batch.add_column(sa.Column("spec", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("task") as batch:
+        batch.drop_column("spec")
