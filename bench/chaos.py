@@ -14,7 +14,8 @@ client id, worker and task); lost: acknowledged but not stored; duplicated: stor
 per client id or per (worker, question); unacknowledged stored: rows of ours that no reply
 acknowledged (0 unless a worker gave up); interrupted: answer posts that failed at least once
 (a kill hit them); replayed: interrupted posts whose retry found the answer already committed (200);
-over-asked: questions holding more answers than wanted (gold aside).
+over-asked: questions holding more answers than wanted (gold aside); stalled images: not done, yet
+without an open question (a decision lost between two processes leaves an image so).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
 from crowdpatch.store.db import make_engine
-from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 
 GIVE_UP_SECONDS = 60.0
 """A request that finds no server for this long ends the run with an error: the restart failed."""
@@ -67,9 +68,12 @@ class ChaosReport:
     replayed: int = 0
     conflicts: int = 0
     over_asked: int = 0
+    stalled_images: int = 0
     seconds: float = 0.0
     failed_requests: int = 0
     """Requests that got no reply (connection refused or cut) or a 5xx, each retried."""
+    server_errors: int = 0
+    """Of those, 5xx replies: a server that was up and failed (a kill gives no reply at all)."""
     acks: dict[str, int] = field(default_factory=dict, repr=False)
     """client id -> task id of every acknowledged answer."""
 
@@ -142,6 +146,7 @@ async def call(client: httpx.AsyncClient, method: str, url: str, report: ChaosRe
             response = await client.request(method, url, **kwargs)
             if response.status_code < 500:
                 return response, failures
+            report.server_errors += 1
         except httpx.TransportError:
             pass
         failures += 1
@@ -229,6 +234,9 @@ def audit(project: Project, report: ChaosReport, prefix: str) -> None:
         for task_id, value in session.execute(select(AnswerRow.task_id, AnswerRow.value).order_by(AnswerRow.id)):
             values[task_id].append(value)
         tasks = session.scalars(select(TaskRow).where(TaskRow.kind != "gold")).all()
+        stages = dict(session.execute(select(ImageRow.id, ImageRow.stage)).all())
+    open_images = {task.image_id for task in tasks if task.state == "open" and task.kind != "polygon"}
+    report.stalled_images = sum(1 for image_id, stage in stages.items() if stage in ("verify", "patch") and image_id not in open_images)
     by_client = Counter(client_id for client_id, _, _ in rows)
     by_pair = Counter((worker, task_id) for _, task_id, worker in rows)
     stored = {client_id: task_id for client_id, task_id, _ in rows}
@@ -276,7 +284,7 @@ def chaos(backend: str, processes: int, workers: int, kills: int, gap: tuple[flo
 
 
 COLUMNS = ["backend", "processes", "workers", "kills", "acknowledged", "stored", "lost", "duplicated",
-           "unacknowledged_stored", "interrupted", "replayed", "conflicts", "over_asked", "failed_requests", "seconds"]
+           "unacknowledged_stored", "interrupted", "replayed", "conflicts", "over_asked", "stalled_images", "failed_requests", "server_errors", "seconds"]
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ def assert_nothing_lost(report: dict) -> None:
     assert report["stored"] == report["acknowledged"] and report["lost"] == 0
     assert report["duplicated"] == 0 and report["unacknowledged_stored"] == 0
     assert report["over_asked"] == 0
+    assert report["stalled_images"] == 0
 
 
 @pytest.mark.slow
