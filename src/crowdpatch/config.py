@@ -141,7 +141,7 @@ class ServerConfig(_Section):
         65_536, ge=1_024, description="Largest request body accepted (bytes, streamed or not); larger ones get 413. A 1,000-point polygon is ~25 KB."
     )
     rate_limit_worker_per_second: float = Field(
-        10.0, ge=0, description="Sustained requests per second one worker session may make (0: no limit). A real worker makes ~3 per answer."
+        10.0, ge=0, description="Sustained requests per second one worker session may make (0: no limit). A real worker makes ~3 per answer; simulated workers (opened with the API key) are not limited."
     )
     rate_limit_worker_burst: int = Field(30, ge=1, description="Requests one worker may make at once before the per-second rate applies.")
     rate_limit_ip_per_second: float = Field(
