@@ -19,6 +19,8 @@ from schemathesis.checks import not_a_server_error
 from crowdpatch.server.app import create_app
 
 MAX_EXAMPLES = 25
+GENERATED_CREDENTIAL_EXAMPLES = 10
+"""Cases per operation with the key and token headers as generated: mostly 401s, which must stay 401s."""
 
 
 def fuzzed(config) -> None:
@@ -50,28 +52,39 @@ def operations(schema) -> list:
     return [result.ok() for result in schema.get_all_operations()]
 
 
-def test_no_generated_request_gets_a_server_error(served_schema):
-    """Every operation, ``MAX_EXAMPLES`` generated cases each (derandomized: the same cases on every run).
+def fuzz(schema, max_examples: int, credentials: dict[str, str] | None) -> Counter[str]:
+    """Every operation, ``max_examples`` generated cases each (derandomized: the same cases on every run).
 
     Driven with Hypothesis directly over each operation's strategy: schemathesis's lazy pytest
-    fixture loader relies on a pytest internal that pytest 9 removed.
+    fixture loader relies on a pytest internal that pytest 9 removed. With ``credentials``, the
+    generated key and token headers are replaced by valid ones; without, they are sent as generated.
     """
-    schema = served_schema
-    credentials = schema.credentials
-    headers = {"X-API-Key": credentials["X-API-Key"], "Authorization": credentials["Authorization"]}
+    project = schema.credentials["project"]
     calls: Counter[str] = Counter()
     for operation in operations(schema):
 
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+        @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
         @given(case=operation.as_strategy())
         def no_server_error(case) -> None:
             if case.path_parameters and "project" in case.path_parameters:
-                case.path_parameters["project"] = credentials["project"]
+                case.path_parameters["project"] = project
             calls[f"{case.method} {case.path}"] += 1
-            case.call_and_validate(headers=headers, checks=[not_a_server_error])
+            case.call_and_validate(headers=credentials, checks=[not_a_server_error])
 
         no_server_error()
-    print(f"\nschemathesis: {sum(calls.values())} requests over {len(calls)} operations, max_examples={MAX_EXAMPLES}")
+    print(f"\nschemathesis: {sum(calls.values())} requests over {len(calls)} operations, max_examples={max_examples}, "
+          f"credentials {'valid' if credentials else 'as generated'}")
     for name, count in sorted(calls.items()):
         print(f"  {count:4d}  {name}")
-    assert len(calls) == len(operations(schema)) >= 10
+    return calls
+
+
+def test_no_generated_request_with_valid_credentials_gets_a_server_error(served_schema):
+    credentials = served_schema.credentials
+    calls = fuzz(served_schema, MAX_EXAMPLES, {"X-API-Key": credentials["X-API-Key"], "Authorization": credentials["Authorization"]})
+    assert len(calls) == len(operations(served_schema)) >= 10
+
+
+def test_no_generated_credentials_get_a_server_error(served_schema):
+    calls = fuzz(served_schema, GENERATED_CREDENTIAL_EXAMPLES, None)
+    assert len(calls) == len(operations(served_schema)) >= 10
