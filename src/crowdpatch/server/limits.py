@@ -46,6 +46,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _api_key(config: ServerConfig) -> str:
+    """The requester's key, or "" when none is configured (requester routes then say so; limits still apply)."""
+    try:
+        return config.effective_api_key()
+    except ValueError:
+        return ""
+
+
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` mid-stream; FastAPI re-raises HTTPExceptions met while parsing a body, so it becomes the 413."""
 
@@ -140,7 +148,8 @@ class RateLimit:
         config = self.config
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))  # type: ignore[union-attr]
         key = _header(scope, b"x-api-key") or (query.get("key") or [None])[0]
-        if key and constant_time_equal(key, config.effective_api_key()):
+        expected = _api_key(config)
+        if key and expected and constant_time_equal(key, expected):
             return None
         authorization = _header(scope, b"authorization")
         worker: int | None = None
