@@ -39,6 +39,7 @@ def main() -> None:
     config.crowd.gold_rate = 0.0
     config.crowd.min_seconds_per_answer = 0.0  # a script answers faster than any person: do not stop it
     config.server.answers_per_session = args.answers + 50
+    config.server.rate_limit_worker_per_second = 0  # one worker at machine speed: far past any person's rate
     project = Project.create(out / "project", config)
     add_images(project, load_folder_dataset(images, labels, masks).records)
     propose(project)

@@ -189,6 +189,21 @@ class ServerConfig(_Section):
     answers_per_session: int = Field(20, ge=1, description="Answers one worker session gives before it is completed.")
     polygon_votes: int = Field(1, ge=1, description="Polygons wanted per image in polygon mode (the baseline study).")
     session_hours: float = Field(12.0, gt=0, description="How long a worker's session token stays valid.")
+    max_body_bytes: int = Field(
+        65_536, ge=1_024, description="Largest request body accepted (bytes, streamed or not); larger ones get 413. A 1,000-point polygon is ~25 KB."
+    )
+    rate_limit_worker_per_second: float = Field(
+        10.0, ge=0, description="Sustained requests per second one worker session may make (0: no limit). A real worker makes ~3 per answer; simulated workers (opened with the API key) are not limited."
+    )
+    rate_limit_worker_burst: int = Field(30, ge=1, description="Requests one worker may make at once before the per-second rate applies.")
+    rate_limit_ip_per_second: float = Field(
+        50.0, ge=0, description="Sustained requests per second from one IP address that carry no worker token or API key (0: no limit)."
+    )
+    rate_limit_ip_burst: int = Field(200, ge=1, description="Burst allowed per IP address: a lab behind one NAT opening its sessions together.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser page served elsewhere; empty: same origin only (no CORS headers).",
+    )
 
     def effective_api_key(self) -> str:
         key = os.environ.get("CROWDPATCH_API_KEY") or self.api_key

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from sqlalchemy import select
 
 from crowdpatch.crowd.tasks import add_polygon_tasks_for_images
 from crowdpatch.masks.build import build_masks
 from crowdpatch.server import images
+from crowdpatch.server.api import DB_INT_MAX
 from crowdpatch.server.platforms import worker_link
 from crowdpatch.server.progress import pace, progress
 from crowdpatch.server.schemas import ExportRequest, InviteRequest
@@ -46,7 +48,7 @@ def dashboard(project: str, state: State) -> dict:
 
 
 @router.get("/masks/{image_id}.png", response_class=Response)
-def mask_preview(project: str, image_id: int, state: State) -> Response:
+def mask_preview(project: str, image_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)], state: State) -> Response:
     """The soft mask being formed for one image (0-255 PNG)."""
     check_project(state, project)
     with state.project.sessions() as session:
@@ -97,7 +99,7 @@ def invite(project: str, body: InviteRequest, state: State, request: Request) ->
 
 
 @router.get("/links")
-def links(project: str, state: State, request: Request, mode: str = "patch") -> dict:
+def links(project: str, state: State, request: Request, mode: Literal["patch", "polygon"] = "patch") -> dict:
     """Study links for Prolific (with its placeholders) and the MTurk ExternalQuestion URL."""
     check_project(state, project)
     base = str(request.base_url)

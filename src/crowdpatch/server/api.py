@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
 from sqlalchemy import select
 
 from crowdpatch.boxes import Box
@@ -17,10 +17,13 @@ from crowdpatch.server import images
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
 from crowdpatch.server.state import ServerState, State, Worker, check_project, requester
-from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, image_signature, issue_session
+from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
 router = APIRouter(prefix="/api/v1")
+
+DB_INT_MAX = 2**31 - 1
+"""Ids are 32-bit integer columns: a larger id in a URL is a 422, not a database overflow (a 500)."""
 
 STOPPED_MESSAGE = (
     "Thank you for your time. Your answers did not meet this study's quality checks "
@@ -91,7 +94,9 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
 
 @router.get("/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}})
 def next_task(
-    state: State, worker: Worker, exclude: Annotated[str, Query(description="Comma-separated task ids already on screen.")] = ""
+    state: State,
+    worker: Worker,
+    exclude: Annotated[str, Query(max_length=400, description="Comma-separated task ids already on screen.")] = "",
 ):
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
     quota = worker.platform != "simulated"  # a rehearsal's simulated workers answer until the work runs out
@@ -103,7 +108,7 @@ def next_task(
     except WorkerStopped as exc:
         raise HTTPException(403, STOPPED_MESSAGE) from exc
     except TooManyHeld as exc:
-        raise HTTPException(429, str(exc)) from exc
+        raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from exc
     if assignment is None:
         return Response(status_code=204)
     return task_response(state, assignment, worker)
@@ -154,9 +159,18 @@ def complete(state: State, worker: Worker) -> CompletionResponse:
 
 
 @router.get("/tasks/{task_id}/image", response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def task_image(task_id: int, state: State, w: int, s: str, part: str = "main") -> Response:
-    """The picture of a task, by a signed link (``image_url`` / ``context_url`` of the task)."""
-    if s != image_signature(state.server.session_secret, task_id, w):
+def task_image(
+    task_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)],
+    state: State,
+    w: Annotated[int, Query(ge=1, le=DB_INT_MAX)],
+    s: Annotated[str, Query(max_length=64)],
+    part: Literal["main", "context"] = "main",
+) -> Response:
+    """The picture of a task, by a signed link (``image_url`` / ``context_url`` of the task).
+
+    The link names a task, never a file: the path comes from the store, for this project's tasks only.
+    """
+    if not constant_time_equal(s, image_signature(state.server.session_secret, task_id, w)):
         raise HTTPException(403, "invalid image link")
     with state.project.sessions() as session:
         task = session.get(TaskRow, task_id)

@@ -11,7 +11,10 @@ from fastapi.staticfiles import StaticFiles
 from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.project import Project
 from crowdpatch.server import admin, api, pages
+from crowdpatch.server.errors import install_error_handlers
+from crowdpatch.server.limits import BodySizeLimit, RateLimit
 from crowdpatch.server.progress import LiveMasks
+from crowdpatch.server.security import SecurityHeaders, add_cors
 from crowdpatch.server.state import ServerState
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -46,6 +49,12 @@ def create_app(project: Project) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Added innermost first: headers wrap every answer (429 and 413 included); floods are refused before bodies are read.
+    install_error_handlers(app)
+    add_cors(app, project.config.server)
+    app.add_middleware(BodySizeLimit, config=project.config.server)
+    app.add_middleware(RateLimit, config=project.config.server)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -10,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from crowdpatch.server.state import State, check_project
+from crowdpatch.server.tokens import constant_time_equal
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 router = APIRouter(include_in_schema=False)
@@ -30,7 +30,7 @@ def worker_page(project: str, request: Request, state: State) -> HTMLResponse:
 @router.get("/admin/{project}", response_class=HTMLResponse)
 def dashboard_page(project: str, request: Request, state: State, key: str = "") -> HTMLResponse:
     check_project(state, project)
-    valid = bool(key) and hmac.compare_digest(key, state.server.effective_api_key())
+    valid = bool(key) and constant_time_equal(key, state.server.effective_api_key())
     return templates.TemplateResponse(
         request, "admin.html", {"project": project, "target": state.project.config.target, "valid": valid},
         status_code=200 if valid else 401,

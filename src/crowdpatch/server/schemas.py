@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,15 +11,27 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_POLYGON_POINTS = 1000
+"""A careful outline of one object has tens to a few hundred points; more is a client gone wrong (or an attack)."""
+
+MAX_GRID_CELLS = 4096
+"""A 64 x 64 grid, far past any useful screen."""
+
+PlatformId = Annotated[str, Field(max_length=200)]
+
+MTURK_SUBMIT_HOSTS = r"^https://(www|workersandbox)\.mturk\.com/?$"
+"""The only ``turkSubmitTo`` values MTurk sends; the completion form is POSTed there, so nothing else is accepted."""
+
+
 class SessionRequest(_Body):
     platform: Literal["local", "prolific", "mturk", "simulated"]
     worker_id: str = Field(min_length=1, max_length=200)
-    invite: str | None = None
-    study_id: str | None = None
-    session_id: str | None = None
-    assignment_id: str | None = None
-    hit_id: str | None = None
-    turk_submit_to: str | None = None
+    invite: str | None = Field(None, max_length=200)
+    study_id: PlatformId | None = None
+    session_id: PlatformId | None = None
+    assignment_id: PlatformId | None = None
+    hit_id: PlatformId | None = None
+    turk_submit_to: str | None = Field(None, pattern=MTURK_SUBMIT_HOSTS)
     mode: Literal["patch", "polygon"] = "patch"
 
 
@@ -47,11 +59,14 @@ class TaskResponse(BaseModel):
 
 
 class Cells(_Body):
-    cells: list[int]
+    cells: list[Annotated[int, Field(ge=0, lt=MAX_GRID_CELLS)]] = Field(max_length=MAX_GRID_CELLS)
+
+
+Point = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
 
 
 class Polygon(_Body):
-    polygon: list[list[float]]
+    polygon: list[Point] = Field(min_length=3, max_length=MAX_POLYGON_POINTS)
 
 
 class AnswerRequest(_Body):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -11,7 +10,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.project import Project
 from crowdpatch.server.progress import LiveMasks
-from crowdpatch.server.tokens import BadToken, WorkerSession, read_session
+from crowdpatch.server.tokens import BadToken, WorkerSession, constant_time_equal, read_session
 
 
 @dataclass
@@ -64,7 +63,7 @@ def requester(
     key: Annotated[str | None, Query(description="The API key, for links (image previews, downloads).")] = None,
 ) -> None:
     given = x_api_key or key
-    if not given or not hmac.compare_digest(given, state.server.effective_api_key()):
+    if not given or not constant_time_equal(given, state.server.effective_api_key()):
         raise HTTPException(401, "a valid X-API-Key header is required")
 
 

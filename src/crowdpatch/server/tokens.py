@@ -26,8 +26,14 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def constant_time_equal(given: str, expected: str) -> bool:
+    """``hmac.compare_digest`` on bytes: on str it raises TypeError for non-ASCII text, which a client
+    controls (a header is decoded as latin-1, JSON may hold lone surrogates): that would be a 500."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
 def sign(secret: str, message: str, length: int = 32) -> str:
-    return _b64(hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest())[:length]
+    return _b64(hmac.new(secret.encode(), message.encode("utf-8", "surrogatepass"), hashlib.sha256).digest())[:length]
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ def issue_session(secret: str, session: WorkerSession) -> str:
 
 def read_session(secret: str, token: str, now: float | None = None) -> WorkerSession:
     body, _, signature = token.partition(".")
-    if not signature or not hmac.compare_digest(signature, sign(secret, "session:" + body)):
+    if not signature or not constant_time_equal(signature, sign(secret, "session:" + body)):
         raise BadToken("invalid session token")
     try:
         worker_id, project_id, platform, mode, expires_at = json.loads(_unb64(body))
@@ -64,7 +70,7 @@ def make_invite(secret: str, label: str) -> str:
 
 def check_invite(secret: str, invite: str) -> str:
     label, _, signature = invite.rpartition(".")
-    if not label or not hmac.compare_digest(signature, sign(secret, "invite:" + label, 16)):
+    if not label or not constant_time_equal(signature, sign(secret, "invite:" + label, 16)):
         raise BadToken("invalid invite")
     return label
 

@@ -40,6 +40,11 @@
           body: payload === undefined ? undefined : JSON.stringify(payload),
         });
         if (response.status >= 500 && attempt < 4) throw new Error("server " + response.status);
+        if (response.status === 429 && attempt < 4) {  // rate limited: wait as told, then the same request again
+          const seconds = Math.min(Number(response.headers.get("Retry-After")) || 1, 30);
+          await new Promise((r) => setTimeout(r, seconds * 1000));
+          continue;
+        }
         return response;
       } catch (error) {  // network trouble: retrying is safe, answers carry a client id
         if (attempt >= 4) throw error;

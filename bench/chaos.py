@@ -1,0 +1,320 @@
+"""Chaos: simulated HTTP workers against `crowdpatch serve`, killed with SIGKILL at random moments (not a test).
+
+An answer counts as acknowledged when the server replied 201 (stored) or 200 (the same
+``client_id`` was already stored). Each worker retries a failed request with the same body (the
+same ``client_id``) until the server is back, so a kill between commit and reply must come back as
+a 200, and a kill before commit as a 201. At the end every acknowledged answer is looked up in the
+store. Prints one Markdown row per backend (and the figures as JSON with ``--json``):
+
+    python bench/chaos.py [--backends sqlite postgresql] [--kills 5] [--workers 16] [--processes 2]
+                          [--postgres postgresql://postgres@127.0.0.1:5432/test] [--json out.json]
+
+acknowledged: answers the server acknowledged; stored: of those, found in the store (same
+client id, worker and task); lost: acknowledged but not stored; duplicated: store rows beyond one
+per client id or per (worker, question); unacknowledged stored: rows of ours that no reply
+acknowledged (0 unless a worker gave up); interrupted: answer posts that failed at least once
+(a kill hit them); replayed: interrupted posts whose retry found the answer already committed (200);
+over-asked: questions holding more answers than wanted (gold aside); stalled images: not done, yet
+without an open question (a decision lost between two processes leaves an image so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select, text
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.planner import votes_target
+from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
+from crowdpatch.ingest import add_images
+from crowdpatch.project import Project
+from crowdpatch.propose import propose
+from crowdpatch.store.db import make_engine
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
+
+GIVE_UP_SECONDS = 60.0
+"""A request that finds no server for this long ends the run with an error: the restart failed."""
+
+
+@dataclass
+class ChaosReport:
+    backend: str
+    processes: int
+    workers: int
+    kills: int = 0
+    acknowledged: int = 0
+    stored: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unacknowledged_stored: int = 0
+    interrupted: int = 0
+    replayed: int = 0
+    conflicts: int = 0
+    over_asked: int = 0
+    stalled_images: int = 0
+    seconds: float = 0.0
+    failed_requests: int = 0
+    """Requests that got no reply (connection refused or cut) or a 5xx, each retried."""
+    server_errors: int = 0
+    """Of those, 5xx replies: a server that was up and failed (a kill gives no reply at all)."""
+    acks: dict[str, int] = field(default_factory=dict, repr=False)
+    """client id -> task id of every acknowledged answer."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None) -> Project:
+    images, labels, masks = data
+    config = ProjectConfig(name="chaos", target="object", db_url=db_url, images_dir=str(images), masks_dir=str(masks))
+    config.crowd.lease_seconds = 60
+    config.crowd.gold_rate = 0.0  # random answers would fail gold and get workers stopped, whose answers then stop counting
+    config.patches.presentation = "single"  # many small questions: the most leasing and answering per second
+    project = Project.create(root, config)
+    add_images(project, load_folder_dataset(images, labels, masks).records)
+    propose(project)
+    return project
+
+
+class Server:
+    """`crowdpatch serve` in its own process group, so SIGKILL takes uvicorn's worker processes with it."""
+
+    def __init__(self, directory: Path, port: int, processes: int, log: Path):
+        self.command = [sys.executable, "-m", "crowdpatch", "serve", str(directory), "--port", str(port), "--workers", str(processes)]
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(log, "a")
+        self.process: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        deadline = time.monotonic() + GIVE_UP_SECONDS
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    # (Re)launch; a launch right after a kill may still find the port taken and exit.
+                    self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self.log,
+                                                    stderr=subprocess.STDOUT, start_new_session=True)
+                try:
+                    if (await client.get(self.url + "/openapi.json")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.command}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+async def call(client: httpx.AsyncClient, method: str, url: str, report: ChaosReport, **kwargs: Any) -> tuple[httpx.Response, int]:
+    """The first reply below 500, retrying the very same request; and how many tries failed."""
+    failures, delay = 0, 0.02
+    started = time.monotonic()
+    while True:
+        try:
+            response = await client.request(method, url, **kwargs)
+            if response.status_code < 500:
+                return response, failures
+            report.server_errors += 1
+        except httpx.TransportError:
+            pass
+        failures += 1
+        report.failed_requests += 1
+        if time.monotonic() - started > GIVE_UP_SECONDS:
+            raise RuntimeError(f"{method} {url}: no server for {GIVE_UP_SECONDS:.0f} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def random_answer(task: dict[str, Any], rng: random.Random) -> Any:
+    """Durability does not care what is answered; yes often enough that questions subdivide and work lasts."""
+    if task["kind"] == "grid":
+        return {"cells": [i for i in range((task.get("grid_size") or 1) ** 2) if rng.random() < 0.3]}
+    if task["kind"] == "polygon":
+        x0, y0, x1, y1 = task["box"]
+        return {"polygon": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]}
+    return "yes" if rng.random() < 0.6 else "no"
+
+
+async def worker(client: httpx.AsyncClient, name: str, project: str, api_key: str, report: ChaosReport,
+                 stop: asyncio.Event, seed: int) -> None:
+    rng = random.Random(seed)
+    opened, _ = await call(client, "POST", f"/api/v1/projects/{project}/sessions", report,
+                           json={"platform": "simulated", "worker_id": name}, headers={"X-API-Key": api_key})
+    opened.raise_for_status()
+    auth = {"Authorization": f"Bearer {opened.json()['token']}"}
+    count = 0
+    while not stop.is_set():  # checked only between answers: an answer in flight is always seen through
+        response, _ = await call(client, "GET", "/api/v1/tasks/next", report, headers=auth)
+        if response.status_code == 204:
+            return
+        if response.status_code == 429:
+            await asyncio.sleep(0.05)
+            continue
+        response.raise_for_status()
+        task = response.json()
+        client_id = f"{name}:{count}"
+        count += 1
+        body = {"task_id": task["task_id"], "answer": random_answer(task, rng), "client_id": client_id, "client_ms": rng.randint(800, 3000)}
+        posted, failures = await call(client, "POST", "/api/v1/answers", report, json=body, headers=auth)
+        report.interrupted += failures > 0
+        if posted.status_code in (200, 201):
+            report.acks[client_id] = int(task["task_id"])
+            report.replayed += failures > 0 and posted.status_code == 200
+        elif posted.status_code == 409:
+            report.conflicts += 1
+        else:
+            posted.raise_for_status()
+
+
+async def run_chaos(server: Server, project: Project, report: ChaosReport, kills: int, gap: tuple[float, float],
+                    tail_seconds: float, seed: int) -> None:
+    rng = random.Random(seed)
+    stop = asyncio.Event()
+    await server.start()
+    started = time.perf_counter()
+    limits = httpx.Limits(max_connections=report.workers, max_keepalive_connections=report.workers)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30.0) as client:
+        crowd = asyncio.gather(*(
+            worker(client, f"chaos-{seed}-{i:03d}", project.config.name, project.config.server.effective_api_key(), report, stop, seed * 1000 + i)
+            for i in range(report.workers)
+        ))
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(*gap))
+            server.kill()
+            report.kills += 1
+            await server.start()
+        await asyncio.sleep(tail_seconds)
+        stop.set()
+        await crowd
+    report.seconds = time.perf_counter() - started
+    report.acknowledged = len(report.acks)
+
+
+def audit(project: Project, report: ChaosReport, prefix: str) -> None:
+    """Compare every acknowledged answer with the store; count duplicates and over-asked questions."""
+    with project.sessions() as session:
+        rows = session.execute(
+            select(AnswerRow.client_id, AnswerRow.task_id, WorkerRow.external_id)
+            .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
+            .where(WorkerRow.external_id.startswith(prefix))
+        ).all()
+        values: dict[int, list] = defaultdict(list)
+        for task_id, value in session.execute(select(AnswerRow.task_id, AnswerRow.value).order_by(AnswerRow.id)):
+            values[task_id].append(value)
+        tasks = session.scalars(select(TaskRow).where(TaskRow.kind != "gold")).all()
+        stages = dict(session.execute(select(ImageRow.id, ImageRow.stage)).all())
+    open_images = {task.image_id for task in tasks if task.state == "open" and task.kind != "polygon"}
+    report.stalled_images = sum(1 for image_id, stage in stages.items() if stage in ("verify", "patch") and image_id not in open_images)
+    by_client = Counter(client_id for client_id, _, _ in rows)
+    by_pair = Counter((worker, task_id) for _, task_id, worker in rows)
+    stored = {client_id: task_id for client_id, task_id, _ in rows}
+    report.stored = sum(1 for client_id, task_id in report.acks.items() if stored.get(client_id) == task_id)
+    report.lost = report.acknowledged - report.stored
+    report.duplicated = sum(n - 1 for n in by_client.values()) + sum(n - 1 for n in by_pair.values())
+    report.unacknowledged_stored = sum(1 for client_id in stored if client_id not in report.acks)
+    early_stop = project.config.crowd.early_stop
+    report.over_asked = sum(
+        1 for task in tasks
+        if not all(k < votes_target(values[task.id][:k], task.votes_wanted, early_stop) for k in range(len(values[task.id])))
+    )
+
+
+def chaos(backend: str, processes: int, workers: int, kills: int, gap: tuple[float, float], tail_seconds: float,
+          images: int, postgres: str, out: Path, seed: int) -> ChaosReport:
+    data_dir = out / "data"
+    if not (data_dir / "labels.csv").exists():
+        generate_benchmark(data_dir, BenchmarkSpec(n_images=images, size=64, seed=0))
+    files = (data_dir / "images", data_dir / "labels.csv", data_dir / "masks")
+    schema, db_url = None, None
+    if backend == "postgresql":
+        schema = f"chaos_{uuid.uuid4().hex[:8]}"
+        with make_engine(postgres).begin() as connection:
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+        db_url = f"{postgres}?options=-csearch_path%3D{schema}"
+    tag = f"{backend}-{processes}-{uuid.uuid4().hex[:6]}"
+    project = make_project(out / tag, files, db_url)
+    project.close()
+    report = ChaosReport(backend, processes, workers)
+    server = Server(out / tag, free_port(), processes, out / f"{tag}.log")
+    try:
+        asyncio.run(run_chaos(server, project, report, kills, gap, tail_seconds, seed))
+    finally:
+        server.stop()
+    reopened = Project.open(out / tag)
+    try:
+        audit(reopened, report, f"chaos-{seed}-")
+    finally:
+        reopened.close()
+        if schema:
+            with make_engine(postgres).begin() as connection:
+                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    return report
+
+
+COLUMNS = ["backend", "processes", "workers", "kills", "acknowledged", "stored", "lost", "duplicated",
+           "unacknowledged_stored", "interrupted", "replayed", "conflicts", "over_asked", "stalled_images", "failed_requests", "server_errors", "seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=2, help="Server processes on PostgreSQL (SQLite: always 1).")
+    parser.add_argument("--gap", type=float, nargs=2, default=[1.0, 3.0], help="Seconds between a restart and the next kill (uniform).")
+    parser.add_argument("--tail", type=float, default=2.0, help="Seconds of work after the last restart.")
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="crowdpatch-chaos-"))
+    print(f"cores: {os.cpu_count()}; {args.kills} SIGKILLs per run, {args.gap[0]:g}-{args.gap[1]:g} s apart; "
+          f"{args.workers} workers; {args.images} images of 64 px; logs in {out}")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("| " + " | ".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + " |")
+    reports = []
+    for backend in args.backends:
+        processes = args.processes if backend == "postgresql" else 1
+        report = chaos(backend, processes, args.workers, args.kills, tuple(args.gap), args.tail, args.images, args.postgres, out, args.seed)
+        reports.append(report)
+        row = asdict(report)
+        print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS) + " |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps([{c: asdict(r)[c] for c in COLUMNS} for r in reports], indent=2))
+
+
+if __name__ == "__main__":
+    main()

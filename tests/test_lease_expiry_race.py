@@ -1,0 +1,146 @@
+"""Expired leases re-issued while 4 processes race on one PostgreSQL: each freed slot goes out once.
+
+Phase A: workers lease every slot and walk away. The clock (injected, the same instant in every
+process) moves past the leases' expiry. Phase B: 32 workers in 4 processes ask at the same moment;
+each expired slot may be leased again, but only once. Phase C: the walked-away workers answer late
+while the new holders answer, racing; a late answer is taken only while its question still wants
+one. At the end no question holds more answers than it wanted (gold aside).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import pytest
+from sqlalchemy import select
+
+from test_server_postgres import postgres_schema  # noqa: F401 - the fixture
+
+from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.store_planner import NotLeased, StorePlanner, TooManyHeld
+from crowdpatch.project import Project
+from crowdpatch.server.platforms import register_worker
+from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow
+
+PROCESSES = 4
+THREADS = 8
+T0 = 1_000_000.0
+LEASE_SECONDS = 60
+T1 = T0 + LEASE_SECONDS + 1
+
+
+def configure(config, db_url: str) -> None:
+    config.db_url = db_url
+    config.crowd.lease_seconds = LEASE_SECONDS
+    config.crowd.gold_rate = 0.0
+    config.patches.presentation = "single"
+
+
+def planner_at(project: Project, now: float) -> StorePlanner:
+    return StorePlanner(project.sessions, project.id, project.config, clock=lambda: now)
+
+
+def race(directory: str, start_at: float, jobs: list[tuple[str, int, list[int]]]) -> list[tuple[int, int, str]]:
+    """In a fresh process: one thread per worker, all released together at ``start_at`` (wall clock).
+
+    A job is (``lease`` or ``answer``, worker id, task ids to answer); returns (worker, task, outcome) rows.
+    """
+    project = Project.open(directory)
+    planner = planner_at(project, T1)
+    results: list[tuple[int, int, str]] = []
+    lock = threading.Lock()
+
+    def run(action: str, worker_id: int, task_ids: list[int]) -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        rows = []
+        if action == "lease":
+            for _ in range(StorePlanner.MAX_HELD):
+                try:  # a held question is handed out again unless excluded (a reload): ask for the next one
+                    assignment = planner.next_task(worker_id, exclude=tuple(t for _, t, _ in rows))
+                except TooManyHeld:
+                    break
+                if assignment is None:
+                    break
+                rows.append((worker_id, assignment.task_id, "leased"))
+        else:
+            for task_id in task_ids:
+                try:
+                    planner.submit(worker_id, task_id, "no", client_id=f"{worker_id}:{task_id}", client_ms=1500)
+                    rows.append((worker_id, task_id, "stored"))
+                except NotLeased:
+                    rows.append((worker_id, task_id, "refused"))
+        with lock:
+            results.extend(rows)
+
+    threads = [threading.Thread(target=run, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    project.close()
+    return results
+
+
+def in_processes(directory: str, jobs: list[tuple[str, int, list[int]]]) -> list[tuple[int, int, str]]:
+    chunks = [jobs[k::PROCESSES] for k in range(PROCESSES)]
+    with ProcessPoolExecutor(PROCESSES, mp_context=get_context("spawn")) as pool:
+        start_at = time.time() + 3.0  # every process imported and connected before anyone moves
+        return [row for rows in pool.map(race, [directory] * PROCESSES, [start_at] * PROCESSES, chunks) for row in rows]
+
+
+@pytest.mark.slow
+def test_expired_leases_are_reissued_once_and_never_over_ask(postgres_schema, make_project):
+    project = make_project(n_images=16, size=64, configure=lambda config: configure(config, postgres_schema))
+    walkers = [register_worker(project.sessions, project.id, "simulated", f"walker-{i}", {}).id for i in range(12)]
+    racers = [register_worker(project.sessions, project.id, "simulated", f"racer-{i}", {}).id for i in range(PROCESSES * THREADS)]
+
+    # Phase A: in this process, before the race; every lease it makes expires at T0 + LEASE_SECONDS.
+    early = planner_at(project, T0)
+    walked: dict[int, list[int]] = defaultdict(list)
+    for worker_id in walkers:
+        for _ in range(StorePlanner.MAX_HELD):
+            assignment = early.next_task(worker_id, exclude=tuple(walked[worker_id]))
+            if assignment is not None:
+                walked[worker_id].append(assignment.task_id)
+    abandoned = Counter(task_id for tasks in walked.values() for task_id in tasks)
+    assert sum(abandoned.values()) >= 20
+
+    # Phase B: the expired slots, raced for.
+    leased = in_processes(str(project.directory), [("lease", worker_id, []) for worker_id in racers])
+    reissued = Counter(task_id for _, task_id, _ in leased)
+    assert len({(w, t) for w, t, _ in leased}) == len(leased), "a worker got the same question twice"
+    with project.sessions() as session:
+        tasks = {task.id: task for task in session.scalars(select(TaskRow).where(TaskRow.kind != "gold"))}
+        live = Counter(session.scalars(select(LeaseRow.task_id).where(LeaseRow.expires_at > T1)))
+    # Exclusive: no question is leased past what it wants (every phase-A lease has expired, none answered).
+    for task_id, count in reissued.items():
+        assert count <= votes_target([], tasks[task_id].votes_wanted, True), (task_id, count)
+        assert live[task_id] == count
+    # Re-issued: the racers could take more than there was, so every slot freed by expiry went out again.
+    assert len(leased) < len(racers) * StorePlanner.MAX_HELD
+    assert all(reissued[t] == votes_target([], tasks[t].votes_wanted, True) for t in abandoned)
+
+    # Phase C: late answers from the walkers race the new holders' answers.
+    held: dict[int, list[int]] = defaultdict(list)
+    for worker_id, task_id, _ in leased:
+        held[worker_id].append(task_id)
+    answers = in_processes(
+        str(project.directory),
+        [("answer", worker_id, tasks_) for worker_id, tasks_ in walked.items()]
+        + [("answer", worker_id, tasks_) for worker_id, tasks_ in held.items()],
+    )
+    outcome = {(w, t): o for w, t, o in answers}
+    assert all(outcome[(w, t)] == "stored" for w, t, _ in leased), "an answer on a live lease was refused"
+    with project.sessions() as session:
+        values: dict[int, list] = defaultdict(list)
+        for task_id, value in session.execute(select(AnswerRow.task_id, AnswerRow.value).order_by(AnswerRow.id)):
+            values[task_id].append(value)
+    for task_id, given in values.items():
+        task = tasks[task_id]
+        assert all(k < votes_target(given[:k], task.votes_wanted, True) for k in range(len(given))), (task_id, given)
+    # Every slot had a live new holder, so each late answer would have over-asked its question: all refused.
+    assert sorted(outcome[(w, t)] for w, ts in walked.items() for t in ts) == ["refused"] * sum(abandoned.values())
