@@ -8,9 +8,11 @@ the constant rule, directly.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+from crowdpatch.aggregate import worker_quality
 from crowdpatch.config import CrowdConfig, ProjectConfig, SimulationConfig, TimeModel
 from crowdpatch.crowd.quality_control import answer_key, crowd_contradicts, record_answer_quality
 from crowdpatch.simulate.run import run_simulation
@@ -142,6 +144,10 @@ def test_a_constant_answer_worker_is_stopped_with_reason_constant(make_project, 
     assert len(spammers) == 2
     assert all(reason == "constant" for reason, _ in spammers), results
     assert all(reason is None for worker_kind, reason, _ in results if worker_kind == "honest"), results
+    # The requester's worker table says which rule stopped whom.
+    with project.sessions() as session:
+        table = worker_quality(session, project.id, pd.Series(dtype=float))
+    assert sorted(table["stopped_reason"]) == [""] * 6 + ["constant"] * 2
 
 
 def test_a_too_fast_worker_is_stopped_by_the_in_process_simulation_too(make_project) -> None:

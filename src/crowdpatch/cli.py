@@ -276,7 +276,7 @@ def status(directory: Annotated[Path, typer.Argument(help="Project directory.")]
     out.print(table)
 
 
-WORKER_COLUMNS = {"gold_seen": "gold", "gold_accuracy": "gold acc", "agreement": "agree", "yes_rate": "yes", "median_seconds": "median s", "too_fast": "fast"}
+WORKER_COLUMNS = {"gold_seen": "gold", "gold_accuracy": "gold acc", "agreement": "agree", "yes_rate": "yes", "median_seconds": "median s", "too_fast": "fast", "stopped_reason": "stopped by"}
 
 
 @app.command()
