@@ -336,7 +336,8 @@ def demo(
 
     if (out_dir / "project").exists():
         fail(f"{out_dir} already holds a demo; choose another --out or remove it")
-    result = run_demo(out_dir, quick, seed, RichProgress(), images)
+    with storage_errors(out_dir):
+        result = run_demo(out_dir, quick, seed, RichProgress(), images)
     _print_summary(result.summary)
     out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
     raise typer.Exit(report_problems(result.problems, "inputs"))
@@ -385,7 +386,8 @@ def bench_masks(
     if (out_dir / "project").exists():
         fail(f"{out_dir} already holds a run; choose another --out or remove it")
     try:
-        result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit)
+        with storage_errors(out_dir):
+            result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     _print_summary(result.summary)
