@@ -206,7 +206,31 @@ def test_a_full_disk_during_propose_fails_cleanly_keeps_the_database_and_a_rerun
     assert all(stage in ("verify", "patch") for _, stage, _ in database_snapshot(directory)["images"])
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions; the full-disk and in-the-way tests cover root")
+def _can_bind_mount() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_bind_mount(), reason="needs root allowed to make a mount namespace (unshare -m)")
+def test_a_read_only_file_system_stops_propose_cleanly(initialized_project: Path) -> None:
+    """The project folder bind-mounted read-only (EROFS, which binds root too) in the CLI's own mount namespace.
+
+    The mount lives only as long as that one process, so nothing outside the test sees it.
+    """
+    directory = initialized_project
+    before = database_snapshot(directory)
+    script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(directory), *cli_command("propose", directory)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=cli_env(), timeout=120,
+    )
+    assert_one_clean_error(result, f"project {directory}")
+    assert database_snapshot(directory) == before
+    assert not (directory / "saliency").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions; the read-only mount test covers root")
 def test_a_read_only_project_stops_propose_cleanly(run_cli, initialized_project: Path) -> None:
     directory = initialized_project
     before = database_snapshot(directory)
