@@ -4,10 +4,10 @@ Their lattices of children overlap, and a shared child is meant to be asked once
 transaction locks only its own question, then checks which children exist and inserts the rest,
 so the second transaction (READ COMMITTED) cannot see the first's uncommitted children: it inserts
 the same keys, waits on the unique index, and fails with a UniqueViolation, a 500 for that answer
-(seen 5 times in one ``bench/chaos.py`` PostgreSQL run). The same gap lets two last verification
-answers of one image each see the other still open, so neither creates the image's patch questions.
-Fix (crowd/decisions.py, not this branch's file): lock the image row first in ``close_question``
-(``session.get(ImageRow, image_id, with_for_update=True)``), which serializes decisions per image.
+(seen 5 times in one ``bench/chaos.py`` PostgreSQL run, before the fix). The same gap let two last
+verification answers of one image each see the other still open, so neither created the image's
+patch questions. ``close_question`` now locks the image row first (``decisions.lock_image``), which
+serializes decisions per image: this test holds one decision open and checks the other waits for it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ def neighbours_sharing_children(session, image_id: int) -> tuple[TaskRow, TaskRo
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="close_question does not serialize decisions per image (bug in crowd/decisions.py, reported)")
 def test_neighbouring_yes_decisions_committed_together_create_each_shared_child_once(postgres_schema, make_project):
     project = make_project(n_images=1, size=64, configure=lambda config: configure(config, postgres_schema))
     with project.sessions.begin() as session:

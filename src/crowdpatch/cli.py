@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated, Callable, Iterator, Optional
 
 import typer
+from sqlalchemy.exc import DBAPIError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crowdpatch.config import CONFIG_FILENAME, ConfigError, ProjectConfig
-from crowdpatch.datasets import BenchmarkSpec, CutoutSource, DatasetError, generate_benchmark, load_folder_dataset
+from crowdpatch.datasets import BenchmarkSpec, CutoutSource, DatasetError, InputProblem, generate_benchmark, load_folder_dataset
 from crowdpatch.project import Project, ProjectError
 from crowdpatch.simulate.run import SimulationError
 
@@ -71,6 +72,34 @@ def fail(message: str, code: int = EXIT_ERROR) -> None:
     raise typer.Exit(code)
 
 
+def storage_error_message(exc: OSError | DBAPIError) -> str:
+    """One line naming the file (or the database) that could not be written or read, and why."""
+    if isinstance(exc, DBAPIError):
+        # SQLite's own words: 'database or disk is full', 'attempt to write a readonly database', ...
+        detail = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
+        return f"database: {detail}"
+    where = exc.filename if exc.filename is not None else "(unnamed file)"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        # What mkdir and open report when a file sits where the project keeps a folder.
+        return f"{where}: a file is in the way of a folder ({exc.strerror})"
+    return f"{where}: {exc.strerror or exc}"
+
+
+@contextmanager
+def storage_errors(directory: Path) -> Iterator[None]:
+    """Turn a full disk, a read-only folder or a path in the way into one clear line and exit code 1.
+
+    Every step commits its rows only after the files they point to are written, so what was
+    stored before the failure stays valid and the same command resumes once the cause is fixed.
+    The message says so, instead of a traceback that would suggest the project is damaged.
+    """
+    try:
+        yield
+    except (OSError, DBAPIError) as exc:
+        fail(f"project {directory}: {storage_error_message(exc)}; what was stored before is kept, "
+             "fix this and run the command again")
+
+
 def report_problems(problems: list, what: str) -> int:
     """Print skipped inputs; the exit code tells a script that something was skipped."""
     if not problems:
@@ -103,7 +132,8 @@ def apply_planner(config: ProjectConfig, planner: "PlannerName", budget_seconds:
 
 def open_project(directory: Path) -> Project:
     try:
-        return Project.open(directory)
+        with storage_errors(directory):
+            return Project.open(directory)
     except (ConfigError, ProjectError) as exc:
         fail(str(exc))
         raise  # unreachable: fail() exits
@@ -144,7 +174,7 @@ def init(
                                  cutouts=tuple(parse_cutout(text) for text in cutouts or ()))
         except ValueError as exc:
             fail(str(exc))
-        with RichProgress().step("generating the built-in benchmark", images_count) as advance:
+        with storage_errors(directory), RichProgress().step("generating the built-in benchmark", images_count) as advance:
             labels = generate_benchmark(directory / "data", spec, advance)
         images, masks = directory / "data" / "images", directory / "data" / "masks"
     try:
@@ -161,7 +191,8 @@ def init(
         config.simulation.seed = seed
         from crowdpatch.workflow import create_project
 
-        project, report = create_project(directory, config, dataset, RichProgress())
+        with storage_errors(directory):
+            project, report = create_project(directory, config, dataset, RichProgress())
     except (DatasetError, ProjectError, ValueError) as exc:
         fail(str(exc))
     out.print(f"created project [bold]{config.name}[/] in {directory}: {report.added} images")
@@ -175,7 +206,7 @@ def propose(directory: Annotated[Path, typer.Argument(help="Project directory.")
 
     project = open_project(directory)
     todo = project.counts().get("images_new", 0)
-    with RichProgress().step("step 1: saliency clusters", todo) as advance:
+    with storage_errors(directory), RichProgress().step("step 1: saliency clusters", todo) as advance:
         report = run_propose(project, advance)
     out.print(
         f"{report.processed} images: {report.clusters} clusters to verify, {report.whole_image} without a cluster "
@@ -212,8 +243,9 @@ def simulate(
         project.config.simulation.spammers = spammers
     if workers is not None:
         project.config.simulation.workers = workers
-    project.save_config()
-    with RichProgress().step("step 2: simulated answers", max_answers) as advance:
+    with storage_errors(directory):
+        project.save_config()
+    with storage_errors(directory), RichProgress().step("step 2: simulated answers", max_answers) as advance:
         try:
             report = run_simulation(project, workers, max_answers, lambda stored, open_: advance(1))
         except SimulationError as exc:
@@ -235,15 +267,18 @@ def masks(
     from crowdpatch.summary import summarize
 
     project = open_project(directory)
-    if method is not None:
-        project.config.aggregation.method = method.value
-        project.save_config()
-    total = sum(v for k, v in project.counts().items() if k.startswith("images_") and k not in ("images_new", "images_error"))
-    with RichProgress().step("aggregating and exporting masks", total) as advance:
-        stats = build_masks(project, [f.value for f in export], advance)
-    summary = summarize(project, stats)
+    problems: list[InputProblem] = []
+    with storage_errors(directory):
+        if method is not None:
+            project.config.aggregation.method = method.value
+            project.save_config()
+        total = sum(v for k, v in project.counts().items() if k.startswith("images_") and k not in ("images_new", "images_error"))
+        with RichProgress().step("aggregating and exporting masks", total) as advance:
+            stats = build_masks(project, [f.value for f in export], advance, problems)
+        summary = summarize(project, stats)
     out.print(f"{len(stats)} masks written to {project.path('masks')}")
     _print_summary(summary)
+    raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable; the masks are written)"))
 
 
 @app.command()
@@ -258,7 +293,7 @@ def status(directory: Annotated[Path, typer.Argument(help="Project directory.")]
     out.print(table)
 
 
-WORKER_COLUMNS = {"gold_seen": "gold", "gold_accuracy": "gold acc", "agreement": "agree", "yes_rate": "yes", "median_seconds": "median s", "too_fast": "fast"}
+WORKER_COLUMNS = {"gold_seen": "gold", "gold_accuracy": "gold acc", "agreement": "agree", "yes_rate": "yes", "median_seconds": "median s", "too_fast": "fast", "stopped_reason": "stopped by"}
 
 
 @app.command()
@@ -323,10 +358,13 @@ def report(
     from crowdpatch.workflow import write_outputs
 
     project = open_project(directory)
-    stats = build_masks(project, ())
-    summary = summarize(project, stats)
-    summary_path, report_path = write_outputs(project, project.directory, f"crowdpatch: {project.config.name}", summary, stats, [])
+    problems: list[InputProblem] = []
+    with storage_errors(directory):
+        stats = build_masks(project, (), problems=problems)
+        summary = summarize(project, stats)
+        summary_path, report_path = write_outputs(project, project.directory, f"crowdpatch: {project.config.name}", summary, stats, [])
     out.print(f"report: {report_path}\nsummary: {summary_path}")
+    raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable)"))
 
 
 @app.command()
@@ -341,7 +379,8 @@ def demo(
 
     if (out_dir / "project").exists():
         fail(f"{out_dir} already holds a demo; choose another --out or remove it")
-    result = run_demo(out_dir, quick, seed, RichProgress(), images)
+    with storage_errors(out_dir):
+        result = run_demo(out_dir, quick, seed, RichProgress(), images)
     _print_summary(result.summary)
     out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
     raise typer.Exit(report_problems(result.problems, "inputs"))
@@ -394,7 +433,8 @@ def bench_masks(
     if (out_dir / "project").exists():
         fail(f"{out_dir} already holds a run; choose another --out or remove it")
     try:
-        result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit, name)
+        with storage_errors(out_dir):
+            result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit, name)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     _print_summary(result.summary)

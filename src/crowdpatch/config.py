@@ -83,6 +83,20 @@ class CrowdConfig(_Section):
         0.5, gt=0, le=1, description="A worker whose share of too-fast answers reaches this is stopped (after too_fast_min_answers)."
     )
     too_fast_min_answers: int = Field(10, ge=1, description="Answers a worker gives before the too-fast rule can stop it.")
+    constant_run_answers: int = Field(
+        12, ge=2, description="A worker whose last this-many yes/no answers (gold aside) are all the same is checked against the crowd."
+    )
+    constant_run_grid_answers: int = Field(
+        5, ge=2, description="The same for grid screens: this many identical cell sets in a row (e.g. always none, always all)."
+    )
+    constant_min_crowd_answers: int = Field(
+        5, ge=1, description="Questions of the run that other workers answered, needed before the constant rule may stop anyone."
+    )
+    constant_min_disagreement: float = Field(
+        0.5, gt=0, le=1,
+        description="A constant run stops the worker when on at least this share of its questions the other workers' "
+        "majority answered differently: the crowd saw different things where the worker kept answering the same.",
+    )
 
 
 class AdaptiveConfig(_Section):
@@ -156,10 +170,16 @@ class SimulationConfig(_Section):
 
     workers: int = Field(20, ge=1, description="Simulated workers answering in parallel.")
     worker_error: float = Field(0.1, ge=0, le=0.5, description="Mean per-worker probability of flipping an answer.")
-    spammers: float = Field(0.1, ge=0, le=1, description="Share of workers who are spammers (random or always-yes).")
+    spammers: float = Field(0.1, ge=0, le=1, description="Share of workers who are spammers (of the spammer_kinds).")
     threshold_low: float = Field(0.05, ge=0, le=1, description="Lowest per-worker 'yes' threshold (share of a window covered by the object).")
     threshold_high: float = Field(0.3, ge=0, le=1, description="Highest per-worker 'yes' threshold.")
     seed: int = Field(0, description="Seed for workers, answers and times.")
+    spammer_kinds: list[Literal["random", "always_yes", "always_no", "too_fast"]] = Field(
+        ["random", "always_yes"],
+        min_length=1,
+        description="Kinds the spammers are drawn from, in turn: random, always_yes, always_no (constant answers), "
+        "too_fast (random answers at a superhuman TOO_FAST_MEDIAN_SECONDS).",
+    )
 
 
 def _secret() -> str:

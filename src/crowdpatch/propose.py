@@ -57,7 +57,13 @@ def saliency_file(project: Project, image_id: int) -> Path:
 
 
 def load_saliency(path: str | Path) -> np.ndarray:
-    return np.asarray(Image.open(path), dtype=np.float32) / 255.0
+    """A stored saliency map in [0, 1]; a damaged or missing file is an :class:`ImageLoadError` naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image, dtype=np.float32) / 255.0
+    # Pillow raises several types on malformed data (OSError, SyntaxError, ValueError): one meaning here.
+    except Exception as exc:
+        raise ImageLoadError(Path(path), f"saliency map unreadable: {exc}") from exc
 
 
 def propose(project: Project, progress: Callable[[int], None] | None = None) -> ProposeReport:
@@ -109,8 +115,13 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
     height, width = image.shape[:2]
     path = saliency_file(project, row.id)
     tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(np.round(np.clip(saliency, 0, 1) * 255).astype(np.uint8)).save(tmp)
-    tmp.replace(path)
+    try:
+        Image.fromarray(np.round(np.clip(saliency, 0, 1) * 255).astype(np.uint8)).save(tmp)
+        tmp.replace(path)
+    except BaseException:
+        # A full disk leaves a partial file behind; the image stays 'new', so a rerun writes it whole.
+        tmp.unlink(missing_ok=True)
+        raise
     clusters = proposer(image) if proposer is not None else clusters_from_config(saliency, config.saliency)
     with project.sessions.begin() as session:
         image_row = session.get(ImageRow, row.id)

@@ -10,14 +10,14 @@ from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
 
 
 def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> pd.DataFrame:
-    """One row per worker: answers, gold accuracy, agreement with the aggregated answer, speed, ban.
+    """One row per worker: answers, gold accuracy, agreement with the aggregated answer, speed, ban and its rule.
 
     ``consensus`` is P(yes) per question key (as from :func:`posteriors`: a window, or a grid
     cell); agreement counts a vote as agreeing when it is on the side of 0.5 the aggregate is on.
     """
     workers = session.execute(
         select(WorkerRow.id, WorkerRow.platform, WorkerRow.external_id, WorkerRow.gold_seen, WorkerRow.gold_correct,
-               WorkerRow.too_fast, WorkerRow.banned).where(WorkerRow.project_id == project_id)
+               WorkerRow.too_fast, WorkerRow.banned, WorkerRow.stopped_reason).where(WorkerRow.project_id == project_id)
     ).all()
     answers = pd.DataFrame(
         session.execute(
@@ -28,7 +28,7 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
         columns=["worker_id", "task_id", "value", "seconds", "kind", "grid_size"],
     )
     rows = []
-    for worker_id, platform, external_id, gold_seen, gold_correct, too_fast, banned in workers:
+    for worker_id, platform, external_id, gold_seen, gold_correct, too_fast, banned, stopped_reason in workers:
         mine = answers[answers["worker_id"] == worker_id]
         votes = list(_votes(mine))
         agree = [(label == 1) == (consensus[key] >= 0.5) for key, label in votes if key in consensus.index]
@@ -44,6 +44,8 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
                 "median_seconds": float(mine["seconds"].median()) if len(mine) else float("nan"),
                 "too_fast": too_fast,
                 "banned": bool(banned),
+                # Which rule stopped it (gold, too_fast, constant); empty for a worker not stopped.
+                "stopped_reason": stopped_reason or "",
             }
         )
     return pd.DataFrame(rows)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, aliased
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.decisions import YES, close_question, finish_image_if_done
+from crowdpatch.crowd.decisions import YES, close_question, finish_image_if_done, lock_image
 from crowdpatch.crowd.planners import AnswerOutcome
 from crowdpatch.crowd.tasks import add_grid_task
 from crowdpatch.masks.outline import cell_shares, outline_mask, salient_pixels
@@ -216,6 +216,7 @@ class AdaptivePlanner:
     def after_answer(
         self, session: Session, project_id: int, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]
     ) -> AnswerOutcome:
+        lock_image(session, task.image_id)
         if task.kind == "grid":
             return self._after_grid(session, project_id, config, task, answers)
         if task.kind in ("verify", "outline", "cell"):

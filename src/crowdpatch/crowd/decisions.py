@@ -80,6 +80,15 @@ class FixedScheme:
         return AnswerOutcome(True, task.votes_wanted, close_question(session, project_id, config, task.id, values))
 
 
+def lock_image(session: Session, image_id: int) -> None:
+    """Serialize decisions on one image across server processes (a row lock on PostgreSQL; SQLite has one writer).
+
+    Two answers closing two questions of an image at once would otherwise both create their shared
+    children, or each see the other still open and neither finish the image.
+    """
+    session.get(ImageRow, image_id, with_for_update=True)
+
+
 def finish_image_if_done(session: Session, image_id: int) -> None:
     """An image whose pipeline questions are all decided moves to stage "done"."""
     session.flush()
@@ -100,6 +109,7 @@ def close_question(
     The decision of a yes/no question is the majority of ``values`` unless the caller decided it.
     """
     row = session.get(TaskRow, task_id)
+    lock_image(session, row.image_id)
     row.state = "done"
     row.decision = None if row.kind in ("grid", "polygon") else (decision or majority(values))
     created: list[TaskRow] = []

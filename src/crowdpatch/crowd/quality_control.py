@@ -1,7 +1,12 @@
 """Live quality control: what one answer says about its worker, and when the worker is stopped.
 
 Shared by the in-process planner and the server's store-backed planner, so simulated and real
-workers are judged by the same rules.
+workers are judged by the same rules. Three rules stop a worker (``WorkerRow.stopped_reason``):
+
+- ``gold``: fails known-answer questions (Wald's sequential test, :func:`is_spammer`);
+- ``too_fast``: answers faster than anyone can read the question, too often;
+- ``constant``: keeps giving the same answer (always "no", always every cell, ...) while the
+  other workers' answers on those same questions differ (:func:`constant_run_refuted`).
 """
 
 from __future__ import annotations
@@ -9,8 +14,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session
+
 from crowdpatch.config import CrowdConfig
-from crowdpatch.store.models import WorkerRow
+from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+
+YES_NO_KINDS = ("verify", "patch")
+"""Non-gold questions answered yes/no; gold is judged by its own rule."""
+GRID_KINDS = ("grid",)
+
+_STATE_KEY = "quality"
+"""Key of the quality-control counters in ``WorkerRow.attributes`` (a JSON column; no migration needed)."""
 
 
 def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0.1) -> bool:
@@ -31,9 +46,16 @@ def record_answer_quality(
 ) -> bool:
     """Update the worker's gold and speed counters; returns True when this answer gets it stopped.
 
-    ``answers_so_far`` (this one included) enables the too-fast rule; the in-process simulator,
-    whose times are modeled, leaves it out.
+    ``answers_so_far`` is the worker's answer count, this one included; when left out (the
+    in-process planner), the count kept in ``worker.attributes`` is used, so the too-fast rule
+    judges simulated (modeled) times exactly as it judges measured ones.
     """
+    state = dict((worker.attributes or {}).get(_STATE_KEY) or {})
+    state["answers"] = int(state.get("answers", 0)) + 1
+    if answers_so_far is None:
+        answers_so_far = state["answers"]
+    run = _extend_run(state, kind, value)
+    worker.attributes = {**(worker.attributes or {}), _STATE_KEY: state}
     if seconds < crowd.min_seconds_per_answer:
         worker.too_fast = (worker.too_fast or 0) + 1
     if kind == "gold":
@@ -47,4 +69,111 @@ def record_answer_quality(
         if (worker.too_fast or 0) >= crowd.too_fast_stop_share * answers_so_far:
             worker.banned, worker.stopped_reason = True, "too_fast"
             return True
+    if not worker.banned and run is not None:
+        form, run_value, length = run
+        needed = crowd.constant_run_grid_answers if form == "grid" else crowd.constant_run_answers
+        session = object_session(worker)
+        # The crowd check reads at most three runs' worth of answers, so a long honest run stays cheap.
+        window = min(length, 3 * needed)
+        if length >= needed and session is not None and constant_run_refuted(session, worker.id, form, run_value, window, crowd):
+            worker.banned, worker.stopped_reason = True, "constant"
+            return True
     return False
+
+
+def answer_key(kind: str, value: Any) -> Any:
+    """What makes two answers 'the same' for the constant rule: the yes/no, or the set of cells clicked."""
+    if kind in GRID_KINDS:
+        cells = value.get("cells", []) if isinstance(value, dict) else []
+        return sorted(int(cell) for cell in cells)
+    return value
+
+
+def _extend_run(state: dict[str, Any], kind: str, value: Any) -> tuple[str, Any, int] | None:
+    """Lengthen or restart the worker's run of identical answers of this form; None for gold and polygons.
+
+    Yes/no and grid answers keep separate runs: in grid presentation a worker alternates between
+    the two forms, and a spammer is constant within each.
+    """
+    if kind in GRID_KINDS:
+        form = "grid"
+    elif kind in YES_NO_KINDS:
+        form = "yes_no"
+    else:
+        return None
+    key = answer_key(kind, value)
+    runs = dict(state.get("runs") or {})
+    current = runs.get(form)
+    length = current["length"] + 1 if current is not None and current["value"] == key else 1
+    answers = (current or {}).get("answers", 0) + 1
+    runs[form] = {"value": key, "length": length, "answers": answers}
+    state["runs"] = runs
+    return form, key, length
+
+
+def constant_run_refuted(session: Session, worker_id: int, form: str, run_value: Any, length: int, crowd: CrowdConfig) -> bool:
+    """Whether the crowd contradicts the worker's last ``length`` answers of this form, all ``run_value``.
+
+    A run alone is weak evidence: an honest worker shown a stretch of background windows says
+    "no" many times in a row. What a constant spammer cannot fake is agreement where the
+    questions differ, so the run counts only when the other (not stopped) workers' answers on
+    the same questions differ from it often enough. Only the run's stored answers are read; the
+    query runs only while a run is long enough to matter, not on every answer.
+    """
+    kinds = GRID_KINDS if form == "grid" else YES_NO_KINDS
+    with session.no_autoflush:
+        # The planner may hold the current answer unflushed; flushing here would move its
+        # duplicate-answer error out of the planner's own handler. The earlier answers suffice.
+        recent = session.execute(
+            select(AnswerRow.task_id, AnswerRow.value, TaskRow.kind)
+            .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+            .where(AnswerRow.worker_id == worker_id, TaskRow.kind.in_(kinds))
+            .order_by(AnswerRow.id.desc())
+            .limit(length)
+        ).all()
+        tasks = [task_id for task_id, value, kind in recent if answer_key(kind, value) == run_value]
+        if not tasks:
+            return False
+        others = session.execute(
+            select(AnswerRow.task_id, AnswerRow.value, TaskRow.kind, WorkerRow.attributes)
+            .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+            .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
+            .where(AnswerRow.task_id.in_(tasks), AnswerRow.worker_id != worker_id, WorkerRow.banned.is_(False))
+        ).all()
+    needed = crowd.constant_run_grid_answers if form == "grid" else crowd.constant_run_answers
+    return crowd_contradicts(
+        [
+            (task_id, answer_key(kind, value))
+            for task_id, value, kind, attributes in others
+            # A worker who never gave any other answer is no witness: constant spammers would
+            # vouch for each other. Excluding everyone in a long run instead would drop the
+            # honest workers who agree (they are in the same run) and keep those who do not.
+            if not _never_varied(attributes, form, needed)
+        ],
+        run_value,
+        crowd,
+    )
+
+
+def _never_varied(attributes: dict[str, Any] | None, form: str, needed: int) -> bool:
+    run = (((attributes or {}).get(_STATE_KEY) or {}).get("runs") or {}).get(form)
+    return run is not None and run["length"] >= needed and run["length"] == run.get("answers", 0)
+
+
+def crowd_contradicts(others: list[tuple[int, Any]], run_value: Any, crowd: CrowdConfig) -> bool:
+    """Whether the other workers' (task, answer) pairs say the run's questions differ from ``run_value``.
+
+    Each question counts once, by the majority of its other answers (a tie counts half): a
+    spammer not yet stopped, answering beside an honest worker, then sways one question at most,
+    not the whole measure. Needs ``constant_min_crowd_answers`` questions answered by others.
+    """
+    per_task: dict[int, list[bool]] = {}
+    for task_id, key in others:
+        per_task.setdefault(task_id, []).append(key != run_value)
+    if len(per_task) < crowd.constant_min_crowd_answers:
+        return False
+    contradicted = 0.0
+    for differs in per_task.values():
+        share = sum(differs) / len(differs)
+        contradicted += 1.0 if share > 0.5 else 0.5 if share == 0.5 else 0.0
+    return contradicted / len(per_task) >= crowd.constant_min_disagreement

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from crowdpatch.aggregate import collect_votes, posteriors
 from crowdpatch.boxes import Box
-from crowdpatch.datasets import load_mask, load_rgb
+from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
 from crowdpatch.masks.export import CocoImage, write_binary_png, write_coco_json, write_npy, write_soft_png
 from crowdpatch.crowd.adaptive import grid_resolution
 from crowdpatch.masks.metrics import mask_iou
@@ -164,8 +164,15 @@ def build_masks(
     project: Project,
     formats: Iterable[str] = ("png",),
     progress: Callable[[int], None] | None = None,
+    problems: list[InputProblem] | None = None,
 ) -> list[MaskStats]:
-    """Aggregate, rasterize and export every image's mask; record each in the store with its IoU vs GT."""
+    """Aggregate, rasterize and export every image's mask; record each in the store with its IoU vs GT.
+
+    The ground-truth mask and the saliency map are only read to score the mask, so when
+    ``problems`` is given an unreadable one (edited or damaged since ``init``) is reported there
+    and the mask is still written, without that score; without ``problems`` it raises
+    :class:`ImageLoadError`, as before.
+    """
     formats = set(formats)
     unknown = formats - set(EXPORT_FORMATS)
     if unknown:
@@ -183,7 +190,13 @@ def build_masks(
     coco: list[CocoImage] = []
     for row in images:
         mask = builder.image_mask(row.id)
-        mask.soft = builder.refined(mask, row.path)
+        try:
+            mask.soft = builder.refined(mask, row.path)
+        except ImageLoadError as exc:
+            # The image is only needed to snap the mask to its edges: keep the crowd's mask, say why.
+            if problems is None:
+                raise
+            problems.append(InputProblem(str(exc.path), f"{exc.reason}; mask not refined"))
         binary = binarize(mask.soft, threshold)
         name = mask.name
         soft_file = out / "soft" / f"{name}.png"
@@ -195,11 +208,16 @@ def build_masks(
         if "coco" in formats:
             coco.append(CocoImage(row.id, Path(row.path).name, row.width, row.height, binary, float(mask.soft.max())))
         iou = saliency_iou = None
-        if row.mask_path:
-            gt = load_mask(Path(row.mask_path), (row.width, row.height))
-            iou = mask_iou(binary, gt)
-            if row.saliency_path:
-                saliency_iou = mask_iou(saliency_binary(load_saliency(row.saliency_path)), gt)
+        try:
+            if row.mask_path:
+                gt = load_mask(Path(row.mask_path), (row.width, row.height))
+                iou = mask_iou(binary, gt)
+                if row.saliency_path:
+                    saliency_iou = mask_iou(saliency_binary(load_saliency(row.saliency_path)), gt)
+        except ImageLoadError as exc:
+            if problems is None:
+                raise
+            problems.append(InputProblem(str(exc.path), exc.reason))
         stats.append(MaskStats(row.id, name, iou, saliency_iou, float(binary.mean())))
         _record(project, row.id, soft_file, iou, threshold)
         if progress:

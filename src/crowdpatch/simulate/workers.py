@@ -1,9 +1,10 @@
 """Simulated crowd workers that answer from ground-truth masks (SPEC 'Simulated crowd').
 
 A worker says "yes" to a window when the share of it covered by the object reaches its own
-threshold, then flips the answer with its own error rate; spammers answer at random or always
-"yes". Times come from the configurable human time model, so every figure built on them is
-*modeled*, never measured.
+threshold, then flips the answer with its own error rate. Spammers do not look: they answer at
+random, always "yes", always "no", or at random faster than anyone can read the question
+(``too_fast``). Times come from the configurable human time model, so every figure built on them
+is *modeled*, never measured.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from crowdpatch.boxes import Box
 from crowdpatch.config import SimulationConfig, TimeModel
 from crowdpatch.datasets.images import MASK_IGNORE, MASK_OBJECT
 
-WorkerKind = Literal["honest", "random", "always_yes"]
+WorkerKind = Literal["honest", "random", "always_yes", "always_no", "too_fast"]
 
 SPAMMER_SPEED = 0.4
 """Spammers answer in this share of an honest worker's time: they do not look."""
+
+TOO_FAST_MEDIAN_SECONDS = 0.15
+"""Median seconds of a ``too_fast`` spammer per answer, whatever the task: a script or a click-through,
+half the default ``min_seconds_per_answer`` (no one reads a question and decides in 0.15 s)."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,14 @@ class SimulatedWorker:
 
 
 def draw_workers(config: SimulationConfig, count: int, rng: np.random.Generator, start: int = 0) -> list[SimulatedWorker]:
-    """``count`` workers; ``round(spammers * count)`` of them spammers, alternately random and always-yes."""
+    """``count`` workers; ``round(spammers * count)`` of them spammers, of ``config.spammer_kinds`` in turn."""
     n_spammers = round(config.spammers * count)
     spammer_slots = set(rng.choice(count, size=n_spammers, replace=False).tolist()) if n_spammers else set()
     workers = []
     for i in range(count):
         if i in spammer_slots:
             spammers_so_far = sum(1 for w in workers if w.kind != "honest")
-            kind: WorkerKind = "random" if spammers_so_far % 2 == 0 else "always_yes"
+            kind: WorkerKind = config.spammer_kinds[spammers_so_far % len(config.spammer_kinds)]
         else:
             kind = "honest"
         workers.append(
@@ -98,7 +103,9 @@ class CoverageOracle:
 def answer_window(worker: SimulatedWorker, coverage: float, rng: np.random.Generator) -> bool:
     if worker.kind == "always_yes":
         return True
-    if worker.kind == "random":
+    if worker.kind == "always_no":
+        return False
+    if worker.kind in ("random", "too_fast"):
         return bool(rng.random() < 0.5)
     truth = coverage >= worker.threshold
     return truth != bool(rng.random() < worker.error_rate)
@@ -117,7 +124,9 @@ def answer_grid(worker: SimulatedWorker, coverages: list[float], rng: np.random.
 
 
 def answer_seconds(median: float, worker: SimulatedWorker, time_model: TimeModel, rng: np.random.Generator) -> float:
-    """Lognormal human time around ``median`` scaled by the worker's speed."""
+    """Lognormal human time around ``median`` scaled by the worker's speed (a too-fast spammer ignores ``median``)."""
+    if worker.kind == "too_fast":
+        return float(TOO_FAST_MEDIAN_SECONDS * np.exp(rng.normal(0.0, time_model.sigma)))
     return float(median * worker.speed * np.exp(rng.normal(0.0, time_model.sigma)))
 
 
