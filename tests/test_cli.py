@@ -17,6 +17,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS, app
+from crowdpatch.config import load_config
 from crowdpatch.project import Project
 from crowdpatch.store.models import ImageRow
 
@@ -132,6 +133,11 @@ def test_demo_quick_writes_summary_masks_and_report(run_cli, tmp_path: Path) -> 
     for source in ("patch", "saliency"):
         iou = summary["mask_iou"][source]
         assert isinstance(iou, float) and 0.0 <= iou <= 1.0
+    # The same images and crowd under the adaptive planner, next to the fixed planner's figures.
+    adaptive = summary["adaptive"]
+    assert set(adaptive) >= {"answers_per_image", "modeled_seconds_per_image", "mask_iou"}
+    assert 0.0 <= adaptive["mask_iou"] <= 1.0 and adaptive["modeled_seconds_per_image"] > 0
+    assert summary["settings"]["planner"] == "fixed"
 
     binary = sorted((out / "project" / "masks" / "binary").glob("*.png"))
     assert len(binary) == summary["images"]
@@ -343,3 +349,36 @@ def test_simulate_without_ground_truth_masks_is_refused_with_the_reason(invoke, 
     assert mentions(result.stderr, "no ground-truth mask")
     assert mentions(result.stderr, "--masks")
     assert project_counts(directory)["answers"] == 0
+
+
+def test_planner_options_are_stored_and_checked(run_cli, tmp_path: Path) -> None:
+    made = run_cli("init", tmp_path / "a", "--builtin", "--images-count", "8", "--planner", "adaptive", "--budget-seconds", "30")
+    assert made.returncode == 0, made.stderr
+    config = load_config(tmp_path / "a")
+    assert config.crowd.planner == "adaptive" and config.adaptive.budget_seconds == 30
+    refused = run_cli("init", tmp_path / "b", "--builtin", "--images-count", "8", "--budget-seconds", "30")
+    assert refused.returncode == EXIT_ERROR
+    assert mentions(refused.stderr, "--planner adaptive")
+
+
+def test_report_curves_plots_every_planner_against_polygons(run_cli, tmp_path: Path) -> None:
+    runs = []
+    for planner, iou, seconds in (("fixed", 0.55, 130.0), ("fixed", 0.45, 40.0), ("adaptive", 0.5, 60.0)):
+        run = tmp_path / f"{planner}-{seconds:g}"
+        run.mkdir()
+        summary = {"dataset": "grabcut", "mask_iou": {"patch": iou}, "modeled_seconds_per_image": {"patch": seconds, "polygon": 79.0},
+                   "settings": {"planner": planner, "presentation": "grid", "grid_size": 8, "budget_seconds": None}}
+        (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+        runs.append(run)
+    args = [a for run in runs for a in ("--curves", run)]
+    result = run_cli("report", *args, "--out", tmp_path / "curves")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "curves" / "curves.png").stat().st_size > 0
+    table = (tmp_path / "curves" / "curves.md").read_text(encoding="utf-8")
+    assert table.count("| fixed |") == 2 and table.count("| adaptive |") == 1
+    assert "0.61x" in table  # 79 s / 130 s
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "summary.json").write_text("{not json", encoding="utf-8")
+    bad = run_cli("report", "--curves", broken)
+    assert bad.returncode == EXIT_ERROR and mentions(bad.stderr, "not valid JSON")

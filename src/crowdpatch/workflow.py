@@ -160,16 +160,17 @@ def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: 
     proposal, simulation, stats = run_pipeline(project, progress)
     result = _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats)
     result.summary["dataset"] = "builtin"
-    result.summary["adaptive"] = run_adaptive_twin(project, out / "project-adaptive", dataset, progress)
+    twin, result.summary["adaptive"] = run_adaptive_twin(project, out / "project-adaptive", dataset, progress)
     write_summary(result.summary, result.summary_path)
     if train if train is not None else not quick:
         result.summary.update(train_guides(project, out / "report" / "experiment", seed, epochs, progress))
+        result.summary["adaptive"]["accuracy"] = train_patch_guide(twin, seed, epochs, progress)
         write_summary(result.summary, result.summary_path)
     return result
 
 
-def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, progress: StepProgress) -> dict[str, Any]:
-    """The same images and simulated crowd under the adaptive planner: the summary's ``adaptive`` figures."""
+def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, progress: StepProgress) -> tuple[Project, dict[str, Any]]:
+    """The same images and simulated crowd under the adaptive planner: its project and the summary's ``adaptive`` figures."""
     config = project.config.model_copy(deep=True)
     config.name = f"{config.name}-adaptive"
     config.crowd.planner = "adaptive"
@@ -177,12 +178,26 @@ def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, p
     twin, _ = create_project(directory, config, dataset, progress)
     _, _, stats = run_pipeline(twin, progress)
     summary = summarize(twin, stats)
-    return {
+    return twin, {
         "answers_per_image": summary["answers_per_image"],
         "modeled_seconds_per_image": summary["modeled_seconds_per_image"]["patch"],
         "mask_iou": summary["mask_iou"]["patch"],
         "speedup_vs_polygon": summary["speedup_vs_polygon"],
     }
+
+
+def train_patch_guide(project: Project, seed: int, epochs: int, progress: StepProgress) -> dict[str, float]:
+    """The demo classifier trained with this project's crowd masks: test accuracy and worst-group accuracy."""
+    from crowdpatch.train.data import load_splits
+    from crowdpatch.train.runner import result_record
+    from crowdpatch.train.trainer import TrainConfig, fit
+
+    config = TrainConfig(epochs=epochs, seed=seed, image_size=64, guide="patch")
+    splits = load_splits(project, "patch", config.image_size)
+    with progress.step(f"training with the adaptive planner's masks ({config.model}, {config.loss})", epochs) as advance:
+        trained = fit(config, splits, lambda epoch, record: advance(1))
+    test = result_record(trained)["test"]
+    return {"mean": test["accuracy"], "worst_group": test["worst_group"]}
 
 
 def train_guides(project: Project, out: Path, seed: int, epochs: int, progress: StepProgress) -> dict[str, Any]:
