@@ -109,7 +109,7 @@ def test_an_isolated_click_is_doubted_and_a_click_inside_a_block_is_not() -> Non
     p = cell_posteriors(evidence, flat, size, config)
     assert 1 - config.adaptive.confidence < p[stray] < config.adaptive.confidence  # uncertain: worth a follow-up
     assert p[2 * size + 2] >= config.adaptive.confidence  # inside the block, the neighbours agree: decided
-    assert p[0] < 1 - config.adaptive.confidence
+    assert p[5] < 1 - config.adaptive.confidence  # far from any click: decided "no"
 
 
 # -- the questions -----------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class AdaptiveConfig(_Section):
     """The adaptive planner: which answer is worth buying next (crowd.planner = 'adaptive')."""
 
     confidence: float = Field(
-        0.85, gt=0.5, lt=1, description="A grid cell is decided once its posterior is this sure either way."
+        0.95, gt=0.5, lt=1, description="A grid cell is decided once its posterior is this sure either way."
     )
     region_confidence: float = Field(
         0.95,
@@ -132,9 +132,9 @@ class AdaptiveConfig(_Section):
         4, ge=2, le=32, description="Cells per side of the first, coarse grid vote; the boundary rounds use patches.grid_size."
     )
     coarse_weight: float = Field(
-        0.5, gt=0, le=1, description="Share of an answer's weight a coarse cell's vote lends to each finer cell under it."
+        0.75, gt=0, le=1, description="Share of an answer's weight a coarse cell's vote lends to each finer cell under it."
     )
-    max_rounds: int = Field(2, ge=0, description="Most boundary rounds (grid screens of only the uncertain cells) per region.")
+    max_rounds: int = Field(4, ge=0, description="Most boundary rounds (grid screens of only the uncertain cells) per region.")
     max_cell_questions: int = Field(16, ge=0, description="Most single-cell yes/no follow-ups per region.")
     budget_seconds: float | None = Field(
         None, gt=0, description="Human seconds per image the planner may spend (modeled or measured); none = no budget."

@@ -155,8 +155,12 @@ class AdaptivePlanner:
     # -- budget --------------------------------------------------------------------------------
 
     def _left(self, session: Session, image_id: int, config: ProjectConfig) -> float:
+        """The image's unspent budget, in median seconds: answer times are lognormal (``time_model.sigma``),
+        so a question costs its median x exp(sigma^2 / 2) on average, and the remainder is scaled down by that."""
         budget = config.adaptive.budget_seconds
-        return math.inf if budget is None else budget - spent_seconds(session, image_id)
+        if budget is None:
+            return math.inf
+        return (budget - spent_seconds(session, image_id)) / math.exp(config.time_model.sigma**2 / 2)
 
     # -- the first questions of a region -------------------------------------------------------
 

@@ -29,6 +29,11 @@ from crowdpatch.crowd.quality_control import record_answer_quality
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 
 
+KIND_RANK = {"outline": 0, "verify": 1}
+"""Which questions go first: outline checks (whose early answers tell the adaptive planner whether
+outlines are worth asking at all), then verifications, then everything else by level."""
+
+
 class AnswerRejected(ValueError):
     """An answer that cannot be accepted (not leased to this worker, malformed value, ...)."""
 
@@ -55,7 +60,7 @@ class OpenQuestion:
 
     @property
     def order(self) -> tuple[int, int, int]:
-        return (0 if self.kind == "verify" else 1, self.level, self.id)
+        return (KIND_RANK.get(self.kind, len(KIND_RANK)), self.level, self.id)
 
     def has_seen(self, worker_id: int) -> bool:
         return worker_id in self.leases or any(w == worker_id for w, _ in self.answers)
