@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -12,13 +13,24 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
+ENV_SQLITE_SYNC = "CROWDPATCH_SQLITE_SYNC"
+"""PRAGMA synchronous for SQLite: NORMAL (default), FULL, or OFF (benchmarks: the cost of durability)."""
+
+
+def sqlite_synchronous() -> str:
+    value = os.environ.get(ENV_SQLITE_SYNC, "NORMAL").upper()
+    if value not in ("FULL", "NORMAL", "OFF"):
+        raise ValueError(f"{ENV_SQLITE_SYNC} must be FULL, NORMAL or OFF, not {value!r}")
+    return value
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers (a dashboard, `crowdpatch masks`) run while answers are written; NORMAL sync
     # keeps every commit durable against a process crash (not against power loss) at a fraction of
     # FULL's cost; the busy timeout makes a second process wait instead of failing.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
