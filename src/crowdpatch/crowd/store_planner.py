@@ -158,7 +158,9 @@ class StorePlanner:
             ),
             "extend": "UPDATE lease SET expires_at = :expires WHERE id = :lease",
             "lease": "INSERT INTO lease (task_id, worker_id, expires_at, leased_at) VALUES (:task, :worker, :expires, :now)",
-            "leased": "UPDATE task SET leases_count = leases_count + :delta WHERE id = :task",
+            # Counters are set from an indexed count of the question's few rows, not incremented: a row
+            # written by another writer (a test, the in-process simulator) cannot leave them off for long.
+            "leased": "UPDATE task SET leases_count = (SELECT count(*) FROM lease WHERE task_id = :task) WHERE id = :task",
             "recheck": (
                 f"SELECT t.state, t.answers_count + t.leases_count < {wanted}, "
                 f"EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker) "
@@ -174,7 +176,7 @@ class StorePlanner:
             ),
             "by_client": "SELECT id, worker_id, task_id FROM answer WHERE client_id = :client",
             "task": (
-                "SELECT project_id, kind, state, image_id, grid_size, gold_answer, votes_wanted, answers_count"
+                "SELECT project_id, kind, state, image_id, grid_size, gold_answer, votes_wanted"
                 " FROM task WHERE id = :task" + (" FOR UPDATE" if self.postgres else "")
             ),
             "own_lease": "SELECT id, expires_at, leased_at FROM lease WHERE task_id = :task AND worker_id = :worker",
@@ -184,7 +186,7 @@ class StorePlanner:
                 f" VALUES (:task, :worker, {'CAST(:value AS JSON)' if self.postgres else ':value'}, :client, :shown, :answered, :client_ms, :seconds, :source) RETURNING id"
             ),
             "answered": (
-                "UPDATE task SET answers_count = answers_count + :counted, leases_count = leases_count - 1,"
+                "UPDATE task SET answers_count = :answers, leases_count = (SELECT count(*) FROM lease WHERE task_id = :task),"
                 " answers_disagree = :disagree WHERE id = :task"
             ),
             "effective": (
@@ -330,7 +332,7 @@ class StorePlanner:
             if task is None:
                 return None
             self._run(session, "lease", task=task[0], worker=worker_id, expires=expires_at, now=now)
-            self._run(session, "leased", task=task[0], delta=1)
+            self._run(session, "leased", task=task[0])
             return self._assignment(task, expires_at)
 
     def _sweep(self, session: Session, now: float) -> None:
@@ -366,7 +368,7 @@ class StorePlanner:
                         continue
                     if lease_id is not None:
                         self._run(session, "drop_lease", lease=lease_id)
-                        self._run(session, "leased", task=task[0], delta=-1)
+                        self._run(session, "leased", task=task[0])
                     return task
         return None
 
@@ -419,22 +421,21 @@ class StorePlanner:
             if task is None or task[0] != self.project_id or lease is None:
                 # An expired lease whose slot went to another worker was deleted: its place is taken.
                 raise NotLeased(f"task {task_id} is not leased to you (or your lease expired and went to someone else)")
-            _, kind, state, image_id, grid_size, gold_answer, votes_wanted, answers_count = task
+            _, kind, state, image_id, grid_size, gold_answer, votes_wanted = task
             lease_id, lease_expires_at, leased_at = lease
             if kind == "polygon":
                 image = session.get(ImageRow, image_id)
                 value = validate_polygon(value, image.width, image.height)
             else:
                 value = validate_value(kind, value, grid_size)
-            values: list[Any] | None = None
             if kind != "gold":
                 if state != "open":
                     raise NotLeased(f"task {task_id} already has all its answers")
                 if lease_expires_at <= now:
                     # The lease still holds its slot (nobody took its place): the late answer is honest work,
                     # refused only when the question's wants shrank (a ban) and it would over-ask.
-                    values = self._effective_values(session, task_id)
-                    if len(values) >= votes_target(values, votes_wanted, self.config.crowd.early_stop):
+                    given_values = self._effective_values(session, task_id)
+                    if len(given_values) >= votes_target(given_values, votes_wanted, self.config.crowd.early_stop):
                         raise NotLeased(f"your lease on task {task_id} expired and others answered it")
             shown_at = leased_at if leased_at is not None else now
             seconds = client_ms / 1000.0 if client_ms is not None and client_ms > 0 else now - shown_at
@@ -445,15 +446,10 @@ class StorePlanner:
             was_banned = worker.banned
             stopped = record_answer_quality(worker, kind, self._json(gold_answer), value, seconds, self.config.crowd, given)
             session.flush()
-            counted = not worker.banned
-            if counted and answers_count + 1 >= 2:
-                values = self._effective_values(session, task_id)
-            elif counted:
-                values = [value]
-            else:
-                values = values if values is not None else self._effective_values(session, task_id)
+            # After the quality check: the answer that gets its worker stopped does not count either.
+            values = self._effective_values(session, task_id)
             disagree = len(values) >= 2 and values[0] != values[1]
-            self._run(session, "answered", task=task_id, counted=int(counted), disagree=disagree)
+            self._run(session, "answered", task=task_id, answers=len(values), disagree=disagree)
             done = False
             if kind != "gold" and len(values) >= votes_target(values, votes_wanted, self.config.crowd.early_stop):
                 close_question(session, self.project_id, self.config, task_id, values)

@@ -24,13 +24,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("task") as batch:
-        batch.add_column(sa.Column("priority", sa.Integer(), nullable=False, server_default="1"))
-        batch.add_column(sa.Column("answers_count", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("leases_count", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("answers_disagree", sa.Boolean(), nullable=False, server_default=sa.false()))
-    with op.batch_alter_table("lease") as batch:
-        batch.create_index("ix_lease_expires_at", ["expires_at"])
+    # Plain ADD COLUMN (SQLite supports it for columns with a constant default): a batch "move and
+    # copy" would drop the task table, which the answers' foreign keys forbid.
+    op.add_column("task", sa.Column("priority", sa.Integer(), nullable=False, server_default="1"))
+    op.add_column("task", sa.Column("answers_count", sa.Integer(), nullable=False, server_default="0"))
+    op.add_column("task", sa.Column("leases_count", sa.Integer(), nullable=False, server_default="0"))
+    op.add_column("task", sa.Column("answers_disagree", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.create_index("ix_lease_expires_at", "lease", ["expires_at"])
     op.execute("UPDATE task SET priority = CASE WHEN kind = 'verify' THEN 0 ELSE 1 END")
     op.execute(
         "UPDATE task SET answers_count = (SELECT count(*) FROM answer JOIN worker ON worker.id = answer.worker_id"
@@ -43,12 +43,12 @@ def upgrade() -> None:
         " JOIN task ON task.id = answer.task_id WHERE NOT worker.banned AND task.answers_count >= 2"
         " ORDER BY answer.task_id, answer.id"
     ))
+    as_text = bind.dialect.name == "sqlite"  # PostgreSQL's driver decodes json itself
     first_two: dict[int, list] = {}
     for task_id, value in rows:
         values = first_two.setdefault(task_id, [])
         if len(values) < 2:
-            # JSON comes back decoded on PostgreSQL and as text on SQLite.
-            values.append(json.loads(value) if isinstance(value, str) else value)
+            values.append(json.loads(value) if as_text else value)
     disagree = [task_id for task_id, values in first_two.items() if values[0] != values[1]]
     if disagree:
         bind.execute(
@@ -63,10 +63,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_task_queue", table_name="task")
-    with op.batch_alter_table("lease") as batch:
-        batch.drop_index("ix_lease_expires_at")
-    with op.batch_alter_table("task") as batch:
-        batch.drop_column("answers_disagree")
-        batch.drop_column("leases_count")
-        batch.drop_column("answers_count")
-        batch.drop_column("priority")
+    op.drop_index("ix_lease_expires_at", table_name="lease")
+    for column in ("answers_disagree", "leases_count", "answers_count", "priority"):
+        op.drop_column("task", column)
