@@ -15,6 +15,7 @@ from crowdpatch.boxes import Box
 from crowdpatch.datasets import load_mask
 from crowdpatch.masks.export import CocoImage, write_binary_png, write_coco_json, write_npy, write_soft_png
 from crowdpatch.masks.metrics import mask_iou
+from crowdpatch.masks.polygons import build_polygon_masks
 from crowdpatch.patches.lattice import WindowKey, grid_cells
 from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
 from crowdpatch.project import Project
@@ -155,6 +156,8 @@ def build_masks(
             progress(1)
     if "coco" in formats:
         write_coco_json(out / "coco.json", coco)
+    # Polygons drawn in the baseline study become masks beside these (masks/polygon/), for the comparison.
+    build_polygon_masks(project)
     return stats
 
 
