@@ -88,7 +88,7 @@ def serve(project: Project, processes: int, log: Path, env: dict[str, str], core
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=1):
-                time.sleep(1.0 * (processes - 1))  # the other worker processes import and open the project too
+                settle(child.pid)
                 return child, port
         except OSError:
             time.sleep(0.2)
@@ -115,6 +115,18 @@ def cpu_seconds(root: int) -> float:
         if pid == root or ppid == root:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def settle(pid: int, timeout: float = 60.0) -> None:
+    """Wait until the server's processes are idle: every worker process has imported and opened the project."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < 0.05:
+            return
+        before = now
 
 
 class Http11:
