@@ -38,6 +38,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,9 @@ def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None) 
     images, labels, masks = data
     config = ProjectConfig(name="load", target="object", db_url=db_url, images_dir=str(images), masks_dir=str(masks))
     config.crowd.gold_rate = 0.0
+    # One window per screen (the paper's form): a few hundred answers per image, so the work does not
+    # run out within a run (the grid presentation asks about five questions per image).
+    config.patches.presentation = "single"
     project = Project.create(root, config)
     add_images(project, load_folder_dataset(images, labels, masks).records)
     propose(project)
@@ -218,8 +222,13 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
                 report.errors += 1
 
 
-async def drive(port: int, api_key: str, project: str, workers: int, seconds: float, seed: int) -> ClientReport:
-    """Open every worker's session, then run the next-task + answer loop of all of them for ``seconds``."""
+async def drive(port: int, api_key: str, project: str, workers: int, seconds: float, seed: int,
+                opened_all: Any = None, go: Any = None) -> ClientReport:
+    """Open every worker's session, then run the next-task + answer loop of all of them for ``seconds``.
+
+    ``opened_all`` / ``go`` (multiprocessing events) let the parent start its CPU clock once the
+    sessions are open, so opening them is not counted per answer.
+    """
     report = ClientReport()
     ready, stop, opened = asyncio.Event(), [float("inf")], [0]
     rng = random.Random(seed)
@@ -232,6 +241,9 @@ async def drive(port: int, api_key: str, project: str, workers: int, seconds: fl
         for task in tasks:
             if task.done() and task.exception():
                 raise task.exception()
+    if opened_all is not None:
+        opened_all.set()
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
     started = time.perf_counter()
     stop[0] = started + seconds
     ready.set()
@@ -249,11 +261,16 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
     server_cores, client_cores = split_cores()
     child, port = serve(project, processes, log, env, server_cores)
     try:
-        queue: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()
-        args = (port, project.config.server.effective_api_key(), project.config.name, workers, seconds, workers)
-        client = multiprocessing.get_context("fork").Process(target=_client_process, args=(queue, client_cores, *args))
-        cpu_before = cpu_seconds(child.pid)
+        fork = multiprocessing.get_context("fork")
+        queue: multiprocessing.Queue = fork.Queue()
+        opened_all, go = fork.Event(), fork.Event()
+        args = (port, project.config.server.effective_api_key(), project.config.name, workers, seconds, workers, opened_all, go)
+        client = fork.Process(target=_client_process, args=(queue, client_cores, *args))
         client.start()
+        if not opened_all.wait(timeout=300):
+            raise RuntimeError("the workers' sessions did not open")
+        cpu_before = cpu_seconds(child.pid)
+        go.set()
         report: ClientReport = queue.get(timeout=seconds + 300)
         cpu = cpu_seconds(child.pid) - cpu_before
         client.join()
