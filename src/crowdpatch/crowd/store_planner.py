@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.boxes import Box
@@ -452,13 +453,33 @@ class StorePlanner:
             self._run(session, "answered", task=task_id, answers=len(values), disagree=disagree)
             done = False
             if kind != "gold" and len(values) >= votes_target(values, votes_wanted, self.config.crowd.early_stop):
-                close_question(session, self.project_id, self.config, task_id, values)
+                self._close(session, task_id, values)
                 self._run(session, "close_leases", task=task_id)
                 self._run(session, "no_leases", task=task_id)
                 done = True
             if worker.banned and not was_banned:
                 self._release_stopped(session, worker_id)
             return StoredAnswer(answer_id, task_id, False, done, stopped or worker.banned, given)
+
+    def _close(self, session: Session, task_id: int, values: list[Any]) -> None:
+        """Close a question and create what its decision calls for.
+
+        On PostgreSQL two processes may close neighbouring windows at the same moment and both
+        create the window they share (asked once: one row per region, kind and key). The second
+        insert fails on that unique key once the first commits; retried in a savepoint, the
+        decision then finds the row the other process made instead of failing the answer.
+        """
+        if not self.postgres:
+            close_question(session, self.project_id, self.config, task_id, values)
+            return
+        for attempt in range(3):
+            try:
+                with session.begin_nested():
+                    close_question(session, self.project_id, self.config, task_id, values)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
 
     def _insert_answer(
         self, session: Session, task_id: int, worker_id: int, value: Any, client_id: str,
