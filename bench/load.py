@@ -273,8 +273,9 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         args = (port, project.config.server.effective_api_key(), project.config.name, workers, seconds, workers, opened_all, go)
         client = fork.Process(target=_client_process, args=(queue, client_cores, *args))
         client.start()
-        if not opened_all.wait(timeout=300):
-            raise RuntimeError("the workers' sessions did not open")
+        while not opened_all.wait(timeout=1):
+            if not client.is_alive():
+                raise RuntimeError(f"the load generator stopped while opening sessions (server log: {log})")
         cpu_before = cpu_seconds(child.pid)
         go.set()
         report: ClientReport = queue.get(timeout=seconds + 300)

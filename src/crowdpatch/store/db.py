@@ -49,8 +49,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # A server process runs its requests on a thread pool: give it enough connections not to queue.
-    return create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=16)
+    # A server process runs its planner transactions on a thread pool; a dozen connections keep it
+    # busy (more only wait on the same rows and the GIL), and four processes then stay well inside
+    # PostgreSQL's default max_connections (100), shared with everything else on that server.
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
 
 
 def alembic_config(url: str) -> Config:
