@@ -1,15 +1,19 @@
 """Key press to next patch shown, in headless Chromium (Debian's), over N answers (not a test).
 
-The worker page records, for every answer, the time from the key press to the first animation
-frame after the next task's image is on screen (``window.crowdpatch.latencies``). The server runs
-in this process (uvicorn thread) on SQLite; the next task is prefetched while one is shown.
+The worker page records, for every answer, the time from the key event (its ``timeStamp``) to
+the first animation frame after the next task's decoded image is in the page
+(``window.crowdpatch.latencies``). The server runs in this process (uvicorn thread) on SQLite;
+the next task is prefetched while one is shown. One worker answers, so every question wants one
+vote (else the walk would stop at the verification questions). Grid screens are answered with
+Enter, the others with Y / N.
 
-    python bench/keypress.py [--answers 200]
+    python bench/keypress.py [--answers 200] [--think-ms 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -31,12 +35,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=200)
     parser.add_argument("--images", type=int, default=160)
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="Pause after each patch is shown before the key press (0: back to back, the worst case; "
+                             "300: the fastest answer quality control accepts, crowd.min_seconds_per_answer).")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-keypress-"))
     labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
     images, masks = out / "data" / "images", out / "data" / "masks"
     config = ProjectConfig(name="keys", target="object", images_dir=str(images), masks_dir=str(masks))
     config.crowd.gold_rate = 0.0
+    config.crowd.votes = 1  # one worker: each answer closes its question, so the walk (and the work) goes on
     config.crowd.min_seconds_per_answer = 0.0  # a script answers faster than any person: do not stop it
     config.server.answers_per_session = args.answers + 50
     config.server.rate_limit_worker_per_second = 0  # one worker at machine speed: far past any person's rate
@@ -58,15 +66,21 @@ def main() -> None:
             if i == args.answers:
                 break
             task = page.locator("#frame").get_attribute("data-task-id")
-            page.keyboard.press("y" if i % 2 else "n")
+            if args.think_ms:
+                page.wait_for_timeout(args.think_ms)
+            # Grid screens (the default presentation's patch questions) are answered with Enter.
+            kind = page.locator("#frame").get_attribute("data-kind")
+            page.keyboard.press("Enter" if kind == "grid" else "y" if i % 2 else "n")
             page.wait_for_function(f"document.getElementById('frame').dataset.taskId !== '{task}' || !document.getElementById('finished').hidden")
             if page.locator("#finished").is_visible():
                 break  # this worker has seen every question it may answer
         latencies = np.array(page.evaluate("window.crowdpatch.latencies"))
+        waited = page.evaluate("window.crowdpatch.waited")
         browser.close()
     server.should_exit = True
-    print(f"{len(latencies)} answers: key press -> next patch shown p50 {np.percentile(latencies, 50):.1f} ms, "
-          f"p95 {np.percentile(latencies, 95):.1f} ms, max {latencies.max():.1f} ms")
+    print(f"{len(latencies)} answers, {args.think_ms:.0f} ms between shown and key press: key press -> next patch shown p50 {np.percentile(latencies, 50):.1f} ms, "
+          f"p95 {np.percentile(latencies, 95):.1f} ms, max {latencies.max():.1f} ms; "
+          f"{waited} key presses found the next patch not yet decoded; load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,46 @@
 """Server load: N concurrent simulated workers on loopback, next-task + answer loop (not a test).
 
-For each backend (SQLite with 1 process; PostgreSQL with 2 and 4 processes) and each crowd size,
-a fresh built-in project is served by `crowdpatch serve`, and `simulate_via_http_async` runs the
-workers for a bounded time. Prints one Markdown row per run: answers/s and request latency
-percentiles (every request: next-task and answer alike).
+For each backend (SQLite with 1 process; PostgreSQL with 2 and 4 processes), each durability
+setting and each crowd size, a fresh built-in project is served by `crowdpatch serve`, and N
+workers each open a session, then ask for a task and answer it (at random) in a loop for a fixed
+time. Prints one Markdown row per run: answers/s and request latency percentiles (every request:
+next-task and answer alike, measured by the client from sending the request to reading the whole
+response).
 
-    python bench/load.py [--workers 8 64 256] [--seconds 8] [--postgres postgresql://postgres@127.0.0.1:5432/test]
+The load generator is deliberately cheap so that it measures the server, not itself: one process,
+raw HTTP/1.1 keep-alive over asyncio streams (one connection per worker, no HTTP library), pinned
+to the last CPU core, while the server processes are pinned to the other cores (PostgreSQL's own
+processes are not pinned). On a 2-core machine that is one core each.
+
+``--sync`` sets what a commit waits for, to measure the throughput cost of durability: SQLite's
+``PRAGMA synchronous`` (FULL: every commit is fsynced; NORMAL, the default: durable against a
+crash of the process, the WAL is fsynced at checkpoints; OFF) and PostgreSQL's
+``synchronous_commit`` (on for full and normal, off for off: a crash of the database may lose the
+last commits, never corrupt it). An answer is acknowledged only after its commit in every case.
+
+    python bench/load.py [--workers 8 64 256] [--seconds 8] [--sync normal off] [--backends sqlite:1 postgresql:2]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import multiprocessing
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
-import httpx
 import numpy as np
 from sqlalchemy import text
 
@@ -30,8 +49,9 @@ from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_d
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
-from crowdpatch.simulate.http import simulate_via_http_async
-from crowdpatch.store.db import make_engine
+from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
+
+PG_SYNCHRONOUS_COMMIT = {"full": "on", "normal": "on", "off": "off"}
 
 
 def free_port() -> int:
@@ -44,35 +64,223 @@ def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None) 
     images, labels, masks = data
     config = ProjectConfig(name="load", target="object", db_url=db_url, images_dir=str(images), masks_dir=str(masks))
     config.crowd.gold_rate = 0.0
+    # One window per screen (the paper's form): a few hundred answers per image, so the work does not
+    # run out within a run (the grid presentation asks about five questions per image).
+    config.patches.presentation = "single"
     project = Project.create(root, config)
     add_images(project, load_folder_dataset(images, labels, masks).records)
     propose(project)
     return project
 
 
-def serve(project: Project, processes: int, log: Path) -> tuple[subprocess.Popen, str]:
+def split_cores() -> tuple[set[int], set[int]]:
+    """(server cores, load-generator core): the last core for the client, the rest for the server."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return set(cores), set(cores)
+    return set(cores[:-1]), {cores[-1]}
+
+
+def serve(project: Project, processes: int, log: Path, env: dict[str, str], cores: set[int]) -> tuple[subprocess.Popen, int]:
     port = free_port()
     command = [sys.executable, "-m", "crowdpatch", "serve", str(project.directory), "--port", str(port), "--workers", str(processes)]
-    child = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    child = subprocess.Popen(
+        command, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env},
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),  # uvicorn's worker processes inherit it
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/openapi.json", timeout=1).status_code == 200:
-                return child, url
-        except httpx.TransportError:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=1):
+                settle(child.pid)
+                return child, port
+        except OSError:
             time.sleep(0.2)
     child.kill()
     raise RuntimeError(f"server did not start, see {log}")
 
 
-def run(project: Project, processes: int, workers: int, seconds: float, log: Path) -> dict:
-    child, url = serve(project, processes, log)
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a process and its children so far (the server's own work).
+
+    The machine is shared, so answers/s moves with other people's load; the server's CPU time
+    per answer does much less, and is printed beside it.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root or ppid == root:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def settle(pid: int, timeout: float = 60.0) -> None:
+    """Wait until the server's processes are idle: every worker process has imported and opened the project."""
+    deadline = time.monotonic() + timeout
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < 0.05:
+            return
+        before = now
+
+
+class Http11:
+    """One keep-alive HTTP/1.1 connection; just enough of the protocol for this API (Content-Length bodies)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        try:
+            self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The server dropped the connection (it does after an unhandled error): a fresh one next time.
+            self.writer.close()
+            self.reader = self.writer = None
+            return 599, b""
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        length, close = 0, False
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        data = await self.reader.readexactly(length) if length else b""
+        if close:
+            self.writer.close()
+            self.reader = self.writer = None
+        return status, data
+
+
+@dataclass
+class ClientReport:
+    answers: int = 0
+    conflicts: int = 0
+    errors: int = 0
+    exhausted: int = 0
+    """Workers that got 204 (no work left) before the time was up."""
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+async def _worker(port: int, name: str, api_key: str, project: str, ready: asyncio.Event, stop: list[float],
+                  report: ClientReport, opened: list[int], rng: random.Random) -> None:
+    http = Http11(port)
+    body = json.dumps({"platform": "simulated", "worker_id": name}).encode()
+    status, data = await http.request(
+        "POST", f"/api/v1/projects/{project}/sessions", {"X-API-Key": api_key, "Content-Type": "application/json"}, body
+    )
+    if status != 201:
+        raise RuntimeError(f"session: {status} {data[:200]!r}")
+    auth = {"Authorization": f"Bearer {json.loads(data)['token']}"}
+    post = {**auth, "Content-Type": "application/json"}
+    opened[0] += 1
+    await ready.wait()
+    count = 0
+    clock = time.perf_counter
+    while clock() < stop[0]:
+        started = clock()
+        status, data = await http.request("GET", "/api/v1/tasks/next", auth)
+        report.latencies_ms.append((clock() - started) * 1000)
+        if status == 204:
+            report.exhausted += 1
+            return
+        if status != 200:
+            report.errors += 1
+            await asyncio.sleep(0.01)
+            continue
+        task = json.loads(data)
+        if task["kind"] == "grid":
+            answer = {"cells": [i for i in range((task.get("grid_size") or 1) ** 2) if rng.random() < 0.3]}
+        else:
+            answer = "yes" if rng.random() < 0.5 else "no"
+        count += 1
+        payload = {"task_id": task["task_id"], "answer": answer, "client_id": f"{name}:{count}", "client_ms": 1600}
+        started = clock()
+        status, data = await http.request("POST", "/api/v1/answers", post, json.dumps(payload).encode())
+        if clock() < stop[0]:
+            report.latencies_ms.append((clock() - started) * 1000)
+            if status in (200, 201):
+                report.answers += 1
+            elif status == 409:
+                report.conflicts += 1
+            else:
+                report.errors += 1
+
+
+async def drive(port: int, api_key: str, project: str, workers: int, seconds: float, seed: int,
+                opened_all: Any = None, go: Any = None) -> ClientReport:
+    """Open every worker's session, then run the next-task + answer loop of all of them for ``seconds``.
+
+    ``opened_all`` / ``go`` (multiprocessing events) let the parent start its CPU clock once the
+    sessions are open, so opening them is not counted per answer.
+    """
+    report = ClientReport()
+    ready, stop, opened = asyncio.Event(), [float("inf")], [0]
+    rng = random.Random(seed)
+    tasks = [
+        asyncio.create_task(_worker(port, f"load-{seed}-{i:04d}", api_key, project, ready, stop, report, opened, rng))
+        for i in range(workers)
+    ]
+    while opened[0] < workers:
+        await asyncio.sleep(0.05)
+        for task in tasks:
+            if task.done() and task.exception():
+                raise task.exception()
+    if opened_all is not None:
+        opened_all.set()
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    started = time.perf_counter()
+    stop[0] = started + seconds
+    ready.set()
+    await asyncio.gather(*tasks)
+    report.seconds = min(time.perf_counter(), stop[0]) - started
+    return report
+
+
+def _client_process(queue: multiprocessing.Queue, cores: set[int], *args) -> None:
+    os.sched_setaffinity(0, cores)
+    queue.put(asyncio.run(drive(*args)))
+
+
+def run(project: Project, processes: int, workers: int, seconds: float, log: Path, env: dict[str, str]) -> dict:
+    server_cores, client_cores = split_cores()
+    child, port = serve(project, processes, log, env, server_cores)
     try:
-        report = asyncio.run(simulate_via_http_async(
-            url, project.config.name, project.config.server.effective_api_key(), workers,
-            max_seconds=seconds, random_answers=True, seed=workers,
-        ))
+        fork = multiprocessing.get_context("fork")
+        queue: multiprocessing.Queue = fork.Queue()
+        opened_all, go = fork.Event(), fork.Event()
+        args = (port, project.config.server.effective_api_key(), project.config.name, workers, seconds, workers, opened_all, go)
+        client = fork.Process(target=_client_process, args=(queue, client_cores, *args))
+        client.start()
+        while not opened_all.wait(timeout=1):
+            if not client.is_alive():
+                raise RuntimeError(f"the load generator stopped while opening sessions (server log: {log})")
+        cpu_before = cpu_seconds(child.pid)
+        go.set()
+        report: ClientReport = queue.get(timeout=seconds + 300)
+        cpu = cpu_seconds(child.pid) - cpu_before
+        client.join()
     finally:
         child.terminate()
         child.wait(20)
@@ -83,6 +291,10 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         "p50": float(np.percentile(latencies, 50)),
         "p95": float(np.percentile(latencies, 95)),
         "p99": float(np.percentile(latencies, 99)),
+        "conflicts": report.conflicts,
+        "errors": report.errors,
+        "exhausted": report.exhausted,
+        "server_cpu_ms_per_answer": 1000 * cpu / max(report.answers, 1),
     }
 
 
@@ -90,33 +302,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 64, 256])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--images", type=int, default=200, help="Built-in images (64 px): enough work not to run out.")
+    parser.add_argument("--sync", nargs="+", choices=["full", "normal", "off"], default=["normal"])
+    parser.add_argument("--backends", nargs="+", default=["sqlite:1", "postgresql:2", "postgresql:4"],
+                        help="DATABASE:PROCESSES, DATABASE being sqlite or postgresql.")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-load-"))
     data = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
     files = (out / "data" / "images", data, out / "data" / "masks")
-    backends: list[tuple[str, int]] = [("sqlite", 1), ("postgresql", 2), ("postgresql", 4)]
-    print(f"cores: {os.cpu_count()}; {args.seconds:.0f} s per run; {args.images} images of 64 px")
-    print("| database | processes | workers | answers | answers/s | p50 ms | p95 ms | p99 ms |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for backend, processes in backends:
-        for workers in args.workers:
-            tag = f"{backend}-{processes}-{workers}"
-            db_url, schema = None, None
-            if backend == "postgresql":
-                schema = f"load_{uuid.uuid4().hex[:8]}"
-                with make_engine(args.postgres).begin() as connection:
-                    connection.execute(text(f"CREATE SCHEMA {schema}"))
-                db_url = f"{args.postgres}?options=-csearch_path%3D{schema}"
-            project = make_project(out / tag, files, db_url)
-            project.close()
-            result = run(project, processes, workers, args.seconds, out / f"{tag}.log")
-            print(f"| {backend} | {processes} | {workers} | {result['answers']} | {result['answers_per_s']:.0f} | "
-                  f"{result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} |", flush=True)
-            if schema:
-                with make_engine(args.postgres).begin() as connection:
-                    connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    server_cores, client_cores = split_cores()
+    print(f"cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
+          f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}")
+    print("| database | processes | sync | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | 409 | errors | load avg |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for spec in args.backends:
+        backend, _, processes = spec.partition(":")
+        for sync in args.sync:
+            for workers in args.workers:
+                tag = f"{backend}-{processes}-{sync}-{workers}"
+                db_url, schema, env = None, None, {}
+                if backend == "postgresql":
+                    schema = f"load_{uuid.uuid4().hex[:8]}"
+                    with make_engine(args.postgres).begin() as connection:
+                        connection.execute(text(f"CREATE SCHEMA {schema}"))
+                    options = f"-csearch_path%3D{schema}%20-csynchronous_commit%3D{PG_SYNCHRONOUS_COMMIT[sync]}"
+                    db_url = f"{args.postgres}?options={options}"
+                else:
+                    env[ENV_SQLITE_SYNC] = sync.upper()
+                project = make_project(out / tag, files, db_url)
+                project.close()
+                result = run(project, int(processes or 1), workers, args.seconds, out / f"{tag}.log", env)
+                setting = f"synchronous={sync.upper()}" if backend == "sqlite" else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
+                exhausted = " (work ran out)" if result["exhausted"] else ""
+                print(f"| {backend} | {processes} | {setting} | {workers} | {result['answers']}{exhausted} | "
+                      f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
+                      f"{result['server_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {result['errors']} | {os.getloadavg()[0]:.2f} |", flush=True)
+                if schema:
+                    with make_engine(args.postgres).begin() as connection:
+                        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 if __name__ == "__main__":

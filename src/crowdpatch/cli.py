@@ -276,7 +276,8 @@ def masks(
         with RichProgress().step("aggregating and exporting masks", total) as advance:
             stats = build_masks(project, [f.value for f in export], advance, problems)
         summary = summarize(project, stats)
-    out.print(f"{len(stats)} masks written to {project.path('masks')}")
+    polygons = f" and {summary['polygon_masks']} polygon masks (masks/polygon)" if summary["polygon_masks"] else ""
+    out.print(f"{len(stats)} masks{polygons} written to {project.path('masks')}")
     _print_summary(summary)
     raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable; the masks are written)"))
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from crowdpatch.masks.build import MaskStats
 from crowdpatch.project import Project
-from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
+from crowdpatch.store.models import AnswerRow, ImageRow, MaskRow, TaskRow, WorkerRow
 
 
 def _mean(values: list[float]) -> float | None:
@@ -54,6 +54,11 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         workers = session.scalar(
             select(func.count(func.distinct(AnswerRow.worker_id))).join(TaskRow).where(TaskRow.project_id == project.id)
         ) or 0
+        # Masks of the polygon baseline study (masks/polygons.py), recorded when the masks were built.
+        polygon_masks = session.scalars(
+            select(MaskRow.iou).join(ImageRow, ImageRow.id == MaskRow.image_id)
+            .where(ImageRow.project_id == project.id, MaskRow.source == "polygon")
+        ).all()
     answers = sum(count for _, count, _ in per_kind)
     # Polygons drawn in the baseline study are the reference, not part of the patch method's cost.
     seconds = sum(total or 0.0 for kind, _, total in per_kind if kind != "polygon")
@@ -69,7 +74,11 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         "questions_per_image": questions / images if images else 0.0,
         "modeled_seconds_per_image": {"patch": per_image, "polygon": polygon},
         "speedup_vs_polygon": polygon / per_image if per_image else None,
-        "mask_iou": {"patch": _mean(ious), "saliency": _mean(saliency_ious)},
+        "mask_iou": {
+            "patch": _mean(ious), "saliency": _mean(saliency_ious),
+            "polygon": _mean([iou for iou in polygon_masks if iou is not None]),
+        },
+        "polygon_masks": len(polygon_masks),
         "seconds_per_image_by_kind": {kind: (total or 0.0) / images for kind, _, total in per_kind} if images else {},
         "answers_by_kind": {kind: count for kind, count, _ in per_kind},
         "workers": workers,

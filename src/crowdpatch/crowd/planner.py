@@ -26,12 +26,7 @@ from crowdpatch.crowd.decisions import NO, YES, votes_target
 from crowdpatch.crowd.planners import planner_for
 from crowdpatch.crowd.tasks import question_text, shown_kind, task_variant
 from crowdpatch.crowd.quality_control import record_answer_quality
-from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
-
-
-KIND_RANK = {"outline": 0, "verify": 1}
-"""Which questions go first: outline checks (whose early answers tell the adaptive planner whether
-outlines are worth asking at all), then verifications, then everything else by level."""
+from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow, task_priority
 
 
 class AnswerRejected(ValueError):
@@ -60,7 +55,7 @@ class OpenQuestion:
 
     @property
     def order(self) -> tuple[int, int, int]:
-        return (KIND_RANK.get(self.kind, len(KIND_RANK)), self.level, self.id)
+        return (task_priority(self.kind), self.level, self.id)
 
     def has_seen(self, worker_id: int) -> bool:
         return worker_id in self.leases or any(w == worker_id for w, _ in self.answers)

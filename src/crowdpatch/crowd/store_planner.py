@@ -1,32 +1,48 @@
-"""The server's planner: the paper's question scheme, with every decision made in the database.
+"""The server's planner: leases and answers in the database; the project's planner decides what is asked.
 
 Any number of server processes share one store. Handing out a question is one transaction that
-picks the highest-priority open question this worker has not seen whose answers plus live leases
-are below what it wants, locks it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent
-workers spread over questions instead of queueing on one; SQLite has a single writer, serialized
-here by a process lock), re-counts under the lock and leases it. Storing an answer locks the
-question the same way, so a question never gets more answers than wanted (gold aside), and
-whatever the answer decides is written by :func:`close_question` in the same transaction.
+picks the highest-priority open question this worker has not seen whose answers plus leases are
+below what it wants, locks it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent workers
+spread over questions instead of queueing on one; SQLite has a single writer, serialized here by a
+process lock), re-checks it under the lock and leases it. Storing an answer locks the question the
+same way, so a question never gets more answers than wanted (gold aside), and whatever the answer
+decides (:meth:`QuestionPlanner.after_answer`: done and what it creates, or how many answers it
+now wants) is written in the same transaction.
+
+Counting is done by counters on the task row (``answers_count``, ``leases_count``,
+``answers_disagree``), changed in the same transaction as the rows they count, so the next
+question is the first row of the ``ix_task_queue`` index that passes a few column tests: the
+request path costs a handful of indexed statements whatever the number of open questions. The hot
+statements are plain SQL (``text``), built once: building SQLAlchemy expressions per request cost
+more than running them.
+
+A lease holds its slot until it is answered, its question closes, or it has expired *and* its slot
+is handed to another worker (the expired row is then deleted). So a late answer is accepted
+exactly when nobody took its place, and expired leases do not pile up: those of closed questions
+are deleted when the question closes, and a periodic sweep removes any left by other writers.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
-from sqlalchemy import and_, case, delete, exists, func, select
+from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.decisions import close_question
+from crowdpatch.crowd.planners import planner_for
 from crowdpatch.crowd.planner import AnswerRejected, Assignment, validate_value, votes_target
 from crowdpatch.crowd.quality_control import record_answer_quality
-from crowdpatch.crowd.tasks import question_text
+from crowdpatch.crowd.tasks import question_text, shown_kind, task_variant
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow, WorkerRow
 
 Mode = Literal["patch", "polygon"]
@@ -42,6 +58,10 @@ class TooManyHeld(RuntimeError):
 
 class WorkerStopped(RuntimeError):
     """The worker fell below the quality bar and gets no more questions."""
+
+
+class SessionComplete(RuntimeError):
+    """The worker has given the answers its session asks for."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,43 @@ def validate_polygon(value: Any, width: int, height: int) -> dict[str, list[list
     return {"polygon": clean}
 
 
+def wanted_sql(early_stop: bool, task: str = "t") -> str:
+    """How many answers a question wants, in SQL over its row: :func:`votes_target` of the counters.
+
+    The one place the hand-out query says "wanted"; it must agree with ``votes_target`` (which
+    decides, in Python, when a question is done). A planner that wants a different number of
+    answers changes both, and keeps on the task row whatever its rule reads (as ``answers_disagree``
+    is kept for early stop).
+    """
+    if not early_stop:
+        return f"{task}.votes_wanted"
+    return f"(CASE WHEN {task}.votes_wanted <= 2 OR {task}.answers_disagree THEN {task}.votes_wanted ELSE 2 END)"
+
+
+def _from_text(value: Any) -> Any:
+    """A JSON column read by plain SQL on SQLite: its text (PostgreSQL's driver decodes ``json`` itself)."""
+    return json.loads(value) if value is not None else None
+
+
+def _decoded(value: Any) -> Any:
+    return value
+
+
+def _spec(value: Any) -> dict[str, Any]:
+    """A task's ``spec`` however it arrives: JSON text (SQLite, plain SQL), a dict (PostgreSQL, the ORM), or none."""
+    if value is None:
+        return {}
+    return json.loads(value) if isinstance(value, str) else value
+
+
+_TASK_FIELDS = "t.id, t.kind, t.image_id, t.box, t.grid_size, t.spec"
+_UNSEEN = (
+    "NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
+    " AND NOT EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker)"
+)
+_KINDS: dict[str, str] = {"patch": "('verify', 'outline', 'patch', 'grid', 'cell')", "polygon": "('polygon')"}
+
+
 class StorePlanner:
     """Leases and answers for one project, safe across threads and processes."""
 
@@ -90,6 +147,100 @@ class StorePlanner:
         self.rng = rng or random.Random()
         self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self._sqlite_writer = threading.Lock()
+        self._next_sweep = 0.0
+        self._json: Callable[[Any], Any] = _decoded if self.postgres else _from_text
+        self.scheme = planner_for(config)
+        self.early_stop = self.scheme.uses_early_stop(config)
+        self._statements = self._prepare()
+        self.sync_counters()
+
+    def _prepare(self) -> dict[str, str]:
+        """Every hot statement, built once (see the module docstring)."""
+        wanted = wanted_sql(self.early_stop)
+        # Only PostgreSQL re-checks a locked pick and may skip it (SQLite's single writer cannot race).
+        skip = " AND t.id <> ALL(:skipped)" if self.postgres else ""
+        statements = {
+            "worker": "SELECT banned, stopped_reason, (SELECT count(*) FROM answer WHERE worker_id = :worker) FROM worker WHERE id = :worker",
+            "held": (
+                f"SELECT l.id, t.state, {_TASK_FIELDS} FROM lease l JOIN task t ON t.id = l.task_id"
+                " WHERE l.worker_id = :worker AND l.expires_at > :now"
+                " AND NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = l.task_id AND a.worker_id = :worker)"
+                " ORDER BY l.id"
+            ),
+            "extend": "UPDATE lease SET expires_at = :expires WHERE id = :lease",
+            "lease": "INSERT INTO lease (task_id, worker_id, expires_at, leased_at) VALUES (:task, :worker, :expires, :now)",
+            # Counters are set from an indexed count of the question's few rows, not incremented: a row
+            # written by another writer (a test, the in-process simulator) cannot leave them off for long.
+            "leased": "UPDATE task SET leases_count = (SELECT count(*) FROM lease WHERE task_id = :task) WHERE id = :task",
+            "recheck": (
+                f"SELECT t.state, t.answers_count + t.leases_count < {wanted}, "
+                f"EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker) "
+                f"OR EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker) FROM task t WHERE t.id = :task"
+            ),
+            "drop_lease": "DELETE FROM lease WHERE id = :lease",
+            "has_open": (
+                f"SELECT 1 FROM task WHERE project_id = :project AND state = 'open' AND kind IN {_KINDS['patch']} LIMIT 1"
+            ),
+            "gold": (
+                f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.kind = 'gold' AND {_UNSEEN}"
+                " ORDER BY random() LIMIT 1"
+            ),
+            "by_client": "SELECT id, worker_id, task_id FROM answer WHERE client_id = :client",
+            "task": (
+                "SELECT project_id, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec"
+                " FROM task WHERE id = :task" + (" FOR UPDATE" if self.postgres else "")
+            ),
+            "own_lease": "SELECT id, expires_at, leased_at FROM lease WHERE task_id = :task AND worker_id = :worker",
+            "answer": (
+                "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source)"
+                # SQLite stores JSON as text; a CAST there would apply numeric affinity.
+                f" VALUES (:task, :worker, {'CAST(:value AS JSON)' if self.postgres else ':value'}, :client, :shown, :answered, :client_ms, :seconds, :source) RETURNING id"
+            ),
+            "answered": (
+                "UPDATE task SET answers_count = :answers, leases_count = (SELECT count(*) FROM lease WHERE task_id = :task),"
+                " answers_disagree = :disagree WHERE id = :task"
+            ),
+            "effective": (
+                "SELECT a.worker_id, a.value FROM answer a JOIN worker w ON w.id = a.worker_id"
+                " WHERE a.task_id = :task AND NOT w.banned ORDER BY a.id"
+            ),
+            "given": "SELECT count(*) FROM answer WHERE worker_id = :worker",
+            "close_leases": "DELETE FROM lease WHERE task_id = :task",
+            "no_leases": "UPDATE task SET leases_count = 0 WHERE id = :task",
+            "sweep": (
+                "DELETE FROM lease WHERE expires_at <= :before AND task_id IN"
+                " (SELECT id FROM task WHERE project_id = :project AND (state <> 'open' OR kind = 'gold'))"
+            ),
+        }
+        for mode, kinds in _KINDS.items():
+            statements[f"pick_{mode}"] = (
+                f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.state = 'open'"
+                f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count < {wanted} AND {_UNSEEN}"
+                f"{skip} ORDER BY t.priority, t.level, t.id LIMIT 1"
+            )
+            # An expired lease's slot, handed to this worker (the row is deleted: its holder's place is taken).
+            statements[f"reclaim_{mode}"] = (
+                f"SELECT l.id, {_TASK_FIELDS} FROM lease l JOIN task t ON t.id = l.task_id"
+                f" WHERE l.expires_at <= :now AND l.worker_id <> :worker AND t.project_id = :project AND t.state = 'open'"
+                f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count - 1 < {wanted} AND {_UNSEEN}"
+                f"{skip} ORDER BY t.priority, t.level, t.id LIMIT 1"
+            )
+        for name in [name for name in statements if name.startswith(("pick_", "reclaim_"))]:
+            if self.postgres:
+                statements[name + "_wait"] = statements[name] + " FOR UPDATE OF t"
+                statements[name] += " FOR UPDATE OF t SKIP LOCKED"
+        if self.postgres:  # psycopg's placeholders; sqlite3 takes :name as written
+            statements = {name: re.sub(r":(\w+)", r"%(\1)s", sql) for name, sql in statements.items()}
+        return statements
+
+    def _run(self, session: Session, name: str, **params: Any) -> Any:
+        """Execute a prepared statement on the session's DBAPI connection (its transaction); the cursor."""
+        cursor = session.connection().connection.cursor()
+        cursor.execute(self._statements[name], params)
+        return cursor
+
+    def _one(self, session: Session, name: str, **params: Any) -> tuple | None:
+        return self._run(session, name, **params).fetchone()
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -102,52 +253,91 @@ class StorePlanner:
 
     # -- counting ------------------------------------------------------------------------------
 
+    def _effective_answers(self, session: Session, task_id: int) -> list[tuple[int, Any]]:
+        """(worker, value) of the answers that count toward a question (a stopped worker's do not), oldest first."""
+        return [(worker, self._json(value)) for worker, value in self._run(session, "effective", task=task_id).fetchall()]
+
     def _effective_values(self, session: Session, task_id: int) -> list[Any]:
-        """Answers that count toward a question (a stopped worker's do not), oldest first."""
-        return list(
-            session.scalars(
-                select(AnswerRow.value)
-                .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
-                .where(AnswerRow.task_id == task_id, WorkerRow.banned.is_(False))
-                .order_by(AnswerRow.id)
+        return [value for _, value in self._effective_answers(session, task_id)]
+
+    def sync_counters(self, task_ids: Iterable[int] | None = None) -> int:
+        """Recompute the task rows' counters from the answer and lease rows; returns how many were wrong.
+
+        Run when the planner starts (answers may have been stored by another writer, such as the
+        in-process simulator, which keeps no counters) and after a ban (a stopped worker's answers
+        stop counting). Rows found wrong are locked and recomputed under the lock, so a server
+        process may run this while others serve.
+        """
+        with self._write() as session:
+            return self._sync(session, None if task_ids is None else list(task_ids))
+
+    def _sync(self, session: Session, task_ids: list[int] | None) -> int:
+        if task_ids is not None and not task_ids:
+            return 0
+        wrong = self._wrong_counters(session, task_ids, lock=False)
+        if self.postgres and wrong:
+            wrong = self._wrong_counters(session, [row[0] for row in wrong], lock=True)
+        for task_id, answers, leases, disagree in wrong:
+            session.execute(
+                text("UPDATE task SET answers_count = :a, leases_count = :l, answers_disagree = :d WHERE id = :task"),
+                {"a": answers, "l": leases, "d": disagree, "task": task_id},
             )
+        return len(wrong)
+
+    def _wrong_counters(self, session: Session, task_ids: list[int] | None, lock: bool) -> list[tuple[int, int, int, bool]]:
+        """Open questions whose counters differ from their rows, with the right values."""
+        sql = (
+            "SELECT t.id, t.answers_count, t.leases_count, t.answers_disagree,"
+            " (SELECT count(*) FROM answer a JOIN worker w ON w.id = a.worker_id WHERE a.task_id = t.id AND NOT w.banned),"
+            " (SELECT count(*) FROM lease l WHERE l.task_id = t.id)"
+            " FROM task t WHERE t.project_id = :project AND t.state = 'open'"
         )
-
-    def _live_leases(self, session: Session, task_id: int, now: float, other_than: int | None = None) -> int:
-        query = select(func.count()).select_from(LeaseRow).where(LeaseRow.task_id == task_id, LeaseRow.expires_at > now)
-        if other_than is not None:
-            query = query.where(LeaseRow.worker_id != other_than)
-        return session.scalar(query) or 0
-
-    def _wants_more(self, session: Session, task: TaskRow, now: float, other_than: int | None = None) -> bool:
-        values = self._effective_values(session, task.id)
-        target = votes_target(values, task.votes_wanted, self.config.crowd.early_stop)
-        return len(values) + self._live_leases(session, task.id, now, other_than) < target
+        params: dict[str, Any] = {"project": self.project_id}
+        if task_ids is not None:
+            sql += " AND t.id IN :ids"
+            params["ids"] = task_ids
+        if lock:
+            sql += " ORDER BY t.id FOR UPDATE OF t"
+        statement = text(sql)
+        if task_ids is not None:
+            statement = statement.bindparams(bindparam("ids", expanding=True))
+        wrong = []
+        for task_id, answers, leases, disagree, true_answers, true_leases in session.execute(statement, params).all():
+            true_disagree = False
+            if true_answers >= 2:
+                values = self._effective_values(session, task_id)
+                true_disagree = values[0] != values[1]
+            if (answers, leases, bool(disagree)) != (true_answers, true_leases, true_disagree):
+                wrong.append((task_id, true_answers, true_leases, true_disagree))
+        return wrong
 
     # -- asking --------------------------------------------------------------------------------
 
-    def next_task(self, worker_id: int, mode: Mode = "patch", exclude: tuple[int, ...] = ()) -> Assignment | None:
+    def next_task(
+        self, worker_id: int, mode: Mode = "patch", exclude: tuple[int, ...] = (), max_answers: int | None = None
+    ) -> Assignment | None:
         """Lease a question to the worker (or re-issue one it holds); None when it has nothing left.
 
-        ``exclude`` names held questions the client already shows (so a prefetch gets another).
+        ``exclude`` names held questions the client already shows (so a prefetch gets another);
+        ``max_answers`` ends the session (:class:`SessionComplete`) once the worker has given that many.
         """
         now = self.clock()
         with self._write() as session:
-            worker = session.get(WorkerRow, worker_id)
-            if worker is None or worker.banned:
-                raise WorkerStopped(worker.stopped_reason if worker else "unknown worker")
-            held = self._held(session, worker_id, now, exclude)
-            if held is not None:
-                return held
-            held_count = session.scalar(
-                select(func.count()).select_from(LeaseRow).where(
-                    LeaseRow.worker_id == worker_id,
-                    LeaseRow.expires_at > now,
-                    ~exists().where(AnswerRow.task_id == LeaseRow.task_id, AnswerRow.worker_id == worker_id),
-                )
-            )
-            if held_count >= self.MAX_HELD:
-                raise TooManyHeld(f"you hold {held_count} unanswered questions; answer them first")
+            row = self._one(session, "worker", worker=worker_id)
+            if row is not None and max_answers is not None and row[2] >= max_answers:
+                raise SessionComplete(f"{row[2]} answers given")
+            if row is None or row[0]:
+                raise WorkerStopped(row[1] if row else "unknown worker")
+            if now >= self._next_sweep:
+                self._sweep(session, now)
+            expires_at = now + self.config.crowd.lease_seconds
+            held = self._run(session, "held", worker=worker_id, now=now).fetchall()
+            for lease_id, state, *task in held:
+                if task[0] not in exclude and (state == "open" or task[1] == "gold"):
+                    self._run(session, "extend", lease=lease_id, expires=expires_at)
+                    return self._assignment(task, expires_at)
+            if len(held) >= self.MAX_HELD:
+                raise TooManyHeld(f"you hold {len(held)} unanswered questions; answer them first")
             task = None
             if mode == "patch" and self.config.crowd.gold_rate > 0 and self.rng.random() < self.config.crowd.gold_rate:
                 task = self._pick_gold(session, worker_id)
@@ -155,115 +345,65 @@ class StorePlanner:
                 task = self._pick_open(session, worker_id, mode, now)
             if task is None:
                 return None
-            expires_at = now + self.config.crowd.lease_seconds
-            session.add(LeaseRow(task_id=task.id, worker_id=worker_id, expires_at=expires_at, leased_at=now))
+            self._run(session, "lease", task=task[0], worker=worker_id, expires=expires_at, now=now)
+            self._run(session, "leased", task=task[0])
             return self._assignment(task, expires_at)
 
-    def _held(self, session: Session, worker_id: int, now: float, exclude: tuple[int, ...]) -> Assignment | None:
-        """A live lease the worker holds and has not answered (after a reload), with a fresh expiry."""
-        lease = session.scalar(
-            select(LeaseRow)
-            .where(
-                LeaseRow.worker_id == worker_id,
-                LeaseRow.expires_at > now,
-                LeaseRow.task_id.notin_(exclude) if exclude else True,
-                ~exists().where(AnswerRow.task_id == LeaseRow.task_id, AnswerRow.worker_id == worker_id),
-            )
-            .order_by(LeaseRow.id)
-            .limit(1)
-        )
-        if lease is None:
-            return None
-        task = session.get(TaskRow, lease.task_id)
-        if task.state != "open" and task.kind != "gold":
-            return None
-        lease.expires_at = now + self.config.crowd.lease_seconds
-        return self._assignment(task, lease.expires_at)
+    def _sweep(self, session: Session, now: float) -> None:
+        """Delete leases that expired a lease period ago on closed (or gold) questions: nobody answers them now."""
+        grace = self.config.crowd.lease_seconds
+        self._run(session, "sweep", before=now - grace, project=self.project_id)
+        self._next_sweep = now + grace / 4
 
-    def _unseen(self, worker_id: int):
-        return and_(
-            ~exists().where(AnswerRow.task_id == TaskRow.id, AnswerRow.worker_id == worker_id),
-            ~exists().where(LeaseRow.task_id == TaskRow.id, LeaseRow.worker_id == worker_id),
-        )
-
-    def _pick_gold(self, session: Session, worker_id: int) -> TaskRow | None:
-        has_open = session.scalar(
-            select(TaskRow.id).where(
-                TaskRow.project_id == self.project_id, TaskRow.state == "open", TaskRow.kind.in_(("verify", "patch", "grid"))
-            ).limit(1)
-        )
-        if has_open is None:
+    def _pick_gold(self, session: Session, worker_id: int) -> tuple | None:
+        if self._one(session, "has_open", project=self.project_id) is None:
             return None
-        return session.scalar(
-            select(TaskRow)
-            .where(TaskRow.project_id == self.project_id, TaskRow.kind == "gold", self._unseen(worker_id))
-            .order_by(func.random())
-            .limit(1)
-        )
+        return self._one(session, "gold", project=self.project_id, worker=worker_id)
 
-    def _pick_open(self, session: Session, worker_id: int, mode: Mode, now: float) -> TaskRow | None:
-        """The first open question in priority order that still wants an answer, locked."""
-        answers = (
-            select(func.count())
-            .select_from(AnswerRow)
-            .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
-            .where(AnswerRow.task_id == TaskRow.id, WorkerRow.banned.is_(False))
-            .correlate(TaskRow)
-            .scalar_subquery()
-        )
-        leases = (
-            select(func.count())
-            .select_from(LeaseRow)
-            .where(LeaseRow.task_id == TaskRow.id, LeaseRow.expires_at > now)
-            .correlate(TaskRow)
-            .scalar_subquery()
-        )
-        if self.config.crowd.early_stop:
-            # votes_target() in SQL: two while the first two answers are not in (or agree).
-            wanted = case((answers >= 2, TaskRow.votes_wanted), (TaskRow.votes_wanted < 2, TaskRow.votes_wanted), else_=2)
-        else:
-            wanted = TaskRow.votes_wanted
-        kinds = ("polygon",) if mode == "polygon" else ("verify", "patch", "grid")
-        query = (
-            select(TaskRow)
-            .where(
-                TaskRow.project_id == self.project_id,
-                TaskRow.state == "open",
-                TaskRow.kind.in_(kinds),
-                self._unseen(worker_id),
-                answers + leases < wanted,
-            )
-            .order_by(case((TaskRow.kind == "verify", 0), else_=1), TaskRow.level, TaskRow.id)
-            .limit(1)
-        )
-        skipped: list[int] = []
-        # SKIP LOCKED spreads concurrent workers over questions; when everything wanted is locked
-        # by someone else at this instant, a plain lock waits instead of wrongly answering "none".
-        for skip_locked in (True, False) if self.postgres else (False,):
-            while True:
-                attempt = query.where(TaskRow.id.notin_(skipped)) if skipped else query
-                if self.postgres:
-                    attempt = attempt.with_for_update(skip_locked=skip_locked, of=TaskRow)
-                task = session.scalar(attempt)
-                if task is None:
-                    break
-                # Re-count under the lock: a lease committed after this statement's snapshot is visible now.
-                session.refresh(task)
-                if task.state == "open" and self._wants_more(session, task, now):
+    def _pick_open(self, session: Session, worker_id: int, mode: Mode, now: float) -> tuple | None:
+        """The first question in priority order with a slot for this worker, locked; expired slots first.
+
+        An expired lease whose question still wants its answer is overdue work, so it is handed on
+        before fresh slots; its row is deleted, which is what refuses its holder's late answer.
+        """
+        params = {"project": self.project_id, "worker": worker_id, "now": now}
+        for name in (f"reclaim_{mode}", f"pick_{mode}"):
+            skipped: list[int] = [-1]
+            # SKIP LOCKED spreads concurrent workers over questions; when everything wanted is locked
+            # by someone else at this instant, a plain lock waits instead of wrongly answering "none".
+            for variant in (name, name + "_wait") if self.postgres else (name,):
+                while True:
+                    row = self._one(session, variant, skipped=skipped, **params)
+                    if row is None:
+                        break
+                    lease_id, task = (row[0], tuple(row[1:])) if name.startswith("reclaim") else (None, tuple(row))
+                    if self.postgres and not self._still_free(session, task[0], worker_id, reclaiming=lease_id is not None):
+                        skipped.append(task[0])
+                        continue
+                    if lease_id is not None:
+                        self._run(session, "drop_lease", lease=lease_id)
+                        self._run(session, "leased", task=task[0])
                     return task
-                skipped.append(task.id)
         return None
 
-    def _assignment(self, task: TaskRow, expires_at: float) -> Assignment:
-        kind = "patch" if task.kind == "gold" else task.kind
+    def _still_free(self, session: Session, task_id: int, worker_id: int, reclaiming: bool) -> bool:
+        """Re-check under the lock: this statement sees whatever committed while the pick was running."""
+        state, free, seen = self._one(session, "recheck", task=task_id, worker=worker_id)
+        return state == "open" and not seen and (reclaiming or bool(free))
+
+    def _assignment(self, task: tuple | Any, expires_at: float) -> Assignment:
+        task_id, kind, image_id, box, grid_size, spec = task
+        active = _spec(spec).get("active")
         return Assignment(
-            task_id=task.id,
-            kind=kind,
-            image_id=task.image_id,
-            box=Box.from_list(task.box),
-            grid_size=task.grid_size,
+            task_id=task_id,
+            kind=shown_kind(kind),
+            image_id=image_id,
+            box=Box.from_list(json.loads(box) if isinstance(box, str) else box),  # text on SQLite
+            grid_size=grid_size,
             question=question_text(kind, self.config.target),
             lease_expires_at=expires_at,
+            variant=task_variant(kind),
+            active_cells=tuple(active) if active is not None else None,
         )
 
     # -- answering -----------------------------------------------------------------------------
@@ -278,63 +418,114 @@ class StorePlanner:
         client_ms: int | None,
         time_source: str = "measured",
     ) -> StoredAnswer:
-        """Store one answer and everything it decides; the same ``client_id`` again returns the stored one."""
+        """Store one answer and everything it decides; the same ``client_id`` again returns the stored one.
+
+        The answer is acknowledged (this returns) only after its transaction commits.
+        """
         now = self.clock()
         with self._write() as session:
-            existing = session.scalar(select(AnswerRow).where(AnswerRow.client_id == client_id))
+            existing = self._one(session, "by_client", client=client_id)
             if existing is not None:
-                if existing.worker_id != worker_id or existing.task_id != task_id:
+                answer_id, owner, answered_task = existing
+                if owner != worker_id or answered_task != task_id:
                     raise NotLeased(f"client id {client_id!r} was used for another answer")
-                task = session.get(TaskRow, task_id)
-                given = self._answers_given(session, worker_id, up_to=existing.id)
-                return StoredAnswer(existing.id, task_id, True, task.state == "done", False, given)
-            task = session.get(TaskRow, task_id, with_for_update=self.postgres)
-            lease = session.scalar(select(LeaseRow).where(LeaseRow.task_id == task_id, LeaseRow.worker_id == worker_id))
-            if task is None or task.project_id != self.project_id or lease is None:
-                raise NotLeased(f"task {task_id} is not leased to you")
-            if task.kind == "polygon":
-                image = session.get(ImageRow, task.image_id)
+                state = session.scalar(select(TaskRow.state).where(TaskRow.id == task_id))
+                given = self._answers_given(session, worker_id, up_to=answer_id)
+                return StoredAnswer(answer_id, task_id, True, state == "done", False, given)
+            task = self._one(session, "task", task=task_id)
+            lease = self._one(session, "own_lease", task=task_id, worker=worker_id)
+            if task is None or task[0] != self.project_id or lease is None:
+                # An expired lease whose slot went to another worker was deleted: its place is taken.
+                raise NotLeased(f"task {task_id} is not leased to you (or your lease expired and went to someone else)")
+            _, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec = task
+            lease_id, lease_expires_at, leased_at = lease
+            if kind == "polygon":
+                image = session.get(ImageRow, image_id)
                 value = validate_polygon(value, image.width, image.height)
             else:
-                value = validate_value(task.kind, value, task.grid_size)
-            if task.kind != "gold":
-                if task.state != "open":
+                value = validate_value(kind, value, grid_size, _spec(spec).get("active"))
+            if kind != "gold":
+                if state != "open":
                     raise NotLeased(f"task {task_id} already has all its answers")
-                if lease.expires_at <= now and not self._wants_more(session, task, now, other_than=worker_id):
-                    # A late answer is honest work; it is refused only when it would over-ask the question.
-                    raise NotLeased(f"your lease on task {task_id} expired and others answered it")
-            shown_at = lease.leased_at if lease.leased_at is not None else now
+                if lease_expires_at <= now:
+                    # The lease still holds its slot (nobody took its place): the late answer is honest work,
+                    # refused only when the question's wants shrank (a ban) and it would over-ask.
+                    given_values = self._effective_values(session, task_id)
+                    if len(given_values) >= votes_target(given_values, votes_wanted, self.early_stop):
+                        raise NotLeased(f"your lease on task {task_id} expired and others answered it")
+            shown_at = leased_at if leased_at is not None else now
             seconds = client_ms / 1000.0 if client_ms is not None and client_ms > 0 else now - shown_at
-            answer = AnswerRow(
-                task_id=task_id,
-                worker_id=worker_id,
-                value=value,
-                client_id=client_id,
-                shown_at=shown_at,
-                answered_at=now,
-                client_ms=client_ms,
-                seconds=seconds,
-                time_source=time_source,
-            )
-            session.add(answer)
-            session.delete(lease)
-            session.flush()
+            answer_id = self._insert_answer(session, task_id, worker_id, value, client_id, shown_at, now, client_ms, seconds, time_source)
+            self._run(session, "drop_lease", lease=lease_id)
             given = self._answers_given(session, worker_id)
             worker = session.get(WorkerRow, worker_id)
-            stopped = record_answer_quality(worker, task.kind, task.gold_answer, value, seconds, self.config.crowd, given)
+            was_banned = worker.banned
+            stopped = record_answer_quality(worker, kind, self._json(gold_answer), value, seconds, self.config.crowd, given)
+            session.flush()
+            # After the quality check: the answer that gets its worker stopped does not count either.
+            answers = self._effective_answers(session, task_id)
+            values = [v for _, v in answers]
+            disagree = len(values) >= 2 and values[0] != values[1]
+            self._run(session, "answered", task=task_id, answers=len(values), disagree=disagree)
             done = False
-            if task.kind != "gold":
-                values = self._effective_values(session, task_id)
-                if len(values) >= votes_target(values, task.votes_wanted, self.config.crowd.early_stop):
-                    close_question(session, self.project_id, self.config, task_id, values)
-                    done = True
-            return StoredAnswer(answer.id, task_id, False, done, stopped or worker.banned, given)
+            if kind != "gold":
+                done = self._decide(session, task_id, answers)
+                if done:
+                    self._run(session, "close_leases", task=task_id)
+                    self._run(session, "no_leases", task=task_id)
+            if worker.banned and not was_banned:
+                self._release_stopped(session, worker_id)
+            return StoredAnswer(answer_id, task_id, False, done, stopped or worker.banned, given)
+
+    def _decide(self, session: Session, task_id: int, answers: list[tuple[int, Any]]) -> bool:
+        """What the answers so far decide (the project's planner): True when the question is done.
+
+        A question that wants more answers keeps its new ``votes_wanted`` on the row, where the
+        hand-out query reads it. On PostgreSQL two processes may close neighbouring windows at the
+        same moment and both create the window they share (asked once: one row per region, kind and
+        key); the decision locks the image first (``decisions.lock_image``), and a unique-key
+        failure that still slips through is retried in a savepoint, where it finds the other's row.
+        """
+        def decide() -> bool:
+            task = session.get(TaskRow, task_id)
+            outcome = self.scheme.after_answer(session, self.project_id, self.config, task, answers)
+            if not outcome.done:
+                task.votes_wanted = outcome.votes_wanted
+            session.flush()
+            return outcome.done
+
+        if not self.postgres:
+            return decide()
+        for attempt in range(3):
+            try:
+                with session.begin_nested():
+                    return decide()
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        return False
+
+    def _insert_answer(
+        self, session: Session, task_id: int, worker_id: int, value: Any, client_id: str,
+        shown_at: float, answered_at: float, client_ms: int | None, seconds: float, time_source: str,
+    ) -> int:
+        params = {
+            "task": task_id, "worker": worker_id, "value": json.dumps(value), "client": client_id, "shown": shown_at,
+            "answered": answered_at, "client_ms": client_ms, "seconds": seconds, "source": time_source,
+        }
+        return self._one(session, "answer", **params)[0]
+
+    def _release_stopped(self, session: Session, worker_id: int) -> None:
+        """A worker just stopped: its answers stop counting and its leases free their slots."""
+        task_ids = set(session.scalars(select(AnswerRow.task_id).where(AnswerRow.worker_id == worker_id)))
+        task_ids |= set(session.scalars(select(LeaseRow.task_id).where(LeaseRow.worker_id == worker_id)))
+        session.execute(delete(LeaseRow).where(LeaseRow.worker_id == worker_id))
+        self._sync(session, sorted(task_ids))
 
     def _answers_given(self, session: Session, worker_id: int, up_to: int | None = None) -> int:
-        query = select(func.count()).select_from(AnswerRow).where(AnswerRow.worker_id == worker_id)
-        if up_to is not None:
-            query = query.where(AnswerRow.id <= up_to)
-        return session.scalar(query) or 0
+        if up_to is None:
+            return self._one(session, "given", worker=worker_id)[0]
+        return session.scalar(text("SELECT count(*) FROM answer WHERE worker_id = :worker AND id <= :up_to"), {"worker": worker_id, "up_to": up_to})
 
     def answers_given(self, worker_id: int) -> int:
         with self.sessions() as session:
@@ -366,4 +557,6 @@ class StorePlanner:
             session.execute(delete(LeaseRow).where(LeaseRow.task_id == task.id, LeaseRow.worker_id == worker_id))
             expires_at = now + self.config.crowd.lease_seconds
             session.add(LeaseRow(task_id=task.id, worker_id=worker_id, expires_at=expires_at, leased_at=now))
-            return self._assignment(task, expires_at)
+            session.flush()
+            self._sync(session, [task.id])
+            return self._assignment((task.id, task.kind, task.image_id, task.box, task.grid_size, task.spec), expires_at)

@@ -18,6 +18,7 @@ from crowdpatch.crowd.adaptive import grid_resolution
 from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.masks.outline import outline_mask, salient_pixels
 from crowdpatch.masks.refine import grabcut_refine, refined_soft
+from crowdpatch.masks.polygons import build_polygon_masks
 from crowdpatch.patches.lattice import WindowKey, grid_cells
 from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
 from crowdpatch.project import Project
@@ -224,6 +225,8 @@ def build_masks(
             progress(1)
     if "coco" in formats:
         write_coco_json(out / "coco.json", coco)
+    # Polygons drawn in the baseline study become masks beside these (masks/polygon/), for the comparison.
+    build_polygon_masks(project)
     return stats
 
 

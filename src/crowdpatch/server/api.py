@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Callable, Literal, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from crowdpatch.boxes import Box
 from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.crowd.planner import AnswerRejected, Assignment
-from crowdpatch.crowd.store_planner import NotLeased, TooManyHeld, WorkerStopped
+from crowdpatch.crowd.store_planner import NotLeased, SessionComplete, TooManyHeld, WorkerStopped
 from crowdpatch.server import images
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
@@ -21,6 +22,7 @@ from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, cons
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
 router = APIRouter(prefix="/api/v1")
+T = TypeVar("T")
 
 DB_INT_MAX = 2**31 - 1
 """Ids are 32-bit integer columns: a larger id in a URL is a 422, not a database overflow (a 500)."""
@@ -89,22 +91,37 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
         image_width=width,
         image_height=height,
         variant=assignment.variant,
+        active_cells=list(assignment.active_cells) if assignment.active_cells is not None else None,
     )
 
 
+async def in_planner(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a planner transaction: on the event loop for SQLite, on the thread pool for PostgreSQL.
+
+    SQLite has one writer and answers in tens of microseconds, so a hop to a thread (and the
+    contention for the GIL and the writer lock that comes with it) costs more than the transaction.
+    A PostgreSQL round trip, or a row lock another process holds, must not stall the event loop.
+    """
+    if state.planner.postgres:
+        return await run_in_threadpool(call, *args, **kwargs)
+    return call(*args, **kwargs)
+
+
 @router.get("/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}})
-def next_task(
+async def next_task(
     state: State,
     worker: Worker,
     exclude: Annotated[str, Query(max_length=400, description="Comma-separated task ids already on screen.")] = "",
 ):
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
-    quota = worker.platform != "simulated"  # a rehearsal's simulated workers answer until the work runs out
-    if quota and state.planner.answers_given(worker.worker_id) >= state.server.answers_per_session:
-        return Response(status_code=204)
+    # A rehearsal's simulated workers answer until the work runs out; the quota is checked in the
+    # planner's transaction (one round trip less per request).
+    quota = None if worker.platform == "simulated" else state.server.answers_per_session
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
-        assignment = state.planner.next_task(worker.worker_id, worker.mode, skip)
+        assignment = await in_planner(state, state.planner.next_task, worker.worker_id, worker.mode, skip, max_answers=quota)
+    except SessionComplete:
+        return Response(status_code=204)
     except WorkerStopped as exc:
         raise HTTPException(403, STOPPED_MESSAGE) from exc
     except TooManyHeld as exc:
@@ -115,12 +132,12 @@ def next_task(
 
 
 @router.post("/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}})
-def post_answer(body: AnswerRequest, state: State, worker: Worker, response: Response) -> AnswerResponse:
+async def post_answer(body: AnswerRequest, state: State, worker: Worker, response: Response) -> AnswerResponse:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
     source = "modeled" if worker.platform == "simulated" else "measured"
     try:
-        stored = state.planner.submit(
-            worker.worker_id, int(body.task_id), body.value(), client_id=body.client_id, client_ms=body.client_ms, time_source=source
+        stored = await in_planner(
+            state, state.planner.submit, worker.worker_id, int(body.task_id), body.value(), client_id=body.client_id, client_ms=body.client_ms, time_source=source
         )
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc

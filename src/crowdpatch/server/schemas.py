@@ -56,6 +56,8 @@ class TaskResponse(BaseModel):
     image_height: int
     variant: Literal["outline"] | None = None
     """"outline": a yes/no about the drawn outline ("does it cover the target well?"), shown like a verification."""
+    active_cells: list[int] | None = None
+    """A grid's boundary round: only these cells are clickable (the others are decided); null: every cell."""
 
 
 class Cells(_Body):

@@ -30,7 +30,7 @@ class ServerState:
         return self.project.config.server
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
     return request.app.state.crowdpatch
 
 
@@ -42,7 +42,7 @@ def check_project(state: ServerState, project: str) -> None:
         raise HTTPException(404, f"no project named {project!r} here")
 
 
-def worker_session(state: State, authorization: Annotated[str | None, Header()] = None) -> WorkerSession:
+async def worker_session(state: State, authorization: Annotated[str | None, Header()] = None) -> WorkerSession:
     if not authorization or not authorization.startswith("Bearer "):
         raise HTTPException(401, "missing 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -12,13 +13,24 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
+ENV_SQLITE_SYNC = "CROWDPATCH_SQLITE_SYNC"
+"""PRAGMA synchronous for SQLite: NORMAL (default), FULL, or OFF (benchmarks: the cost of durability)."""
+
+
+def sqlite_synchronous() -> str:
+    value = os.environ.get(ENV_SQLITE_SYNC, "NORMAL").upper()
+    if value not in ("FULL", "NORMAL", "OFF"):
+        raise ValueError(f"{ENV_SQLITE_SYNC} must be FULL, NORMAL or OFF, not {value!r}")
+    return value
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers (a dashboard, `crowdpatch masks`) run while answers are written; NORMAL sync
     # keeps every commit durable against a process crash (not against power loss) at a fraction of
     # FULL's cost; the busy timeout makes a second process wait instead of failing.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
@@ -37,8 +49,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # A server process runs its requests on a thread pool: give it enough connections not to queue.
-    return create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=16)
+    # A server process runs its planner transactions on a thread pool; a dozen connections keep it
+    # busy (more only wait on the same rows and the GIL), and four processes then stay well inside
+    # PostgreSQL's default max_connections (100), shared with everything else on that server.
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
 
 
 def alembic_config(url: str) -> Config:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -68,13 +68,39 @@ class RegionRow(Base):
     image: Mapped[ImageRow] = relationship(back_populates="regions")
 
 
+KIND_PRIORITY = {"outline": -1, "verify": 0}
+"""Hand-out order between kinds: outline checks (their first answers tell the adaptive planner whether
+outlines are worth asking at all), then verifications (their verdicts create the patch questions),
+then everything else (1)."""
+
+
+def task_priority(kind: str) -> int:
+    return KIND_PRIORITY.get(kind, 1)
+
+
+def _default_priority(context) -> int:
+    return task_priority(context.get_current_parameters()["kind"])
+
+
 class TaskRow(Base):
-    """One question. ``key`` names a window ("level:ix:iy"), "grid", or "verify"; shared windows are one task."""
+    """One question. ``key`` names a window ("level:ix:iy"), "grid", or "verify"; shared windows are one task.
+
+    ``answers_count``, ``leases_count`` and ``answers_disagree`` are kept by the server's planner
+    (crowd/store_planner.py) in the transaction that changes what they count, so handing out a
+    question is one walk of the ``ix_task_queue`` index instead of counting answers and leases of
+    every open question; ``StorePlanner.sync_counters`` recomputes them from the answer and lease
+    rows (after another writer, such as the in-process simulator, or a ban).
+    """
 
     __tablename__ = "task"
     __table_args__ = (
         UniqueConstraint("region_id", "kind", "key"),
         Index("ix_task_open", "project_id", "state"),
+        # Open questions in hand-out order; partial, so closed questions cost the queue nothing.
+        Index(
+            "ix_task_queue", "project_id", "priority", "level", "id",
+            sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -96,6 +122,14 @@ class TaskRow(Base):
     round, ``"active": [cells]`` (only these cells are shown clickable and voted on)."""
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    priority: Mapped[int] = mapped_column(Integer, default=_default_priority)
+    """Hand-out order between kinds (:func:`task_priority`); then ``level``, then ``id``."""
+    answers_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Answers that count: those of workers not stopped."""
+    leases_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Lease rows on the question, expired ones included until their slot is handed to someone else."""
+    answers_disagree: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The first two counting answers differ (early stop then wants all ``votes_wanted``)."""
 
 
 class WorkerRow(Base):
@@ -126,7 +160,7 @@ class LeaseRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
     worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
-    expires_at: Mapped[float] = mapped_column(Float)  # seconds on the run's clock (simulated or epoch)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)  # seconds on the run's clock (simulated or epoch)
     leased_at: Mapped[float | None] = mapped_column(Float)  # when the server handed it out (shown-at of the answer)
 
 

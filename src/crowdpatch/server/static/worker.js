@@ -7,8 +7,9 @@
   const $ = (id) => document.getElementById(id);
   const state = {
     token: null, perSession: Number(body.dataset.answers), given: 0,
-    current: null, shownAt: 0, next: null, undoable: false, finished: false,
+    current: null, shownAt: 0, next: null, nextReady: null, undoable: false, finished: false,
     cells: new Set(), points: [], closed: false, latencies: [], pressedAt: null, inflight: new Set(),
+    waited: 0,  // key presses whose next patch was not decoded yet (bench/keypress.py reports it)
   };
   window.crowdpatch = state;
 
@@ -71,7 +72,11 @@
     if (response.status === 204) return null;
     if (response.status === 403) { stopped((await response.json()).detail); return null; }
     if (!response.ok) throw new Error("next task: " + response.status);
-    const task = await response.json();
+    return withImages(await response.json());
+  }
+
+  function withImages(task) {
+    // Decoded off the main thread ahead of time: swapping these very elements in paints at once.
     task.main = new Image(); task.main.src = task.image_url;
     task.context = new Image(); task.context.src = task.context_url;
     task.ready = Promise.all([task.main.decode(), task.context.decode()]).catch(() => undefined);
@@ -81,12 +86,16 @@
   function prefetch() {
     // Answers still in flight hold their lease until stored: never let the prefetch get them back.
     const exclude = [...state.inflight, ...(state.current ? [state.current.task_id] : [])];
-    state.next = fetchTask(exclude);
+    const next = fetchTask(exclude);
+    state.next = next;
+    state.nextReady = null;
+    // Once its images are decoded, a key press can show it without waiting for anything.
+    next.then((task) => task && task.ready.then(() => { if (state.next === next) state.nextReady = task; }), () => undefined);
   }
 
   async function advance() {
     const task = await state.next;
-    state.next = null;
+    state.next = null; state.nextReady = null;
     if (state.finished) return;
     if (!task) { await complete(); return; }
     await task.ready;
@@ -94,12 +103,19 @@
     prefetch();
   }
 
+  function place(id, image) {
+    const shown = $(id);
+    if (shown === image) return;
+    image.id = id; image.alt = shown.alt;
+    shown.replaceWith(image);
+  }
+
   function render(task) {
     state.current = task;
     const kind = task.kind;
     $("question").textContent = task.question;
-    $("main").src = task.main.src;
-    $("context").src = task.context.src;
+    place("main", task.main);
+    place("context", task.context);
     $("where").hidden = kind === "verify" || kind === "polygon";
     $("answer-yesno").hidden = kind === "grid" || kind === "polygon";
     $("answer-grid").hidden = kind !== "grid";
@@ -119,17 +135,30 @@
     });
   }
 
-  async function answer(value) {
+  async function answer(value, event) {
     const task = state.current;
     if (!task || state.finished) return;
-    state.pressedAt = performance.now();
+    // The key event's own time: input handling delays count against us too.
+    state.pressedAt = event && event.timeStamp ? event.timeStamp : performance.now();
     const payload = { task_id: task.task_id, answer: value, client_id: clientId(), client_ms: Math.round(state.pressedAt - state.shownAt) };
     state.current = null;
     $("frame").dataset.taskId = "";
     const last = state.given + state.inflight.size + 1 >= state.perSession;
     state.inflight.add(task.task_id);
+    let shown;
+    if (!last && state.nextReady) {
+      // The next patch is here and decoded: show it in this same event, before anything goes on the network.
+      const next = state.nextReady;
+      state.next = null; state.nextReady = null;
+      render(next);
+      prefetch();
+      shown = Promise.resolve();
+    } else {
+      if (!last) state.waited += 1;
+      shown = last ? Promise.resolve() : advance();
+    }
+    // Stored in the background; the retries in api() reuse the client id, so a retry never stores twice.
     const sent = api("POST", "/api/v1/answers", payload).finally(() => state.inflight.delete(task.task_id));
-    const shown = last ? Promise.resolve() : advance();
     const response = await sent;
     if (response.status === 201 || response.status === 200) {
       const result = await response.json();
@@ -155,16 +184,18 @@
       state.undoable = false; $("undo").disabled = true;
       return;
     }
-    const task = await response.json();
-    task.main = new Image(); task.main.src = task.image_url;
-    task.context = new Image(); task.context.src = task.context_url;
-    await Promise.all([task.main.decode(), task.context.decode()]).catch(() => undefined);
+    const task = withImages(await response.json());
+    await task.ready;
     state.given = Math.max(0, state.given - 1);
     counter();
     state.undoable = false; $("undo").disabled = true;
     // The task on screen stays leased to us: it comes back through the prefetch slot.
     const waiting = state.current;
-    if (waiting) { const later = state.next; state.next = Promise.resolve(waiting); if (later) later.then(() => undefined); }
+    if (waiting) {
+      const later = state.next;
+      state.next = Promise.resolve(waiting); state.nextReady = waiting;
+      if (later) later.then(() => undefined);
+    }
     render(task);
     $("message").textContent = "Your last answer was taken back: answer it again.";
   }
@@ -190,21 +221,32 @@
 
   // -- grid --------------------------------------------------------------------------------------
   function buildGrid(size) {
+    // Consecutive grid screens reuse their cells: rebuilding 64 nodes per answer costs a layout.
     const grid = $("grid");
     state.cells = new Set();
-    grid.innerHTML = "";
+    if (grid.dataset.size === String(size)) {
+      for (const cell of grid.querySelectorAll(".on")) cell.classList.remove("on");
+      return;
+    }
+    grid.dataset.size = size;
     grid.style.gridTemplateColumns = `repeat(${size}, 1fr)`;
     grid.style.gridTemplateRows = `repeat(${size}, 1fr)`;
+    const cells = [];
     for (let i = 0; i < size * size; i++) {
       const cell = document.createElement("div");
       cell.dataset.cell = i;
-      cell.addEventListener("click", () => {
-        if (state.cells.has(i)) state.cells.delete(i); else state.cells.add(i);
-        cell.classList.toggle("on", state.cells.has(i));
-      });
-      grid.append(cell);
+      cells.push(cell);
     }
+    grid.replaceChildren(...cells);
   }
+
+  $("grid").addEventListener("click", (event) => {
+    const cell = event.target.closest("[data-cell]");
+    if (!cell) return;
+    const i = Number(cell.dataset.cell);
+    if (state.cells.has(i)) state.cells.delete(i); else state.cells.add(i);
+    cell.classList.toggle("on", state.cells.has(i));
+  });
 
   // -- polygon -----------------------------------------------------------------------------------
   function resetPolygon() { state.points = []; state.closed = false; drawPolygon(); }
@@ -254,8 +296,8 @@
     const task = state.current;
     if (key === "u") { undo(); return; }
     if (!task) return;
-    if ((task.kind === "verify" || task.kind === "patch") && (key === "y" || key === "n")) answer(key === "y" ? "yes" : "no");
-    else if (task.kind === "grid" && key === "enter") { event.preventDefault(); $("grid-submit").click(); }
+    if ((task.kind === "verify" || task.kind === "patch") && (key === "y" || key === "n")) answer(key === "y" ? "yes" : "no", event);
+    else if (task.kind === "grid" && key === "enter") { event.preventDefault(); answer({ cells: [...state.cells].sort((a, b) => a - b) }, event); }
     else if (task.kind === "polygon") {
       if (key === "z" || key === "backspace") polyUndo();
       else if (key === "c") polyClose();

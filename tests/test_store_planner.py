@@ -1,0 +1,244 @@
+"""The server's planner: its task-row counters, expired leases handed on, late answers, sweeps, migration 0003."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+
+from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.store_planner import NotLeased, StorePlanner, TooManyHeld
+from crowdpatch.server.platforms import register_worker
+from crowdpatch.store.db import alembic_config, make_engine, normalize_url
+from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
+
+
+class Clock:
+    def __init__(self, now: float = 1_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def one_vote(config) -> None:
+    config.crowd.votes = 1
+    config.crowd.gold_rate = 0.0
+
+
+def no_gold(config) -> None:
+    config.crowd.gold_rate = 0.0
+
+
+def workers(project, count: int) -> list[int]:
+    return [register_worker(project.sessions, project.id, "local", f"w{i}", {}).id for i in range(count)]
+
+
+def true_counts(project) -> dict[int, tuple[int, int]]:
+    """Open question id -> (answers of workers not stopped, lease rows), counted from the rows."""
+    with project.sessions() as session:
+        banned = set(session.scalars(select(WorkerRow.id).where(WorkerRow.banned)))
+        answers = Counter(t for t, w in session.execute(select(AnswerRow.task_id, AnswerRow.worker_id)) if w not in banned)
+        leases = Counter(session.scalars(select(LeaseRow.task_id)))
+        return {t: (answers[t], leases[t]) for t in session.scalars(select(TaskRow.id).where(TaskRow.state == "open"))}
+
+
+def stored_counts(project) -> dict[int, tuple[int, int]]:
+    with project.sessions() as session:
+        rows = session.execute(select(TaskRow.id, TaskRow.answers_count, TaskRow.leases_count).where(TaskRow.state == "open"))
+        return {t: (a, l) for t, a, l in rows}
+
+
+def test_counters_stay_equal_to_the_rows_while_a_crowd_answers_late_and_abandons_leases(make_project):
+    project = make_project(n_images=4, size=64, configure=no_gold)
+    clock = Clock()
+    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock, rng=random.Random(0))
+    crowd = workers(project, 12)
+    rng = random.Random(1)
+    held: list[tuple[int, int, str]] = []
+    refused = 0
+    for step in range(400):
+        clock.now += rng.expovariate(1.0) * project.config.crowd.lease_seconds / 10
+        worker = rng.choice(crowd)
+        if held and rng.random() < 0.6:
+            owner, task_id, kind = held.pop(rng.randrange(len(held)))
+            if rng.random() < 0.15:
+                continue  # abandoned: the lease expires and its slot is handed on
+            try:
+                value = {"cells": [rng.randrange(4)]} if kind == "grid" else rng.choice(["yes", "no"])
+                planner.submit(owner, task_id, value, client_id=f"c{step}", client_ms=1500)
+            except NotLeased:
+                refused += 1
+            continue
+        try:
+            assignment = planner.next_task(worker)
+        except TooManyHeld:
+            continue
+        if assignment is not None:
+            held.append((worker, assignment.task_id, assignment.kind))
+        assert stored_counts(project) == true_counts(project)
+    assert stored_counts(project) == true_counts(project)
+    assert planner.sync_counters() == 0
+    with project.sessions() as session:
+        for task in session.scalars(select(TaskRow).where(TaskRow.kind != "gold")):
+            values = list(session.scalars(select(AnswerRow.value).where(AnswerRow.task_id == task.id).order_by(AnswerRow.id)))
+            assert len(values) <= votes_target(values, task.votes_wanted, True), task.id
+    assert refused > 0, "some leases should have been handed on before their late answer came"
+
+
+def test_a_late_answer_counts_while_nobody_took_its_place(make_project):
+    project = make_project(n_images=2, size=64, configure=one_vote)
+    clock = Clock()
+    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock)
+    alice, _ = workers(project, 2)
+    task = planner.next_task(alice)
+    clock.now += 10 * project.config.crowd.lease_seconds
+    stored = planner.submit(alice, task.task_id, "yes", client_id="late", client_ms=900)
+    assert not stored.duplicate and stored.task_done
+
+
+def test_an_expired_lease_is_handed_on_and_then_its_late_answer_is_refused(make_project):
+    project = make_project(n_images=2, size=64, configure=one_vote)
+    clock = Clock()
+    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock)
+    alice, bob = workers(project, 2)
+    first = planner.next_task(alice)
+    assert planner.next_task(bob).task_id != first.task_id, "a live lease holds its slot"
+    clock.now += project.config.crowd.lease_seconds + 1
+    # Overdue work goes first: bob gets alice's question, and her expired lease row is gone.
+    assert planner.next_task(bob).task_id == first.task_id
+    with project.sessions() as session:
+        holders = set(session.scalars(select(LeaseRow.worker_id).where(LeaseRow.task_id == first.task_id)))
+    assert holders == {bob}
+    with pytest.raises(NotLeased):
+        planner.submit(alice, first.task_id, "no", client_id="too-late", client_ms=900)
+    planner.submit(bob, first.task_id, "yes", client_id="bob", client_ms=900)
+    with project.sessions() as session:
+        assert session.scalars(select(AnswerRow.worker_id).where(AnswerRow.task_id == first.task_id)).all() == [bob]
+
+
+def test_leases_left_on_closed_questions_are_swept_after_a_lease_period(make_project):
+    project = make_project(n_images=2, size=64, configure=one_vote)
+    clock = Clock()
+    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock)
+    alice, bob = workers(project, 2)
+    task = planner.next_task(alice)
+    planner.submit(alice, task.task_id, "yes", client_id="a", client_ms=900)
+    # Another writer left a lease on the closed question (the in-process simulator keeps its own).
+    with project.sessions.begin() as session:
+        session.add(LeaseRow(task_id=task.task_id, worker_id=bob, expires_at=clock.now + 5, leased_at=clock.now))
+    lease_seconds = project.config.crowd.lease_seconds
+    clock.now += lease_seconds  # expired, but not a lease period ago: kept
+    planner.next_task(alice)
+    with project.sessions() as session:
+        assert session.scalar(select(LeaseRow.id).where(LeaseRow.task_id == task.task_id)) is not None
+    clock.now += lease_seconds
+    planner.next_task(alice)
+    with project.sessions() as session:
+        assert session.scalar(select(LeaseRow.id).where(LeaseRow.task_id == task.task_id)) is None
+
+
+def test_answers_stored_by_another_writer_are_counted_when_the_planner_starts(make_project):
+    project = make_project(n_images=2, size=64, configure=no_gold)
+    alice, bob = workers(project, 2)
+    with project.sessions.begin() as session:
+        task_id = session.scalar(select(TaskRow.id).where(TaskRow.kind == "verify").order_by(TaskRow.id).limit(1))
+        for worker, value in ((alice, "yes"), (bob, "no")):
+            session.add(AnswerRow(task_id=task_id, worker_id=worker, value=value, client_id=f"x{worker}", shown_at=0.0,
+                                  answered_at=1.0, client_ms=900, seconds=0.9, time_source="measured"))
+    StorePlanner(project.sessions, project.id, project.config)
+    with project.sessions() as session:
+        task = session.get(TaskRow, task_id)
+        assert (task.answers_count, task.leases_count, task.answers_disagree) == (2, 0, True)
+
+
+def test_a_stopped_workers_answers_stop_counting_and_its_leases_free_their_slots(make_project):
+    def strict(config) -> None:
+        no_gold(config)
+        config.crowd.min_seconds_per_answer = 1.0
+        config.crowd.too_fast_min_answers = 1
+        config.crowd.too_fast_stop_share = 0.5
+
+    project = make_project(n_images=2, size=64, configure=strict)
+    planner = StorePlanner(project.sessions, project.id, project.config)
+    (hasty,) = workers(project, 1)
+    first = planner.next_task(hasty)
+    second = planner.next_task(hasty, exclude=(first.task_id,))
+    stored = planner.submit(hasty, first.task_id, "yes", client_id="fast", client_ms=50)
+    assert stored.worker_stopped
+    with project.sessions() as session:
+        rows = {t.id: (t.answers_count, t.leases_count) for t in session.scalars(select(TaskRow).where(TaskRow.id.in_([first.task_id, second.task_id])))}
+        assert session.scalar(select(LeaseRow.id).where(LeaseRow.worker_id == hasty)) is None
+    assert rows == {first.task_id: (0, 0), second.task_id: (0, 0)}
+    assert stored_counts(project) == true_counts(project)
+
+
+def test_the_hand_out_query_walks_the_open_question_index_without_sorting(make_project):
+    project = make_project(n_images=2, size=64, configure=no_gold)
+    planner = StorePlanner(project.sessions, project.id, project.config)
+    sql = planner._statements["pick_patch"]
+    with project.engine.connect() as connection:
+        plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, {"project": 1, "worker": 1}))
+    assert "ix_task_queue" in plan and "TEMP B-TREE" not in plan, plan
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path):
+    """A URL to an empty database: a SQLite file, or a fresh schema of the test PostgreSQL (skipped without one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    from test_server_postgres import POSTGRES, postgres_reachable
+
+    reason = postgres_reachable()
+    if reason:
+        pytest.skip(reason)
+    schema = f"cp_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(POSTGRES)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(empty_database):
+    from alembic import command
+
+    url = normalize_url(empty_database)
+    command.upgrade(alembic_config(url), "0002")
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
+        c.execute(text("INSERT INTO image (id, project_id, path, width, height, split, groups, stage) VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"))
+        for task_id, kind in ((1, "verify"), (2, "patch"), (3, "patch")):
+            c.execute(text(
+                "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
+                " VALUES (:id, 1, 1, :kind, :key, 1, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
+            ), {"id": task_id, "kind": kind, "key": f"k{task_id}"})
+        for worker_id, banned in ((1, 0), (2, 0), (3, 1)):
+            c.execute(text(
+                "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast, banned, created_at)"
+                " VALUES (:id, 1, 'local', :ext, '{}', 0, 0, 0, :banned, '2026-01-01')"
+            ), {"id": worker_id, "ext": f"w{worker_id}", "banned": bool(banned)})
+        answers = ((1, 1, '"yes"'), (1, 2, '"no"'), (2, 1, '"yes"'), (2, 3, '"no"'), (2, 2, '"yes"'))
+        for n, (task_id, worker_id, value) in enumerate(answers):
+            c.execute(text(
+                "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, seconds, time_source)"
+                " VALUES (:t, :w, :v, :c, 0, 1, 1, 'measured')"
+            ), {"t": task_id, "w": worker_id, "v": value, "c": f"c{n}"})
+        c.execute(text("INSERT INTO lease (task_id, worker_id, expires_at) VALUES (3, 1, 5.0), (3, 2, 6.0)"))
+    from crowdpatch.store import open_database
+
+    engine.dispose()
+    new_engine, _ = open_database(url)
+    assert "ix_task_queue" in {i["name"] for i in inspect(new_engine).get_indexes("task")}
+    with new_engine.connect() as c:
+        rows = c.execute(text("SELECT id, priority, answers_count, leases_count, answers_disagree FROM task ORDER BY id")).all()
+    # Task 2: the stopped worker's "no" does not count, so its two counting answers agree.
+    assert [tuple(r) for r in rows] == [(1, 0, 2, 0, True), (2, 1, 2, 0, False), (3, 1, 0, 2, False)]
+    new_engine.dispose()
