@@ -125,7 +125,7 @@
     $("frame").dataset.taskId = task.task_id;
     $("frame").dataset.kind = kind;
     $("message").textContent = "";
-    if (kind === "grid") buildGrid(task.grid_size);
+    if (kind === "grid") buildGrid(task.grid_size, task.active_cells);
     if (kind === "polygon") resetPolygon();
     show("task");
     requestAnimationFrame(() => {
@@ -220,14 +220,18 @@
   }
 
   // -- grid --------------------------------------------------------------------------------------
-  function buildGrid(size) {
+  function buildGrid(size, active) {
     // Consecutive grid screens reuse their cells: rebuilding 64 nodes per answer costs a layout.
+    // A boundary round (active cells given) locks the cells already decided: greyed, not clickable.
     const grid = $("grid");
     state.cells = new Set();
-    if (grid.dataset.size === String(size)) {
-      for (const cell of grid.querySelectorAll(".on")) cell.classList.remove("on");
-      return;
-    }
+    state.active = active ? new Set(active) : null;
+    if (grid.dataset.size !== String(size)) makeCells(grid, size);
+    for (const cell of grid.querySelectorAll(".on")) cell.classList.remove("on");
+    for (const cell of grid.children) cell.classList.toggle("locked", state.active !== null && !state.active.has(Number(cell.dataset.cell)));
+  }
+
+  function makeCells(grid, size) {
     grid.dataset.size = size;
     grid.style.gridTemplateColumns = `repeat(${size}, 1fr)`;
     grid.style.gridTemplateRows = `repeat(${size}, 1fr)`;
@@ -244,6 +248,7 @@
     const cell = event.target.closest("[data-cell]");
     if (!cell) return;
     const i = Number(cell.dataset.cell);
+    if (state.active && !state.active.has(i)) return;
     if (state.cells.has(i)) state.cells.delete(i); else state.cells.add(i);
     cell.classList.toggle("on", state.cells.has(i));
   });
