@@ -242,3 +242,86 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
     # Task 2: the stopped worker's "no" does not count, so its two counting answers agree.
     assert [tuple(r) for r in rows] == [(1, 0, 2, 0, True), (2, 1, 2, 0, False), (3, 1, 0, 2, False)]
     new_engine.dispose()
+
+
+def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_answer(make_project, monkeypatch):
+    """PostgreSQL: both closes create the child window the two parents share; the second insert waits
+    for the first transaction, fails on the unique key when it commits, and is retried."""
+    import threading
+
+    from test_server_postgres import POSTGRES, postgres_reachable
+
+    import crowdpatch.crowd.store_planner as store_planner_module
+    from crowdpatch.patches.lattice import WindowKey, children
+    from crowdpatch.store import open_database
+
+    reason = postgres_reachable()
+    if reason:
+        pytest.skip(reason)
+    schema = f"cp_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(POSTGRES)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        def single_one_vote(config) -> None:
+            one_vote(config)
+            config.patches.presentation = "single"
+            config.db_url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+
+        project = make_project(n_images=1, size=256, configure=single_one_vote)  # windows large enough to split
+        assert project.engine.dialect.name == "postgresql"
+        planner = StorePlanner(project.sessions, project.id, project.config)
+        a, b, c = workers(project, 3)
+        while (task := planner.next_task(c)) is not None and task.kind == "verify":
+            planner.submit(c, task.task_id, "yes", client_id=f"v{task.task_id}", client_ms=900)
+        with project.sessions() as session:
+            level_one = {
+                t.key: t.id for t in session.scalars(select(TaskRow).where(TaskRow.level == 1, TaskRow.state == "open"))
+                if task is None or t.id != task.task_id  # not the one c now holds
+            }
+        pair = next(
+            (k1, k2) for k1 in level_one for k2 in level_one
+            if k1 < k2 and {str(k) for k in children(WindowKey.parse(k1))} & {str(k) for k in children(WindowKey.parse(k2))}
+        )
+        first, second = level_one[pair[0]], level_one[pair[1]]
+        other = StorePlanner(*open_database(project.config.db_url)[1:], project.id, project.config)  # a second "process"
+        with project.sessions.begin() as session:
+            for worker, task_id in ((a, first), (b, second)):
+                session.add(LeaseRow(task_id=task_id, worker_id=worker, expires_at=1e12, leased_at=0.0))
+        real_close = store_planner_module.close_question
+        first_closed, release = threading.Event(), threading.Event()
+
+        def close_then_hold(session, project_id, config, task_id, values):
+            created = real_close(session, project_id, config, task_id, values)
+            if task_id == first:  # hold the first transaction open, its children inserted, not committed
+                first_closed.set()
+                release.wait(10)
+            return created
+
+        monkeypatch.setattr(store_planner_module, "close_question", close_then_hold)
+        errors: list[BaseException] = []
+
+        def answer(which: StorePlanner, worker: int, task_id: int) -> None:
+            try:
+                which.submit(worker, task_id, "yes", client_id=f"race{task_id}", client_ms=900)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        one = threading.Thread(target=answer, args=(planner, a, first))
+        two = threading.Thread(target=answer, args=(other, b, second))
+        one.start()
+        assert first_closed.wait(10)
+        two.start()
+        two.join(1.0)  # blocked on the first transaction's uncommitted child row
+        release.set()
+        one.join(10)
+        two.join(10)
+        assert not errors, errors
+        with project.sessions() as session:
+            assert set(session.scalars(select(AnswerRow.task_id).where(AnswerRow.client_id.like("race%")))) == {first, second}
+            keys = Counter(session.execute(select(TaskRow.region_id, TaskRow.key).where(TaskRow.level == 2)).all())
+        assert keys and max(keys.values()) == 1
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

@@ -381,7 +381,13 @@ class StorePlanner:
                         skipped.append(task[0])
                         continue
                     if lease_id is not None:
-                        self._run(session, "drop_lease", lease=lease_id)
+                        # Another process may have handed on the same expired lease while this one waited
+                        # for the question's lock (the lock re-checks the task row, not the lease row).
+                        # (SQLite's single writer cannot race: there the row is always still there.)
+                        deleted = self._run(session, "drop_lease", lease=lease_id).rowcount
+                        if self.postgres and deleted != 1:
+                            skipped.append(task[0])
+                            continue
                         self._run(session, "leased", task=task[0])
                     return task
         return None
