@@ -71,10 +71,13 @@ def plot_curves(points: list[CurvePoint], polygon_seconds: float, path: Path) ->
     groups: dict[tuple[str, str], list[CurvePoint]] = {}
     for point in points:
         groups.setdefault((point.planner, point.dataset), []).append(point)
+    datasets = sorted({dataset for _, dataset in groups})
     for (planner, dataset), members in sorted(groups.items()):
         members.sort(key=lambda p: p.seconds)
+        # One colour per dataset, one line style per planner: the gap between planners reads at a glance.
         style = "-o" if planner == "adaptive" else "--s"
-        ax.plot([p.seconds for p in members], [p.iou for p in members], style, label=f"{planner} ({dataset})")
+        colour = f"C{datasets.index(dataset) % 10}"
+        ax.plot([p.seconds for p in members], [p.iou for p in members], style, color=colour, label=f"{planner} ({dataset})")
     ax.axvline(polygon_seconds, color="black", linestyle=":", label=f"polygon ({polygon_seconds:g} s per object)")
     ax.set_xscale("log")
     ax.set_xlabel("human seconds per image (log)")
