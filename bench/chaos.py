@@ -49,6 +49,8 @@ from crowdpatch.propose import propose
 from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 
+from benchkit import free_port, served_project
+
 GIVE_UP_SECONDS = 60.0
 """A request that finds no server for this long ends the run with an error: the restart failed."""
 
@@ -78,22 +80,13 @@ class ChaosReport:
     """client id -> task id of every acknowledged answer."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None) -> Project:
-    images, labels, masks = data
-    config = ProjectConfig(name="chaos", target="object", db_url=db_url, images_dir=str(images), masks_dir=str(masks))
-    config.crowd.lease_seconds = 60
-    config.crowd.gold_rate = 0.0  # random answers would fail gold and get workers stopped, whose answers then stop counting
-    config.patches.presentation = "single"  # many small questions: the most leasing and answering per second
-    project = Project.create(root, config)
-    add_images(project, load_folder_dataset(images, labels, masks).records)
-    propose(project)
-    return project
+    def configure(config: ProjectConfig) -> None:
+        config.crowd.lease_seconds = 60
+        # (no gold: random answers would fail it and get workers stopped, whose answers then stop counting)
+        config.patches.presentation = "single"  # many small questions: the most leasing and answering per second
+
+    return served_project(root, data, db_url, "chaos", configure)
 
 
 class Server:

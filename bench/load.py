@@ -51,26 +51,18 @@ from crowdpatch.project import Project
 from crowdpatch.propose import propose
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
 
+from benchkit import free_port, served_project
+
 PG_SYNCHRONOUS_COMMIT = {"full": "on", "normal": "on", "off": "off"}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None) -> Project:
-    images, labels, masks = data
-    config = ProjectConfig(name="load", target="object", db_url=db_url, images_dir=str(images), masks_dir=str(masks))
-    config.crowd.gold_rate = 0.0
-    # One window per screen (the paper's form): a few hundred answers per image, so the work does not
-    # run out within a run (the grid presentation asks about five questions per image).
-    config.patches.presentation = "single"
-    project = Project.create(root, config)
-    add_images(project, load_folder_dataset(images, labels, masks).records)
-    propose(project)
-    return project
+    def configure(config: ProjectConfig) -> None:
+        # One window per screen (the paper's form): a few hundred answers per image, so the work does not
+        # run out within a run (the grid presentation asks about five questions per image).
+        config.patches.presentation = "single"
+
+    return served_project(root, data, db_url, "load", configure)
 
 
 def split_cores() -> tuple[set[int], set[int]]:

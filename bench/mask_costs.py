@@ -17,6 +17,8 @@ from pathlib import Path
 from crowdpatch.config import ProjectConfig
 from crowdpatch.workflow import SilentProgress, run_bench_masks
 
+from benchkit import markdown_table, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
@@ -31,8 +33,6 @@ CONFIGS = [
     ("grid", 2, 8),
     ("grid", 2, 16),
 ]
-MARK_BEGIN = "<!-- mask_costs:begin -->"
-MARK_END = "<!-- mask_costs:end -->"
 
 
 def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, limit: int | None, seed: int) -> dict:
@@ -62,15 +62,6 @@ def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, l
     }
 
 
-def table(rows: list[dict]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="images per dataset (default: all)")
@@ -85,14 +76,11 @@ def main() -> None:
             for presentation, depth, grid in CONFIGS:
                 row = run(dataset, presentation, depth, grid, saliency, args.limit, args.seed)
                 rows.append(row)
-                print(table([row]).splitlines()[-1], flush=True)
-    text = table(rows)
+                print(markdown_table([row]).splitlines()[-1], flush=True)
+    text = markdown_table(rows)
     print(text)
     if args.write:
-        doc = ROOT / "docs" / "benchmarks.md"
-        body = doc.read_text(encoding="utf-8")
-        start, end = body.index(MARK_BEGIN) + len(MARK_BEGIN), body.index(MARK_END)
-        doc.write_text(body[:start] + "\n" + text + "\n" + body[end:], encoding="utf-8")
+        write_section("mask_costs", text)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from crowdpatch.config import ProjectConfig, TimeModel
 from crowdpatch.report.curves import load_points, plot_curves
 from crowdpatch.workflow import SilentProgress, run_bench_masks
 
+from benchkit import markdown_table, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
@@ -46,8 +48,6 @@ POINTS = {
         ("adaptive", 8, 12.0, "grabcut"),
     ],
 }
-MARK_BEGIN = "<!-- planner_curves:{}:begin -->"
-MARK_END = "<!-- planner_curves:{}:end -->"
 
 
 def run(dataset: str, saliency: str, weights: str | None, planner: str, grid: int, budget: float | None, refine: str,
@@ -85,24 +85,6 @@ def run(dataset: str, saliency: str, weights: str | None, planner: str, grid: in
     }
 
 
-def table(rows: list[dict]) -> str:
-    header = [k for k in rows[0] if k != "summary"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k]) for k in header]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_section(doc: Path, key: str, text: str) -> None:
-    body = doc.read_text(encoding="utf-8")
-    begin, end = MARK_BEGIN.format(key), MARK_END.format(key)
-    if begin not in body:
-        body += f"\n{begin}\n{end}\n"
-    start, stop = body.index(begin) + len(begin), body.index(end)
-    doc.write_text(body[:start] + "\n" + text + "\n" + body[stop:], encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="images per dataset (default: all)")
@@ -118,8 +100,8 @@ def main() -> None:
         for planner, grid, budget, refine in POINTS[args.saliency]:
             row = run(dataset, args.saliency, args.weights, planner, grid, budget, refine, args.limit, args.seed, args.out)
             rows.append(row)
-            print(table([row]).splitlines()[-1], flush=True)
-    text = table(rows)
+            print(markdown_table([row], skip=("summary",)).splitlines()[-1], flush=True)
+    text = markdown_table(rows, skip=("summary",))
     print(text)
     polygon = TimeModel().polygon
     for refine in ("none", "grabcut"):
@@ -132,7 +114,7 @@ def main() -> None:
     if args.write:
         limit = f", first {args.limit} images per dataset" if args.limit else ""
         note = f"`python bench/planner_curves.py --saliency {args.saliency}{f' --limit {args.limit}' if args.limit else ''}`{limit}; 10% worker error, 10% spammers, seed {args.seed}."
-        write_section(ROOT / "docs" / "benchmarks.md", args.saliency, note + "\n\n" + text)
+        write_section(f"planner_curves:{args.saliency}", note + "\n\n" + text)
 
 
 if __name__ == "__main__":

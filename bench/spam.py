@@ -30,11 +30,11 @@ from crowdpatch.propose import propose
 from crowdpatch.simulate.run import run_simulation
 from crowdpatch.store.models import AnswerRow, WorkerRow
 
+from benchkit import markdown_table, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("random", "always_yes", "always_no", "too_fast")
 RULES = ("constant", "gold", "too_fast")
-MARK_BEGIN = "<!-- spam:begin -->"
-MARK_END = "<!-- spam:end -->"
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,6 @@ def honest_row(presentation: str, error: float, outcomes: list[WorkerOutcome]) -
     }
 
 
-def table(rows: list[dict]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=40, help="images of the built-in benchmark (64 px)")
@@ -135,9 +128,9 @@ def main() -> None:
                         outcomes += simulate_crowd(data, labels, presentation, kind, error, seed, args.workers, args.share)
                     everyone += outcomes
                     spam_rows.append(spammer_row(presentation, error, kind, outcomes))
-                    print(table([spam_rows[-1]]).splitlines()[-1], flush=True)
+                    print(markdown_table([spam_rows[-1]]).splitlines()[-1], flush=True)
                 honest_rows.append(honest_row(presentation, error, everyone))
-                print(table([honest_rows[-1]]).splitlines()[-1], flush=True)
+                print(markdown_table([honest_rows[-1]]).splitlines()[-1], flush=True)
     elapsed = time.perf_counter() - start
     setup = (
         f"{args.images} built-in images (64 px), {args.workers} simulated workers per crowd of which "
@@ -145,13 +138,10 @@ def main() -> None:
         f"times modeled. Honest false positives pool every crowd of that presentation and error "
         f"({len(KINDS)} kinds x {args.seeds} seeds). `python bench/spam.py --write`, {elapsed:.0f} s."
     )
-    text = f"{setup}\n\nSpammers:\n\n{table(spam_rows)}\n\nHonest workers:\n\n{table(honest_rows)}"
+    text = f"{setup}\n\nSpammers:\n\n{markdown_table(spam_rows)}\n\nHonest workers:\n\n{markdown_table(honest_rows)}"
     print(text)
     if args.write:
-        doc = ROOT / "docs" / "benchmarks.md"
-        body = doc.read_text(encoding="utf-8")
-        start_at, end_at = body.index(MARK_BEGIN) + len(MARK_BEGIN), body.index(MARK_END)
-        doc.write_text(body[:start_at] + "\n" + text + "\n" + body[end_at:], encoding="utf-8")
+        write_section("spam", text)
 
 
 if __name__ == "__main__":

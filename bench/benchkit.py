@@ -1,0 +1,60 @@
+"""What every bench script shares: Markdown tables, their section in docs/benchmarks.md, a served project.
+
+A bench prints its table and, with ``--write``, replaces its own section of docs/benchmarks.md,
+between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` (appended at the end the first time).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.datasets import load_folder_dataset
+from crowdpatch.ingest import add_images
+from crowdpatch.project import Project
+from crowdpatch.propose import propose
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+
+
+def markdown_table(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> str:
+    """Rows of one shape as a Markdown table; floats with two decimals."""
+    header = [key for key in rows[0] if key not in skip]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"{row[key]:.2f}" if isinstance(row[key], float) else str(row[key]) for key in header]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_section(name: str, text: str, doc: Path = BENCHMARKS) -> None:
+    """Replace the text between this bench's markers in ``doc`` (appended at the end if it has none yet)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    body = doc.read_text(encoding="utf-8")
+    if begin not in body:
+        body = body.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+    start, stop = body.index(begin) + len(begin), body.index(end)
+    doc.write_text(body[:start] + "\n" + text + "\n" + body[stop:], encoding="utf-8")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def served_project(
+    root: Path, data: tuple[Path, Path, Path], db_url: str | None, name: str, configure: Callable[[ProjectConfig], None]
+) -> Project:
+    """A proposed project over the built-in benchmark files ``data`` (images, labels, masks), ready to serve."""
+    images, labels, masks = data
+    config = ProjectConfig(name=name, target="object", db_url=db_url, images_dir=str(images), masks_dir=str(masks))
+    config.crowd.gold_rate = 0.0
+    configure(config)
+    project = Project.create(root, config)
+    add_images(project, load_folder_dataset(images, labels, masks).records)
+    propose(project)
+    return project
