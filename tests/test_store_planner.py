@@ -251,7 +251,7 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
 
     from test_server_postgres import POSTGRES, postgres_reachable
 
-    import crowdpatch.crowd.store_planner as store_planner_module
+    import crowdpatch.crowd.decisions as decisions_module
     from crowdpatch.patches.lattice import WindowKey, children
     from crowdpatch.store import open_database
 
@@ -288,7 +288,7 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
         with project.sessions.begin() as session:
             for worker, task_id in ((a, first), (b, second)):
                 session.add(LeaseRow(task_id=task_id, worker_id=worker, expires_at=1e12, leased_at=0.0))
-        real_close = store_planner_module.close_question
+        real_close = decisions_module.close_question
         first_closed, release = threading.Event(), threading.Event()
 
         def close_then_hold(session, project_id, config, task_id, values):
@@ -298,7 +298,7 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
                 release.wait(10)
             return created
 
-        monkeypatch.setattr(store_planner_module, "close_question", close_then_hold)
+        monkeypatch.setattr(decisions_module, "close_question", close_then_hold)
         errors: list[BaseException] = []
 
         def answer(which: StorePlanner, worker: int, task_id: int) -> None:
@@ -312,7 +312,7 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
         one.start()
         assert first_closed.wait(10)
         two.start()
-        two.join(1.0)  # blocked on the first transaction's uncommitted child row
+        two.join(1.0)  # blocked on the image row the first transaction locked (decisions.lock_image)
         release.set()
         one.join(10)
         two.join(10)
