@@ -71,6 +71,15 @@ def open_tasks(project: Project, image_id: int) -> list[TaskRow]:
         return list(session.scalars(select(TaskRow).where(TaskRow.image_id == image_id, TaskRow.state == "open").order_by(TaskRow.id)))
 
 
+def verified_region(project: Project, image_id: int, planner: MemoryPlanner, workers) -> TaskRow:
+    """Two workers accept the image's cluster; the adaptive planner's next question about it."""
+    verify = open_tasks(project, image_id)[0]
+    answer(planner, next(workers), verify.id, "yes")
+    answer(planner, next(workers), verify.id, "yes")
+    (question,) = open_tasks(project, image_id)
+    return question
+
+
 def single_image_project(make_project, **kwargs) -> tuple[Project, int]:
     project = make_project(n_images=1, size=64, configure=adaptive(**kwargs))
     return project, first_image_with_cluster(project)
@@ -138,10 +147,7 @@ def test_an_accepted_outline_is_the_regions_mask(make_project) -> None:
     project, image_id = single_image_project(make_project)
     workers = iter(add_workers(project, 6))
     planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
-    verify = open_tasks(project, image_id)[0]
-    answer(planner, next(workers), verify.id, "yes")
-    answer(planner, next(workers), verify.id, "yes")
-    (outline,) = open_tasks(project, image_id)
+    outline = verified_region(project, image_id, planner, workers)
     assert outline.kind == "outline" and "saliency" in outline.reason
     assignment = planner.next_task(next(workers), NOW)
     assert assignment.kind == "verify" and assignment.variant == "outline"
@@ -175,10 +181,7 @@ def test_a_rejected_outline_leads_to_a_coarse_look_then_boundary_questions_with_
     project.config.adaptive.saliency_prior = 0.0  # the answers and neighbours alone decide here
     workers = iter(add_workers(project, 80))
     planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
-    verify = open_tasks(project, image_id)[0]
-    answer(planner, next(workers), verify.id, "yes")
-    answer(planner, next(workers), verify.id, "yes")
-    (outline,) = open_tasks(project, image_id)
+    outline = verified_region(project, image_id, planner, workers)
     answer(planner, next(workers), outline.id, "no")
     answer(planner, next(workers), outline.id, "no")
     (root,) = open_tasks(project, image_id)
@@ -248,10 +251,7 @@ def test_grid_shrinks_to_fit_the_budget(make_project) -> None:
     project, image_id = single_image_project(make_project, budget=15.5, outline=False, first_look=8)
     workers = iter(add_workers(project, 4))
     planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
-    verify = open_tasks(project, image_id)[0]
-    answer(planner, next(workers), verify.id, "yes")
-    answer(planner, next(workers), verify.id, "yes")
-    (grid,) = open_tasks(project, image_id)
+    grid = verified_region(project, image_id, planner, workers)
     assert grid.kind == "grid" and grid.grid_size == 4
 
 

@@ -7,6 +7,8 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -33,8 +35,9 @@ def postgres_reachable() -> str | None:
     return None
 
 
-@pytest.fixture
-def postgres_schema():
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A URL to an empty schema of the test PostgreSQL, dropped afterwards (the test is skipped without a server)."""
     reason = postgres_reachable()
     if reason:
         pytest.skip(reason)
@@ -42,10 +45,18 @@ def postgres_schema():
     admin = make_engine(POSTGRES)
     with admin.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
-    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    with admin.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_schema():
+    with fresh_schema() as url:
+        yield url
 
 
 def free_port() -> int:

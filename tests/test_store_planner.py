@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import uuid
 from collections import Counter
 
 import pytest
@@ -12,7 +11,7 @@ from sqlalchemy import create_engine, inspect, select, text
 from crowdpatch.crowd.planner import votes_target
 from crowdpatch.crowd.store_planner import NotLeased, StorePlanner, TooManyHeld
 from crowdpatch.server.platforms import register_worker
-from crowdpatch.store.db import alembic_config, make_engine, normalize_url
+from crowdpatch.store.db import alembic_config, normalize_url
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 
 
@@ -191,19 +190,10 @@ def empty_database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    from test_server_postgres import POSTGRES, postgres_reachable
+    from test_server_postgres import fresh_schema
 
-    reason = postgres_reachable()
-    if reason:
-        pytest.skip(reason)
-    schema = f"cp_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(POSTGRES)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    with admin.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    with fresh_schema() as url:
+        yield url
 
 
 def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(empty_database):
@@ -249,24 +239,17 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
     for the first transaction, fails on the unique key when it commits, and is retried."""
     import threading
 
-    from test_server_postgres import POSTGRES, postgres_reachable
+    from test_server_postgres import fresh_schema
 
     import crowdpatch.crowd.decisions as decisions_module
     from crowdpatch.patches.lattice import WindowKey, children
     from crowdpatch.store import open_database
 
-    reason = postgres_reachable()
-    if reason:
-        pytest.skip(reason)
-    schema = f"cp_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(POSTGRES)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
+    with fresh_schema() as url:
         def single_one_vote(config) -> None:
             one_vote(config)
             config.patches.presentation = "single"
-            config.db_url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+            config.db_url = url
 
         project = make_project(n_images=1, size=256, configure=single_one_vote)  # windows large enough to split
         assert project.engine.dialect.name == "postgresql"
@@ -321,7 +304,3 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
             assert set(session.scalars(select(AnswerRow.task_id).where(AnswerRow.client_id.like("race%")))) == {first, second}
             keys = Counter(session.execute(select(TaskRow.region_id, TaskRow.key).where(TaskRow.level == 2)).all())
         assert keys and max(keys.values()) == 1
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
