@@ -77,11 +77,12 @@ def verify_all_but_one_image(project) -> None:
 def live(make_project):
     servers: list[LiveServer] = []
 
-    def start(presentation: str = "single", answers: int = 7) -> LiveServer:
+    def start(presentation: str = "single", answers: int = 7, planner: str = "fixed") -> LiveServer:
         def configure(config):
             config.crowd.gold_rate = 0.0
             config.patches.presentation = presentation
             config.server.answers_per_session = answers
+            config.crowd.planner = planner
 
         project = make_project(n_images=3, size=64, configure=configure)
         verify_all_but_one_image(project)
@@ -195,6 +196,46 @@ def test_grid_cells_are_toggled_by_clicks_and_submitted_with_enter(live, page, s
     expect(page.locator("#counter")).to_have_text(re.compile(rf"^{answered + 1} /"))
     with server.project.sessions() as session:
         assert session.scalar(select(AnswerRow.value).where(AnswerRow.task_id == int(task))) == {"cells": [0, 9]}
+
+
+def test_a_boundary_round_locks_the_decided_cells(live, page, screenshots):
+    """The adaptive planner's boundary round: only the uncertain cells can be clicked; the answer holds only those."""
+    server = live(presentation="grid", answers=40, planner="adaptive")
+    active = [5, 6, 9, 10]
+    with server.project.sessions.begin() as session:
+        region = session.scalar(select(ImageRow).order_by(ImageRow.id)).regions[0]
+        round_task = TaskRow(
+            project_id=server.project.id, image_id=region.image_id, region_id=region.id, kind="grid", key="grid:boundary-test",
+            level=2, box=list(region.box), grid_size=4, votes_wanted=1, spec={"resolution": 4, "active": active},
+            reason="boundary round (test)",
+        )
+        session.add(round_task)
+        session.flush()
+        round_id = round_task.id
+    page.goto(f"{server.url}/w/{server.project.config.name}?PROLIFIC_PID=b1&STUDY_ID=s&SESSION_ID=s")
+    page.route("https://app.prolific.com/**", lambda route: route.fulfill(body="done"))  # the round may be the last task
+    page.get_by_role("button", name="Start").click()
+    task = shown_task(page)
+    while task != str(round_id):  # outline checks and the last verification come first: say yes
+        assert page.locator("#frame").get_attribute("data-kind") != "grid", "only the round is a grid here"
+        page.keyboard.press("y")
+        page.wait_for_function(f"document.getElementById('frame').dataset.taskId !== '{task}'")
+        task = shown_task(page)
+    cells = page.locator("#grid div")
+    expect(cells.nth(0)).to_have_class(re.compile("locked"))
+    expect(cells.nth(5)).not_to_have_class(re.compile("locked"))
+    for index in (0, 5, 15, 10):  # 0 and 15 are locked: clicks do nothing
+        cells.nth(index).click()
+    page.screenshot(path=screenshots / "boundary-round.png", full_page=True)
+    page.keyboard.press("Enter")
+    deadline = time.monotonic() + 10
+    while True:
+        with server.project.sessions() as session:
+            stored = session.scalar(select(AnswerRow.value).where(AnswerRow.task_id == round_id))
+        if stored is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert stored == {"cells": [5, 10]}
 
 
 def test_the_dashboard_shows_answers_workers_and_mask_previews(live, page, screenshots):

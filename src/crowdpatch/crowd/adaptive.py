@@ -340,7 +340,7 @@ class AdaptivePlanner:
                 image_id=root.image_id,
                 region_id=root.region_id,
                 kind="grid",
-                key=f"grid:round{asked_count.get('grid', 0) + 1}",
+                key=f"grid:{root.id}:round{asked_count.get('grid', 0) + 1}",
                 level=2 + asked_count.get("grid", 0),
                 box=root.box,
                 grid_size=resolution,
