@@ -18,6 +18,24 @@ from crowdpatch.propose import propose
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+DATA = ROOT.parent / "shared" / "data"
+MASK_DATASETS = {
+    "weizmann_horse": (DATA / "weizmann_horse" / "rgb", DATA / "weizmann_horse" / "figure_ground"),
+    "grabcut": (DATA / "grabcut" / "images", DATA / "grabcut" / "masks"),
+}
+"""Real images with GT masks (../shared/data): folder of images, folder of masks."""
+
+
+def cost_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The columns every mask-cost table shows, from a bench-masks ``summary.json``."""
+    return {
+        "images": summary["images"],
+        "answers/img": summary["answers_per_image"],
+        "s/img": summary["modeled_seconds_per_image"]["patch"],
+        "vs polygon": summary["speedup_vs_polygon"],
+        "mask IoU": summary["mask_iou"]["patch"],
+        "saliency IoU": summary["mask_iou"]["saliency"],
+    }
 
 
 def markdown_table(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> str:

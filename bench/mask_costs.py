@@ -17,14 +17,9 @@ from pathlib import Path
 from crowdpatch.config import ProjectConfig
 from crowdpatch.workflow import SilentProgress, run_bench_masks
 
-from benchkit import markdown_table, write_section
+from benchkit import MASK_DATASETS, cost_figures, markdown_table, write_section
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-DATASETS = {
-    "weizmann_horse": (DATA / "weizmann_horse" / "rgb", DATA / "weizmann_horse" / "figure_ground"),
-    "grabcut": (DATA / "grabcut" / "images", DATA / "grabcut" / "masks"),
-}
+
 CONFIGS = [
     ("single", 1, 8),
     ("single", 2, 8),
@@ -35,14 +30,15 @@ CONFIGS = [
 ]
 
 
-def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, limit: int | None, seed: int) -> dict:
-    images, masks = DATASETS[dataset]
+def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, limit: int | None, seed: int, refine: str) -> dict:
+    images, masks = MASK_DATASETS[dataset]
     config = ProjectConfig(name="bench", target="object")
     config.patches.presentation = presentation
     config.patches.max_depth = depth
     config.patches.grid_size = grid
     config.saliency.backend = saliency
     config.simulation.seed = seed
+    config.patches.refine = refine
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = run_bench_masks(images, masks, Path(tmp), config, SilentProgress(), limit)
@@ -52,12 +48,7 @@ def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, l
         "dataset": dataset,
         "saliency": saliency,
         "scheme": f"single, depth {depth}" if presentation == "single" else f"grid {grid}x{grid}",
-        "images": s["images"],
-        "answers/img": s["answers_per_image"],
-        "s/img": s["modeled_seconds_per_image"]["patch"],
-        "vs polygon": s["speedup_vs_polygon"],
-        "IoU patch": s["mask_iou"]["patch"],
-        "IoU saliency": s["mask_iou"]["saliency"],
+        **cost_figures(s),
         "run s": wall,
     }
 
@@ -65,16 +56,17 @@ def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="images per dataset (default: all)")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=list(MASK_DATASETS))
     parser.add_argument("--saliency", nargs="+", default=["spectral"], help="saliency backends to compare (e.g. spectral gt)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refine", choices=["none", "grabcut"], default="none", help="mask refinement (the published table: none)")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets:
         for saliency in args.saliency:
             for presentation, depth, grid in CONFIGS:
-                row = run(dataset, presentation, depth, grid, saliency, args.limit, args.seed)
+                row = run(dataset, presentation, depth, grid, saliency, args.limit, args.seed, args.refine)
                 rows.append(row)
                 print(markdown_table([row]).splitlines()[-1], flush=True)
     text = markdown_table(rows)

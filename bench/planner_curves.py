@@ -22,14 +22,10 @@ from crowdpatch.config import ProjectConfig, TimeModel
 from crowdpatch.report.curves import load_points, plot_curves
 from crowdpatch.workflow import SilentProgress, run_bench_masks
 
-from benchkit import markdown_table, write_section
+from benchkit import MASK_DATASETS, cost_figures, markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-DATASETS = {
-    "weizmann_horse": (DATA / "weizmann_horse" / "rgb", DATA / "weizmann_horse" / "figure_ground"),
-    "grabcut": (DATA / "grabcut" / "images", DATA / "grabcut" / "masks"),
-}
+
 # (planner, grid size, budget seconds per image, refine)
 POINTS = {
     "spectral": [
@@ -52,7 +48,7 @@ POINTS = {
 
 def run(dataset: str, saliency: str, weights: str | None, planner: str, grid: int, budget: float | None, refine: str,
         limit: int | None, seed: int, out: Path) -> dict:
-    images, masks = DATASETS[dataset]
+    images, masks = MASK_DATASETS[dataset]
     config = ProjectConfig(name="bench", target="object")
     config.crowd.planner = planner
     config.adaptive.budget_seconds = budget
@@ -74,12 +70,7 @@ def run(dataset: str, saliency: str, weights: str | None, planner: str, grid: in
         "planner": planner,
         "point": f"grid {grid}" + (f", budget {budget:g} s" if budget else ""),
         "refine": refine,
-        "images": s["images"],
-        "answers/img": s["answers_per_image"],
-        "s/img": s["modeled_seconds_per_image"]["patch"],
-        "vs polygon": s["speedup_vs_polygon"],
-        "mask IoU": s["mask_iou"]["patch"],
-        "saliency IoU": s["mask_iou"]["saliency"],
+        **cost_figures(s),
         "run s": time.perf_counter() - start,
         "summary": str(target / "summary.json"),
     }
@@ -88,12 +79,12 @@ def run(dataset: str, saliency: str, weights: str | None, planner: str, grid: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="images per dataset (default: all)")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=list(MASK_DATASETS))
     parser.add_argument("--saliency", default="spectral", choices=sorted(POINTS))
     parser.add_argument("--weights", default=None, help="model file of the saliency backend (csnet)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "crowdpatch_planner_runs", help="where every run's summary and report go")
-    parser.add_argument("--write", action="store_true", help="write the table and figure into docs/")
+    parser.add_argument("--write", action="store_true", help="write the table, figures and rows into docs/ (else figures and rows go to --out)")
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets:
@@ -104,13 +95,15 @@ def main() -> None:
     text = markdown_table(rows, skip=("summary",))
     print(text)
     polygon = TimeModel().polygon
+    # Figures and rows go to docs/ only with --write (a trial run must not replace the published ones).
+    results = ROOT / "docs" / "results" if args.write else args.out
     for refine in ("none", "grabcut"):
         summaries = [Path(r["summary"]) for r in rows if r["refine"] == refine]
         if summaries:
-            figure = ROOT / "docs" / "results" / f"planner_curves_{args.saliency}_{refine}.png"
+            figure = results / f"planner_curves_{args.saliency}_{refine}.png"
             plot_curves(load_points(summaries), polygon, figure)
             print(f"figure: {figure}")
-    (ROOT / "docs" / "results" / f"planner_curves_{args.saliency}.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    (results / f"planner_curves_{args.saliency}.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     if args.write:
         limit = f", first {args.limit} images per dataset" if args.limit else ""
         note = f"`python bench/planner_curves.py --saliency {args.saliency}{f' --limit {args.limit}' if args.limit else ''}`{limit}; 10% worker error, 10% spammers, seed {args.seed}."

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, aliased
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.decisions import YES, close_question, finish_image_if_done, lock_image
+from crowdpatch.crowd.decisions import YES, FixedScheme, close_question, finish_image_if_done, lock_image
 from crowdpatch.crowd.planners import AnswerOutcome
 from crowdpatch.crowd.tasks import add_grid_task
 from crowdpatch.masks.outline import cell_shares, outline_mask, salient_pixels
@@ -226,8 +226,6 @@ class AdaptivePlanner:
         if task.kind in ("verify", "outline", "cell"):
             return self._after_yes_no(session, project_id, config, task, answers)
         # Patch windows (a project switched from 'fixed') and polygons keep the fixed rule.
-        from crowdpatch.crowd.decisions import FixedScheme
-
         return FixedScheme().after_answer(session, project_id, config, task, answers)
 
     def _posterior(self, session: Session, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]) -> float:

@@ -65,5 +65,3 @@ def planner_for(config: ProjectConfig) -> QuestionPlanner:
     except KeyError:
         raise ValueError(f"unknown planner {config.crowd.planner!r}; choose from {', '.join(planners)}") from None
 
-
-PLANNER_NAMES = ("fixed", "adaptive")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.planners import planner_for
 from crowdpatch.patches.lattice import WindowKey, first_level, window_box
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
 
@@ -45,8 +46,6 @@ def question_text(kind: str, target: str) -> str:
 
 
 def add_verify_task(session: Session, project_id: int, image: ImageRow, region: RegionRow, config: ProjectConfig) -> TaskRow:
-    from crowdpatch.crowd.planners import planner_for
-
     task = TaskRow(
         project_id=project_id,
         image_id=image.id,
