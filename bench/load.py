@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -49,6 +50,8 @@ from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_d
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
+from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
 
 from benchkit import free_port, served_project
@@ -56,13 +59,46 @@ from benchkit import free_port, served_project
 PG_SYNCHRONOUS_COMMIT = {"full": "on", "normal": "on", "off": "off"}
 
 
-def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None) -> Project:
+def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None, phase: str = "verify") -> Project:
+    """The served project; ``phase`` "patch": its verification questions already answered (the steady state).
+
+    A fresh project starts with one verification question per proposed cluster; closing the last
+    one of an image creates its region's windows (the heaviest decision there is). After those, a
+    study is patch answers (tens to hundreds per image), so a run of a few seconds on a fresh
+    project measures mostly its first minutes; "patch" measures the rest.
+    """
     def configure(config: ProjectConfig) -> None:
         # One window per screen (the paper's form): a few hundred answers per image, so the work does not
         # run out within a run (the grid presentation asks about five questions per image).
         config.patches.presentation = "single"
 
-    return served_project(root, data, db_url, "load", configure)
+    project = served_project(root, data, db_url, "load", configure)
+    if phase == "patch":
+        answer_verification(project)
+    return project
+
+
+def answer_verification(project: Project, seed: int = 0) -> int:
+    """Answer every verification question in-process, through the server's engine; how many answers.
+
+    Two warm-up workers answer what they are handed (verification comes first) at random, each
+    verdict agreed by both, until they are handed a patch question (which they answer too).
+    """
+    planner = StorePlanner(project.sessions, project.id, project.config)
+    workers = [register_worker(project.sessions, project.id, "simulated", f"warm-up-{i}", {}).id for i in range(2)]
+    rng, verdicts, answers, active = random.Random(seed), {}, 0, list(workers)
+    while active:
+        for worker_id in list(active):
+            task = planner.next_task(worker_id)
+            if task is None:
+                active.remove(worker_id)
+                continue
+            verdict = verdicts.setdefault(task.task_id, rng.choice(["yes", "no"]))
+            planner.submit(worker_id, task.task_id, verdict, client_id=f"warm-up-{answers}", client_ms=1600, time_source="modeled")
+            answers += 1
+            if task.kind != "verify":
+                active.remove(worker_id)
+    return answers
 
 
 def split_cores() -> tuple[set[int], set[int]]:
@@ -176,7 +212,7 @@ class ClientReport:
 
 
 async def _worker(port: int, name: str, api_key: str, project: str, ready: asyncio.Event, stop: list[float],
-                  report: ClientReport, opened: list[int], rng: random.Random) -> None:
+                  report: ClientReport, opened: list[int], rng: random.Random, piggyback: bool) -> None:
     http = Http11(port)
     body = json.dumps({"platform": "simulated", "worker_id": name}).encode()
     status, data = await http.request(
@@ -190,30 +226,41 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
     await ready.wait()
     count = 0
     clock = time.perf_counter
+    task: dict | None = None
     while clock() < stop[0]:
-        started = clock()
-        status, data = await http.request("GET", "/api/v1/tasks/next", auth)
-        report.latencies_ms.append((clock() - started) * 1000)
-        if status == 204:
-            report.exhausted += 1
-            return
-        if status != 200:
-            report.errors += 1
-            await asyncio.sleep(0.01)
-            continue
-        task = json.loads(data)
+        if task is None:
+            started = clock()
+            status, data = await http.request("GET", "/api/v1/tasks/next", auth)
+            report.latencies_ms.append((clock() - started) * 1000)
+            if status == 204:
+                report.exhausted += 1
+                return
+            if status != 200:
+                report.errors += 1
+                await asyncio.sleep(0.01)
+                continue
+            task = json.loads(data)
         if task["kind"] == "grid":
             answer = {"cells": [i for i in range((task.get("grid_size") or 1) ** 2) if rng.random() < 0.3]}
         else:
             answer = "yes" if rng.random() < 0.5 else "no"
         count += 1
         payload = {"task_id": task["task_id"], "answer": answer, "client_id": f"{name}:{count}", "client_ms": 1600}
+        if piggyback:
+            payload["next"] = True
         started = clock()
         status, data = await http.request("POST", "/api/v1/answers", post, json.dumps(payload).encode())
+        task = None
         if clock() < stop[0]:
             report.latencies_ms.append((clock() - started) * 1000)
             if status in (200, 201):
                 report.answers += 1
+                if piggyback:
+                    body = json.loads(data)
+                    task = body["next"]
+                    if body["next_status"] == "none":
+                        report.exhausted += 1
+                        return
             elif status == 409:
                 report.conflicts += 1
             else:
@@ -221,8 +268,11 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
 
 
 async def drive(port: int, api_key: str, project: str, workers: int, seconds: float, seed: int,
-                opened_all: Any = None, go: Any = None) -> ClientReport:
+                opened_all: Any = None, go: Any = None, piggyback: bool = False) -> ClientReport:
     """Open every worker's session, then run the next-task + answer loop of all of them for ``seconds``.
+
+    ``piggyback``: each answer asks for the next question in the same request (``"next": true``),
+    one round trip per answer instead of two.
 
     ``opened_all`` / ``go`` (multiprocessing events) let the parent start its CPU clock once the
     sessions are open, so opening them is not counted per answer.
@@ -231,7 +281,7 @@ async def drive(port: int, api_key: str, project: str, workers: int, seconds: fl
     ready, stop, opened = asyncio.Event(), [float("inf")], [0]
     rng = random.Random(seed)
     tasks = [
-        asyncio.create_task(_worker(port, f"load-{seed}-{i:04d}", api_key, project, ready, stop, report, opened, rng))
+        asyncio.create_task(_worker(port, f"load-{seed}-{i:04d}", api_key, project, ready, stop, report, opened, rng, piggyback))
         for i in range(workers)
     ]
     while opened[0] < workers:
@@ -255,14 +305,14 @@ def _client_process(queue: multiprocessing.Queue, cores: set[int], *args) -> Non
     queue.put(asyncio.run(drive(*args)))
 
 
-def run(project: Project, processes: int, workers: int, seconds: float, log: Path, env: dict[str, str]) -> dict:
+def run(project: Project, processes: int, workers: int, seconds: float, log: Path, env: dict[str, str], piggyback: bool) -> dict:
     server_cores, client_cores = split_cores()
     child, port = serve(project, processes, log, env, server_cores)
     try:
         fork = multiprocessing.get_context("fork")
         queue: multiprocessing.Queue = fork.Queue()
         opened_all, go = fork.Event(), fork.Event()
-        args = (port, project.config.server.effective_api_key(), project.config.name, workers, seconds, workers, opened_all, go)
+        args = (port, project.config.server.effective_api_key(), project.config.name, workers, seconds, workers, opened_all, go, piggyback)
         client = fork.Process(target=_client_process, args=(queue, client_cores, *args))
         client.start()
         while not opened_all.wait(timeout=1):
@@ -299,6 +349,12 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sqlite:1", "postgresql:2", "postgresql:4"],
                         help="DATABASE:PROCESSES, DATABASE being sqlite or postgresql.")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--phases", nargs="+", choices=["verify", "patch"], default=["verify", "patch"],
+                        help="verify: a fresh project (its verification questions first); patch: those answered "
+                             "beforehand, so the run is patch answers (the bulk of a study).")
+    parser.add_argument("--loops", nargs="+", choices=["separate", "piggyback"], default=["separate", "piggyback"],
+                        help="separate: GET /tasks/next then POST /answers (two round trips per answer); "
+                             "piggyback: each answer asks for the next question (\"next\": true), one round trip.")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-load-"))
     data = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
@@ -306,33 +362,32 @@ def main() -> None:
     server_cores, client_cores = split_cores()
     print(f"cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
           f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}")
-    print("| database | processes | sync | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | 409 | errors | load avg |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | 409 | errors | load avg |")
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for spec in args.backends:
         backend, _, processes = spec.partition(":")
-        for sync in args.sync:
-            for workers in args.workers:
-                tag = f"{backend}-{processes}-{sync}-{workers}"
-                db_url, schema, env = None, None, {}
-                if backend == "postgresql":
-                    schema = f"load_{uuid.uuid4().hex[:8]}"
-                    with make_engine(args.postgres).begin() as connection:
-                        connection.execute(text(f"CREATE SCHEMA {schema}"))
-                    options = f"-csearch_path%3D{schema}%20-csynchronous_commit%3D{PG_SYNCHRONOUS_COMMIT[sync]}"
-                    db_url = f"{args.postgres}?options={options}"
-                else:
-                    env[ENV_SQLITE_SYNC] = sync.upper()
-                project = make_project(out / tag, files, db_url)
-                project.close()
-                result = run(project, int(processes or 1), workers, args.seconds, out / f"{tag}.log", env)
-                setting = f"synchronous={sync.upper()}" if backend == "sqlite" else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
-                exhausted = " (work ran out)" if result["exhausted"] else ""
-                print(f"| {backend} | {processes} | {setting} | {workers} | {result['answers']}{exhausted} | "
-                      f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                      f"{result['server_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {result['errors']} | {os.getloadavg()[0]:.2f} |", flush=True)
-                if schema:
-                    with make_engine(args.postgres).begin() as connection:
-                        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        for phase, sync, loop, workers in itertools.product(args.phases, args.sync, args.loops, args.workers):
+            tag = f"{backend}-{processes}-{phase}-{sync}-{loop}-{workers}"
+            db_url, schema, env = None, None, {}
+            if backend == "postgresql":
+                schema = f"load_{uuid.uuid4().hex[:8]}"
+                with make_engine(args.postgres).begin() as connection:
+                    connection.execute(text(f"CREATE SCHEMA {schema}"))
+                options = f"-csearch_path%3D{schema}%20-csynchronous_commit%3D{PG_SYNCHRONOUS_COMMIT[sync]}"
+                db_url = f"{args.postgres}?options={options}"
+            else:
+                env[ENV_SQLITE_SYNC] = sync.upper()
+            project = make_project(out / tag, files, db_url, phase)
+            project.close()
+            result = run(project, int(processes or 1), workers, args.seconds, out / f"{tag}.log", env, loop == "piggyback")
+            setting = f"synchronous={sync.upper()}" if backend == "sqlite" else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
+            exhausted = " (work ran out)" if result["exhausted"] else ""
+            print(f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
+                  f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
+                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {result['errors']} | {os.getloadavg()[0]:.2f} |", flush=True)
+            if schema:
+                with make_engine(args.postgres).begin() as connection:
+                    connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 if __name__ == "__main__":

@@ -193,3 +193,58 @@ def test_a_polygon_answer_is_validated_stored_and_its_measured_time_reaches_the_
     summary = client.post(f"{base}/export", json={"formats": ["png"]}, headers=key).json()["summary"]
     assert summary["polygon_seconds_are"] == "measured"
     assert summary["measured_seconds_per_image"]["polygon"] == pytest.approx(42.0)
+
+
+def answer_and_next(client, auth, task, value="yes", client_id="n", client_ms=1500, **extra):
+    body = {"task_id": task["task_id"], "answer": value, "client_id": client_id, "client_ms": client_ms, "next": True, **extra}
+    return client.post("/api/v1/answers", json=body, headers=auth)
+
+
+def test_an_answer_can_bring_the_next_question_in_the_same_round_trip(served):
+    project, client = served
+    auth = open_session(client, project)
+    first = client.get("/api/v1/tasks/next", headers=auth).json()
+    shown = client.get("/api/v1/tasks/next", params={"exclude": first["task_id"]}, headers=auth).json()  # the prefetch
+    posted = answer_and_next(client, auth, first, client_id="n-1", exclude=[shown["task_id"]])
+    assert posted.status_code == 201
+    result = posted.json()
+    following = result["next"]
+    assert result["next_status"] == "task" and following["task_id"] not in (first["task_id"], shown["task_id"])
+    assert following["kind"] == "verify" and client.get(following["image_url"]).status_code == 200
+    with project.sessions() as session:
+        leased = set(session.scalars(select(LeaseRow.task_id).where(LeaseRow.worker_id == session.scalar(select(WorkerRow.id)))))
+        assert session.scalar(select(func.count()).select_from(AnswerRow).where(AnswerRow.client_id == "n-1")) == 1
+    assert leased == {int(shown["task_id"]), int(following["task_id"])}
+    # A replay stores nothing and hands back the question already held, not a third one.
+    replay = answer_and_next(client, auth, first, client_id="n-1", exclude=[shown["task_id"]])
+    assert replay.status_code == 200 and replay.json()["next"]["task_id"] == following["task_id"]
+    # Without "next" the answer is as before.
+    plain = client.post("/api/v1/answers", json={"task_id": shown["task_id"], "answer": "no", "client_id": "n-2", "client_ms": 900}, headers=auth)
+    assert plain.status_code == 201 and plain.json()["next"] is None and plain.json()["next_status"] is None
+
+
+def test_the_next_question_with_an_answer_says_why_there_is_none(served):
+    project, client = served
+    project.config.server.answers_per_session = 1
+    auth = open_session(client, project)
+    task = client.get("/api/v1/tasks/next", headers=auth).json()
+    result = answer_and_next(client, auth, task, client_id="w-1").json()
+    assert result["session_complete"] and result["next"] is None and result["next_status"] == "session_complete"
+    # An answer that gets its worker stopped is stored, and the next question is refused politely.
+    project.config.server.answers_per_session = 100
+    project.config.crowd.too_fast_min_answers = 2
+    fast = open_session(client, project, "speedy")
+    first = client.get("/api/v1/tasks/next", headers=fast).json()
+    second = answer_and_next(client, fast, first, client_id="s-1", client_ms=40).json()["next"]
+    stopped = answer_and_next(client, fast, second, client_id="s-2", client_ms=40)
+    assert stopped.status_code == 201 and stopped.json()["next_status"] == "stopped"
+    with project.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AnswerRow).where(AnswerRow.client_id.in_(["s-1", "s-2"]))) == 2
+
+
+def test_a_bad_exclude_list_is_a_422(served):
+    project, client = served
+    auth = open_session(client, project)
+    task = client.get("/api/v1/tasks/next", headers=auth).json()
+    assert answer_and_next(client, auth, task, exclude=["x"]).status_code == 422
+    assert answer_and_next(client, auth, task, exclude=[str(i) for i in range(1, 10)]).status_code == 422

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, aliased
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.decisions import YES, FixedScheme, close_question, finish_image_if_done, lock_image
-from crowdpatch.crowd.planners import AnswerOutcome
+from crowdpatch.crowd.planners import AnswerOutcome, QuestionFacts
 from crowdpatch.crowd.tasks import add_grid_task
 from crowdpatch.masks.outline import cell_shares, outline_mask, salient_pixels
 from crowdpatch.aggregate.votes import grid_votes
@@ -216,6 +216,12 @@ class AdaptivePlanner:
         return None
 
     # -- answers -------------------------------------------------------------------------------
+
+    def quick_outcome(
+        self, session: Session, config: ProjectConfig, question: QuestionFacts, values: list[Any]
+    ) -> AnswerOutcome | None:
+        """Never: every answer moves the posterior, which :meth:`after_answer` reads from the store."""
+        return None
 
     def after_answer(
         self, session: Session, project_id: int, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]

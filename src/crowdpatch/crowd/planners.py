@@ -33,6 +33,16 @@ class AnswerOutcome:
     created: list[TaskRow] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class QuestionFacts:
+    """What the answer path knows of a question without loading its ORM row."""
+
+    id: int
+    kind: str
+    image_id: int
+    votes_wanted: int
+
+
 class QuestionPlanner(Protocol):
     name: str
 
@@ -51,6 +61,18 @@ class QuestionPlanner(Protocol):
         self, session: Session, project_id: int, config: ProjectConfig, task: TaskRow, answers: list[tuple[int, Any]]
     ) -> AnswerOutcome:
         """``answers``: the (worker id, value) pairs that count, oldest first, the new one included."""
+        ...
+
+    def quick_outcome(
+        self, session: Session, config: ProjectConfig, question: QuestionFacts, values: list[Any]
+    ) -> AnswerOutcome | None:
+        """:meth:`after_answer`'s outcome when the answer values decide it without loading the question's row.
+
+        The server's answer path asks this first: a question that plainly wants more answers, or one
+        closed with a decision that creates nothing, costs a statement or two instead of the ORM's
+        load, flush and unit of work. None: call :meth:`after_answer`. What it writes, it writes in
+        the caller's transaction, exactly as :meth:`after_answer` would.
+        """
         ...
 
 

@@ -12,7 +12,8 @@ workers are judged by the same rules. Three rules stop a worker (``WorkerRow.sto
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
@@ -41,14 +42,42 @@ def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0
     return log_ratio >= math.log((1 - miss_rate) / crowd.false_ban_rate)
 
 
+@dataclass
+class WorkerCounters:
+    """The quality columns of one worker row, read and written by plain SQL on the server's hot path.
+
+    :func:`record_answer_quality` takes this or a ``WorkerRow`` alike (the same attribute names);
+    loading the ORM row and flushing it cost more than the rest of storing an answer.
+    """
+
+    id: int
+    attributes: dict[str, Any] | None
+    gold_seen: int | None
+    gold_correct: int | None
+    too_fast: int | None
+    quality: float | None
+    banned: bool
+    stopped_reason: str | None
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("attributes", "gold_seen", "gold_correct", "too_fast", "quality", "banned", "stopped_reason")
+
+
 def record_answer_quality(
-    worker: WorkerRow, kind: str, gold_answer: Any, value: Any, seconds: float, crowd: CrowdConfig, answers_so_far: int | None = None
+    worker: WorkerRow | WorkerCounters,
+    kind: str,
+    gold_answer: Any,
+    value: Any,
+    seconds: float,
+    crowd: CrowdConfig,
+    answers_so_far: int | None = None,
+    session: Session | None = None,
 ) -> bool:
     """Update the worker's gold and speed counters; returns True when this answer gets it stopped.
 
     ``answers_so_far`` is the worker's answer count, this one included; when left out (the
     in-process planner), the count kept in ``worker.attributes`` is used, so the too-fast rule
-    judges simulated (modeled) times exactly as it judges measured ones.
+    judges simulated (modeled) times exactly as it judges measured ones. ``session`` reads the
+    crowd's answers for the constant-answer rule (default: the ORM row's own session).
     """
     state = dict((worker.attributes or {}).get(_STATE_KEY) or {})
     state["answers"] = int(state.get("answers", 0)) + 1
@@ -72,7 +101,7 @@ def record_answer_quality(
     if not worker.banned and run is not None:
         form, run_value, length = run
         needed = crowd.constant_run_grid_answers if form == "grid" else crowd.constant_run_answers
-        session = object_session(worker)
+        session = session if session is not None else object_session(worker)
         # The crowd check reads at most three runs' worth of answers, so a long honest run stays cheap.
         window = min(length, 3 * needed)
         if length >= needed and session is not None and constant_run_refuted(session, worker.id, form, run_value, window, crowd):

@@ -6,18 +6,18 @@ import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Callable, Literal, TypeVar
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from crowdpatch.boxes import Box
 from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.crowd.planner import AnswerRejected, Assignment
-from crowdpatch.crowd.store_planner import NotLeased, SessionComplete, TooManyHeld, WorkerStopped
+from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete, TooManyHeld, WorkerStopped
 from crowdpatch.server import images
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
-from crowdpatch.server.state import ServerState, State, Worker, check_project, requester
+from crowdpatch.server.state import ServerState, State, Worker, check_project, requester, server_state
 from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
@@ -107,16 +107,23 @@ async def in_planner(state: ServerState, call: Callable[..., T], *args: Any, **k
     return call(*args, **kwargs)
 
 
+def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
+    """Answers that end this worker's session, checked in the planner's transaction (one round trip less).
+
+    None for a rehearsal's simulated workers, which answer until the work runs out.
+    """
+    return None if worker.platform == "simulated" else state.server.answers_per_session
+
+
 @router.get("/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}})
 async def next_task(
-    state: State,
+    request: Request,
     worker: Worker,
     exclude: Annotated[str, Query(max_length=400, description="Comma-separated task ids already on screen.")] = "",
 ):
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
-    # A rehearsal's simulated workers answer until the work runs out; the quota is checked in the
-    # planner's transaction (one round trip less per request).
-    quota = None if worker.platform == "simulated" else state.server.answers_per_session
+    state = server_state(request)
+    quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
         assignment = await in_planner(state, state.planner.next_task, worker.worker_id, worker.mode, skip, max_answers=quota)
@@ -132,25 +139,36 @@ async def next_task(
 
 
 @router.post("/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}})
-async def post_answer(body: AnswerRequest, state: State, worker: Worker, response: Response) -> AnswerResponse:
+async def post_answer(body: AnswerRequest, request: Request, worker: Worker, response: Response) -> AnswerResponse:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
+    state = server_state(request)
     source = "modeled" if worker.platform == "simulated" else "measured"
+    answer = dict(client_id=body.client_id, client_ms=body.client_ms, time_source=source)
+    following: NextTask | None = None
     try:
-        stored = await in_planner(
-            state, state.planner.submit, worker.worker_id, int(body.task_id), body.value(), client_id=body.client_id, client_ms=body.client_ms, time_source=source
-        )
+        if body.next:
+            stored, following = await in_planner(
+                state, state.planner.submit_and_next, worker.worker_id, int(body.task_id), body.value(), **answer,
+                mode=worker.mode, exclude=tuple(int(t) for t in body.exclude), max_answers=session_quota(state, worker),
+            )
+        else:
+            stored = await in_planner(state, state.planner.submit, worker.worker_id, int(body.task_id), body.value(), **answer)
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc
     except AnswerRejected as exc:
         raise HTTPException(422, str(exc)) from exc
     if stored.duplicate:
         response.status_code = 200
-    return AnswerResponse(
+    result = AnswerResponse(
         answer_id=stored.answer_id,
         task_id=body.task_id,
         answers_given=stored.answers_given,
         session_complete=stored.answers_given >= state.server.answers_per_session,
     )
+    if following is not None:
+        result.next = task_response(state, following.assignment, worker) if following.assignment else None
+        result.next_status = "task" if following.assignment else following.reason
+    return result
 
 
 @router.post("/answers/undo", response_model=TaskResponse)

@@ -76,9 +76,16 @@ class AnswerRequest(_Body):
     answer: Literal["yes", "no"] | Cells | Polygon
     client_id: str = Field(min_length=1, max_length=100)
     client_ms: int = Field(ge=0, le=86_400_000)
+    next: bool = Field(False, description="Also lease the next question and return it as `next` (one round trip instead of two).")
+    exclude: list[Annotated[str, Field(pattern=r"^\d{1,18}$")]] = Field(
+        default_factory=list, max_length=8, description="With `next`: task ids already on screen (as `GET /tasks/next?exclude=`)."
+    )
 
     def value(self) -> Any:
         return self.answer if isinstance(self.answer, str) else self.answer.model_dump()
+
+
+NextStatus = Literal["task", "none", "session_complete", "stopped", "too_many_held"]
 
 
 class AnswerResponse(BaseModel):
@@ -86,6 +93,10 @@ class AnswerResponse(BaseModel):
     task_id: str
     answers_given: int
     session_complete: bool
+    next: TaskResponse | None = None
+    """The next question, when the request asked for it (``"next": true``) and there is one."""
+    next_status: NextStatus | None = None
+    """With ``"next": true``: "task", or why there is none (what ``GET /tasks/next`` says by 204, 403 or 429)."""
 
 
 class CompletionResponse(BaseModel):

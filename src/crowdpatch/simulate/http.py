@@ -97,30 +97,48 @@ async def _work(
         return
     auth = {"Authorization": f"Bearer {response.json()['token']}"}
     count = 0
-    while budget[0] > 0 and time.monotonic() < deadline:
-        response = await _request(client, "GET", "/api/v1/tasks/next", report, headers=auth)
-        if response.status_code == 204:
-            return
-        if response.status_code == 403:
-            report.stopped += 1
-            return
-        if response.status_code == 429:
-            await asyncio.sleep(0.05)
-            continue
-        response.raise_for_status()
-        task = response.json()
+    task: dict[str, Any] | None = None  # handed out with the last answer ("next": true); its answer is reserved in budget
+    while task is not None or (budget[0] > 0 and time.monotonic() < deadline):
+        if task is None:
+            response = await _request(client, "GET", "/api/v1/tasks/next", report, headers=auth)
+            if response.status_code == 204:
+                return
+            if response.status_code == 403:
+                report.stopped += 1
+                return
+            if response.status_code == 429:
+                await asyncio.sleep(0.05)
+                continue
+            response.raise_for_status()
+            task = response.json()
+            budget[0] -= 1
         value, seconds = crowd.answer(task, worker)
         client_id = f"{name}:{task['task_id']}:{count}"
         count += 1
-        budget[0] -= 1
-        body = {"task_id": task["task_id"], "answer": value, "client_id": client_id, "client_ms": max(1, int(seconds * 1000))}
+        # The next question comes with the answer (one round trip), when the budget leaves room for its answer.
+        ask_next = budget[0] > 0 and time.monotonic() < deadline
+        if ask_next:
+            budget[0] -= 1
+        body = {"task_id": task["task_id"], "answer": value, "client_id": client_id, "client_ms": max(1, int(seconds * 1000)), "next": ask_next}
         posted = await _request(client, "POST", "/api/v1/answers", report, json=body, headers=auth)
+        task = None
         if posted.status_code in (200, 201):
             report.acknowledged.add(client_id)
             report.answers += 1
-        elif posted.status_code == 409:
+            result = posted.json()
+            task = result.get("next")
+            if ask_next and task is None:
+                budget[0] += 1
+                if result["next_status"] == "none":
+                    return
+                if result["next_status"] == "stopped":
+                    report.stopped += 1
+                    return
+        elif ask_next:
+            budget[0] += 1
+        if posted.status_code == 409:
             report.conflicts += 1
-        else:
+        elif posted.status_code not in (200, 201):
             posted.raise_for_status()
 
 
