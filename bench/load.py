@@ -38,6 +38,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from pathlib import Path
@@ -207,6 +208,8 @@ class ClientReport:
     errors: int = 0
     exhausted: int = 0
     """Workers that got 204 (no work left) before the time was up."""
+    error_statuses: Counter = field(default_factory=Counter)
+    """HTTP status of each error (599: the connection dropped)."""
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -237,6 +240,7 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
                 return
             if status != 200:
                 report.errors += 1
+                report.error_statuses[status] += 1
                 await asyncio.sleep(0.01)
                 continue
             task = json.loads(data)
@@ -265,6 +269,7 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
                 report.conflicts += 1
             else:
                 report.errors += 1
+                report.error_statuses[status] += 1
 
 
 async def drive(port: int, api_key: str, project: str, workers: int, seconds: float, seed: int,
@@ -335,6 +340,7 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         "p99": float(np.percentile(latencies, 99)),
         "conflicts": report.conflicts,
         "errors": report.errors,
+        "error_statuses": ", ".join(f"{count} x {status}" for status, count in sorted(report.error_statuses.items())),
         "exhausted": report.exhausted,
         "server_cpu_ms_per_answer": 1000 * cpu / max(report.answers, 1),
     }
@@ -382,9 +388,10 @@ def main() -> None:
             result = run(project, int(processes or 1), workers, args.seconds, out / f"{tag}.log", env, loop == "piggyback")
             setting = f"synchronous={sync.upper()}" if backend == "sqlite" else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
             exhausted = " (work ran out)" if result["exhausted"] else ""
+            errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
             print(f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
                   f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {result['errors']} | {os.getloadavg()[0]:.2f} |", flush=True)
+                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} |", flush=True)
             if schema:
                 with make_engine(args.postgres).begin() as connection:
                     connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
