@@ -43,12 +43,12 @@ def check_project(state: ServerState, project: str) -> None:
 
 
 def server_state(request: Request) -> ServerState:
-    """The state, read directly where a dependency per request would cost more than the work (the hot endpoints)."""
+    """What the ``State`` dependency gives, read from the request (the worker's endpoints; no measurable difference in speed)."""
     return request.app.state.crowdpatch
 
 
 async def worker_session(request: Request, authorization: Annotated[str | None, Header()] = None) -> WorkerSession:
-    """The bearer token's session (401 otherwise); reads the state itself: one dependency less to solve per request."""
+    """The bearer token's session (401 otherwise)."""
     state = server_state(request)
     if not authorization or not authorization.startswith("Bearer "):
         raise HTTPException(401, "missing 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
