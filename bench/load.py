@@ -47,10 +47,8 @@ import numpy as np
 from sqlalchemy import text
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
-from crowdpatch.ingest import add_images
+from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
-from crowdpatch.propose import propose
 from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
