@@ -308,17 +308,17 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
         with project.sessions.begin() as session:
             for worker, task_id in ((a, first), (b, second)):
                 session.add(LeaseRow(task_id=task_id, worker_id=worker, expires_at=1e12, leased_at=0.0))
-        real_close = decisions_module.close_question
+        real_create = decisions_module.create_children
         first_closed, release = threading.Event(), threading.Event()
 
-        def close_then_hold(session, project_id, config, task_id, values):
-            created = real_close(session, project_id, config, task_id, values)
-            if task_id == first:  # hold the first transaction open, its children inserted, not committed
+        def create_then_hold(connection, window, config):
+            created = real_create(connection, window, config)
+            if window.id == first:  # hold the first transaction open, its children inserted, not committed
                 first_closed.set()
                 release.wait(10)
             return created
 
-        monkeypatch.setattr(decisions_module, "close_question", close_then_hold)
+        monkeypatch.setattr(decisions_module, "create_children", create_then_hold)
         errors: list[BaseException] = []
 
         def answer(which: StorePlanner, worker: int, task_id: int) -> None:

@@ -41,6 +41,10 @@ class QuestionFacts:
     kind: str
     image_id: int
     votes_wanted: int
+    project_id: int | None = None
+    region_id: int | None = None
+    key: str | None = None
+    """The window's lattice key ("level:ix:iy") for a patch question."""
 
 
 class QuestionPlanner(Protocol):

@@ -204,7 +204,7 @@ class StorePlanner:
             ),
             "by_client": "SELECT id, worker_id, task_id FROM answer WHERE client_id = :client",
             "task": (
-                "SELECT project_id, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec"
+                "SELECT project_id, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec, region_id, key"
                 " FROM task WHERE id = :task" + (" FOR UPDATE" if self.postgres else "")
             ),
             "own_lease": "SELECT id, expires_at, leased_at FROM lease WHERE task_id = :task AND worker_id = :worker",
@@ -529,7 +529,7 @@ class StorePlanner:
         if task is None or task[0] != self.project_id or lease is None:
             # An expired lease whose slot went to another worker was deleted: its place is taken.
             raise NotLeased(f"task {task_id} is not leased to you (or your lease expired and went to someone else)")
-        _, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec = task
+        _, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec, region_id, key = task
         lease_id, lease_expires_at, leased_at = lease
         if kind == "polygon":
             image = session.get(ImageRow, image_id)
@@ -561,7 +561,8 @@ class StorePlanner:
         self._run(session, "answered", task=task_id, answers=len(values), disagree=disagree)
         done = False
         if kind != "gold":
-            quick = self.scheme.quick_outcome(session, self.config, QuestionFacts(task_id, kind, image_id, votes_wanted), values)
+            facts = QuestionFacts(task_id, kind, image_id, votes_wanted, self.project_id, region_id, key)
+            quick = self.scheme.quick_outcome(session, self.config, facts, values)
             done = quick.done if quick is not None else self._decide(session, task_id, answers)
             if done:
                 self._run(session, "close_leases", task=task_id)
