@@ -178,7 +178,7 @@ def test_a_stopped_workers_answers_stop_counting_and_its_leases_free_their_slots
 def test_the_hand_out_query_walks_the_open_question_index_without_sorting(make_project):
     project = make_project(n_images=2, size=64, configure=no_gold)
     planner = StorePlanner(project.sessions, project.id, project.config)
-    sql = planner._statements["pick_patch"]
+    sql = planner._statements.sql["pick_patch"]
     with project.engine.connect() as connection:
         plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, {"project": 1, "worker": 1}))
     assert "ix_task_queue" in plan and "TEMP B-TREE" not in plan, plan
@@ -188,7 +188,7 @@ def test_handing_on_expired_leases_starts_from_the_expired_ones_not_the_open_que
     """With thousands of open questions, walking them all per request to find (nearly always) no expired lease cost 4 ms."""
     project = make_project(n_images=2, size=64, configure=no_gold)
     planner = StorePlanner(project.sessions, project.id, project.config)
-    sql = planner._statements["reclaim_patch"]
+    sql = planner._statements.sql["reclaim_patch"]
     with project.engine.connect() as connection:
         plan = [str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, {"project": 1, "worker": 1, "now": 0.0})]
     lease_step = next(i for i, step in enumerate(plan) if "ix_lease_expires_at" in step)

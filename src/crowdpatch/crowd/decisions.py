@@ -6,14 +6,16 @@ in-process simulator) reach the same decisions from the same answers.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.plain_sql import PerBackend
 from crowdpatch.crowd.planners import AnswerOutcome, QuestionFacts, planner_for
 from crowdpatch.crowd.tasks import add_region_questions, add_window_tasks, insert_window_tasks
 from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
@@ -91,25 +93,25 @@ class FixedScheme:
         # INSERT, without the ORM (its load, flush and unit of work cost more than the rest of the answer).
         decision = majority(values)
         lock_image(session, question.image_id)
-        connection = session.connection()
-        connection.execute(_MARK_DONE, {"task": question.id, "decided": decision})
+        _PLAIN.on(session).run(session, "mark_done", task=question.id, decided=decision)
         created = 0
         if decision == YES:
-            created = create_children(connection, question, config)
+            created = create_children(session, question, config)
         if not created:  # new questions are open ones: the image is not done
             finish_image_if_done(session, question.image_id)
         return AnswerOutcome(True, question.votes_wanted)
 
 
-def create_children(connection: Connection, window: QuestionFacts, config: ProjectConfig) -> int:
+def create_children(session: Session, window: QuestionFacts, config: ProjectConfig) -> int:
     """The children of a window voted "yes" (those not asked already), unless it is at the depth or size limit."""
     key = WindowKey.parse(window.key)
     patches = config.patches
-    region_box = Box.from_list(connection.scalar(_REGION_BOX, {"region": window.region_id}))
+    box = _PLAIN.on(session).one(session, "region_box", region=window.region_id)[0]
+    region_box = Box.from_list(json.loads(box) if isinstance(box, str) else box)  # JSON text on SQLite
     if not can_subdivide(region_box, key, patches.max_depth, patches.min_side):
         return 0
     return insert_window_tasks(
-        connection, window.project_id, window.image_id, window.region_id, region_box, children(key), config, (window.id, window.key)
+        session.connection(), window.project_id, window.image_id, window.region_id, region_box, children(key), config, (window.id, window.key)
     )
 
 
@@ -123,21 +125,21 @@ def lock_image(session: Session, image_id: int) -> None:
         session.get(ImageRow, image_id, with_for_update=True)
 
 
-_TASKS = TaskRow.__table__
-_OPEN_PIPELINE_QUESTION = (
-    select(_TASKS.c.id)
-    .where(_TASKS.c.image_id == bindparam("image"), _TASKS.c.kind.notin_(("gold", "polygon")), _TASKS.c.state == "open")
-    .limit(1)
-)
-_REGION_BOX = select(RegionRow.box).where(RegionRow.id == bindparam("region"))
-_MARK_DONE = update(_TASKS).where(_TASKS.c.id == bindparam("task")).values(state="done", decision=bindparam("decided"))
-"""Statements on the path of every closed question, built once (building them cost more than running them)."""
+_PLAIN = PerBackend({
+    # The literal 'open' (not a parameter) lets SQLite use the partial index ix_task_open_per_image.
+    "open_pipeline_question": (
+        "SELECT id FROM task WHERE image_id = :image AND kind NOT IN ('gold', 'polygon') AND state = 'open' LIMIT 1"
+    ),
+    "mark_done": "UPDATE task SET state = 'done', decision = :decided WHERE id = :task",
+    "region_box": "SELECT box FROM region WHERE id = :region",
+})
+"""Statements on the path of every closed question (see :mod:`plain_sql`)."""
 
 
 def finish_image_if_done(session: Session, image_id: int) -> None:
     """An image whose pipeline questions are all decided moves to stage "done"."""
     session.flush()
-    if session.connection().scalar(_OPEN_PIPELINE_QUESTION, {"image": image_id}) is None:
+    if _PLAIN.on(session).one(session, "open_pipeline_question", image=image_id) is None:
         session.get(ImageRow, image_id).stage = "done"
 
 
@@ -180,7 +182,7 @@ def mark_done(session: Session, row: TaskRow, decision: str | None) -> None:
     Every closed question passes here, in the answer's transaction; an ORM flush of the one
     changed row cost more than the rest of closing it.
     """
-    session.connection().execute(_MARK_DONE, {"task": row.id, "decided": decision})
+    _PLAIN.on(session).run(session, "mark_done", task=row.id, decided=decision)
     set_committed_value(row, "state", "done")
     set_committed_value(row, "decision", decision)
 

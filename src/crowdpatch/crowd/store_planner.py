@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.plain_sql import PlainStatements, cursor_of
 from crowdpatch.crowd.planners import QuestionFacts, planner_for
 from crowdpatch.crowd.planner import AnswerRejected, Assignment, validate_value, votes_target
 from crowdpatch.crowd.quality_control import WorkerCounters, record_answer_quality
@@ -62,6 +62,19 @@ class WorkerStopped(RuntimeError):
 
 class SessionComplete(RuntimeError):
     """The worker has given the answers its session asks for."""
+
+
+REFUSALS = (AnswerRejected, TooManyHeld, WorkerStopped, SessionComplete)
+"""What a planner call raises to refuse a request (a 4xx, or 204); it changes nothing in the store."""
+
+T = TypeVar("T")
+
+
+def _outcome(call: Callable[[], T]) -> T | Exception:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
+        return exc
 
 
 @dataclass(frozen=True)
@@ -131,9 +144,6 @@ def _spec(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else value
 
 
-_CURSOR = "crowdpatch.store_planner.cursor"
-"""Key of the planner's DBAPI cursor in ``Session.info``."""
-
 _TASK_FIELDS = "t.id, t.kind, t.image_id, t.box, t.grid_size, t.spec"
 _UNSEEN = (
     "NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
@@ -163,14 +173,18 @@ class StorePlanner:
         self.rng = rng or random.Random()
         self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
         self._sqlite_writer = threading.Lock()
+        self._group = threading.local()
+        """``session``: the transaction of :meth:`run_grouped` on the thread running it."""
         self._next_sweep = 0.0
         self._json: Callable[[Any], Any] = _decoded if self.postgres else _from_text
         self.scheme = planner_for(config)
         self.early_stop = self.scheme.uses_early_stop(config)
         self._statements = self._prepare()
+        self._run = self._statements.run
+        self._one = self._statements.one
         self.sync_counters()
 
-    def _prepare(self) -> dict[str, str]:
+    def _prepare(self) -> PlainStatements:
         """Every hot statement, built once (see the module docstring)."""
         wanted = wanted_sql(self.early_stop)
         # Only PostgreSQL re-checks a locked pick and may skip it (SQLite's single writer cannot race).
@@ -256,33 +270,64 @@ class StorePlanner:
             if self.postgres:
                 statements[name + "_wait"] = statements[name] + " FOR UPDATE OF t"
                 statements[name] += " FOR UPDATE OF t SKIP LOCKED"
-        if self.postgres:  # psycopg's placeholders; sqlite3 takes :name as written
-            statements = {name: re.sub(r":(\w+)", r"%(\1)s", sql) for name, sql in statements.items()}
-        return statements
-
-    def _run(self, session: Session, name: str, **params: Any) -> Any:
-        """Execute a prepared statement on the session's DBAPI connection (its transaction); the cursor.
-
-        One cursor per session, kept in ``session.info``: asking the session for its connection
-        cost a tenth of each statement. Callers read each result before running the next statement.
-        """
-        cursor = session.info.get(_CURSOR)
-        if cursor is None:
-            cursor = session.info[_CURSOR] = session.connection().connection.cursor()
-        cursor.execute(self._statements[name], params)
-        return cursor
-
-    def _one(self, session: Session, name: str, **params: Any) -> tuple | None:
-        return self._run(session, name, **params).fetchone()
+        return PlainStatements(statements, self.postgres)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
+        group = getattr(self._group, "session", None)
+        if group is not None:  # inside run_grouped, on its thread: the group's transaction
+            yield group
+            return
         if self.postgres:
             with self.sessions.begin() as session:
                 yield session
             return
         with self._sqlite_writer, self.sessions.begin() as session:
             yield session
+
+    def run_grouped(self, calls: list[Callable[[], T]]) -> list[T | Exception]:
+        """Run planner calls (``submit``, ``next_task``...) in one SQLite transaction: one commit for all.
+
+        Group commit: a commit costs as much as the rest of an answer together (the WAL frames of
+        every page the transaction touched are written; concurrent answers touch the same pages), so
+        the server stores the answers that arrive together in one transaction. Each call runs in a
+        savepoint: one that fails with a refusal (409, 422, nothing left...) is rolled back alone and
+        gets its exception; the others are kept. Any other failure (a database error, the commit
+        itself) abandons the whole group, nothing of it stored, and each call is then run again in a
+        transaction of its own: one bad request cannot take its neighbours' answers down with it,
+        and nothing is acknowledged before the commit that holds it. Returns each call's result or
+        exception, in order.
+        PostgreSQL (row locks, many processes) runs each call in its own transaction.
+        """
+        if self.postgres or len(calls) == 1:
+            return [_outcome(call) for call in calls]
+        try:
+            with self._sqlite_writer, self.sessions.begin() as session:
+                cursor = cursor_of(session)
+                cursor.execute("BEGIN")  # pysqlite starts a transaction only at the first write; savepoints need one
+                self._group.session = session
+                try:
+                    results = [self._in_savepoint(session, cursor, call) for call in calls]
+                finally:
+                    self._group.session = None
+        except Exception:  # noqa: BLE001 - each call is retried alone, and reports its own error
+            return [_outcome(call) for call in calls]
+        return results
+
+    def _in_savepoint(self, session: Session, cursor: Any, call: Callable[[], T]) -> T | Exception:
+        cursor.execute("SAVEPOINT grouped_call")
+        try:
+            result: T | Exception = call()
+            if session.new or session.dirty or session.deleted:
+                session.flush()
+        except REFUSALS as exc:
+            cursor.execute("ROLLBACK TO grouped_call")
+            result = exc
+        cursor.execute("RELEASE grouped_call")
+        # The next call starts from the database, as it would in a transaction of its own (and
+        # nothing the rolled-back call loaded or added lingers).
+        session.expunge_all()
+        return result
 
     # -- counting ------------------------------------------------------------------------------
 

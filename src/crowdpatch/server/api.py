@@ -17,7 +17,7 @@ from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete,
 from crowdpatch.server import images
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
-from crowdpatch.server.state import ServerState, State, Worker, check_project, requester, server_state
+from crowdpatch.server.state import Authorization, ServerState, State, Worker, authenticate, check_project, requester, server_state
 from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
@@ -96,15 +96,16 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
 
 
 async def in_planner(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a planner transaction: on the event loop for SQLite, on the thread pool for PostgreSQL.
+    """Run a planner transaction: grouped on the event loop for SQLite, on the thread pool for PostgreSQL.
 
     SQLite has one writer and answers in tens of microseconds, so a hop to a thread (and the
-    contention for the GIL and the writer lock that comes with it) costs more than the transaction.
+    contention for the GIL and the writer lock that comes with it) costs more than the transaction;
+    the requests of one turn of the event loop share a transaction and its commit (:mod:`group_commit`).
     A PostgreSQL round trip, or a row lock another process holds, must not stall the event loop.
     """
     if state.planner.postgres:
         return await run_in_threadpool(call, *args, **kwargs)
-    return call(*args, **kwargs)
+    return await state.group_commit.run(call, *args, **kwargs)
 
 
 def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
@@ -118,11 +119,12 @@ def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
 @router.get("/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}})
 async def next_task(
     request: Request,
-    worker: Worker,
+    authorization: Authorization = None,
     exclude: Annotated[str, Query(max_length=400, description="Comma-separated task ids already on screen.")] = "",
 ):
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
     state = server_state(request)
+    worker = authenticate(state, authorization)
     quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
@@ -139,9 +141,10 @@ async def next_task(
 
 
 @router.post("/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}})
-async def post_answer(body: AnswerRequest, request: Request, worker: Worker, response: Response) -> AnswerResponse:
+async def post_answer(body: AnswerRequest, request: Request, authorization: Authorization = None) -> Response:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
     state = server_state(request)
+    worker = authenticate(state, authorization)
     source = "modeled" if worker.platform == "simulated" else "measured"
     answer = dict(client_id=body.client_id, client_ms=body.client_ms, time_source=source)
     following: NextTask | None = None
@@ -157,8 +160,6 @@ async def post_answer(body: AnswerRequest, request: Request, worker: Worker, res
         raise HTTPException(409, str(exc)) from exc
     except AnswerRejected as exc:
         raise HTTPException(422, str(exc)) from exc
-    if stored.duplicate:
-        response.status_code = 200
     result = AnswerResponse(
         answer_id=stored.answer_id,
         task_id=body.task_id,
@@ -168,7 +169,8 @@ async def post_answer(body: AnswerRequest, request: Request, worker: Worker, res
     if following is not None:
         result.next = task_response(state, following.assignment, worker) if following.assignment else None
         result.next_status = "task" if following.assignment else following.reason
-    return result
+    # Serialized here, not by FastAPI (which validates the model it was given once more first).
+    return Response(result.model_dump_json(), status_code=200 if stored.duplicate else 201, media_type="application/json")
 
 
 @router.post("/answers/undo", response_model=TaskResponse)

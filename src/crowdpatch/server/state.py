@@ -9,6 +9,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 
 from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.project import Project
+from crowdpatch.server.group_commit import GroupCommit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.tokens import BadToken, WorkerSession, constant_time_equal, read_session
 
@@ -18,6 +19,7 @@ class ServerState:
     project: Project
     planner: StorePlanner
     live_masks: LiveMasks
+    group_commit: GroupCommit
     image_info: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     """image id -> (path, width, height), filled on first use (images never change once added)."""
 
@@ -47,9 +49,11 @@ def server_state(request: Request) -> ServerState:
     return request.app.state.crowdpatch
 
 
-async def worker_session(request: Request, authorization: Annotated[str | None, Header()] = None) -> WorkerSession:
+Authorization = Annotated[str | None, Header(description="`Bearer <token>` of the worker's session.")]
+
+
+def authenticate(state: ServerState, authorization: str | None) -> WorkerSession:
     """The bearer token's session (401 otherwise)."""
-    state = server_state(request)
     if not authorization or not authorization.startswith("Bearer "):
         raise HTTPException(401, "missing 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
     try:
@@ -59,6 +63,12 @@ async def worker_session(request: Request, authorization: Annotated[str | None, 
     if session.project_id != state.project.id:
         raise HTTPException(401, "this session belongs to another project")
     return session
+
+
+async def worker_session(request: Request, authorization: Authorization = None) -> WorkerSession:
+    """The ``Worker`` dependency. The hot endpoints (next task, answers) call :func:`authenticate`
+    themselves: FastAPI's solving of a sub-dependency cost a tenth of an answer's server time."""
+    return authenticate(server_state(request), authorization)
 
 
 Worker = Annotated[WorkerSession, Depends(worker_session)]

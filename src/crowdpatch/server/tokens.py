@@ -7,6 +7,7 @@ a worker's requests to any process.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -51,16 +52,29 @@ def issue_session(secret: str, session: WorkerSession) -> str:
 
 
 def read_session(secret: str, token: str, now: float | None = None) -> WorkerSession:
+    session = _verified_session(secret, token)
+    if session is None:
+        raise BadToken("invalid session token")
+    if session.expires_at < (time.time() if now is None else now):
+        raise BadToken("session expired: open your link again")
+    return session
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified_session(secret: str, token: str) -> WorkerSession | None:
+    """The session a token carries, None when its signature or body is bad (expiry is checked per request).
+
+    A token is verified on every request, twice (the rate limit and the handler): remembering the
+    verdicts of the last few thousand tokens spares the HMAC and the JSON of each.
+    """
     body, _, signature = token.partition(".")
     if not signature or not constant_time_equal(signature, sign(secret, "session:" + body)):
-        raise BadToken("invalid session token")
+        return None
     try:
         worker_id, project_id, platform, mode, expires_at = json.loads(_unb64(body))
-    except (ValueError, TypeError) as exc:
-        raise BadToken("invalid session token") from exc
-    if expires_at < (time.time() if now is None else now):
-        raise BadToken("session expired: open your link again")
-    return WorkerSession(int(worker_id), int(project_id), str(platform), str(mode), float(expires_at))
+        return WorkerSession(int(worker_id), int(project_id), str(platform), str(mode), float(expires_at))
+    except (ValueError, TypeError):
+        return None
 
 
 def make_invite(secret: str, label: str) -> str:
