@@ -17,7 +17,7 @@ from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete,
 from crowdpatch.server import images
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
-from crowdpatch.server.state import Authorization, ServerState, State, Worker, authenticate, check_project, requester, server_state
+from crowdpatch.server.state import AUTHORIZATION_DOC, ServerState, State, Worker, authenticate, bearer, check_project, requester, server_state
 from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
@@ -116,15 +116,16 @@ def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
     return None if worker.platform == "simulated" else state.server.answers_per_session
 
 
-@router.get("/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}})
+@router.get(
+    "/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}}, openapi_extra=AUTHORIZATION_DOC
+)
 async def next_task(
     request: Request,
-    authorization: Authorization = None,
     exclude: Annotated[str, Query(max_length=400, description="Comma-separated task ids already on screen.")] = "",
 ):
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
     state = server_state(request)
-    worker = authenticate(state, authorization)
+    worker = authenticate(state, bearer(request))
     quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
@@ -140,11 +141,13 @@ async def next_task(
     return task_response(state, assignment, worker)
 
 
-@router.post("/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}})
-async def post_answer(body: AnswerRequest, request: Request, authorization: Authorization = None) -> Response:
+@router.post(
+    "/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}}, openapi_extra=AUTHORIZATION_DOC
+)
+async def post_answer(body: AnswerRequest, request: Request) -> Response:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
     state = server_state(request)
-    worker = authenticate(state, authorization)
+    worker = authenticate(state, bearer(request))
     source = "modeled" if worker.platform == "simulated" else "measured"
     answer = dict(client_id=body.client_id, client_ms=body.client_ms, time_source=source)
     following: NextTask | None = None

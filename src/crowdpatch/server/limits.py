@@ -146,11 +146,13 @@ class RateLimit:
     def _identity(self, scope: Scope) -> tuple[str, float, int] | None:
         """(bucket key, rate, burst) of this request, or None when it is not limited."""
         config = self.config
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))  # type: ignore[union-attr]
+        raw_query = scope.get("query_string", b"")
+        query = parse_qs(raw_query.decode("latin-1")) if raw_query else {}  # type: ignore[union-attr]
         key = _header(scope, b"x-api-key") or (query.get("key") or [None])[0]
-        expected = _api_key(config)
-        if key and expected and constant_time_equal(key, expected):
-            return None
+        if key:
+            expected = _api_key(config)
+            if expected and constant_time_equal(key, expected):
+                return None
         authorization = _header(scope, b"authorization")
         worker: int | None = None
         if authorization and authorization.startswith("Bearer "):
