@@ -111,7 +111,7 @@ def create_children(session: Session, window: QuestionFacts, config: ProjectConf
     if not can_subdivide(region_box, key, patches.max_depth, patches.min_side):
         return 0
     return insert_window_tasks(
-        session.connection(), window.project_id, window.image_id, window.region_id, region_box, children(key), config, (window.id, window.key)
+        session, window.project_id, window.image_id, window.region_id, region_box, children(key), config, (window.id, window.key)
     )
 
 

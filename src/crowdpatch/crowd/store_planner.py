@@ -403,9 +403,13 @@ class StorePlanner:
         with self._write() as session:
             return self._next(session, worker_id, mode, exclude, max_answers, now)
 
-    def _next(self, session: Session, worker_id: int, mode: Mode, exclude: tuple[int, ...], max_answers: int | None, now: float) -> Assignment | None:
-        """:meth:`next_task` inside the caller's transaction."""
-        row = self._one(session, "worker", worker=worker_id)
+    def _next(
+        self, session: Session, worker_id: int, mode: Mode, exclude: tuple[int, ...], max_answers: int | None, now: float,
+        known: StoredAnswer | None = None,
+    ) -> Assignment | None:
+        """:meth:`next_task` inside the caller's transaction; ``known``: the worker's answer just stored in it
+        (which says whether the worker is stopped and how many answers it has given: one statement less)."""
+        row = (known.worker_stopped, "stopped", known.answers_given) if known else self._one(session, "worker", worker=worker_id)
         if row is not None and max_answers is not None and row[2] >= max_answers:
             raise SessionComplete(f"{row[2]} answers given")
         if row is None or row[0]:
@@ -544,7 +548,8 @@ class StorePlanner:
         now = self.clock()
         with self._write() as session:
             stored = self._store(session, worker_id, task_id, value, client_id, client_ms, time_source, now)
-            return stored, self._next_task_or_reason(lambda: self._next(session, worker_id, mode, exclude, max_answers, now))
+            known = None if stored.duplicate else stored  # a replay's count is the one it had then
+            return stored, self._next_task_or_reason(lambda: self._next(session, worker_id, mode, exclude, max_answers, now, known))
 
     @staticmethod
     def _next_task_or_reason(lease: Callable[[], Assignment | None]) -> NextTask:

@@ -5,11 +5,12 @@ Every question records in ``reason`` why it was asked, so a requester can follow
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.plain_sql import PerBackend
 from crowdpatch.crowd.planners import planner_for
 from crowdpatch.patches.lattice import WindowKey, first_level, window_box
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
@@ -61,13 +62,13 @@ def add_verify_task(session: Session, project_id: int, image: ImageRow, region: 
     return task
 
 
-_WINDOW_KEYS = select(TaskRow.key).where(TaskRow.region_id == bindparam("region"), TaskRow.kind == "patch")
+_PLAIN = PerBackend({"window_keys": "SELECT key FROM task WHERE region_id = :region AND kind = 'patch'"})
 _INSERT_TASKS = insert(TaskRow.__table__)
 """Statements of the answer path that creates windows, built once (building them cost more than running them)."""
 
 
-def existing_keys(session: Session | Connection, region_id: int) -> set[str]:
-    return set(session.scalars(_WINDOW_KEYS, {"region": region_id}))
+def existing_keys(session: Session, region_id: int) -> set[str]:
+    return {key for key, in _PLAIN.on(session).run(session, "window_keys", region=region_id).fetchall()}
 
 
 def window_task_values(
@@ -129,7 +130,7 @@ def add_window_tasks(
 
 
 def insert_window_tasks(
-    connection: Connection,
+    session: Session,
     project_id: int,
     image_id: int,
     region_id: int,
@@ -143,9 +144,9 @@ def insert_window_tasks(
     The answer path of the server creates a "yes" window's children this way; the ORM's unit of
     work for them was its most expensive step.
     """
-    values = window_task_values(project_id, image_id, region_id, region_box, keys, config, parent, existing_keys(connection, region_id))
+    values = window_task_values(project_id, image_id, region_id, region_box, keys, config, parent, existing_keys(session, region_id))
     if values:
-        connection.execute(_INSERT_TASKS, values)
+        session.connection().execute(_INSERT_TASKS, values)
     return len(values)
 
 
