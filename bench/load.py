@@ -100,12 +100,13 @@ def answer_verification(project: Project, seed: int = 0) -> int:
     return answers
 
 
-def split_cores() -> tuple[set[int], set[int]]:
-    """(server cores, load-generator core): the last core for the client, the rest for the server."""
+def split_cores(server_cores: str = "rest") -> tuple[set[int], set[int]]:
+    """(server cores, load-generator core): the last core for the client; the rest for the server, or
+    with ``server_cores`` "all" every core (the generator's included: it uses a fraction of its core)."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return set(cores), set(cores)
-    return set(cores[:-1]), {cores[-1]}
+    return (set(cores) if server_cores == "all" else set(cores[:-1])), {cores[-1]}
 
 
 def serve(project: Project, processes: int, log: Path, env: dict[str, str], cores: set[int]) -> tuple[subprocess.Popen, int]:
@@ -206,6 +207,8 @@ class ClientReport:
     errors: int = 0
     exhausted: int = 0
     """Workers that got 204 (no work left) before the time was up."""
+    stopped: int = 0
+    """Workers stopped by the quality checks (403) before the time was up: their loop ends there."""
     error_statuses: Counter = field(default_factory=Counter)
     """HTTP status of each error (599: the connection dropped)."""
     seconds: float = 0.0
@@ -236,6 +239,9 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
             if status == 204:
                 report.exhausted += 1
                 return
+            if status == 403:  # stopped by the quality checks (random answers make constant runs now and then)
+                report.stopped += 1
+                return
             if status != 200:
                 report.errors += 1
                 report.error_statuses[status] += 1
@@ -262,6 +268,9 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
                     task = body["next"]
                     if body["next_status"] == "none":
                         report.exhausted += 1
+                        return
+                    if body["next_status"] == "stopped":
+                        report.stopped += 1
                         return
             elif status == 409:
                 report.conflicts += 1
@@ -308,8 +317,9 @@ def _client_process(queue: multiprocessing.Queue, cores: set[int], *args) -> Non
     queue.put(asyncio.run(drive(*args)))
 
 
-def run(project: Project, processes: int, workers: int, seconds: float, log: Path, env: dict[str, str], piggyback: bool) -> dict:
-    server_cores, client_cores = split_cores()
+def run(project: Project, processes: int, workers: int, seconds: float, log: Path, env: dict[str, str], piggyback: bool,
+        server_cores: str = "rest") -> dict:
+    server_cores, client_cores = split_cores(server_cores)
     child, port = serve(project, processes, log, env, server_cores)
     try:
         fork = multiprocessing.get_context("fork")
@@ -340,6 +350,7 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         "errors": report.errors,
         "error_statuses": ", ".join(f"{count} x {status}" for status, count in sorted(report.error_statuses.items())),
         "exhausted": report.exhausted,
+        "stopped": report.stopped,
         "server_cpu_ms_per_answer": 1000 * cpu / max(report.answers, 1),
     }
 
@@ -353,6 +364,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sqlite:1", "postgresql:2", "postgresql:4"],
                         help="DATABASE:PROCESSES, DATABASE being sqlite or postgresql.")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--server-cores", choices=["rest", "all"], default="rest",
+                        help="rest: the server on every core but the load generator's (one on a 2-core machine); "
+                             "all: on every core, sharing the generator's (for several server processes).")
     parser.add_argument("--phases", nargs="+", choices=["verify", "patch"], default=["verify", "patch"],
                         help="verify: a fresh project (its verification questions first); patch: those answered "
                              "beforehand, so the run is patch answers (the bulk of a study).")
@@ -363,7 +377,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-load-"))
     data = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
     files = (out / "data" / "images", data, out / "data" / "masks")
-    server_cores, client_cores = split_cores()
+    server_cores, client_cores = split_cores(args.server_cores)
     print(f"cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
           f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}")
     print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | 409 | errors | load avg |")
@@ -383,9 +397,10 @@ def main() -> None:
                 env[ENV_SQLITE_SYNC] = sync.upper()
             project = make_project(out / tag, files, db_url, phase)
             project.close()
-            result = run(project, int(processes or 1), workers, args.seconds, out / f"{tag}.log", env, loop == "piggyback")
+            result = run(project, int(processes or 1), workers, args.seconds, out / f"{tag}.log", env, loop == "piggyback", args.server_cores)
             setting = f"synchronous={sync.upper()}" if backend == "sqlite" else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
             exhausted = " (work ran out)" if result["exhausted"] else ""
+            exhausted += f" ({result['stopped']} workers stopped)" if result["stopped"] else ""
             errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
             print(f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
                   f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "

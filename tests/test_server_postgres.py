@@ -1,4 +1,4 @@
-"""Two server processes on one PostgreSQL, 50 concurrent simulated workers through the HTTP API."""
+"""Two server processes on one database (PostgreSQL, or one SQLite file), 50 concurrent simulated workers through the HTTP API."""
 
 from __future__ import annotations
 
@@ -78,10 +78,21 @@ def wait_until_serving(url: str, process, timeout: float = 60) -> None:
     raise AssertionError(f"server at {url} did not start")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_database(request):
+    """The database two server processes share: the project's SQLite file (None), or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with fresh_schema() as url:
+        yield url
+
+
 @pytest.mark.slow
-def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(postgres_schema, make_project, start_cli, tmp_path):
+def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_database, make_project, start_cli, tmp_path):
+    """On SQLite the two processes take turns at the one writer (``store.writer_lock``); on PostgreSQL, row locks."""
     def configure(config):
-        config.db_url = postgres_schema
+        config.db_url = shared_database
         config.crowd.lease_seconds = 30
         config.patches.presentation = "single"  # many small questions: the most leasing there can be
         config.simulation.spammers = 0.0  # a stopped worker's answers stop counting, which would blur the check

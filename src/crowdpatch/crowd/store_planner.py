@@ -44,6 +44,7 @@ from crowdpatch.crowd.planner import AnswerRejected, Assignment, validate_value,
 from crowdpatch.crowd.quality_control import WorkerCounters, record_answer_quality
 from crowdpatch.crowd.tasks import question_text, shown_kind, task_variant
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow, WorkerRow
+from crowdpatch.store.writer_lock import WriterLock
 
 Mode = Literal["patch", "polygon"]
 
@@ -172,7 +173,8 @@ class StorePlanner:
         self.clock = clock
         self.rng = rng or random.Random()
         self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
-        self._sqlite_writer = threading.Lock()
+        bind = sessions.kw["bind"]
+        self._sqlite_writer = WriterLock(None if self.postgres else bind.url.database)
         self._group = threading.local()
         """``session``: the transaction of :meth:`run_grouped` on the thread running it."""
         self._next_sweep = 0.0
@@ -283,6 +285,8 @@ class StorePlanner:
                 yield session
             return
         with self._sqlite_writer, self.sessions.begin() as session:
+            # The write lock from the first statement on, so what is read is what is written over.
+            cursor_of(session).execute("BEGIN IMMEDIATE")
             yield session
 
     def run_grouped(self, calls: list[Callable[[], T]]) -> list[T | Exception]:
@@ -304,7 +308,7 @@ class StorePlanner:
         try:
             with self._sqlite_writer, self.sessions.begin() as session:
                 cursor = cursor_of(session)
-                cursor.execute("BEGIN")  # pysqlite starts a transaction only at the first write; savepoints need one
+                cursor.execute("BEGIN IMMEDIATE")  # pysqlite would start it only at the first write; savepoints need one
                 self._group.session = session
                 try:
                     results = [self._in_savepoint(session, cursor, call) for call in calls]

@@ -1,16 +1,19 @@
 """Group commit: the planner calls of requests that arrive together share one SQLite transaction.
 
 A SQLite commit costs as much as the rest of an answer (see ``StorePlanner.run_grouped``), and a
-server with many workers receives their answers in bursts: every request the event loop reads in
-one turn is queued here, and at the end of that turn all of them run in one transaction, committed
-once, before any of them is answered. A request alone is not delayed: its group is itself.
-PostgreSQL keeps a transaction per call on the thread pool (row locks; other processes).
+server with many workers receives their answers in bursts. Requests queue here; one writer thread
+runs the queue as one transaction, committed once, before any of them is answered, and whatever
+arrived meanwhile is the next group. The event loop goes on reading and answering requests while
+the writer works or waits for its turn at the database (other server processes on the same file
+take turns by a file lock, see ``store.writer_lock``). A request alone is not delayed: its group is
+itself. PostgreSQL keeps a transaction per call on the thread pool (row locks, not one writer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from crowdpatch.crowd.store_planner import StorePlanner
@@ -19,34 +22,46 @@ T = TypeVar("T")
 
 
 class GroupCommit:
-    """Queue of planner calls for the current turn of the event loop, run together at its end."""
+    """Queue of planner calls, run group after group by one writer thread."""
 
     def __init__(self, planner: StorePlanner):
         self.planner = planner
         self._pending: list[tuple[Callable[[], Any], asyncio.Future]] = []
+        self._writing = False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="crowdpatch-writer")
         self.groups = 0
         """Transactions run so far (with ``calls``: the mean group size, for benchmarks)."""
         self.calls = 0
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``call(*args, **kwargs)`` in the next group; its result (or exception) once the group committed."""
+        """``call(*args, **kwargs)`` in a group; its result (or exception) once that group committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self._pending.append((functools.partial(call, *args, **kwargs), future))
-        if len(self._pending) == 1:
-            # Scheduled behind the requests already read in this turn, which join the group first.
-            loop.call_soon(self._flush)
+        if not self._writing:
+            self._writing = True
+            # A task starts on the next turn of the loop: the requests read in this one join the first group.
+            loop.create_task(self._write_groups())
         return await future
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        self.groups += 1
-        self.calls += len(pending)
-        outcomes = self.planner.run_grouped([call for call, _ in pending])
-        for (_, future), outcome in zip(pending, outcomes):
-            if future.cancelled():  # the client went away; what it sent is stored all the same
-                continue
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+    async def _write_groups(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, []
+                self.groups += 1
+                self.calls += len(pending)
+                calls = [call for call, _ in pending]
+                try:
+                    outcomes = await loop.run_in_executor(self._writer, self.planner.run_grouped, calls)
+                except Exception as exc:  # noqa: BLE001 - the writer itself failed: every caller learns it
+                    outcomes = [exc] * len(pending)
+                for (_, future), outcome in zip(pending, outcomes):
+                    if future.cancelled():  # the client went away; what it sent is stored all the same
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._writing = False
