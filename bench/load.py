@@ -8,7 +8,7 @@ next-task and answer alike, measured by the client from sending the request to r
 response).
 
 The load generator is deliberately cheap so that it measures the server, not itself: one process,
-raw HTTP/1.1 keep-alive over asyncio streams (one connection per worker, no HTTP library), pinned
+raw HTTP/1.1 keep-alive over asyncio streams on uvloop (one connection per worker, no HTTP library), pinned
 to the last CPU core, while the server processes are pinned to the other cores (PostgreSQL's own
 processes are not pinned). On a 2-core machine that is one core each.
 
@@ -213,6 +213,8 @@ class ClientReport:
     """HTTP status of each error (599: the connection dropped)."""
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    """The generator's own CPU time (opening the sessions included)."""
 
 
 async def _worker(port: int, name: str, api_key: str, project: str, ready: asyncio.Event, stop: list[float],
@@ -314,7 +316,13 @@ async def drive(port: int, api_key: str, project: str, workers: int, seconds: fl
 
 def _client_process(queue: multiprocessing.Queue, cores: set[int], *args) -> None:
     os.sched_setaffinity(0, cores)
-    queue.put(asyncio.run(drive(*args)))
+    # uvloop (a server dependency already): the generator's CPU per request about halves, which matters
+    # where the server shares the generator's core (--server-cores all).
+    import uvloop
+
+    report = uvloop.run(drive(*args))
+    report.cpu_seconds = time.process_time()
+    queue.put(report)
 
 
 def run(project: Project, processes: int, workers: int, seconds: float, log: Path, env: dict[str, str], piggyback: bool,
@@ -352,6 +360,7 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         "exhausted": report.exhausted,
         "stopped": report.stopped,
         "server_cpu_ms_per_answer": 1000 * cpu / max(report.answers, 1),
+        "client_cpu_ms_per_answer": 1000 * report.cpu_seconds / max(report.answers, 1),
     }
 
 
@@ -380,8 +389,8 @@ def main() -> None:
     server_cores, client_cores = split_cores(args.server_cores)
     print(f"cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
           f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}")
-    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | 409 | errors | load avg |")
-    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg |")
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for spec in args.backends:
         backend, _, processes = spec.partition(":")
         for phase, sync, loop, workers in itertools.product(args.phases, args.sync, args.loops, args.workers):
@@ -404,7 +413,7 @@ def main() -> None:
             errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
             print(f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
                   f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} |", flush=True)
+                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} |", flush=True)
             if schema:
                 with make_engine(args.postgres).begin() as connection:
                     connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))

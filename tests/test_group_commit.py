@@ -1,17 +1,21 @@
-"""Group commit (SQLite): the requests of one event-loop turn share a transaction, and fail alone."""
+"""SQLite under the server: answers that arrive together share a transaction (group commit) and fail alone;
+the quick path for windows equals the ORM path; the WAL is checkpointed by a thread."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from crowdpatch.crowd import decisions
 from crowdpatch.crowd.store_planner import NotLeased, StoredAnswer, StorePlanner
 from crowdpatch.server.app import create_app
 from crowdpatch.server.platforms import register_worker
+from crowdpatch.store.checkpoints import BACKSTOP_PAGES
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow
 
 
@@ -145,3 +149,24 @@ def test_windows_closed_without_the_orm_create_the_same_questions_as_the_orm_pat
     assert tree == question_tree(orm)
     levels = {row[2] for row in tree[:-1] if row[0] == "patch"}
     assert levels >= {1, 2} and tree[-1] == ("done",), (levels, len(tree))  # children were created, and everything got decided
+
+
+def test_a_served_sqlite_database_is_checkpointed_by_a_thread_not_in_the_writers_commits(make_project):
+    project = make_project(n_images=2, size=64, configure=no_gold)
+    app = create_app(project)
+    with TestClient(app) as client:
+        checkpointer = app.state.checkpointer
+        with project.engine.connect() as connection:  # commits checkpoint only as a backstop now
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == BACKSTOP_PAGES
+        key = {"X-API-Key": project.config.server.effective_api_key()}
+        token = client.post(f"/api/v1/projects/{project.config.name}/sessions", json={"platform": "simulated", "worker_id": "s"}, headers=key).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        task = client.get("/api/v1/tasks/next", headers=auth).json()
+        body = {"task_id": task["task_id"], "answer": "yes", "client_id": "c", "client_ms": 900}
+        assert client.post("/api/v1/answers", json=body, headers=auth).status_code == 201
+        before = checkpointer.checkpoints
+        deadline = time.monotonic() + 10 * checkpointer.interval
+        while checkpointer.checkpoints == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpointer.checkpoints > before
+    assert not checkpointer._thread.is_alive()  # stopped with the server

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -18,6 +20,7 @@ from crowdpatch.server.limits import BodySizeLimit, RateLimit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.security import SecurityHeaders, add_cors
 from crowdpatch.server.state import ServerState
+from crowdpatch.store.checkpoints import checkpointer_for
 
 STATIC_DIR = Path(__file__).with_name("static")
 ENV_PROJECT = "CROWDPATCH_PROJECT_DIR"
@@ -51,10 +54,21 @@ def telemetry_off() -> dict:
 
 
 def create_app(project: Project) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # While serving, a SQLite database is checkpointed by a thread, not inside the writer's commits.
+        checkpointer = _app.state.checkpointer = checkpointer_for(project.engine)
+        try:
+            yield
+        finally:
+            if checkpointer is not None:
+                checkpointer.stop()
+
     app = FastAPI(
         title="crowdpatch",
         version="1",
         description="Crowdsourced patch labeling: the worker API (sessions, tasks, answers) and the requester API (X-API-Key).",
+        lifespan=lifespan,
         **telemetry_off(),
     )
     planner = StorePlanner(project.sessions, project.id, project.config)
