@@ -3,8 +3,9 @@
 Any number of server processes share one store. Handing out a question is one transaction that
 picks the highest-priority open question this worker has not seen whose answers plus leases are
 below what it wants, locks it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent workers
-spread over questions instead of queueing on one; SQLite has a single writer, serialized here by a
-process lock), re-checks it under the lock and leases it. Storing an answer locks the question the
+spread over questions instead of queueing on one; SQLite has a single writer: the server's threads
+and processes take turns by ``store.writer_lock`` and ``BEGIN IMMEDIATE``), re-checks it under the
+lock and leases it. Storing an answer locks the question the
 same way, so a question never gets more answers than wanted (gold aside), and whatever the answer
 decides (:meth:`QuestionPlanner.after_answer`: done and what it creates, or how many answers it
 now wants) is written in the same transaction.
