@@ -96,12 +96,11 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
 
 
 async def in_planner(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a planner transaction: grouped on the event loop for SQLite, on the thread pool for PostgreSQL.
+    """Run a planner call: in a group on the writer thread for SQLite, on the thread pool for PostgreSQL.
 
-    SQLite has one writer and answers in tens of microseconds, so a hop to a thread (and the
-    contention for the GIL and the writer lock that comes with it) costs more than the transaction;
-    the requests of one turn of the event loop share a transaction and its commit (:mod:`group_commit`).
-    A PostgreSQL round trip, or a row lock another process holds, must not stall the event loop.
+    SQLite has one writer: the calls waiting at once share a transaction and its commit
+    (:mod:`group_commit`), while the event loop goes on. A PostgreSQL round trip, or a row lock
+    another process holds, must not stall the event loop either; there each call is a transaction.
     """
     if state.planner.postgres:
         return await run_in_threadpool(call, *args, **kwargs)
