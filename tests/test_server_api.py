@@ -248,3 +248,15 @@ def test_a_bad_exclude_list_is_a_422(served):
     task = client.get("/api/v1/tasks/next", headers=auth).json()
     assert answer_and_next(client, auth, task, exclude=["x"]).status_code == 422
     assert answer_and_next(client, auth, task, exclude=[str(i) for i in range(1, 10)]).status_code == 422
+
+
+def test_a_request_without_a_valid_token_is_401_whatever_its_body(served):
+    project, client = served
+    malformed = {"task_id": "x", "answer": "maybe"}
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        response = client.post("/api/v1/answers", json=malformed, headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/api/v1/tasks/next").status_code == 401
+    schema = client.get("/openapi.json").json()["paths"]
+    for path, method in (("/api/v1/answers", "post"), ("/api/v1/tasks/next", "get"), ("/api/v1/answers/undo", "post")):
+        assert "authorization" in {p["name"] for p in schema[path][method]["parameters"]}

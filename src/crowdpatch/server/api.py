@@ -17,7 +17,7 @@ from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete,
 from crowdpatch.server import images
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
-from crowdpatch.server.state import AUTHORIZATION_DOC, ServerState, State, Worker, authenticate, bearer, check_project, requester, server_state
+from crowdpatch.server.state import AUTHORIZATION_DOC, ServerState, State, Worker, check_project, requester, server_state
 from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
@@ -120,11 +120,11 @@ def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
 )
 async def next_task(
     request: Request,
+    worker: Worker,
     exclude: Annotated[str, Query(max_length=400, description="Comma-separated task ids already on screen.")] = "",
 ):
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
     state = server_state(request)
-    worker = authenticate(state, bearer(request))
     quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
@@ -143,10 +143,9 @@ async def next_task(
 @router.post(
     "/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}}, openapi_extra=AUTHORIZATION_DOC
 )
-async def post_answer(body: AnswerRequest, request: Request) -> Response:
+async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> Response:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
     state = server_state(request)
-    worker = authenticate(state, bearer(request))
     source = "modeled" if worker.platform == "simulated" else "measured"
     answer = dict(client_id=body.client_id, client_ms=body.client_ms, time_source=source)
     following: NextTask | None = None
@@ -175,7 +174,7 @@ async def post_answer(body: AnswerRequest, request: Request) -> Response:
     return Response(result.model_dump_json(), status_code=200 if stored.duplicate else 201, media_type="application/json")
 
 
-@router.post("/answers/undo", response_model=TaskResponse)
+@router.post("/answers/undo", response_model=TaskResponse, openapi_extra=AUTHORIZATION_DOC)
 def undo(state: State, worker: Worker) -> TaskResponse:
     """Take back your last answer (while its question is still open); its task comes back to you."""
     try:
@@ -186,7 +185,7 @@ def undo(state: State, worker: Worker) -> TaskResponse:
         raise HTTPException(403, STOPPED_MESSAGE) from exc
 
 
-@router.post("/sessions/complete", response_model=CompletionResponse)
+@router.post("/sessions/complete", response_model=CompletionResponse, openapi_extra=AUTHORIZATION_DOC)
 def complete(state: State, worker: Worker) -> CompletionResponse:
     """Finish the session: where to send the worker (Prolific), what to POST (MTurk), or a code (local)."""
     with state.project.sessions.begin() as session:
