@@ -6,11 +6,13 @@ subprocess (``python -m crowdpatch``: what a user runs, and the only way to kill
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 from typer.testing import CliRunner
@@ -89,6 +91,12 @@ def make_project(tmp_path: Path, benchmark_files) -> Callable[..., Project]:
 def builtin_project(make_project) -> Project:
     """12 built-in images of 64 px, step 1 done (verification and gold questions open)."""
     return make_project()
+
+
+def run_in_fresh_loop(make_coroutine: Callable[[], Any]) -> Any:
+    """``asyncio.run`` in a thread of its own: the browser tests' Playwright keeps an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 def cli_env() -> dict[str, str]:

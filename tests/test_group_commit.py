@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
+from conftest import run_in_fresh_loop
 from crowdpatch.crowd import decisions
 from crowdpatch.crowd.store_planner import NotLeased, StoredAnswer, StorePlanner
 from crowdpatch.server.app import create_app
@@ -105,7 +106,7 @@ def test_concurrent_answers_through_the_api_share_transactions_and_are_all_store
             assert responses[0].json()["answer_id"] == responses[-1].json()["answer_id"]
             return [response.status_code for response in responses]
 
-    statuses = asyncio.run(rehearse())
+    statuses = run_in_fresh_loop(rehearse)
     assert sorted(statuses) == [200] + [201] * 6
     assert group_commit.groups < group_commit.calls  # requests did share transactions
     with project.sessions() as session:

@@ -9,12 +9,12 @@ import uuid
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from sqlalchemy import select, text
 
+from conftest import run_in_fresh_loop
 from crowdpatch.crowd.planner import votes_target
 from crowdpatch.simulate.http import simulate_via_http_async
 from crowdpatch.store.db import make_engine
@@ -115,9 +115,7 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_d
                 for k, url in enumerate(urls)
             ))
 
-        # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
-        with ThreadPoolExecutor(1) as pool:
-            reports = pool.submit(lambda: asyncio.run(crowd())).result()
+        reports = run_in_fresh_loop(crowd)
     finally:
         for process in processes:
             process.terminate()

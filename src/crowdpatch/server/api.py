@@ -8,6 +8,7 @@ from typing import Annotated, Any, Callable, Literal, TypeVar
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from crowdpatch.boxes import Box
@@ -26,6 +27,9 @@ T = TypeVar("T")
 
 DB_INT_MAX = 2**31 - 1
 """Ids are 32-bit integer columns: a larger id in a URL is a 422, not a database overflow (a 500)."""
+
+MAX_EXCLUDE = 400
+"""Longest ``exclude`` query of ``GET /tasks/next`` (a client shows a few task ids at most)."""
 
 STOPPED_MESSAGE = (
     "Thank you for your time. Your answers did not meet this study's quality checks "
@@ -121,10 +125,14 @@ def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
 async def next_task(
     request: Request,
     worker: Worker,
-    exclude: Annotated[str, Query(max_length=400, description="Comma-separated task ids already on screen.")] = "",
-):
+    exclude: Annotated[str, Query(max_length=MAX_EXCLUDE, description="Comma-separated task ids already on screen.")] = "",
+) -> Response:
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
-    state = server_state(request)
+    return await lease_next(server_state(request), worker, exclude)
+
+
+async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) -> Response:
+    """``GET /tasks/next`` once its request is read (by FastAPI, or by :mod:`hot_routes`)."""
     quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
@@ -137,7 +145,12 @@ async def next_task(
         raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from exc
     if assignment is None:
         return Response(status_code=204)
-    return task_response(state, assignment, worker)
+    return json_response(task_response(state, assignment, worker))
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """A response model serialized here (FastAPI would validate the model it was given once more first)."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 @router.post(
@@ -145,7 +158,11 @@ async def next_task(
 )
 async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> Response:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
-    state = server_state(request)
+    return await store_answer(server_state(request), worker, body)
+
+
+async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRequest) -> Response:
+    """``POST /answers`` once its request is read (by FastAPI, or by :mod:`hot_routes`)."""
     source = "modeled" if worker.platform == "simulated" else "measured"
     answer = dict(client_id=body.client_id, client_ms=body.client_ms, time_source=source)
     following: NextTask | None = None
@@ -170,8 +187,7 @@ async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> 
     if following is not None:
         result.next = task_response(state, following.assignment, worker) if following.assignment else None
         result.next_status = "task" if following.assignment else following.reason
-    # Serialized here, not by FastAPI (which validates the model it was given once more first).
-    return Response(result.model_dump_json(), status_code=200 if stored.duplicate else 201, media_type="application/json")
+    return json_response(result, 200 if stored.duplicate else 201)
 
 
 @router.post("/answers/undo", response_model=TaskResponse, openapi_extra=AUTHORIZATION_DOC)

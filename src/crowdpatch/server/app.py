@@ -16,6 +16,7 @@ from crowdpatch.project import Project
 from crowdpatch.server import admin, api, pages
 from crowdpatch.server.errors import install_error_handlers
 from crowdpatch.server.group_commit import GroupCommit
+from crowdpatch.server.hot_routes import install_hot_routes
 from crowdpatch.server.limits import BodySizeLimit, RateLimit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.security import SecurityHeaders, add_cors
@@ -76,6 +77,7 @@ def create_app(project: Project) -> FastAPI:
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(pages.router)
+    install_hot_routes(app.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Added innermost first: headers wrap every answer (429 and 413 included); floods are refused before bodies are read.
     install_error_handlers(app)

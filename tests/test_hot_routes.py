@@ -1,0 +1,97 @@
+"""The fast routes of the answer loop answer exactly as the documented FastAPI routes do.
+
+Two identical projects: one served as ``crowdpatch serve`` serves it (fast routes first), one with
+the FastAPI routes alone. The same script of requests, well-formed and not, must get the same
+statuses and bodies from both; the fast routes must take the well-formed answers and hand the rest on.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from crowdpatch.server import hot_routes
+from crowdpatch.server.app import create_app
+from crowdpatch.server.hot_routes import HotRoute
+
+VOLATILE = {"token", "image_url", "context_url", "lease_expires_at"}
+"""Fields that differ between two projects by design (their secrets, the clock)."""
+
+
+def comparable(response) -> tuple[int, object]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items() if key not in VOLATILE}
+        if isinstance(value, list):
+            return [strip(item) for item in value]
+        return value
+
+    return response.status_code, strip(body)
+
+
+def script(client: TestClient, project_name: str) -> list[tuple[int, object]]:
+    """A worker's session with the requests a real client (or a broken one) sends; every response, comparable."""
+    results = []
+
+    def record(response):
+        results.append(comparable(response))
+        return response
+
+    token = record(client.post(f"/api/v1/projects/{project_name}/sessions", json={"platform": "prolific", "worker_id": "w", "study_id": "s"})).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    post = {**auth, "Content-Type": "application/json"}
+    record(client.get("/api/v1/tasks/next"))  # no token: 401
+    task = record(client.get("/api/v1/tasks/next", headers=auth)).json()
+    held = record(client.get("/api/v1/tasks/next", params={"exclude": task["task_id"]}, headers=auth)).json()
+    record(client.get("/api/v1/tasks/next", params={"exclude": "x" * 401}, headers=auth))  # too long: 422
+    record(client.get("/api/v1/tasks/next", params={"exclude": task["task_id"], "other": "1"}, headers=auth))
+    answer = {"task_id": task["task_id"], "answer": "yes", "client_id": "c-1", "client_ms": 1200}
+    for raw in (b'{"task_id": ', b"[]", json.dumps({**answer, "extra": 1}).encode(),
+                json.dumps({**answer, "answer": {"polygon": [[1, 2], [3, 4], [5, float("nan")]]}}).encode(),
+                json.dumps({**answer, "client_ms": -1}).encode()):
+        record(client.post("/api/v1/answers", content=raw, headers=post))  # malformed: 422, FastAPI's error list
+    record(client.post("/api/v1/answers", content=b'{"task_id": "x"}', headers={"Authorization": "Bearer nope", "Content-Type": "application/json"}))
+    record(client.post("/api/v1/answers", content=json.dumps(answer).encode(), headers={**auth, "Content-Type": "text/plain"}))
+    record(client.post("/api/v1/answers", content=json.dumps(answer).encode(), headers={**auth, "Content-Type": "application/json; charset=utf-8"}))
+    record(client.post("/api/v1/answers", content=json.dumps(answer).encode(), headers=post))  # the replay: 200
+    record(client.post("/api/v1/answers", json={**answer, "client_id": "c-2"}, headers=post))  # answered already: 409
+    following = record(client.post("/api/v1/answers", json={
+        "task_id": held["task_id"], "answer": "no", "client_id": "c-3", "client_ms": 900, "next": True}, headers=post)).json()
+    assert following["next_status"] == "task"
+    record(client.get("/api/v1/answers", headers=auth))  # wrong method: 405
+    return results
+
+
+@pytest.fixture
+def two_projects(make_project):
+    def no_gold(config) -> None:
+        config.crowd.gold_rate = 0.0  # gold questions are mixed in at random
+
+    return make_project(n_images=3, name="fast", configure=no_gold), make_project(n_images=3, name="fast_twin", configure=no_gold)
+
+
+def test_the_fast_routes_answer_every_request_as_the_fastapi_routes_do(two_projects, monkeypatch):
+    fast_project, plain_project = two_projects
+    handed_on = []
+    replay = hot_routes._replay
+    monkeypatch.setattr(hot_routes, "_replay", lambda body, receive: handed_on.append(body) or replay(body, receive))
+    with TestClient(create_app(fast_project)) as client:
+        fast = script(client, "fast")
+    plain_app = create_app(plain_project)
+    plain_app.router.routes = [route for route in plain_app.router.routes if not isinstance(route, HotRoute)]
+    with TestClient(plain_app) as client:
+        plain = script(client, "fast_twin")
+    assert [status for status, _ in fast] == [201, 401, 200, 200, 422, 200] + [422] * 5 + [401, 422, 201, 200, 409, 201, 405]
+    assert fast == plain
+    # The fast routes took every well-formed request and handed on exactly those they do not read themselves.
+    well_formed = json.dumps({"task_id": "1", "answer": "yes", "client_id": "c-1", "client_ms": 1200}).encode()
+    assert handed_on[:3] == [b""] * 3  # no token, an exclude list too long, an unknown query parameter
+    assert handed_on[3:5] == [b'{"task_id": ', b"[]"] and len(handed_on[5:8]) == 3  # five malformed bodies
+    assert handed_on[8:] == [b'{"task_id": "x"}', well_formed, well_formed]  # a bad token; text/plain, a charset
