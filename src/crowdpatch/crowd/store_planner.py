@@ -220,11 +220,17 @@ class StorePlanner:
                 " ORDER BY random() LIMIT 1"
             ),
             "by_client": "SELECT id, worker_id, task_id FROM answer WHERE client_id = :client",
-            "task": (
-                "SELECT project_id, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec, region_id, key"
-                " FROM task WHERE id = :task" + (" FOR UPDATE" if self.postgres else "")
+            # PostgreSQL: the question's row lock first; "answering" (a statement of its own, so a snapshot
+            # taken once the lock is held) then sees any lease another process deleted meanwhile.
+            "lock_task": "SELECT 1 FROM task WHERE id = :task FOR UPDATE",
+            # What an answer needs to know, in one statement: whether its client id was seen (a replay), the
+            # question, and this worker's lease on it (none: not leased, or its slot went to someone else).
+            "answering": (
+                "SELECT EXISTS (SELECT 1 FROM answer a WHERE a.client_id = :client),"
+                " t.project_id, t.kind, t.state, t.image_id, t.grid_size, t.gold_answer, t.votes_wanted, t.spec, t.region_id, t.key,"
+                " l.id, l.expires_at, l.leased_at"
+                " FROM task t LEFT JOIN lease l ON l.task_id = t.id AND l.worker_id = :worker WHERE t.id = :task"
             ),
-            "own_lease": "SELECT id, expires_at, leased_at FROM lease WHERE task_id = :task AND worker_id = :worker",
             "answer": (
                 "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source)"
                 # SQLite stores JSON as text; a CAST there would apply numeric affinity.
@@ -239,7 +245,10 @@ class StorePlanner:
                 " WHERE a.task_id = :task AND NOT w.banned ORDER BY a.id"
             ),
             "given": "SELECT count(*) FROM answer WHERE worker_id = :worker",
-            "counters": f"SELECT {', '.join(WorkerCounters.COLUMNS)} FROM worker WHERE id = :worker",
+            "counters": (
+                f"SELECT {', '.join(WorkerCounters.COLUMNS)}, (SELECT count(*) FROM answer WHERE worker_id = :worker)"
+                " FROM worker WHERE id = :worker"
+            ),
             "save_counters": (
                 f"UPDATE worker SET attributes = {'CAST(:attributes AS JSON)' if self.postgres else ':attributes'}, "
                 + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS[1:])
@@ -571,21 +580,17 @@ class StorePlanner:
         self, session: Session, worker_id: int, task_id: int, value: Any, client_id: str, client_ms: int | None, time_source: str, now: float
     ) -> StoredAnswer:
         """:meth:`submit` inside the caller's transaction."""
-        existing = self._one(session, "by_client", client=client_id)
-        if existing is not None:
-            answer_id, owner, answered_task = existing
-            if owner != worker_id or answered_task != task_id:
-                raise NotLeased(f"client id {client_id!r} was used for another answer")
-            state = session.scalar(select(TaskRow.state).where(TaskRow.id == task_id))
-            given = self._answers_given(session, worker_id, up_to=answer_id)
-            return StoredAnswer(answer_id, task_id, True, state == "done", False, given)
-        task = self._one(session, "task", task=task_id)
-        lease = self._one(session, "own_lease", task=task_id, worker=worker_id)
-        if task is None or task[0] != self.project_id or lease is None:
+        if self.postgres:
+            self._run(session, "lock_task", task=task_id)
+        row = self._one(session, "answering", client=client_id, task=task_id, worker=worker_id)
+        if row is None or row[0]:
+            replayed = self._replayed(session, worker_id, task_id, client_id)
+            if replayed is not None:
+                return replayed
+        if row is None or row[1] != self.project_id or row[11] is None:
             # An expired lease whose slot went to another worker was deleted: its place is taken.
             raise NotLeased(f"task {task_id} is not leased to you (or your lease expired and went to someone else)")
-        _, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec, region_id, key = task
-        lease_id, lease_expires_at, leased_at = lease
+        _, _, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec, region_id, key, lease_id, lease_expires_at, leased_at = row
         if kind == "polygon":
             image = session.get(ImageRow, image_id)
             value = validate_polygon(value, image.width, image.height)
@@ -604,8 +609,7 @@ class StorePlanner:
         seconds = client_ms / 1000.0 if client_ms is not None and client_ms > 0 else now - shown_at
         answer_id = self._insert_answer(session, task_id, worker_id, value, client_id, shown_at, now, client_ms, seconds, time_source)
         self._run(session, "drop_lease", lease=lease_id)
-        given = self._answers_given(session, worker_id)
-        worker = self._worker_counters(session, worker_id)
+        worker, given = self._worker_counters(session, worker_id)
         was_banned = worker.banned
         stopped = record_answer_quality(worker, kind, self._json(gold_answer), value, seconds, self.config.crowd, given, session=session)
         self._save_counters(session, worker)
@@ -654,10 +658,22 @@ class StorePlanner:
                     raise
         return False
 
-    def _worker_counters(self, session: Session, worker_id: int) -> WorkerCounters:
-        row = self._one(session, "counters", worker=worker_id)
-        attributes, *counts, banned, reason = row
-        return WorkerCounters(worker_id, self._json(attributes), *counts, bool(banned), reason)
+    def _replayed(self, session: Session, worker_id: int, task_id: int, client_id: str) -> StoredAnswer | None:
+        """The answer already stored under ``client_id`` (a client retrying), or None when there is none."""
+        existing = self._one(session, "by_client", client=client_id)
+        if existing is None:
+            return None
+        answer_id, owner, answered_task = existing
+        if owner != worker_id or answered_task != task_id:
+            raise NotLeased(f"client id {client_id!r} was used for another answer")
+        state = session.scalar(select(TaskRow.state).where(TaskRow.id == task_id))
+        given = self._answers_given(session, worker_id, up_to=answer_id)
+        return StoredAnswer(answer_id, task_id, True, state == "done", False, given)
+
+    def _worker_counters(self, session: Session, worker_id: int) -> tuple[WorkerCounters, int]:
+        """The worker's quality counters, and how many answers it has given."""
+        attributes, *counts, banned, reason, given = self._one(session, "counters", worker=worker_id)
+        return WorkerCounters(worker_id, self._json(attributes), *counts, bool(banned), reason), given
 
     def _save_counters(self, session: Session, worker: WorkerCounters) -> None:
         values = {name: getattr(worker, name) for name in WorkerCounters.COLUMNS}
