@@ -23,11 +23,17 @@ def is_postgres(session: Session) -> bool:
 
 
 class PlainStatements:
-    """Named SQL statements written with ``:name`` parameters, in the placeholders of one backend."""
+    """Named SQL statements written with ``:name`` parameters, in the placeholders of one backend.
+
+    A JSON parameter (its JSON text) is written ``CAST(:name AS JSON)``: PostgreSQL needs the cast;
+    SQLite stores JSON as that text, where a CAST would apply numeric affinity, so there it is dropped.
+    """
 
     def __init__(self, statements: dict[str, str], postgres: bool):
         if postgres:  # psycopg's placeholders; sqlite3 takes :name as written
             statements = {name: re.sub(r"(?<!:):(\w+)", r"%(\1)s", sql) for name, sql in statements.items()}
+        else:
+            statements = {name: re.sub(r"CAST\((:\w+) AS JSON\)", r"\1", sql) for name, sql in statements.items()}
         self.sql = statements
 
     def run(self, session: Session, name: str, **params: Any) -> Any:

@@ -233,8 +233,7 @@ class StorePlanner:
             ),
             "answer": (
                 "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source)"
-                # SQLite stores JSON as text; a CAST there would apply numeric affinity.
-                f" VALUES (:task, :worker, {'CAST(:value AS JSON)' if self.postgres else ':value'}, :client, :shown, :answered, :client_ms, :seconds, :source) RETURNING id"
+                " VALUES (:task, :worker, CAST(:value AS JSON), :client, :shown, :answered, :client_ms, :seconds, :source) RETURNING id"
             ),
             "answered": (
                 "UPDATE task SET answers_count = :answers, leases_count = (SELECT count(*) FROM lease WHERE task_id = :task),"
@@ -250,7 +249,7 @@ class StorePlanner:
                 " FROM worker WHERE id = :worker"
             ),
             "save_counters": (
-                f"UPDATE worker SET attributes = {'CAST(:attributes AS JSON)' if self.postgres else ':attributes'}, "
+                "UPDATE worker SET attributes = CAST(:attributes AS JSON), "
                 + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS[1:])
                 + " WHERE id = :worker"
             ),
