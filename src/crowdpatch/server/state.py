@@ -75,7 +75,7 @@ async def worker_session(request: Request) -> WorkerSession:
     The header is read from the request, not declared as a parameter: FastAPI's extraction of one
     declared header cost as much as verifying the token, on the endpoints every answer passes.
     As a dependency it runs before the body's validation, so a request without a valid token is a
-    401 whatever its body.
+    401 whatever fields its JSON body holds (a body that is not JSON at all is FastAPI's 422 first).
     """
     return authenticate(server_state(request), request.headers.get("authorization"))
 
