@@ -586,10 +586,13 @@ class StorePlanner:
             replayed = self._replayed(session, worker_id, task_id, client_id)
             if replayed is not None:
                 return replayed
-        if row is None or row[1] != self.project_id or row[11] is None:
+        not_leased = NotLeased(f"task {task_id} is not leased to you (or your lease expired and went to someone else)")
+        if row is None:
+            raise not_leased
+        _, project_id, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec, region_id, key, lease_id, lease_expires_at, leased_at = row
+        if project_id != self.project_id or lease_id is None:
             # An expired lease whose slot went to another worker was deleted: its place is taken.
-            raise NotLeased(f"task {task_id} is not leased to you (or your lease expired and went to someone else)")
-        _, _, kind, state, image_id, grid_size, gold_answer, votes_wanted, spec, region_id, key, lease_id, lease_expires_at, leased_at = row
+            raise not_leased
         if kind == "polygon":
             image = session.get(ImageRow, image_id)
             value = validate_polygon(value, image.width, image.height)

@@ -3,15 +3,15 @@
 FastAPI 0.165 resolves a request to an included router's route in two passes, then solves the
 route's dependencies and validates the body through its generic machinery: together more server
 CPU than the rest of the HTTP stack, on the requests every worker sends once or twice per answer
-(see docs/benchmarks.md, "HTTP fast path"). Here the well-formed request is read directly, with
+(see docs/benchmarks.md, "This version (stop 12)"). Here the well-formed request is read directly, with
 the same pieces: the bearer token by :func:`state.authenticate`, the body by the same pydantic
 model (``AnswerRequest``), and the endpoint's logic is the same function (:func:`api.store_answer`,
 :func:`api.lease_next`).
 
 Anything this module does not take as it is (no valid token, a body that does not validate, another
-content type, a query it does not know) is handed to the router again, unchanged (its body replayed), where the
-documented FastAPI route answers it: 422 with FastAPI's error list, and so on. The FastAPI routes
-stay the API's documentation (``/openapi.json``) and the reference behaviour.
+content type, a query it does not know) is handed to the router again, unchanged (its body
+replayed), where the documented FastAPI route answers it: 422 with FastAPI's error list, and so on.
+The FastAPI routes stay the API's documentation (``/openapi.json``) and the reference behaviour.
 """
 
 from __future__ import annotations
