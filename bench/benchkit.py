@@ -58,6 +58,44 @@ def write_section(name: str, text: str, doc: Path = BENCHMARKS) -> None:
     doc.write_text(body[:start] + "\n" + text + "\n" + body[stop:], encoding="utf-8")
 
 
+def cpu_model() -> str:
+    """The host's CPU as /proc/cpuinfo names it: runs on different hosts differ by 3x in CPU per answer."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+class StealMeter:
+    """Share of CPU time the hypervisor gave to other guests ("steal" in /proc/stat) since ``start()``.
+
+    On a shared VM the same run differs by up to 1.8x in answers/s; steal time is the part of that
+    the host can be blamed for, so the load bench prints it beside each run.
+    """
+
+    def __init__(self) -> None:
+        self._before = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def percent(self) -> float:
+        steal, total = self._read()
+        elapsed = total - self._before[1]
+        return 100.0 * (steal - self._before[0]) / elapsed if elapsed > 0 else 0.0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
         s.bind(("127.0.0.1", 0))

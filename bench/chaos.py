@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,10 +41,8 @@ from sqlalchemy import select, text
 
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.planner import votes_target
-from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
-from crowdpatch.ingest import add_images
+from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
-from crowdpatch.propose import propose
 from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 

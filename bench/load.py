@@ -53,7 +53,7 @@ from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
 
-from benchkit import free_port, served_project
+from benchkit import StealMeter, cpu_model, free_port, served_project
 
 PG_SYNCHRONOUS_COMMIT = {"full": "on", "normal": "on", "off": "off"}
 
@@ -340,9 +340,11 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
             if not client.is_alive():
                 raise RuntimeError(f"the load generator stopped while opening sessions (server log: {log})")
         cpu_before = cpu_seconds(child.pid)
+        steal = StealMeter()
         go.set()
         report: ClientReport = queue.get(timeout=seconds + 300)
         cpu = cpu_seconds(child.pid) - cpu_before
+        steal_percent = steal.percent()
         client.join()
     finally:
         child.terminate()
@@ -361,6 +363,7 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         "stopped": report.stopped,
         "server_cpu_ms_per_answer": 1000 * cpu / max(report.answers, 1),
         "client_cpu_ms_per_answer": 1000 * report.cpu_seconds / max(report.answers, 1),
+        "steal_percent": steal_percent,
     }
 
 
@@ -368,7 +371,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 64, 256])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--images", type=int, default=200, help="Built-in images (64 px): enough work not to run out.")
+    parser.add_argument("--images", type=int, default=600, help="Built-in images (64 px): enough work not to run out.")
     parser.add_argument("--sync", nargs="+", choices=["full", "normal", "off"], default=["normal"])
     parser.add_argument("--backends", nargs="+", default=["sqlite:1", "postgresql:2", "postgresql:4"],
                         help="DATABASE:PROCESSES, DATABASE being sqlite or postgresql.")
@@ -387,10 +390,10 @@ def main() -> None:
     data = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
     files = (out / "data" / "images", data, out / "data" / "masks")
     server_cores, client_cores = split_cores(args.server_cores)
-    print(f"cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
+    print(f"host: {cpu_model()}; cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
           f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}")
-    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg |")
-    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg | steal % |")
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for spec in args.backends:
         backend, _, processes = spec.partition(":")
         for phase, sync, loop, workers in itertools.product(args.phases, args.sync, args.loops, args.workers):
@@ -413,7 +416,7 @@ def main() -> None:
             errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
             print(f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
                   f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} |", flush=True)
+                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |", flush=True)
             if schema:
                 with make_engine(args.postgres).begin() as connection:
                     connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))

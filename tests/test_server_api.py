@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -260,3 +262,21 @@ def test_a_request_without_a_valid_token_is_401_whatever_its_body(served):
     schema = client.get("/openapi.json").json()["paths"]
     for path, method in (("/api/v1/answers", "post"), ("/api/v1/tasks/next", "get"), ("/api/v1/answers/undo", "post")):
         assert "authorization" in {p["name"] for p in schema[path][method]["parameters"]}
+
+
+def test_a_serving_process_freezes_its_startup_objects(make_project):
+    """The app ``serve`` runs keeps its long-lived objects out of the collector's full passes (their
+    walk was the p99 latency under load); a plain ``create_app`` (tests, embedding) leaves the collector alone."""
+    project = make_project(n_images=2, size=32)
+    script = (
+        "import gc, sys; from pathlib import Path\n"
+        "from crowdpatch.server.app import create_app, open_served_project, serving_app\n"
+        "project = open_served_project(Path(sys.argv[1]))\n"
+        "create_app(project); plain = gc.get_freeze_count()\n"
+        "serving_app(project); print(plain, gc.get_freeze_count())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(project.directory)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    plain, served = map(int, result.stdout.split())
+    assert plain == 0
+    assert served > 10_000

@@ -90,7 +90,10 @@ def shared_database(request):
 
 @pytest.mark.slow
 def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_database, make_project, start_cli, tmp_path):
-    """On SQLite the two processes take turns at the one writer (``store.writer_lock``); on PostgreSQL, row locks."""
+    """On SQLite the processes take turns at the one writer (``store.writer_lock``); on PostgreSQL, row locks.
+
+    Both ways of running several processes: a second ``serve`` command, which itself runs ``--workers 2``.
+    """
     def configure(config):
         config.db_url = shared_database
         config.crowd.lease_seconds = 30
@@ -102,7 +105,7 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_d
     for k in range(2):
         port = free_port()
         log = open(tmp_path / f"serve-{k}.log", "w")
-        processes.append(start_cli("serve", project.directory, "--port", str(port), log=log))
+        processes.append(start_cli("serve", project.directory, "--port", str(port), "--workers", str(k + 1), log=log))
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url, process in zip(urls, processes):
@@ -133,3 +136,4 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_d
         answers = values.get(task.id, [])
         # Each answer was wanted when it came: the k-th (from 0) only while k < the target of those before it.
         assert all(k < votes_target(answers[:k], task.votes_wanted, True) for k in range(len(answers))), (task.id, answers)
+

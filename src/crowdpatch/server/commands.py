@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
         from crowdpatch.config import ConfigError
         from crowdpatch.project import ProjectError
-        from crowdpatch.server.app import ENV_DB, ENV_PROJECT, create_app, open_served_project
+        from crowdpatch.server.app import ENV_DB, ENV_PROJECT, open_served_project, serving_app
 
         try:
             project = open_served_project(directory, db)
@@ -40,11 +40,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  worker page:  http://{host}:{port}/w/{name}   (Prolific / MTurk / ?invite=...)")
         typer.echo(f"  dashboard:    http://{host}:{port}/admin/{name}?key={project.config.server.effective_api_key()}")
         typer.echo(f"  API key:      {project.config.server.effective_api_key()}")
+        # Warnings only; no access log (at this level it would print nothing, yet uvicorn would still format
+        # each request's log arguments: CPU on every answer).
+        quiet = {"log_level": "warning", "access_log": False}
         if workers > 1:
             project.close()
             os.environ[ENV_PROJECT] = str(Path(directory).resolve())
             if db:
                 os.environ[ENV_DB] = db
-            uvicorn.run("crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+            uvicorn.run("crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, **quiet)
         else:
-            uvicorn.run(create_app(project), host=host, port=port, log_level="warning")
+            uvicorn.run(serving_app(project), host=host, port=port, **quiet)
