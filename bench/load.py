@@ -40,7 +40,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from pathlib import Path
 
 import numpy as np
@@ -128,25 +128,35 @@ def serve(project: Project, processes: int, log: Path, env: dict[str, str], core
     raise RuntimeError(f"server did not start, see {log}")
 
 
-def cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of a process and its children so far (the server's own work).
-
-    The machine is shared, so answers/s moves with other people's load; the server's CPU time
-    per answer does much less, and is printed beside it.
-    """
+def _cpu_seconds_of(wanted: Callable[[int, int, str], bool]) -> float:
+    """User + system CPU seconds so far of the processes for which ``wanted(pid, ppid, name)`` holds."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            head, fields = (entry / "stat").read_text().rsplit(")", 1)
+        except (OSError, ValueError):
             continue
-        pid, ppid = int(entry.name), int(fields[1])
-        if pid == root or ppid == root:
+        fields = fields.split()
+        if wanted(int(entry.name), int(fields[1]), head.partition("(")[2]):
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a process and its children so far (the server's own work).
+
+    The machine is shared, so answers/s moves with other people's load; the server's CPU time
+    per answer does much less, and is printed beside it.
+    """
+    return _cpu_seconds_of(lambda pid, ppid, _name: root in (pid, ppid))
+
+
+def database_cpu_seconds() -> float:
+    """CPU seconds of PostgreSQL's processes so far (on this machine, on the same two cores as the rest)."""
+    return _cpu_seconds_of(lambda _pid, _ppid, name: name == "postgres")
 
 
 def settle(pid: int, timeout: float = 60.0) -> None:
@@ -339,11 +349,12 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         while not opened_all.wait(timeout=1):
             if not client.is_alive():
                 raise RuntimeError(f"the load generator stopped while opening sessions (server log: {log})")
-        cpu_before = cpu_seconds(child.pid)
+        cpu_before, database_before = cpu_seconds(child.pid), database_cpu_seconds()
         steal = StealMeter()
         go.set()
         report: ClientReport = queue.get(timeout=seconds + 300)
         cpu = cpu_seconds(child.pid) - cpu_before
+        database_cpu = database_cpu_seconds() - database_before
         steal_percent = steal.percent()
         client.join()
     finally:
@@ -363,6 +374,7 @@ def run(project: Project, processes: int, workers: int, seconds: float, log: Pat
         "stopped": report.stopped,
         "server_cpu_ms_per_answer": 1000 * cpu / max(report.answers, 1),
         "client_cpu_ms_per_answer": 1000 * report.cpu_seconds / max(report.answers, 1),
+        "database_cpu_ms_per_answer": 1000 * database_cpu / max(report.answers, 1),
         "steal_percent": steal_percent,
     }
 
@@ -392,8 +404,8 @@ def main() -> None:
     server_cores, client_cores = split_cores(args.server_cores)
     print(f"host: {cpu_model()}; cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
           f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}")
-    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg | steal % |")
-    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | PostgreSQL CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg | steal % |")
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for spec in args.backends:
         backend, _, processes = spec.partition(":")
         for phase, sync, loop, workers in itertools.product(args.phases, args.sync, args.loops, args.workers):
@@ -414,9 +426,10 @@ def main() -> None:
             exhausted = " (work ran out)" if result["exhausted"] else ""
             exhausted += f" ({result['stopped']} workers stopped)" if result["stopped"] else ""
             errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
+            database = f"{result['database_cpu_ms_per_answer']:.2f}" if backend == "postgresql" else "-"
             print(f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
                   f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                  f"{result['server_cpu_ms_per_answer']:.2f} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |", flush=True)
+                  f"{result['server_cpu_ms_per_answer']:.2f} | {database} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |", flush=True)
             if schema:
                 with make_engine(args.postgres).begin() as connection:
                     connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
