@@ -129,7 +129,8 @@ def serve(project: Project, processes: int, log: Path, env: dict[str, str], core
 
 
 def _cpu_seconds_of(wanted: Callable[[int, int, str], bool]) -> float:
-    """User + system CPU seconds so far of the processes for which ``wanted(pid, ppid, name)`` holds."""
+    """User + system CPU seconds so far of the processes for which ``wanted(pid, ppid, name)`` holds,
+    with their children that have exited (PostgreSQL's connections that a pool closed, say)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -141,7 +142,7 @@ def _cpu_seconds_of(wanted: Callable[[int, int, str], bool]) -> float:
             continue
         fields = fields.split()
         if wanted(int(entry.name), int(fields[1]), head.partition("(")[2]):
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
     return total
 
 
