@@ -136,4 +136,3 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_d
         answers = values.get(task.id, [])
         # Each answer was wanted when it came: the k-th (from 0) only while k < the target of those before it.
         assert all(k < votes_target(answers[:k], task.votes_wanted, True) for k in range(len(answers))), (task.id, answers)
-
