@@ -70,7 +70,7 @@ def cpu_model() -> str:
 
 
 class StealMeter:
-    """Share of CPU time the hypervisor gave to other guests ("steal" in /proc/stat) since ``start()``.
+    """Share of CPU time the hypervisor gave to other guests ("steal" in /proc/stat) since it was made.
 
     On a shared VM the same run differs by up to 1.8x in answers/s; steal time is the part of that
     the host can be blamed for, so the load bench prints it beside each run.
@@ -86,9 +86,6 @@ class StealMeter:
         except (OSError, ValueError):
             return 0, 0
         return (fields[7] if len(fields) > 7 else 0), sum(fields)
-
-    def start(self) -> None:
-        self._before = self._read()
 
     def percent(self) -> float:
         steal, total = self._read()
