@@ -97,7 +97,7 @@ def assert_one_clean_error(result: subprocess.CompletedProcess[str], *needles: s
 def test_odd_but_valid_images_become_masks_and_each_bad_file_is_named_with_its_reason(run_cli, mixed_folder, tmp_path: Path) -> None:
     folder, mask_folder = mixed_folder
     directory = tmp_path / "proj"
-    init = run_cli("init", directory, "--images", folder, "--masks", mask_folder)
+    init = run_cli("init", directory, "--images", folder, "--masks", mask_folder, "--target", "object")
     assert init.returncode == EXIT_INPUT_PROBLEMS, init.stderr
     for name, reason in [("zero.jpg", "empty file"), ("text.png", "not an image"), ("bomb.png", "decompression bomb")]:
         assert mentions(init.stderr, f"{folder / name}: image unreadable: {reason}"), (name, init.stderr)
@@ -116,7 +116,7 @@ def test_odd_but_valid_images_become_masks_and_each_bad_file_is_named_with_its_r
     assert simulate.returncode == 0, simulate.stderr
     masks = run_cli("masks", directory, "--export", "png")
     assert masks.returncode == 0, masks.stderr
-    written = {p.name.split("_", 1)[1] for p in (directory / "masks" / "binary").glob("*.png")}
+    written = {p.name for p in (directory / "masks" / "binary").glob("*.png")}
     assert written == {f"{Path(name).stem}.png" for name in GOOD_ODD_FILES}
     for path in (directory / "masks" / "binary").glob("*.png"):
         assert np.array(Image.open(path)).shape == (64, 64)
@@ -138,7 +138,7 @@ def initialized_project(invoke, benchmark_files, tmp_path: Path) -> Path:
     """A 12-image built-in project right after `init` (images registered, step 1 not run yet)."""
     images, labels, masks = benchmark_files(12, 64)
     directory = tmp_path / "proj"
-    assert invoke("init", directory, "--images", images, "--labels", labels, "--masks", masks).exit_code == 0
+    assert invoke("init", directory, "--images", images, "--labels", labels, "--masks", masks, "--target", "object").exit_code == 0
     return directory
 
 

@@ -195,7 +195,7 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
     assert len(annotations) == 12
     for annotation in annotations:
         image = coco.loadImgs(annotation["image_id"])[0]
-        stem = f"{annotation['image_id']:06d}_{Path(image['file_name']).stem}"
+        stem = Path(image["file_name"]).stem
         png = np.array(Image.open(binary[stem])) > 0
         np.testing.assert_array_equal(coco.annToMask(annotation).astype(bool), png)
 
@@ -213,7 +213,7 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
 
     # Re-running finished steps asks nothing and stores nothing.
     result = invoke("propose", directory)
-    assert result.exit_code == 0 and result.stdout.lstrip().startswith("0 images")
+    assert result.exit_code == 0 and result.stdout.lstrip().startswith("nothing new to propose (12 images already proposed)")
     result = invoke("simulate", directory, "--workers", 6)
     assert result.exit_code == 0, result.output
     assert project_counts(directory) == finished
@@ -222,7 +222,7 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
 def test_report_before_any_answer_writes_valid_json(invoke, benchmark_files, tmp_path: Path) -> None:
     images, labels, masks = benchmark_files(12, 64)
     directory = tmp_path / "proj"
-    assert invoke("init", directory, "--images", images, "--labels", labels, "--masks", masks).exit_code == 0
+    assert invoke("init", directory, "--images", images, "--labels", labels, "--masks", masks, "--target", "object").exit_code == 0
     assert invoke("propose", directory).exit_code == 0
     result = invoke("report", directory)
     assert result.exit_code == 0, result.output
@@ -247,7 +247,7 @@ def test_bad_files_and_csv_lines_are_named_and_the_rest_is_imported(run_cli, bad
         encoding="utf-8",
     )
     directory = tmp_path / "proj"
-    init = run_cli("init", directory, "--images", bad_folder, "--labels", labels)
+    init = run_cli("init", directory, "--images", bad_folder, "--labels", labels, "--target", "object")
     assert init.returncode == EXIT_INPUT_PROBLEMS, init.stderr
     for line, name in [(4, "zero.jpg"), (5, "text.png"), (6, "bomb.png"), (7, "missing.png"), (8, "good2.png")]:
         assert mentions(init.stderr, f"labels.csv:{line}") or mentions(init.stderr, name), (line, init.stderr)
@@ -272,7 +272,7 @@ def test_bad_files_and_csv_lines_are_named_and_the_rest_is_imported(run_cli, bad
 
 def test_bad_files_in_a_folder_without_csv_are_named_by_path(invoke, bad_folder: Path, tmp_path: Path) -> None:
     directory = tmp_path / "proj"
-    result = invoke("init", directory, "--images", bad_folder)
+    result = invoke("init", directory, "--images", bad_folder, "--target", "object")
     assert result.exit_code == EXIT_INPUT_PROBLEMS, result.output
     for name, reason in [("zero.jpg", "empty file"), ("text.png", "not an image"), ("bomb.png", "decompression bomb")]:
         assert mentions(result.stderr, str(bad_folder / name)), result.stderr
@@ -291,7 +291,7 @@ def test_csv_without_label_column_is_refused_naming_the_column(invoke, bad_folde
     labels = tmp_path / "labels.csv"
     labels.write_text("path,split\ngood.png,train\n", encoding="utf-8")
     directory = tmp_path / "proj"
-    result = invoke("init", directory, "--images", bad_folder, "--labels", labels)
+    result = invoke("init", directory, "--images", bad_folder, "--labels", labels, "--target", "object")
     assert result.exit_code == EXIT_ERROR
     assert mentions(result.stderr, "missing required column(s) label")
     assert mentions(result.stderr, str(labels))
@@ -302,7 +302,7 @@ def test_empty_folder_is_refused_with_a_clear_message(invoke, tmp_path: Path) ->
     empty = tmp_path / "empty"
     empty.mkdir()
     directory = tmp_path / "proj"
-    result = invoke("init", directory, "--images", empty)
+    result = invoke("init", directory, "--images", empty, "--target", "object")
     assert result.exit_code == EXIT_ERROR
     assert mentions(result.stderr, f"no images found in {empty}")
     assert not (directory / "crowdpatch.toml").exists()
@@ -310,7 +310,7 @@ def test_empty_folder_is_refused_with_a_clear_message(invoke, tmp_path: Path) ->
 
 def test_init_into_an_existing_project_is_refused(invoke, bad_folder: Path, tmp_path: Path) -> None:
     directory = tmp_path / "proj"
-    assert invoke("init", directory, "--images", bad_folder).exit_code == EXIT_INPUT_PROBLEMS
+    assert invoke("init", directory, "--images", bad_folder, "--target", "object").exit_code == EXIT_INPUT_PROBLEMS
     config_before = (directory / "crowdpatch.toml").read_bytes()
     result = invoke("init", directory, "--images", bad_folder, "--target", "horse")
     assert result.exit_code == EXIT_ERROR
@@ -342,7 +342,7 @@ def test_propose_outside_a_project_is_refused(invoke, tmp_path: Path) -> None:
 def test_simulate_without_ground_truth_masks_is_refused_with_the_reason(invoke, benchmark_files, tmp_path: Path) -> None:
     images, labels, _ = benchmark_files(12, 64)
     directory = tmp_path / "proj"
-    assert invoke("init", directory, "--images", images, "--labels", labels).exit_code == 0
+    assert invoke("init", directory, "--images", images, "--labels", labels, "--target", "object").exit_code == 0
     assert invoke("propose", directory).exit_code == 0
     result = invoke("simulate", directory, "--workers", 3)
     assert result.exit_code == EXIT_ERROR

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.crowd.tasks import add_polygon_tasks_for_images
 from crowdpatch.datasets import load_mask
-from crowdpatch.masks.build import build_masks, mask_name
+from crowdpatch.masks.build import build_masks
 from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.masks.polygons import combine_polygons, fill_polygon
 from crowdpatch.server.app import create_app
@@ -71,7 +71,7 @@ def test_polygon_answers_are_exported_beside_the_patch_masks_with_their_iou(make
     stats = build_masks(project, ("png",))
     with project.sessions() as session:
         rows = session.execute(select(MaskRow.image_id, MaskRow.file, MaskRow.iou).where(MaskRow.source == "polygon")).all()
-        names = {image.id: mask_name(image.id, image.path) for image in session.scalars(select(ImageRow))}
+        names = {image.id: Path(image.path).stem for image in session.scalars(select(ImageRow))}
     assert {image_id: iou for image_id, _, iou in rows} == expected
     for image_id, file, _ in rows:
         assert Path(file) == project.path("masks", "polygon", f"{names[image_id]}.png")

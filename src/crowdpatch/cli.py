@@ -7,7 +7,7 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Callable, Iterator, NoReturn, Optional
 
 import typer
 from sqlalchemy.exc import DBAPIError
@@ -67,7 +67,7 @@ class RichProgress:
             yield lambda n=1, *_: progress.advance(task, n)
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> None:
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 
@@ -130,13 +130,17 @@ def apply_planner(config: ProjectConfig, planner: "PlannerName", budget_seconds:
     config.adaptive.budget_seconds = budget_seconds
 
 
+def images_proposed(counts: dict[str, int]) -> int:
+    """Images past step 1 (neither new nor in error), from :meth:`Project.counts`."""
+    return sum(n for key, n in counts.items() if key.startswith("images_") and key not in ("images_new", "images_error"))
+
+
 def open_project(directory: Path) -> Project:
     try:
         with storage_errors(directory):
             return Project.open(directory)
     except (ConfigError, ProjectError) as exc:
         fail(str(exc))
-        raise  # unreachable: fail() exits
 
 
 @app.command()
@@ -151,7 +155,9 @@ def init(
     images: Annotated[Optional[Path], typer.Option(help="Folder of images.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="CSV with columns path,label [,split] [,group columns...].")] = None,
     masks: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth masks with the images' file stems (for simulation, gold and IoU).")] = None,
-    target: Annotated[str, typer.Option(help="What workers look for: 'Is part of the <target> here?'.")] = "object",
+    target: Annotated[Optional[str], typer.Option(
+        help="What workers look for ('Find the <target>'). Default: the labels' one class (horse, or horse/not_horse); "
+        "asked for when the labels do not name one.")] = None,
     presentation: Annotated[Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")] = Presentation.grid,
     max_depth: Annotated[int, typer.Option(help="Deepest lattice level asked (single presentation).")] = 2,
     grid_size: Annotated[int, typer.Option(help="Cells per side of a grid screen.")] = 8,
@@ -179,6 +185,7 @@ def init(
         images, masks = directory / "data" / "images", directory / "data" / "masks"
     try:
         dataset = load_folder_dataset(images, labels, masks)
+        target = target or ("object" if builtin else choose_target(dataset))
         config = ProjectConfig(name=directory.resolve().name, target=target, db_url=db, images_dir=str(images.resolve()),
                                masks_dir=str(masks.resolve()) if masks else None)
         config.patches.presentation = presentation.value
@@ -195,8 +202,42 @@ def init(
             project, report = create_project(directory, config, dataset, RichProgress())
     except (DatasetError, ProjectError, ValueError) as exc:
         fail(str(exc))
-    out.print(f"created project [bold]{config.name}[/] in {directory}: {report.added} images")
+    out.print(f"created project [bold]{config.name}[/] in {directory}: {report.added} images, target '{config.target}'")
+    print_mask_survey(report)
     raise typer.Exit(report_problems(report.problems, "inputs"))
+
+
+def choose_target(dataset) -> str:
+    """The target the labels name, else the user's answer at a terminal; without a terminal, a clear error."""
+    from crowdpatch.datasets import target_from_labels
+
+    labels = {record.label for record in dataset.records}
+    named = target_from_labels(labels)
+    if named:
+        return named
+    known = sorted(label for label in labels if label)
+    hint = f" (labels: {', '.join(known[:5])}{', ...' if len(known) > 5 else ''})" if known else ""
+    if sys.stdin.isatty():
+        answer = typer.prompt(f"What should workers look for{hint}? e.g. horse").strip()
+        if answer:
+            return answer
+    fail(f"give --target: what workers look for, e.g. --target horse; the labels do not name one target{hint}")
+
+
+def print_mask_survey(report) -> None:
+    """How the ground-truth masks were read, and every warning about them, one line each."""
+    survey = report.masks
+    if survey.total:
+        out.print(survey.description())
+    for line in survey.warnings():
+        console.print(f"[yellow]warning:[/] {line}")
+    for path, reason in survey.unreadable:
+        console.print(f"[yellow]warning:[/] mask {path}: {reason}; that image has no ground truth")
+    if report.without_mask:
+        names = report.without_mask
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        console.print(f"[yellow]warning:[/] {len(names)} images have no mask in the masks folder ({shown}): "
+                      "they get no IoU and no gold question")
 
 
 @app.command()
@@ -205,7 +246,11 @@ def propose(directory: Annotated[Path, typer.Argument(help="Project directory.")
     from crowdpatch.propose import propose as run_propose
 
     project = open_project(directory)
-    todo = project.counts().get("images_new", 0)
+    counts = project.counts()
+    todo = counts.get("images_new", 0)
+    if todo == 0:
+        out.print(f"nothing new to propose ({images_proposed(counts)} images already proposed)")
+        return
     with storage_errors(directory), RichProgress().step("step 1: saliency clusters", todo) as advance:
         report = run_propose(project, advance)
     out.print(
@@ -272,12 +317,13 @@ def masks(
         if method is not None:
             project.config.aggregation.method = method.value
             project.save_config()
-        total = sum(v for k, v in project.counts().items() if k.startswith("images_") and k not in ("images_new", "images_error"))
+        total = images_proposed(project.counts())
         with RichProgress().step("aggregating and exporting masks", total) as advance:
             stats = build_masks(project, [f.value for f in export], advance, problems)
         summary = summarize(project, stats)
     polygons = f" and {summary['polygon_masks']} polygon masks (masks/polygon)" if summary["polygon_masks"] else ""
     out.print(f"{len(stats)} masks{polygons} written to {project.path('masks')}")
+    print_incomplete(summary)
     _print_summary(summary)
     raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable; the masks are written)"))
 
@@ -364,6 +410,7 @@ def report(
         stats = build_masks(project, (), problems=problems)
         summary = summarize(project, stats)
         summary_path, report_path = write_outputs(project, project.directory, f"crowdpatch: {project.config.name}", summary, stats, [])
+    print_incomplete(summary)
     out.print(f"report: {report_path}\nsummary: {summary_path}")
     raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable)"))
 
@@ -441,6 +488,14 @@ def bench_masks(
     _print_summary(result.summary)
     out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
     raise typer.Exit(report_problems(result.problems, "inputs"))
+
+
+def print_incomplete(summary: dict) -> None:
+    from crowdpatch.summary import incomplete_note
+
+    note = incomplete_note(summary)
+    if note:
+        console.print(f"[yellow]{note}[/]")
 
 
 def _print_summary(summary: dict) -> None:

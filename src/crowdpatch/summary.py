@@ -43,6 +43,14 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         questions = session.scalar(
             select(func.count()).select_from(TaskRow).where(TaskRow.project_id == project.id, TaskRow.kind != "gold")
         ) or 0
+        open_questions = session.scalar(
+            select(func.count()).select_from(TaskRow).where(
+                TaskRow.project_id == project.id, TaskRow.kind != "gold", TaskRow.state == "open"
+            )
+        ) or 0
+        not_proposed = session.scalar(
+            select(func.count()).select_from(ImageRow).where(ImageRow.project_id == project.id, ImageRow.stage == "new")
+        ) or 0
         banned = session.scalar(
             select(func.count()).select_from(WorkerRow).where(WorkerRow.project_id == project.id, WorkerRow.banned)
         ) or 0
@@ -68,6 +76,10 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
     ious = [s.iou for s in stats if s.iou is not None]
     saliency_ious = [s.saliency_iou for s in stats if s.saliency_iou is not None]
     summary: dict[str, Any] = {
+        # Masks of a study still running are built from the answers so far: say so beside every figure.
+        "complete": answers > 0 and open_questions == 0 and not_proposed == 0,
+        "open_questions": open_questions,
+        "images_not_proposed": not_proposed,
         "images": images,
         "answers": answers,
         "answers_per_image": answers / images if images else 0.0,
@@ -78,6 +90,8 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
             "patch": _mean(ious), "saliency": _mean(saliency_ious),
             "polygon": _mean([iou for iou in polygon_masks if iou is not None]),
         },
+        "images_scored": len(ious),
+        "images_without_object_in_truth": sum(1 for s in stats if s.truth_empty),
         "polygon_masks": len(polygon_masks),
         "seconds_per_image_by_kind": {kind: (total or 0.0) / images for kind, _, total in per_kind} if images else {},
         "answers_by_kind": {kind: count for kind, count, _ in per_kind},
@@ -114,3 +128,17 @@ def _simulated_bans(workers: list) -> dict[str, int]:
         counts[kind] += 1
         counts[f"{kind}_banned"] += int(banned)
     return counts
+
+
+def incomplete_note(summary: dict[str, Any]) -> str | None:
+    """One line saying why a summary's masks are not final yet, or None when the study is complete."""
+    if summary.get("complete", True):
+        return None
+    if not summary.get("answers"):
+        return "no answers yet: the masks hold no crowd answer (run `crowdpatch simulate`, or serve workers)"
+    parts = []
+    if summary.get("images_not_proposed"):
+        parts.append(f"{summary['images_not_proposed']} images not proposed yet (run `crowdpatch propose`)")
+    if summary.get("open_questions"):
+        parts.append(f"{summary['open_questions']} questions still open")
+    return f"incomplete: {'; '.join(parts)}; these masks use the {summary['answers']} answers so far"

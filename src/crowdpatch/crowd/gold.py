@@ -1,7 +1,9 @@
 """Gold (known-answer) questions, drawn from ground-truth masks where a project has them.
 
 Only clear cases become gold: a window mostly object is a "yes", one with no object a "no".
-Ambiguous windows would punish honest workers for reasonable disagreement.
+Ambiguous windows would punish honest workers for reasonable disagreement. A ground truth with
+no object makes no gold at all: it is more often a mask read or drawn wrong than a photo without
+the target, and "no" gold from it would ban the workers who see the target.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from crowdpatch.boxes import Box
+from crowdpatch.datasets.masks import MASK_OBJECT
 from crowdpatch.patches.lattice import WindowKey, positions, window_box
 from crowdpatch.simulate.workers import CoverageOracle
 
@@ -18,7 +21,9 @@ GOLD_PER_IMAGE = 2
 
 
 def gold_windows(gt_mask: np.ndarray, rng: np.random.Generator, per_image: int = GOLD_PER_IMAGE) -> list[tuple[Box, str]]:
-    """Up to ``per_image`` clear windows over the whole image (about half yes, half no)."""
+    """Up to ``per_image`` clear windows over the whole image (about half yes, half no); none without an object."""
+    if not np.any(gt_mask == MASK_OBJECT):
+        return []
     height, width = gt_mask.shape
     oracle = CoverageOracle(gt_mask)
     whole = Box.whole(width, height)

@@ -7,15 +7,18 @@ from crowdpatch.datasets.folder import (
     ImageRecord,
     InputProblem,
     load_folder_dataset,
+    target_from_labels,
 )
-from crowdpatch.datasets.images import (
+from crowdpatch.datasets.images import ImageLoadError, image_size, load_rgb
+from crowdpatch.datasets.masks import (
     MASK_BACKGROUND,
     MASK_IGNORE,
     MASK_OBJECT,
-    ImageLoadError,
-    image_size,
+    MaskReading,
+    MaskSurvey,
     load_mask,
-    load_rgb,
+    read_mask,
+    survey_masks,
 )
 from crowdpatch.datasets.synthetic import (
     BACKGROUNDS,
@@ -46,6 +49,8 @@ __all__ = [
     "ImageLoadError",
     "ImageRecord",
     "InputProblem",
+    "MaskReading",
+    "MaskSurvey",
     "Scene",
     "generate_benchmark",
     "image_size",
@@ -53,7 +58,10 @@ __all__ = [
     "load_mask",
     "load_rgb",
     "plan_benchmark",
+    "read_mask",
     "render_background",
     "render_procedural_object",
     "render_scene",
+    "survey_masks",
+    "target_from_labels",
 ]

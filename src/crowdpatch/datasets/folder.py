@@ -185,6 +185,24 @@ def _records_from_folder(images_dir: Path, check_images: bool) -> tuple[list[tup
     return found, problems
 
 
+NEGATIVE_PREFIXES = ("not_", "not ", "no_", "no ", "non_", "non-")
+"""How a label says "without the target" (``build-split`` writes ``not_Mustache`` and ``no sports ball``)."""
+
+
+def target_from_labels(labels: set[str | None]) -> str | None:
+    """The target a labelled dataset is about, when its labels name exactly one: ``{horse}`` or
+    ``{horse, not_horse}`` give ``horse``; several classes, or none, give None (the user must say)."""
+    names = {label for label in labels if label}
+    positives = {
+        name for name in names if not any(name.lower().startswith(prefix) for prefix in NEGATIVE_PREFIXES)
+    }
+    if len(positives) != 1:
+        return None
+    (target,) = positives
+    negated = {(prefix + target).lower() for prefix in NEGATIVE_PREFIXES}
+    return target if all(name.lower() in negated for name in names - positives) else None
+
+
 def load_folder_dataset(
     images_dir: Path,
     labels_csv: Path | None = None,

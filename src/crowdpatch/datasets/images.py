@@ -1,4 +1,4 @@
-"""Reading user images and ground-truth masks safely.
+"""Reading user images safely (ground-truth masks: :mod:`crowdpatch.datasets.masks`).
 
 Every image a project touches comes from a user's folder, so any file may be missing, empty,
 truncated, not an image at all, or a decompression bomb. All of these become one exception,
@@ -17,11 +17,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """Largest image accepted (width x height): a 40-megapixel photo decodes to 120 MB of RGB."""
-
-MASK_BACKGROUND = 0
-MASK_OBJECT = 1
-MASK_IGNORE = 255
-"""Mask value for pixels that count neither as object nor as background (e.g. GrabCut's border band)."""
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
@@ -140,26 +135,3 @@ def image_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
         if orientation in _TRANSPOSED_ORIENTATIONS:
             return height, width
         return width, height
-
-
-def load_mask(path: Path, size: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A ground-truth mask as HxW uint8: MASK_BACKGROUND, MASK_OBJECT or MASK_IGNORE.
-
-    ``size`` is the (width, height) of the image the mask belongs to; a mask stored at another
-    size (Weizmann horse masks are smaller than their photos) is resized with nearest neighbour.
-    A mask whose largest value is at most 1 is a 0/1 mask (nonzero = object). Otherwise exactly
-    128 is ignore (GrabCut's unlabeled band), above 127 is object and the rest is background:
-    the threshold at 127 also absorbs JPEG noise in masks stored lossily.
-    """
-    path = Path(path)
-    with _open_checked(path, max_pixels) as image:
-        # Converting 16-bit masks to "L" clips rather than scales, which keeps 0/1 masks 0/1.
-        grey = np.asarray(_decode(path, image).convert("L"))
-    if grey.max(initial=0) <= 1:
-        mask = np.where(grey > 0, MASK_OBJECT, MASK_BACKGROUND).astype(np.uint8)
-    else:
-        mask = np.where(grey > 127, MASK_OBJECT, MASK_BACKGROUND).astype(np.uint8)
-        mask[grey == 128] = MASK_IGNORE
-    if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
-        mask = np.array(Image.fromarray(mask).resize(tuple(size), Image.Resampling.NEAREST))
-    return mask

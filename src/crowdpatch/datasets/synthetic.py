@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from crowdpatch.datasets.folder import IMAGE_EXTENSIONS
-from crowdpatch.datasets.images import MASK_OBJECT, load_mask, load_rgb
+from crowdpatch.datasets.images import load_rgb
+from crowdpatch.datasets.masks import MASK_OBJECT, load_mask
 
 CLASSES = ("blob", "star")
 """Labels of the procedural classes, in class-index order."""

@@ -13,9 +13,17 @@ from sqlalchemy import select
 from crowdpatch.aggregate import collect_votes, posteriors
 from crowdpatch.boxes import Box
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
-from crowdpatch.masks.export import CocoImage, write_binary_png, write_coco_json, write_npy, write_soft_png
+from crowdpatch.masks.export import (
+    CocoImage,
+    mask_names,
+    write_binary_png,
+    write_coco_json,
+    write_mask_index,
+    write_npy,
+    write_soft_png,
+)
 from crowdpatch.crowd.adaptive import grid_resolution
-from crowdpatch.masks.metrics import mask_iou
+from crowdpatch.masks.metrics import has_object, mask_iou
 from crowdpatch.masks.outline import outline_mask, salient_pixels
 from crowdpatch.masks.refine import grabcut_refine, refined_soft
 from crowdpatch.masks.polygons import build_polygon_masks
@@ -54,12 +62,11 @@ class MaskStats:
     image_id: int
     name: str
     iou: float | None
+    """IoU with the ground truth; None without one, or when the ground truth holds no object."""
     saliency_iou: float | None
     foreground: float
-
-
-def mask_name(image_id: int, path: str) -> str:
-    return f"{image_id:06d}_{Path(path).stem}"
+    truth_empty: bool = False
+    """The image has a ground-truth mask with no object in it: scored apart, never as IoU 1.0."""
 
 
 def saliency_binary(saliency: np.ndarray) -> np.ndarray:
@@ -77,6 +84,10 @@ class MaskBuilder:
         self.votes = votes
         self.posteriors: pd.Series = posteriors(votes, project.config.aggregation.method)
         self.adaptive = project.config.crowd.planner == "adaptive"
+        with project.sessions() as session:
+            paths = dict(session.execute(select(ImageRow.id, ImageRow.path).where(ImageRow.project_id == project.id)).all())
+        self.names = mask_names(paths, project.config.images_dir)
+        """Each image's output file name: its input's stem, told apart when stems repeat."""
 
     def image_mask(self, image_id: int) -> ImageMask:
         patches = self.project.config.patches
@@ -128,7 +139,7 @@ class MaskBuilder:
                     # Verified but never refined (the budget ran out): the saliency outline is the best guess.
                     prior = outline_mask(self._salient(image), box).astype(np.float32) * UNREFINED_OUTLINE
                     np.maximum(soft, prior, out=soft)
-            return ImageMask(image_id, mask_name(image_id, image.path), soft, boxes, windows)
+            return ImageMask(image_id, self.names[image_id], soft, boxes, windows)
 
     def _salient(self, image: ImageRow) -> np.ndarray:
         return salient_pixels(image.saliency_path, self.project.config.saliency.threshold)
@@ -209,25 +220,44 @@ def build_masks(
         if "coco" in formats:
             coco.append(CocoImage(row.id, Path(row.path).name, row.width, row.height, binary, float(mask.soft.max())))
         iou = saliency_iou = None
+        truth_empty = False
         try:
             if row.mask_path:
                 gt = load_mask(Path(row.mask_path), (row.width, row.height))
-                iou = mask_iou(binary, gt)
-                if row.saliency_path:
-                    saliency_iou = mask_iou(saliency_binary(load_saliency(row.saliency_path)), gt)
+                truth_empty = not has_object(gt)
+                if not truth_empty:
+                    iou = mask_iou(binary, gt)
+                    if row.saliency_path:
+                        saliency_iou = mask_iou(saliency_binary(load_saliency(row.saliency_path)), gt)
         except ImageLoadError as exc:
             if problems is None:
                 raise
             problems.append(InputProblem(str(exc.path), exc.reason))
-        stats.append(MaskStats(row.id, name, iou, saliency_iou, float(binary.mean())))
+        stats.append(MaskStats(row.id, name, iou, saliency_iou, float(binary.mean()), truth_empty))
         _record(project, row.id, soft_file, iou, threshold)
         if progress:
             progress(1)
     if "coco" in formats:
         write_coco_json(out / "coco.json", coco)
     # Polygons drawn in the baseline study become masks beside these (masks/polygon/), for the comparison.
-    build_polygon_masks(project)
+    build_polygon_masks(project, builder.names)
+    write_mask_index(out / "index.csv", _index_rows(out, {row.id: row.path for row in images}, builder.names))
     return stats
+
+
+MASK_FILES = {"soft": "soft/{}.png", "binary": "binary/{}.png", "npy": "npy/{}.npy", "polygon": "polygon/{}.png"}
+"""The files a mask may have under ``masks/``, as ``masks/index.csv`` columns."""
+
+
+def _index_rows(out: Path, paths: dict[int, str], names: dict[int, str]) -> list[dict[str, str]]:
+    rows = []
+    for image_id, path in paths.items():
+        row = {"image": path, "name": names[image_id]}
+        for column, pattern in MASK_FILES.items():
+            file = pattern.format(names[image_id])
+            row[column] = file if (out / file).exists() else ""
+        rows.append(row)
+    return rows
 
 
 def _record(project: Project, image_id: int, file: Path, iou: float | None, threshold: float) -> None:

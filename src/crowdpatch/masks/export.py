@@ -7,9 +7,13 @@ training run would read as valid.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import tempfile
+from collections import Counter
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +36,49 @@ class CocoImage:
     binary: np.ndarray
     score: float = 1.0
     category: str = "object"
+
+
+def mask_names(paths: dict[int, str], images_dir: str | None = None) -> dict[int, str]:
+    """Output file names (without extension) for a project's images, by image id.
+
+    A mask keeps its image's file stem (``000.jpg`` -> ``000``), so a user finds it by name.
+    Images that share a stem are told apart by their folder under ``images_dir``
+    (``a/000.jpg`` -> ``a_000``), and, in one folder, by their extension (``000.png`` ->
+    ``000_png``); ``masks/index.csv`` (:func:`write_mask_index`) says which file is which image.
+    """
+    stems = Counter(Path(path).stem for path in paths.values())
+    names: dict[int, str] = {}
+    for image_id, path in paths.items():
+        file = Path(path)
+        if stems[file.stem] == 1:
+            names[image_id] = file.stem
+            continue
+        try:
+            relative = file.relative_to(images_dir) if images_dir else Path(file.name)
+        except ValueError:
+            relative = Path(*file.parts[-2:])
+        names[image_id] = _safe_name("_".join((*relative.parent.parts, file.stem)))
+    taken = Counter(names.values())
+    for image_id, name in names.items():
+        if taken[name] > 1:
+            names[image_id] = _safe_name(f"{name}_{Path(paths[image_id]).suffix.lstrip('.')}")
+    taken = Counter(names.values())
+    # Still the same (one file listed twice under two spellings): the image id settles it.
+    return {image_id: name if taken[name] == 1 else f"{name}_{image_id}" for image_id, name in names.items()}
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "image"
+
+
+def write_mask_index(path: str | os.PathLike[str], rows: list[dict[str, str]]) -> None:
+    """``masks/index.csv``: one row per image (its path, then each mask file relative to ``masks/``)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["image"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, lambda stream: stream.write(text.getvalue().encode("utf-8")))
 
 
 def write_soft_png(path: str | os.PathLike[str], soft: np.ndarray) -> None:

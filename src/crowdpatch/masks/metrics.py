@@ -24,3 +24,9 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return int(np.count_nonzero(predicted & actual)) / union
+
+
+def has_object(gt: np.ndarray) -> bool:
+    """Whether a ground truth marks any object pixel. One without is no reference: an empty crowd
+    mask would "agree" with it at IoU 1.0, so callers score such an image apart."""
+    return bool(np.any((gt != 0) & (gt != IGNORE)))

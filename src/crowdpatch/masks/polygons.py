@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from crowdpatch.datasets import load_mask
 from crowdpatch.masks.export import write_binary_png
-from crowdpatch.masks.metrics import mask_iou
+from crowdpatch.masks.metrics import has_object, mask_iou
 from crowdpatch.project import Project
 from crowdpatch.store.models import AnswerRow, ImageRow, MaskRow, TaskRow, WorkerRow
 
@@ -84,10 +84,9 @@ def collect_polygons(project: Project, drop_banned: bool) -> dict[int, list[list
     return dict(polygons)
 
 
-def build_polygon_masks(project: Project) -> list[PolygonMaskStats]:
-    """Rasterize every image's polygon answers to ``masks/polygon/<name>.png``; record each with its IoU vs GT."""
-    from crowdpatch.masks.build import mask_name  # build.py calls this module: import at use
-
+def build_polygon_masks(project: Project, names: dict[int, str]) -> list[PolygonMaskStats]:
+    """Rasterize every image's polygon answers to ``masks/polygon/<name>.png`` (``names``: each image's
+    output name, as the crowd masks have it); record each with its IoU vs GT."""
     polygons = collect_polygons(project, project.config.aggregation.drop_banned)
     if not polygons:
         return []
@@ -101,12 +100,13 @@ def build_polygon_masks(project: Project) -> list[PolygonMaskStats]:
     for row in images:
         drawn = polygons[row.id]
         binary = combine_polygons([fill_polygon(points, row.width, row.height) for points in drawn])
-        name = mask_name(row.id, row.path)
+        name = names[row.id]
         file = project.path(str(POLYGON_DIR)) / f"{name}.png"
         write_binary_png(file, binary)
         iou = None
         if row.mask_path:
-            iou = mask_iou(binary, load_mask(Path(row.mask_path), (row.width, row.height)))
+            gt = load_mask(Path(row.mask_path), (row.width, row.height))
+            iou = mask_iou(binary, gt) if has_object(gt) else None
         stats.append(PolygonMaskStats(row.id, name, len(drawn), iou, float(binary.mean())))
         _record(project, row.id, file, iou, len(drawn))
     return stats

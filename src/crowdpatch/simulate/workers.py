@@ -16,7 +16,7 @@ import numpy as np
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import SimulationConfig, TimeModel
-from crowdpatch.datasets.images import MASK_IGNORE, MASK_OBJECT
+from crowdpatch.datasets.masks import MASK_IGNORE, MASK_OBJECT
 
 WorkerKind = Literal["honest", "random", "always_yes", "always_no", "too_fast"]
 
