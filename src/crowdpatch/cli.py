@@ -485,6 +485,7 @@ def bench_masks(
             result = run_bench_masks(images, masks, out_dir, config, RichProgress(), limit, name)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
+    print_mask_survey(result.ingest)
     _print_summary(result.summary)
     out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
     raise typer.Exit(report_problems(result.problems, "inputs"))
