@@ -180,6 +180,7 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
         task_id=body.task_id,
         answers_given=stored.answers_given,
         session_complete=stored.answers_given >= state.server.answers_per_session,
+        worker_stopped=stored.worker_stopped,
     )
     if following is not None:
         result.next = task_response(state, following.assignment, worker) if following.assignment else None

@@ -139,7 +139,7 @@ def mask_preview(path: str, soft: np.ndarray, css_px: float, dpr: float = 1.0) -
     width = device_width(css_px, dpr)
     shown = resampled(image, whole_box(image), width)
     mask = Image.fromarray((np.clip(soft, 0, 1) * 255).astype(np.uint8)).resize(shown.size, Image.BILINEAR)
-    weight = 0.3 + 0.7 * (np.asarray(mask, dtype=np.float32)[..., None] / 255.0)
+    weight = 0.45 + 0.55 * (np.asarray(mask, dtype=np.float32)[..., None] / 255.0)
     shown = Image.fromarray((np.asarray(shown, dtype=np.float32) * weight).astype(np.uint8))
     draw = ImageDraw.Draw(shown)
     for outline in outline_polygons(np.asarray(mask) >= 128):

@@ -218,7 +218,12 @@
       state.undoable = true;
       $("undo").disabled = false;
       counter();
-      if (result.session_complete) { await shown; await complete(); }
+      if (result.worker_stopped && !result.session_complete) {
+        // Stopped by this answer: the next-task request says why (403), and the stop page replaces the screen.
+        await shown;
+        await fetchTask([]);
+        if (!state.finished) await complete();
+      } else if (result.session_complete) { await shown; await complete(); }
       else if (last) await advance();
     } else if (response.status === 409) {
       $("message").textContent = "That question had already been answered by others; here is the next one.";
