@@ -361,6 +361,14 @@ def test_the_examples_are_drawn_like_the_tasks_and_grid_lines_have_a_halo(photo_
             task = shown_task(page)
         page.locator("#grid div").nth(9).click()
         page.screenshot(path=screenshots / "serving-grid-1280.png", full_page=True)
+        placed = page.evaluate("""() => {
+            const frame = document.getElementById('frame').getBoundingClientRect(), region = document.getElementById('region').getBoundingClientRect();
+            return [(region.left - frame.left) / frame.width, (region.top - frame.top) / frame.height,
+                    (region.right - frame.left) / frame.width, (region.bottom - frame.top) / frame.height]; }""")
+        leased = page.evaluate("window.crowdpatch.current")
+        (vx0, vy0, vx1, vy1), (x0, y0, x1, y1) = leased["view_box"], leased["box"]
+        expected = [(x0 - vx0) / (vx1 - vx0), (y0 - vy0) / (vy1 - vy0), (x1 - vx0) / (vx1 - vx0), (y1 - vy0) / (vy1 - vy0)]
+        assert placed == pytest.approx(expected, abs=0.01)  # the cells lie over the region the picture shows
         assert page.locator("#grid-lines path.line").get_attribute("d") == example_lines  # the same drawing
         widths = page.evaluate("""() => ['halo', 'line'].map((name) =>
             getComputedStyle(document.querySelector('#grid-lines path.' + name)).strokeWidth)""")

@@ -149,6 +149,36 @@ def test_task_pictures_are_drawn_at_the_width_they_are_shown_at(served):
     assert jpeg_size(client.get(task["image_url"]))[0] == images.MAIN_CSS_PX  # a client that does not say
 
 
+def test_a_small_patch_is_shown_in_its_surroundings_and_a_grid_region_with_a_margin():
+    small = Box(400, 300, 430, 320)
+    view = images.view_box("patch", small, 800, 600)
+    assert view.contains(small) and (view.width, view.height) == (images.MIN_VIEW_SOURCE_PX, images.MIN_VIEW_SOURCE_PX)
+    assert abs((view.x0 + view.x1) / 2 - 415) <= 1 and abs((view.y0 + view.y1) / 2 - 310) <= 1  # centred on the patch
+    corner = images.view_box("patch", Box(0, 0, 30, 20), 800, 600)
+    assert corner == Box(0, 0, images.MIN_VIEW_SOURCE_PX, images.MIN_VIEW_SOURCE_PX)  # kept inside the photo
+    region = images.view_box("grid", Box(100, 100, 180, 140), 800, 600)
+    assert region == Box(80, 90, 200, 150)  # 1.5 times the region: the cells stay large
+    large = Box(0, 0, 500, 400)
+    assert images.view_box("patch", large, 800, 600) == large
+    assert images.view_box("verify", small, 800, 600) == Box(0, 0, 800, 600)
+    assert images.view_box("patch", small, 64, 64) == Box(0, 0, 64, 64)  # a small photo: all of it
+
+
+def test_a_grid_picture_shows_its_region_in_the_view_the_task_names(photo_project):
+    project = photo_project(lambda config: setattr(config.crowd, "gold_rate", 0.0))
+    with TestClient(create_app(project)) as client:
+        for worker in ("v1", "v2"):  # two agreeing "yes" decide a verification: the regions get their grids
+            auth = open_session(client, project, platform="prolific", worker_id=worker, study_id="s", session_id="x")
+            while (leased := client.get("/api/v1/tasks/next", headers=auth)).status_code == 200 and (task := leased.json())["kind"] == "verify":
+                client.post("/api/v1/answers", headers=auth,
+                            json={"task_id": task["task_id"], "answer": "yes", "client_id": f"{worker}-{task['task_id']}", "client_ms": 900})
+        assert task["kind"] == "grid"
+        view, box = Box.from_list(task["view_box"]), Box.from_list(task["box"])
+        assert view.contains(box) and view == images.view_box("grid", box, task["image_width"], task["image_height"])
+        width, height = jpeg_size(client.get(task["image_url"] + "&px=600"))
+    assert width == 600 and abs(height - 600 * view.height / view.width) <= 1
+
+
 def profile_across(picture: Image.Image, row: int, x0: int, x1: int) -> list[str]:
     """Each pixel of a row as 'yellow', 'dark' or 'green' (the test scene's background)."""
     names = []

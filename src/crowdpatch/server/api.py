@@ -15,6 +15,7 @@ from crowdpatch.boxes import Box
 from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.crowd.planner import AnswerRejected, Assignment
 from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete, TooManyHeld, WorkerStopped
+from crowdpatch.crowd.tasks import shown_kind
 from crowdpatch.server import images
 from crowdpatch.server import refusals
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
@@ -91,6 +92,7 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
         grid_size=assignment.grid_size,
         image_width=width,
         image_height=height,
+        view_box=images.view_box(assignment.kind, assignment.box, width, height).as_list(),
         variant=assignment.variant,
         active_cells=list(assignment.active_cells) if assignment.active_cells is not None else None,
     )
@@ -243,7 +245,7 @@ def task_image(
             image = session.get(ImageRow, task.image_id)
             salient = salient_pixels(image.saliency_path, state.project.config.saliency.threshold)
             outlines = outline_polygons(outline_mask(salient, Box.from_list(task.box)))
-    path, _, _ = image_info(state, task.image_id)
+    path, width, height = image_info(state, task.image_id)
     box = Box.from_list(task.box)
     if part == "context":
         data = images.context(path, box, px or images.CONTEXT_CSS_PX, dpr)
@@ -252,5 +254,6 @@ def task_image(
     elif task.kind == "polygon":
         data = images.whole(path, px or images.MAIN_CSS_PX, dpr)
     else:
-        data = images.crop(path, box, px or images.MAIN_CSS_PX, dpr)
+        view = images.view_box(shown_kind(task.kind), box, width, height)
+        data = images.patch(path, box, view, px or images.MAIN_CSS_PX, dpr)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -117,8 +117,9 @@ def render(name: ExampleName, css_px: float, dpr: float) -> bytes:
         outlines = outline_polygons(_grown(thing, OUTLINE_MARGIN_PX))
         return images.jpeg(images.render_outlined(example.photo, _bounds(thing), outlines, width, dpr))
     if name == "grid":
-        return images.jpeg(images.render_crop(example.photo, example.region, width))
+        return images.jpeg(images.render_patch(example.photo, example.region, example.region, width, dpr))
     window = example.patch_yes if name.startswith("patch-yes") else example.patch_no
     if name.endswith("-context"):
         return images.jpeg(images.render_context(example.photo, window, width, dpr))
-    return images.jpeg(images.render_crop(example.photo, window, width))
+    view = images.view_box("patch", window, SCENE_WIDTH, SCENE_HEIGHT)
+    return images.jpeg(images.render_patch(example.photo, window, view, width, dpr))

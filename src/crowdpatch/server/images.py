@@ -28,6 +28,12 @@ OUTLINE_CSS_PX = 4.0
 HALO_CSS_PX = 2.0
 THUMBNAIL_OUTLINE_CSS_PX = 2.0
 
+MIN_VIEW_SOURCE_PX = 240
+"""A patch or grid region smaller than this (photo pixels, per side) is shown in its surroundings, dimmed,
+so the worker sees where it is and the picture is not a few pixels blown up to the page's width."""
+GRID_VIEW_GROWTH = 1.5
+SURROUNDINGS_BRIGHTNESS = 0.5
+
 MAIN_CSS_PX = 800
 """Width a task picture is drawn at when the client does not say (API clients)."""
 CONTEXT_CSS_PX = 200
@@ -83,9 +89,40 @@ def whole_box(image: Image.Image) -> Box:
     return Box.whole(image.width, image.height)
 
 
-def render_crop(image: Image.Image, box: Box, width: int) -> Image.Image:
-    """The patch (or grid region) alone; the page draws a grid's lines over it."""
-    return resampled(image, box, width)
+def view_box(shown_kind: str, box: Box, width: int, height: int) -> Box:
+    """The part of an image a task's picture shows: the whole image for a verification or a polygon;
+    for a patch or a grid, its box, grown towards MIN_VIEW_SOURCE_PX a side (centred, inside the image) when
+    smaller. A grid's region grows to at most GRID_VIEW_GROWTH times its side: its cells stay large enough to tap."""
+    if shown_kind in ("verify", "polygon"):
+        return Box.whole(width, height)
+    def span(low: int, high: int, limit: int) -> tuple[int, int]:
+        wanted = MIN_VIEW_SOURCE_PX if shown_kind != "grid" else min(MIN_VIEW_SOURCE_PX, round((high - low) * GRID_VIEW_GROWTH))
+        size = min(max(high - low, wanted), limit)
+        start = max(0, min(low - (size - (high - low)) // 2, limit - size))
+        return start, start + size
+
+    (x0, x1), (y0, y1) = span(box.x0, box.x1, width), span(box.y0, box.y1, height)
+    return Box(x0, y0, x1, y1)
+
+
+def render_patch(image: Image.Image, box: Box, view: Box, width: int, dpr: float) -> Image.Image:
+    """A patch (or grid region) in the view around it: the surroundings dimmed, the box outlined just outside its edge.
+
+    The page draws a grid's cells and lines over the box.
+    """
+    shown = resampled(image, view, width)
+    if view == box:
+        return shown
+    scale = width / view.width
+    inner = [(box.x0 - view.x0) * scale, (box.y0 - view.y0) * scale, (box.x1 - view.x0) * scale, (box.y1 - view.y0) * scale]
+    lit = Image.new("L", shown.size, 0)
+    ImageDraw.Draw(lit).rectangle([round(inner[0]), round(inner[1]), round(inner[2]) - 1, round(inner[3]) - 1], fill=255)
+    shown = Image.composite(shown, Image.eval(shown, lambda v: int(v * SURROUNDINGS_BRIGHTNESS)), lit)
+    line = OUTLINE_CSS_PX * dpr
+    reach = line * (0.5 + HALO_CSS_PX / OUTLINE_CSS_PX)  # the halo's outer edge from the line's middle
+    x0, y0, x1, y1 = inner[0] - reach, inner[1] - reach, inner[2] - 1 + reach, inner[3] - 1 + reach
+    stroke(ImageDraw.Draw(shown), [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], line)
+    return shown
 
 
 def render_context(image: Image.Image, box: Box, width: int, dpr: float) -> Image.Image:
@@ -113,8 +150,8 @@ def render_outlined(image: Image.Image, box: Box, outlines: list[list[list[int]]
     return shown
 
 
-def crop(path: str, box: Box, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-    return jpeg(render_crop(_image(path), box, device_width(css_px, dpr)))
+def patch(path: str, box: Box, view: Box, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+    return jpeg(render_patch(_image(path), box, view, device_width(css_px, dpr), dpr))
 
 
 def context(path: str, box: Box, css_px: float = CONTEXT_CSS_PX, dpr: float = 1.0) -> bytes:

@@ -54,6 +54,9 @@ class TaskResponse(BaseModel):
     grid_size: int | None
     image_width: int
     image_height: int
+    view_box: list[int]
+    """The part of the image the picture shows (x0, y0, x1, y1): the whole image for a verification or a polygon;
+    for a patch or a grid its box, in dimmed surroundings when the box is small (the box then sits inside it)."""
     variant: Literal["outline"] | None = None
     """"outline": a yes/no about the drawn outline ("does it cover the target well?"), shown like a verification."""
     active_cells: list[int] | None = None

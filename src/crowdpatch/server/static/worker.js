@@ -112,9 +112,8 @@
 
   // -- the picture: as wide as it can be shown whole, drawn by the server at exactly that size -----
   function pictureWidth(task) {
-    const whole = task.kind === "verify" || task.kind === "polygon";
-    const [x0, y0, x1, y1] = task.box;
-    const aspect = whole ? task.image_width / task.image_height : (x1 - x0) / (y1 - y0);
+    const [x0, y0, x1, y1] = task.view_box;
+    const aspect = (x1 - x0) / (y1 - y0);
     const slot = $("frame-slot");
     const available = slot.clientWidth || document.body.clientWidth;
     const top = slot.getBoundingClientRect().top + window.scrollY;
@@ -171,13 +170,12 @@
     $("answer-yesno").hidden = kind === "grid" || kind === "polygon";
     $("answer-grid").hidden = kind !== "grid";
     $("answer-polygon").hidden = kind !== "polygon";
-    $("grid").hidden = kind !== "grid";
-    $("grid-lines").toggleAttribute("hidden", kind !== "grid");
+    $("region").hidden = kind !== "grid";
     $("poly").toggleAttribute("hidden", kind !== "polygon");  // an SVG element has no .hidden property
     $("frame").dataset.taskId = task.task_id;
     $("frame").dataset.kind = kind;
     $("message").textContent = "";
-    if (kind === "grid") buildGrid(task.grid_size, task.active_cells);
+    if (kind === "grid") { placeRegion(task); buildGrid(task.grid_size, task.active_cells); }
     if (kind === "polygon") resetPolygon();
     show("task");
     requestAnimationFrame(() => {
@@ -294,6 +292,13 @@
     drawLines($("grid-lines"), size);
     for (const cell of grid.querySelectorAll(".on")) cell.classList.remove("on");
     for (const cell of grid.children) cell.classList.toggle("locked", state.active !== null && !state.active.has(Number(cell.dataset.cell)));
+  }
+
+  function placeRegion(task) {
+    // The grid covers the task's box, which the picture may show inside its surroundings (view_box).
+    const [vx0, vy0, vx1, vy1] = task.view_box, [x0, y0, x1, y1] = task.box;
+    const across = (pixels) => `${(100 * pixels) / (vx1 - vx0)}%`, down = (pixels) => `${(100 * pixels) / (vy1 - vy0)}%`;
+    Object.assign($("region").style, { left: across(x0 - vx0), right: across(vx1 - x1), top: down(y0 - vy0), bottom: down(vy1 - y1) });
   }
 
   function drawLines(svg, size) {
