@@ -250,7 +250,7 @@ def task_image(
     if part == "context":
         data = images.context(path, box, px or images.CONTEXT_CSS_PX, dpr)
     elif task.kind in ("verify", "outline"):
-        data = images.outlined(path, box, outlines, px or images.MAIN_CSS_PX, dpr)
+        data = images.outlined(path, box, images.as_outlines(outlines), px or images.MAIN_CSS_PX, dpr)
     elif task.kind == "polygon":
         data = images.whole(path, px or images.MAIN_CSS_PX, dpr)
     else:

@@ -150,22 +150,37 @@ def render_outlined(image: Image.Image, box: Box, outlines: list[list[list[int]]
     return shown
 
 
+RENDERED_CACHE_SIZE = 256
+"""Task pictures kept, as JPEG bytes (~100 KB each): a question is shown to several workers, and again after an undo."""
+
+Outlines = tuple[tuple[tuple[int, int], ...], ...]
+
+
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
 def patch(path: str, box: Box, view: Box, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
     return jpeg(render_patch(_image(path), box, view, device_width(css_px, dpr), dpr))
 
 
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
 def context(path: str, box: Box, css_px: float = CONTEXT_CSS_PX, dpr: float = 1.0) -> bytes:
     return jpeg(render_context(_image(path), box, device_width(css_px, dpr), dpr))
 
 
-def outlined(path: str, box: Box, outlines: list[list[list[int]]], css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-    return jpeg(render_outlined(_image(path), box, outlines, device_width(css_px, dpr), dpr))
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
+def outlined(path: str, box: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+    return jpeg(render_outlined(_image(path), box, [list(map(list, outline)) for outline in outlines], device_width(css_px, dpr), dpr))
 
 
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
 def whole(path: str, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
     """The whole image (polygon tasks); clients map clicks back to image pixels."""
     image = _image(path)
     return jpeg(resampled(image, whole_box(image), device_width(css_px, dpr)))
+
+
+def as_outlines(polygons: list[list[list[int]]]) -> Outlines:
+    """Outlines as the (hashable) argument of :func:`outlined`."""
+    return tuple(tuple((int(x), int(y)) for x, y in polygon) for polygon in polygons)
 
 
 def mask_preview(path: str, soft: np.ndarray, css_px: float, dpr: float = 1.0) -> bytes:
