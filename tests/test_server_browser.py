@@ -347,6 +347,10 @@ def test_the_examples_are_drawn_like_the_tasks_and_grid_lines_have_a_halo(photo_
         page.goto(f"{server.url}/w/horses?PROLIFIC_PID=ex1&STUDY_ID=s&SESSION_ID=s")
         page.wait_for_function("[...document.querySelectorAll('.example img')].every((img) => img.complete && img.naturalWidth > 0)")
         page.screenshot(path=screenshots / "serving-instructions-1280.png", full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=screenshots / "serving-instructions-390.png", full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 900})
         example_cells = page.locator(".example .cells div")
         assert example_cells.count() == project.config.patches.grid_size ** 2
         on = page.evaluate("[...document.querySelectorAll('.example .cells div.on')].map((cell) => Number(cell.dataset.cell))")
@@ -398,6 +402,8 @@ def test_a_worker_stopped_by_quality_control_sees_the_stop_page_with_the_code_th
         expect(page.locator("#refused-text")).to_contain_text("quality checks")
         expect(page.locator("#stopped-code")).not_to_be_empty()
         page.screenshot(path=screenshots / "serving-stopped-390.png", full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.screenshot(path=screenshots / "serving-stopped-1280.png", full_page=True)
         key = project.config.server.effective_api_key()
         listed = page.request.get(f"{server.url}/api/v1/projects/horses/dashboard", headers={"X-API-Key": key}).json()["workers"]
         row = next(row for row in listed if row["worker"] == "lab-member-3")
@@ -413,6 +419,8 @@ def test_a_link_without_an_invite_opens_a_page_that_says_so(live, page, screensh
     expect(page.get_by_text("crowdpatch serve prints a ready invite link")).to_be_visible()
     assert page.get_by_role("button", name="Start").count() == 0 or not page.get_by_role("button", name="Start").is_visible()
     page.screenshot(path=screenshots / "serving-invite-needed-1280.png", full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=screenshots / "serving-invite-needed-390.png", full_page=True)
 
 
 def test_the_dashboard_shows_who_was_stopped_long_ids_on_one_line_and_masks_over_their_photos(photo_project, page, screenshots):
