@@ -219,8 +219,8 @@
       if (result.worker_stopped && !result.session_complete) {
         // Stopped by this answer: the next-task request says why (403), and the stop page replaces the screen.
         await shown;
-        await fetchTask([]);
-        if (!state.finished) await complete();
+        const leased = await fetchTask([]);
+        if (!state.finished && !leased) await complete();
       } else if (result.session_complete) { await shown; await complete(); }
       else if (last) await advance();
     } else if (response.status === 409) {
