@@ -461,3 +461,26 @@ def test_the_dashboard_shows_who_was_stopped_long_ids_on_one_line_and_masks_over
             page.screenshot(path=screenshots / f"serving-dashboard-{width}.png", full_page=True)
     finally:
         server.stop()
+
+
+def test_a_stopped_prolific_worker_gets_the_way_back_with_the_code_only_where_the_study_pays(photo_project, page, screenshots):
+    project = photo_project(too_fast_stops_after_three)
+    server = LiveServer(project)
+    try:
+        for worker, pays in (("unpaid-1", False), ("paid-1", True)):
+            project.config.server.pay_stopped_workers = pays
+            page.goto(f"{server.url}/w/horses?PROLIFIC_PID={worker}&STUDY_ID=s&SESSION_ID=x")
+            page.get_by_role("button", name="Start").click()
+            answer_by_keys(page, "nnn")
+            expect(page.get_by_role("heading", name="You have been stopped")).to_be_visible()
+            back = page.get_by_role("link", name="Return to Prolific with this code")
+            if pays:
+                code = project.config.server.prolific_completion_code
+                expect(page.locator("#stopped-code")).to_have_text(code)
+                expect(back).to_have_attribute("href", project.config.server.prolific_complete_url.format(code=code))
+                page.screenshot(path=screenshots / "serving-stopped-paid-1280.png", full_page=True)
+            else:
+                expect(page.locator("#refused-code")).to_be_hidden()
+                expect(back).to_be_hidden()
+    finally:
+        server.stop()
