@@ -16,8 +16,7 @@ from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pix
 from crowdpatch.crowd.planner import AnswerRejected, Assignment
 from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete, TooManyHeld, WorkerStopped
 from crowdpatch.crowd.tasks import shown_kind
-from crowdpatch.server import images
-from crowdpatch.server import refusals
+from crowdpatch.server import images, refusals
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.refusals import WorkerRefused
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import socket
 
-
 LISTEN_BACKLOG = 2048
 """uvicorn's default backlog."""
 
