@@ -154,3 +154,39 @@ def invoke():
         return runner.invoke(app, [str(a) for a in args], env=CLI_ENV_OVERRIDES, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def landscape_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three 320x200 'photos' (a brown object on foliage under a sky, cut three ways): wider than high, as most photos are."""
+    from PIL import ImageOps
+
+    from crowdpatch.server.examples import scene
+
+    folder = tmp_path_factory.mktemp("landscape-photos")
+    photo = scene().photo
+    for index, (box, mirrored) in enumerate((((0, 80, 640, 480), False), ((0, 80, 640, 480), True), ((80, 120, 560, 420), False))):
+        picture = photo.crop(box)
+        picture = ImageOps.mirror(picture) if mirrored else picture
+        picture.resize((320, 200)).save(folder / f"photo-{index}.png")
+    return folder
+
+
+@pytest.fixture
+def photo_project(tmp_path: Path, landscape_photos: Path) -> Callable[..., Project]:
+    """``photo_project(configure=fn)``: a project named 'horses' looking for a horse in :func:`landscape_photos`, step 1 done."""
+    projects: list[Project] = []
+
+    def make(configure: Callable[[ProjectConfig], None] | None = None) -> Project:
+        config = ProjectConfig(name="horses", target="horse", images_dir=str(landscape_photos))
+        if configure is not None:
+            configure(config)
+        project = Project.create(tmp_path / "horses", config)
+        projects.append(project)
+        assert add_images(project, load_folder_dataset(landscape_photos).records).added == 3
+        assert not propose(project).problems
+        return project
+
+    yield make
+    for project in projects:
+        project.close()

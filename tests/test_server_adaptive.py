@@ -69,7 +69,7 @@ def test_adaptive_questions_are_served_answered_and_never_over_asked(make_projec
                 seen["outline" if task.get("variant") == "outline" else task["kind"] + (" round" if task.get("active_cells") else "")] += 1
                 if task.get("variant") == "outline":
                     image = client.get(task["image_url"])
-                    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+                    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
                     assert "outline" in task["question"]
                 if task.get("active_cells") and not rounds_checked:
                     locked = sorted(set(range(task["grid_size"] ** 2)) - set(task["active_cells"]))

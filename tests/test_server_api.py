@@ -42,7 +42,7 @@ def test_a_prolific_worker_gets_tasks_answers_once_and_a_replay_stores_nothing(s
     auth = open_session(client, project)
     task = client.get("/api/v1/tasks/next", headers=auth).json()
     assert task["kind"] == "verify" and task["question"].startswith("Is the object")
-    assert client.get(task["image_url"]).headers["content-type"] == "image/png"
+    assert client.get(task["image_url"]).headers["content-type"] == "image/jpeg"
     body = {"task_id": task["task_id"], "answer": "yes", "client_id": "c-1", "client_ms": 1500}
     first = client.post("/api/v1/answers", json=body, headers=auth)
     again = client.post("/api/v1/answers", json=body, headers=auth)

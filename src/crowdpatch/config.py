@@ -207,6 +207,13 @@ class ServerConfig(_Section):
         "https://app.prolific.com/submissions/complete?cc={code}", description="Where a finished Prolific worker is sent."
     )
     answers_per_session: int = Field(20, ge=1, description="Answers one worker session gives before it is completed.")
+    pay_stopped_workers: bool = Field(
+        False,
+        description="Whether a worker stopped by quality control still gets the completion code, so the platform pays for "
+        "the answers given (Prolific: prolific_completion_code behind a button on the stop page; MTurk: a button that "
+        "submits the HIT). false: the stop page says they were stopped, without a code, and /sessions/complete refuses them. "
+        "Local invites always show their code: the dashboard lists it beside 'stopped by'.",
+    )
     polygon_votes: int = Field(1, ge=1, description="Polygons wanted per image in polygon mode (the baseline study).")
     session_hours: float = Field(12.0, gt=0, description="How long a worker's session token stays valid.")
     max_body_bytes: int = Field(

@@ -7,7 +7,7 @@ import io
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import select
 
 from crowdpatch.crowd.tasks import add_polygon_tasks_for_images
@@ -57,6 +57,25 @@ def mask_preview(project: str, image_id: Annotated[int, Path(ge=1, le=DB_INT_MAX
             raise HTTPException(404, "no such image")
     soft = state.live_masks.builder().image_mask(image_id).soft
     return Response(images.soft_mask_png(soft), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/previews/{image_id}.jpg", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def mask_over_photo(
+    project: str,
+    image_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)],
+    state: State,
+    px: Annotated[float, Query(ge=16, le=2048, description="Width shown, in CSS pixels.")] = 240,
+    dpr: Annotated[float, Query(ge=1, le=4, description="The screen's device pixels per CSS pixel.")] = 1.0,
+) -> Response:
+    """The mask being formed for one image, over its photo at the photo's aspect ratio (what the dashboard shows)."""
+    check_project(state, project)
+    with state.project.sessions() as session:
+        row = session.get(ImageRow, image_id)
+        if row is None or row.project_id != state.project.id:
+            raise HTTPException(404, "no such image")
+        path = row.path
+    soft = state.live_masks.builder().image_mask(image_id).soft
+    return Response(images.mask_preview(path, soft, px, dpr), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/export")

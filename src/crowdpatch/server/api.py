@@ -15,8 +15,10 @@ from crowdpatch.boxes import Box
 from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.crowd.planner import AnswerRejected, Assignment
 from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete, TooManyHeld, WorkerStopped
-from crowdpatch.server import images
+from crowdpatch.crowd.tasks import shown_kind
+from crowdpatch.server import images, refusals
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
+from crowdpatch.server.refusals import WorkerRefused
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
 from crowdpatch.server.state import AUTHORIZATION_DOC, ServerState, State, Worker, check_project, requester, server_state
 from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
@@ -31,12 +33,6 @@ DB_INT_MAX = 2**31 - 1
 MAX_EXCLUDE = 400
 """Longest ``exclude`` query of ``GET /tasks/next`` (a client shows a few task ids at most)."""
 
-STOPPED_MESSAGE = (
-    "Thank you for your time. Your answers did not meet this study's quality checks "
-    "(known-answer questions or answering speed), so we cannot offer you more questions."
-)
-
-
 @router.post("/projects/{project}/sessions", status_code=201, response_model=SessionResponse)
 def open_session(
     project: str, body: SessionRequest, state: State, x_api_key: Annotated[str | None, Header()] = None
@@ -49,17 +45,18 @@ def open_session(
         try:
             label = check_invite(state.server.invite_secret, body.invite or "")
         except BadToken as exc:
-            raise HTTPException(403, "a local session needs a valid invite link") from exc
+            message = refusals.INVITE_INVALID if body.invite else refusals.INVITE_MISSING
+            raise WorkerRefused(403, "invite_needed", message) from exc
         attributes["invite"] = label
     elif body.platform == "mturk":
         if not body.assignment_id or body.assignment_id == MTURK_PREVIEW:
-            raise HTTPException(403, "accept the HIT first: a preview cannot answer")
+            raise WorkerRefused(403, "preview", refusals.PREVIEW)
         attributes.update(assignment_id=body.assignment_id, turk_submit_to=body.turk_submit_to)
     elif body.platform == "simulated":
         requester(state, x_api_key)
     row = register_worker(state.project.sessions, state.project.id, body.platform, external_id, attributes)
     if row.banned:
-        raise HTTPException(403, STOPPED_MESSAGE)
+        raise refusals.stopped(body.platform, state.server)
     server = state.server
     session = WorkerSession(row.id, state.project.id, body.platform, body.mode, time.time() + server.session_hours * 3600)
     return SessionResponse(
@@ -94,6 +91,7 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
         grid_size=assignment.grid_size,
         image_width=width,
         image_height=height,
+        view_box=images.view_box(assignment.kind, assignment.box, width, height).as_list(),
         variant=assignment.variant,
         active_cells=list(assignment.active_cells) if assignment.active_cells is not None else None,
     )
@@ -140,7 +138,7 @@ async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) ->
     except SessionComplete:
         return Response(status_code=204)
     except WorkerStopped as exc:
-        raise HTTPException(403, STOPPED_MESSAGE) from exc
+        raise refusals.stopped(worker.platform, state.server) from exc
     except TooManyHeld as exc:
         raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from exc
     if assignment is None:
@@ -183,6 +181,7 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
         task_id=body.task_id,
         answers_given=stored.answers_given,
         session_complete=stored.answers_given >= state.server.answers_per_session,
+        worker_stopped=stored.worker_stopped,
     )
     if following is not None:
         result.next = task_response(state, following.assignment, worker) if following.assignment else None
@@ -198,29 +197,37 @@ def undo(state: State, worker: Worker) -> TaskResponse:
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc
     except WorkerStopped as exc:
-        raise HTTPException(403, STOPPED_MESSAGE) from exc
+        raise refusals.stopped(worker.platform, state.server) from exc
 
 
 @router.post("/sessions/complete", response_model=CompletionResponse, openapi_extra=AUTHORIZATION_DOC)
 def complete(state: State, worker: Worker) -> CompletionResponse:
-    """Finish the session: where to send the worker (Prolific), what to POST (MTurk), or a code (local)."""
+    """Finish the session: where to send the worker (Prolific), what to POST (MTurk), or a code (local).
+
+    A worker stopped by quality control gets it only where the study pays stopped workers (``[server].pay_stopped_workers``;
+    local invites always).
+    """
     with state.project.sessions.begin() as session:
         row = session.get(WorkerRow, worker.worker_id)
+        if row.banned and not refusals.code_offered_when_stopped(worker.platform, state.server):
+            raise refusals.stopped(worker.platform, state.server)
         row.finished_at = row.finished_at or time.time()
         answers = state.planner.answers_given(worker.worker_id)
         row.attributes = {**(row.attributes or {}), "answers": answers}
         return CompletionResponse(**completion(worker.platform, row, state.server))
 
 
-@router.get("/tasks/{task_id}/image", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@router.get("/tasks/{task_id}/image", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 def task_image(
     task_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)],
     state: State,
     w: Annotated[int, Query(ge=1, le=DB_INT_MAX)],
     s: Annotated[str, Query(max_length=64)],
     part: Literal["main", "context"] = "main",
+    px: Annotated[float | None, Query(ge=16, le=4096, description="Width the picture is shown at, in CSS pixels.")] = None,
+    dpr: Annotated[float, Query(ge=1, le=4, description="The screen's device pixels per CSS pixel.")] = 1.0,
 ) -> Response:
-    """The picture of a task, by a signed link (``image_url`` / ``context_url`` of the task).
+    """The picture of a task, by a signed link (``image_url`` / ``context_url`` of the task), drawn at ``px`` x ``dpr`` pixels wide.
 
     The link names a task, never a file: the path comes from the store, for this project's tasks only.
     """
@@ -237,14 +244,15 @@ def task_image(
             image = session.get(ImageRow, task.image_id)
             salient = salient_pixels(image.saliency_path, state.project.config.saliency.threshold)
             outlines = outline_polygons(outline_mask(salient, Box.from_list(task.box)))
-    path, _, _ = image_info(state, task.image_id)
+    path, width, height = image_info(state, task.image_id)
     box = Box.from_list(task.box)
     if part == "context":
-        data = images.context(path, box)
+        data = images.context(path, box, px or images.CONTEXT_CSS_PX, dpr)
     elif task.kind in ("verify", "outline"):
-        data = images.outlined(path, box, outlines)
+        data = images.outlined(path, box, images.as_outlines(outlines), px or images.MAIN_CSS_PX, dpr)
     elif task.kind == "polygon":
-        data = images.whole(path)
+        data = images.whole(path, px or images.MAIN_CSS_PX, dpr)
     else:
-        data = images.crop(path, box)
-    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        view = images.view_box(shown_kind(task.kind), box, width, height)
+        data = images.patch(path, box, view, px or images.MAIN_CSS_PX, dpr)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

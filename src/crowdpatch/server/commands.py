@@ -8,46 +8,85 @@ from typing import Annotated, Optional
 
 import typer
 
+from crowdpatch.config import ProjectConfig
+
+LOCAL_INVITE_LABEL = "local"
+"""The label of the invite ``serve`` prints: the same invite as the dashboard's "Make links", so it is made once and reused."""
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         directory: Annotated[Path, typer.Argument(help="Project directory.")],
-        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port (0: any free port; the links name the one taken).")] = 8000,
         db: Annotated[Optional[str], typer.Option(help="Database URL (default: the project's); PostgreSQL for several processes.")] = None,
         workers: Annotated[int, typer.Option(
             help="Server processes. On SQLite they take turns writing (one writer at a time, by a file lock); "
                  "PostgreSQL also serves processes on several machines.",
         )] = 1,
     ) -> None:
-        """Serve real workers (Prolific, MTurk, local invites) and the requester dashboard."""
+        """Serve real workers (Prolific, MTurk, local invites) and the requester dashboard.
+
+        The port is taken before anything is printed: a busy port is one line on stderr and exit code 1.
+        """
         import uvicorn
 
         from crowdpatch.config import ConfigError
         from crowdpatch.project import ProjectError
         from crowdpatch.server.app import ENV_DB, ENV_PROJECT, open_served_project, serving_app
+        from crowdpatch.server.listen import CannotListen, link_host, listening_socket
+
+        def fail(message: str) -> None:
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(1)
 
         try:
             project = open_served_project(directory, db)
         except (ConfigError, ProjectError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1)
+            fail(str(exc))
+        try:
+            sock = listening_socket(host, port)
+        except CannotListen as exc:
+            project.close()
+            fail(exc.strerror)
+        port = sock.getsockname()[1]
         # Secrets generated for a project made by an older release are kept, so every process agrees on them.
         project.save_config()
-        name = project.config.name
-        typer.echo(f"crowdpatch: serving {name} on http://{host}:{port}")
-        typer.echo(f"  worker page:  http://{host}:{port}/w/{name}   (Prolific / MTurk / ?invite=...)")
-        typer.echo(f"  dashboard:    http://{host}:{port}/admin/{name}?key={project.config.server.effective_api_key()}")
-        typer.echo(f"  API key:      {project.config.server.effective_api_key()}")
+        print_links(project.config, f"http://{link_host(host)}:{port}")
         # Warnings only; no access log (at this level it would print nothing, yet uvicorn would still format
         # each request's log arguments: CPU on every answer).
         quiet = {"log_level": "warning", "access_log": False}
         if workers > 1:
+            # uvicorn binds the port again for its processes: the check above was on the same port.
+            sock.close()
             project.close()
             os.environ[ENV_PROJECT] = str(Path(directory).resolve())
             if db:
                 os.environ[ENV_DB] = db
-            uvicorn.run("crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, **quiet)
-        else:
-            uvicorn.run(serving_app(project), host=host, port=port, **quiet)
+            try:
+                uvicorn.run("crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, **quiet)
+            except SystemExit as exc:  # uvicorn's own startup failure (exit 3), which here means "input skipped"
+                if exc.code in (0, None):
+                    raise
+                fail(f"the server did not start (uvicorn exit {exc.code}); see the lines above")
+            return
+        server = uvicorn.Server(uvicorn.Config(serving_app(project), **quiet))
+        server.run(sockets=[sock])
+        if not server.started:
+            fail("the server did not start; see the lines above")
+
+
+def print_links(config: ProjectConfig, base: str) -> None:
+    """What a requester opens or hands out: a ready invite link, the platforms' study URLs, the dashboard."""
+    from crowdpatch.server.platforms import worker_link
+    from crowdpatch.server.tokens import make_invite
+
+    name, key = config.name, config.server.effective_api_key()
+    invite = make_invite(config.server.invite_secret, LOCAL_INVITE_LABEL)
+    typer.echo(f"crowdpatch: serving {name} on {base}")
+    typer.echo(f"  invite link:  {worker_link(base, name, 'local', invite)}   (open it, or send it to the people you invite)")
+    typer.echo(f"  Prolific:     {worker_link(base, name, 'prolific')}")
+    typer.echo(f"  MTurk:        {worker_link(base, name, 'mturk')}   (ExternalQuestion URL; opened without MTurk it asks for an invite)")
+    typer.echo(f"  dashboard:    {base}/admin/{name}?key={key}")
+    typer.echo(f"  API key:      {key}")

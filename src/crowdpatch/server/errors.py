@@ -1,7 +1,7 @@
-"""422 answers that can always be written: a validation error echoes the client's input back.
+"""The error answers: 422s that can always be written, and refusals the worker page explains.
 
-FastAPI's default handler puts each offending value into the response, and JSON has no NaN or
-Infinity: a body such as ``[NaN, 2]`` (Python's parser accepts it) made the 422 itself fail as a
+A validation error echoes the client's input back: FastAPI's default handler puts each offending
+value into the response, and JSON has no NaN or Infinity: a body such as ``[NaN, 2]`` (Python's parser accepts it) made the 422 itself fail as a
 500. Non-finite numbers are echoed as strings instead.
 """
 
@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from crowdpatch.server.refusals import WorkerRefused, worker_refused
 
 
 def _finite(value: Any) -> Any:
@@ -33,3 +35,4 @@ async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(WorkerRefused, worker_refused)

@@ -1,4 +1,10 @@
-"""What a worker sees of an image: the patch cropped, a thumbnail of where it sits, a verified cluster outlined.
+"""What a worker sees of an image, drawn at the size it is shown at.
+
+The worker page says how wide it shows a picture (CSS pixels) and its screen's pixel ratio; the
+picture is cut from the original photo and resampled once, here, to exactly that many device
+pixels, and its outlines are drawn at that resolution: a few CSS pixels thick, yellow on a dark
+halo, so they show on foliage as on sky. A task picture is a JPEG (a photo as PNG is ten times
+larger) without chroma subsampling, which would bleed the yellow lines.
 
 Images are looked up by task id in the store, never by a path a client gives.
 """
@@ -15,11 +21,25 @@ from PIL import Image, ImageDraw
 from crowdpatch.boxes import Box
 from crowdpatch.datasets import load_rgb
 
-THUMBNAIL_SIDE = 160
-MIN_CROP_SIDE = 256
-"""Small crops are upscaled on the server (nearest) so every browser shows crisp pixels."""
-
 OUTLINE = (255, 214, 0)
+HALO = (0, 0, 0)
+OUTLINE_CSS_PX = 4.0
+"""Width of a region outline or window box on screen; the halo adds HALO_CSS_PX on each side."""
+HALO_CSS_PX = 2.0
+THUMBNAIL_OUTLINE_CSS_PX = 2.0
+
+MIN_VIEW_SOURCE_PX = 240
+"""A patch or grid region smaller than this (photo pixels, per side) is shown in its surroundings, dimmed,
+so the worker sees where it is and the picture is not a few pixels blown up to the page's width."""
+GRID_VIEW_GROWTH = 1.5
+SURROUNDINGS_BRIGHTNESS = 0.5
+
+MAIN_CSS_PX = 800
+"""Width a task picture is drawn at when the client does not say (API clients)."""
+CONTEXT_CSS_PX = 200
+MAX_DEVICE_PX = 2400
+"""Widest picture drawn, whatever the client asks: bounds the work one request can cause."""
+JPEG_QUALITY = 90
 
 
 @lru_cache(maxsize=64)
@@ -27,60 +47,157 @@ def _image(path: str) -> Image.Image:
     return Image.fromarray(load_rgb(Path(path)))
 
 
-def _png(image: Image.Image) -> bytes:
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return buffer.getvalue()
+
+
+def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
-def _upscale(image: Image.Image, min_side: int) -> Image.Image:
-    side = min(image.size)
-    if side >= min_side:
-        return image
-    factor = -(-min_side // side)
-    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+def device_width(css_px: float, dpr: float) -> int:
+    return max(16, min(MAX_DEVICE_PX, round(css_px * dpr)))
 
 
-def crop(path: str, box: Box) -> bytes:
-    """The patch (or grid region) alone."""
-    return _png(_upscale(_image(path).crop((box.x0, box.y0, box.x1, box.y1)), MIN_CROP_SIDE))
+def resampled(image: Image.Image, box: Box, width: int) -> Image.Image:
+    """``box`` of ``image`` at ``width`` pixels wide (its aspect ratio kept): Lanczos down, bicubic up."""
+    height = max(1, round(width * box.height / box.width))
+    resample = Image.LANCZOS if width <= box.width else Image.BICUBIC
+    return image.resize((width, height), resample, box=(box.x0, box.y0, box.x1, box.y1))
 
 
-def context(path: str, box: Box) -> bytes:
-    """A thumbnail of the whole image with the patch's place outlined."""
-    image = _image(path).copy()
-    scale = THUMBNAIL_SIDE / max(image.size)
-    if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-    else:
-        scale = 1.0
-    draw = ImageDraw.Draw(image)
-    draw.rectangle(
-        [box.x0 * scale, box.y0 * scale, box.x1 * scale - 1, box.y1 * scale - 1], outline=OUTLINE, width=max(1, round(2 * scale))
-    )
-    return _png(_upscale(image, THUMBNAIL_SIDE // 2))
+def stroke(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], width: float) -> None:
+    """A closed line, yellow on a dark halo that follows it (rounded joints, so corners stay whole)."""
+    closed = points + [points[0]]
+    halo = round(width + 2 * width * HALO_CSS_PX / OUTLINE_CSS_PX)
+    draw.line(closed, fill=HALO, width=max(1, halo), joint="curve")
+    draw.line(closed, fill=OUTLINE, width=max(1, round(width)), joint="curve")
 
 
-def outlined(path: str, box: Box, outlines: list[list[list[int]]]) -> bytes:
+def box_points(box: Box, scale: float, inset: float) -> list[tuple[float, float]]:
+    """A box's corners at ``scale``, pulled in by ``inset`` so a line drawn on them stays inside the picture."""
+    x0, y0 = box.x0 * scale + inset, box.y0 * scale + inset
+    x1, y1 = box.x1 * scale - 1 - inset, box.y1 * scale - 1 - inset
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def whole_box(image: Image.Image) -> Box:
+    return Box.whole(image.width, image.height)
+
+
+def view_box(shown_kind: str, box: Box, width: int, height: int) -> Box:
+    """The part of an image a task's picture shows: the whole image for a verification or a polygon;
+    for a patch or a grid, its box, grown towards MIN_VIEW_SOURCE_PX a side (centred, inside the image) when
+    smaller. A grid's region grows to at most GRID_VIEW_GROWTH times its side: its cells stay large enough to tap."""
+    if shown_kind in ("verify", "polygon"):
+        return Box.whole(width, height)
+    def span(low: int, high: int, limit: int) -> tuple[int, int]:
+        wanted = MIN_VIEW_SOURCE_PX if shown_kind != "grid" else min(MIN_VIEW_SOURCE_PX, round((high - low) * GRID_VIEW_GROWTH))
+        size = min(max(high - low, wanted), limit)
+        start = max(0, min(low - (size - (high - low)) // 2, limit - size))
+        return start, start + size
+
+    (x0, x1), (y0, y1) = span(box.x0, box.x1, width), span(box.y0, box.y1, height)
+    return Box(x0, y0, x1, y1)
+
+
+def render_patch(image: Image.Image, box: Box, view: Box, width: int, dpr: float) -> Image.Image:
+    """A patch (or grid region) in the view around it: the surroundings dimmed, the box outlined just outside its edge.
+
+    The page draws a grid's cells and lines over the box.
+    """
+    shown = resampled(image, view, width)
+    if view == box:
+        return shown
+    scale = width / view.width
+    inner = [(box.x0 - view.x0) * scale, (box.y0 - view.y0) * scale, (box.x1 - view.x0) * scale, (box.y1 - view.y0) * scale]
+    lit = Image.new("L", shown.size, 0)
+    ImageDraw.Draw(lit).rectangle([round(inner[0]), round(inner[1]), round(inner[2]) - 1, round(inner[3]) - 1], fill=255)
+    shown = Image.composite(shown, Image.eval(shown, lambda v: int(v * SURROUNDINGS_BRIGHTNESS)), lit)
+    line = OUTLINE_CSS_PX * dpr
+    reach = line * (0.5 + HALO_CSS_PX / OUTLINE_CSS_PX)  # the halo's outer edge from the line's middle
+    x0, y0, x1, y1 = inner[0] - reach, inner[1] - reach, inner[2] - 1 + reach, inner[3] - 1 + reach
+    stroke(ImageDraw.Draw(shown), [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], line)
+    return shown
+
+
+def render_context(image: Image.Image, box: Box, width: int, dpr: float) -> Image.Image:
+    """The whole image, small, with the patch's place boxed."""
+    shown = resampled(image, whole_box(image), width)
+    line = THUMBNAIL_OUTLINE_CSS_PX * dpr
+    halo = line * (1 + 2 * HALO_CSS_PX / OUTLINE_CSS_PX)
+    stroke(ImageDraw.Draw(shown), box_points(box, width / image.width, halo / 2), line)
+    return shown
+
+
+def render_outlined(image: Image.Image, box: Box, outlines: list[list[list[int]]], width: int, dpr: float) -> Image.Image:
     """The whole image with a cluster (or a saliency mask) outlined: its contours when known, else its box."""
-    image = _upscale(_image(path), MIN_CROP_SIDE).copy()
-    scale = image.width / _image(path).width
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(scale))
+    shown = resampled(image, whole_box(image), width)
+    scale = width / image.width
+    line = OUTLINE_CSS_PX * dpr
+    draw = ImageDraw.Draw(shown)
     drawable = [outline for outline in outlines if outline and len(outline) >= 3]
     if drawable:
         for outline in drawable:
-            points = [(x * scale, y * scale) for x, y in outline]
-            draw.line(points + [points[0]], fill=OUTLINE, width=width)
+            stroke(draw, [((x + 0.5) * scale, (y + 0.5) * scale) for x, y in outline], line)
     else:
-        draw.rectangle([box.x0 * scale, box.y0 * scale, box.x1 * scale - 1, box.y1 * scale - 1], outline=OUTLINE, width=width)
-    return _png(image)
+        halo = line * (1 + 2 * HALO_CSS_PX / OUTLINE_CSS_PX)
+        stroke(draw, box_points(box, scale, halo / 2), line)
+    return shown
 
 
-def whole(path: str) -> bytes:
-    """The whole image, upscaled like crops (polygon tasks); clients map clicks back to image pixels."""
-    return _png(_upscale(_image(path), MIN_CROP_SIDE))
+RENDERED_CACHE_SIZE = 256
+"""Task pictures kept, as JPEG bytes (~100 KB each): a question is shown to several workers, and again after an undo."""
+
+Outlines = tuple[tuple[tuple[int, int], ...], ...]
+
+
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
+def patch(path: str, box: Box, view: Box, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+    return jpeg(render_patch(_image(path), box, view, device_width(css_px, dpr), dpr))
+
+
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
+def context(path: str, box: Box, css_px: float = CONTEXT_CSS_PX, dpr: float = 1.0) -> bytes:
+    return jpeg(render_context(_image(path), box, device_width(css_px, dpr), dpr))
+
+
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
+def outlined(path: str, box: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+    return jpeg(render_outlined(_image(path), box, [list(map(list, outline)) for outline in outlines], device_width(css_px, dpr), dpr))
+
+
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
+def whole(path: str, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+    """The whole image (polygon tasks); clients map clicks back to image pixels."""
+    image = _image(path)
+    return jpeg(resampled(image, whole_box(image), device_width(css_px, dpr)))
+
+
+def as_outlines(polygons: list[list[list[int]]]) -> Outlines:
+    """Outlines as the (hashable) argument of :func:`outlined`."""
+    return tuple(tuple((int(x), int(y)) for x, y in polygon) for polygon in polygons)
+
+
+def mask_preview(path: str, soft: np.ndarray, css_px: float, dpr: float = 1.0) -> bytes:
+    """The photo at its aspect ratio, dimmed where the soft mask is low, the mask's 0.5 line outlined."""
+    from crowdpatch.masks.outline import outline_polygons
+
+    image = _image(path)
+    width = device_width(css_px, dpr)
+    shown = resampled(image, whole_box(image), width)
+    mask = Image.fromarray((np.clip(soft, 0, 1) * 255).astype(np.uint8)).resize(shown.size, Image.BILINEAR)
+    weight = 0.45 + 0.55 * (np.asarray(mask, dtype=np.float32)[..., None] / 255.0)
+    shown = Image.fromarray((np.asarray(shown, dtype=np.float32) * weight).astype(np.uint8))
+    draw = ImageDraw.Draw(shown)
+    for outline in outline_polygons(np.asarray(mask) >= 128):
+        stroke(draw, [(x + 0.5, y + 0.5) for x, y in outline], THUMBNAIL_OUTLINE_CSS_PX * dpr)
+    return jpeg(shown)
 
 
 def soft_mask_png(soft: np.ndarray) -> bytes:
-    return _png(Image.fromarray((np.clip(soft, 0, 1) * 255).astype(np.uint8)))
+    return png(Image.fromarray((np.clip(soft, 0, 1) * 255).astype(np.uint8)))

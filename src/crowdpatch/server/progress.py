@@ -6,6 +6,7 @@ import math
 import statistics
 import threading
 import time
+from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import func, select
@@ -93,13 +94,23 @@ class LiveMasks:
             table = worker_quality(session, self.project.id, self.builder().posteriors)
         return [{key: _clean(value) for key, value in row.items()} for row in table.to_dict("records")]
 
-    def preview_images(self, limit: int = 12) -> list[int]:
+    def preview_images(self, limit: int = 12) -> list[dict[str, Any]]:
+        """The images whose masks are being formed: id, file name, size, stage and answers so far."""
         with self.project.sessions() as session:
-            return list(
-                session.scalars(
-                    select(ImageRow.id)
-                    .where(ImageRow.project_id == self.project.id, ImageRow.stage.in_(("patch", "done")))
-                    .order_by(ImageRow.stage.desc(), ImageRow.id)
-                    .limit(limit)
-                )
-            )
+            rows = session.execute(
+                select(ImageRow.id, ImageRow.path, ImageRow.width, ImageRow.height, ImageRow.stage)
+                .where(ImageRow.project_id == self.project.id, ImageRow.stage.in_(("patch", "done")))
+                .order_by(ImageRow.stage.desc(), ImageRow.id)
+                .limit(limit)
+            ).all()
+            answers = dict(
+                session.execute(
+                    select(TaskRow.image_id, func.count(AnswerRow.id)).join(AnswerRow, AnswerRow.task_id == TaskRow.id)
+                    .where(TaskRow.image_id.in_([row.id for row in rows])).group_by(TaskRow.image_id)
+                ).all()
+            ) if rows else {}
+        return [
+            {"image_id": row.id, "name": PurePath(row.path).name, "width": row.width, "height": row.height,
+             "stage": row.stage, "answers": answers.get(row.id, 0)}
+            for row in rows
+        ]

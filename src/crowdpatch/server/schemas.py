@@ -54,6 +54,9 @@ class TaskResponse(BaseModel):
     grid_size: int | None
     image_width: int
     image_height: int
+    view_box: list[int]
+    """The part of the image the picture shows (x0, y0, x1, y1): the whole image for a verification or a polygon;
+    for a patch or a grid its box, in dimmed surroundings when the box is small (the box then sits inside it)."""
     variant: Literal["outline"] | None = None
     """"outline": a yes/no about the drawn outline ("does it cover the target well?"), shown like a verification."""
     active_cells: list[int] | None = None
@@ -93,6 +96,8 @@ class AnswerResponse(BaseModel):
     task_id: str
     answers_given: int
     session_complete: bool
+    worker_stopped: bool = False
+    """True when quality control has stopped this worker (this answer included): no more questions; ``GET /tasks/next`` says why (403)."""
     next: TaskResponse | None = None
     """The next question, when the request asked for it (``"next": true``) and there is one."""
     next_status: NextStatus | None = None

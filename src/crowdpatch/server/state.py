@@ -11,7 +11,8 @@ from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.project import Project
 from crowdpatch.server.group_commit import GroupCommit
 from crowdpatch.server.progress import LiveMasks
-from crowdpatch.server.tokens import BadToken, WorkerSession, constant_time_equal, read_session
+from crowdpatch.server.refusals import WorkerRefused
+from crowdpatch.server.tokens import BadToken, SessionExpired, WorkerSession, constant_time_equal, read_session
 
 
 @dataclass
@@ -58,14 +59,17 @@ AUTHORIZATION_DOC = {"parameters": [{
 
 def authenticate(state: ServerState, authorization: str | None) -> WorkerSession:
     """The bearer token's session (401 otherwise)."""
+    bearer = {"WWW-Authenticate": "Bearer"}
     if not authorization or not authorization.startswith("Bearer "):
-        raise HTTPException(401, "missing 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+        raise WorkerRefused(401, "session_invalid", "missing 'Authorization: Bearer <token>'", headers=bearer)
     try:
         session = read_session(state.server.session_secret, authorization.removeprefix("Bearer ").strip())
+    except SessionExpired as exc:
+        raise WorkerRefused(401, "session_expired", str(exc), headers=bearer) from exc
     except BadToken as exc:
-        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+        raise WorkerRefused(401, "session_invalid", str(exc), headers=bearer) from exc
     if session.project_id != state.project.id:
-        raise HTTPException(401, "this session belongs to another project")
+        raise WorkerRefused(401, "session_invalid", "this session belongs to another project", headers=bearer)
     return session
 
 

@@ -19,6 +19,10 @@ class BadToken(ValueError):
     """A token that was not issued by this project, or has expired."""
 
 
+class SessionExpired(BadToken):
+    """A worker session token of this project whose time is up."""
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -56,7 +60,7 @@ def read_session(secret: str, token: str, now: float | None = None) -> WorkerSes
     if session is None:
         raise BadToken("invalid session token")
     if session.expires_at < (time.time() if now is None else now):
-        raise BadToken("session expired: open your link again")
+        raise SessionExpired("session expired: open your link again to go on (your answers are kept)")
     return session
 
 

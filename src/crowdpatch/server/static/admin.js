@@ -26,11 +26,30 @@
       pace += `<br><b>${esc(name.replace("_", " "))}</b>: ` + stat("answers", v.answers) + stat("median s / answer", v.median_seconds_per_answer) + stat("median s / image", v.median_seconds_per_image);
     }
     $("pace").innerHTML = pace;
-    const cols = ["worker", "platform", "answers", "gold_seen", "gold_accuracy", "agreement", "yes_rate", "median_seconds", "too_fast", "banned", "completion_code"];
-    $("workers").innerHTML = "<tr>" + cols.map((c) => `<th>${c.replace("_", " ")}</th>`).join("") + "</tr>" +
-      d.workers.map((w) => `<tr class="${w.banned ? "banned" : ""}">` + cols.map((c) => `<td>${esc(fmt(w[c]))}</td>`).join("") + "</tr>").join("");
-    const stamp = Date.now();
-    $("previews").innerHTML = d.previews.map((id) => `<img alt="mask ${id}" src="${base}/masks/${id}.png?key=${encodeURIComponent(key)}&t=${stamp}">`).join("");
+    $("workers").innerHTML = "<tr>" + WORKER_COLUMNS.map(([, label]) => `<th>${label}</th>`).join("") + "</tr>" +
+      d.workers.map((w) => `<tr class="${w.banned ? "banned" : ""}">` + WORKER_COLUMNS.map(([c]) => cell(c, w)).join("") + "</tr>").join("");
+    const stamp = Date.now(), ratio = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
+    $("previews").innerHTML = d.previews.map((p) => {
+      const src = `${base}/previews/${p.image_id}.jpg?px=${PREVIEW_PX}&dpr=${ratio}&key=${encodeURIComponent(key)}&t=${stamp}`;
+      return `<figure><img alt="the mask being formed over ${esc(p.name)}" width="${PREVIEW_PX}" height="${Math.round(PREVIEW_PX * p.height / p.width)}" src="${src}">` +
+        `<figcaption><span class="name" title="${esc(p.name)}">${esc(p.name)}</span>${p.answers} answers · ${esc(p.stage)}</figcaption></figure>`;
+    }).join("");
+  }
+
+  const PREVIEW_PX = 220;
+  const WORKER_COLUMNS = [
+    ["worker", "worker"], ["platform", "platform"], ["answers", "answers"], ["gold_seen", "gold"], ["gold_accuracy", "gold acc"],
+    ["agreement", "agree"], ["yes_rate", "yes"], ["median_seconds", "median s"], ["too_fast", "fast"], ["stopped_reason", "stopped by"],
+    ["completion_code", "completion code"],
+  ];
+
+  function cell(column, worker) {
+    const value = worker[column];
+    // Long ids (Prolific's are 24 characters, MTurk's longer) are cut with an ellipsis; the whole id is the cell's tooltip.
+    if (column === "worker") return `<td class="worker" title="${esc(value)}">${esc(value)}</td>`;
+    if (column === "stopped_reason") return `<td class="stopped">${esc(value || (worker.banned ? "yes" : ""))}</td>`;
+    if (column === "completion_code") return `<td class="code">${esc(value || "")}</td>`;
+    return `<td>${esc(fmt(value))}</td>`;
   }
 
   $("answers-csv").href = `${base}/answers.csv?key=${encodeURIComponent(key)}`;

@@ -12,6 +12,8 @@
     waited: 0,  // key presses whose next patch was not decoded yet (bench/keypress.py reports it)
   };
   window.crowdpatch = state;
+  const wide = window.matchMedia("(min-width: 860px)");  // the task screen's two-column layout (worker.css)
+  const pixelRatio = Math.min(4, Math.max(1, Math.round((window.devicePixelRatio || 1) * 4) / 4));
 
   function arrival() {
     const mode = params.get("mode") === "polygon" ? "polygon" : "patch";
@@ -55,14 +57,47 @@
   }
 
   function show(section) {
-    for (const id of ["intro", "task", "finished", "stopped"]) $(id).hidden = id !== section;
+    for (const id of ["intro", "task", "finished", "refused"]) $(id).hidden = id !== section;
   }
 
-  function stopped(text) {
+  // -- refusals: a page titled by what happened (the server words it) ------------------------------
+  function showRefusal(body) {
     state.finished = true;
-    $("stopped-text").textContent = text;
-    show("stopped");
+    const title = body.title || "Cannot go on";
+    document.title = title;
+    $("refused-title").textContent = title;
+    $("refused-text").textContent = body.detail || "";
+    $("refused-hint").textContent = body.hint || "";
+    $("refused-hint").hidden = !body.hint;
+    show("refused");
+    if (body.reason === "stopped" && body.code_offered) offerCode();
   }
+
+  async function refused(response) {
+    // 401 / 403 carry a reason: show its page and stop. Anything else is the caller's to handle.
+    if (response.status !== 401 && response.status !== 403) return false;
+    let body = {};
+    try { body = await response.json(); } catch (error) { body = { detail: "This link cannot be used (" + response.status + ")." }; }
+    showRefusal(body);
+    return true;
+  }
+
+  async function offerCode() {
+    // A stopped worker whom the study pays anyway: the code (and the way back to the platform) on the stop page.
+    const response = await api("POST", "/api/v1/sessions/complete");
+    if (!response.ok) return;
+    const done = await response.json();
+    $("refused-code").hidden = false;
+    $("stopped-code").parentElement.hidden = !done.code;
+    $("stopped-code").textContent = done.code || "";
+    if (done.redirect_url) { $("refused-return").href = done.redirect_url; $("refused-return").hidden = false; }
+    if (done.submit_url) { $("refused-submit").hidden = false; $("refused-submit").onclick = () => submitForm(done); }
+  }
+
+  window.addEventListener("unhandledrejection", () => {
+    if (state.finished) return;
+    showRefusal({ title: "Connection lost", detail: "The server could not be reached. Your answers so far are saved: reload this page to go on." });
+  });
 
   function counter() { $("counter").textContent = `${state.given} / ${state.perSession}`; }
 
@@ -70,15 +105,29 @@
     const query = exclude ? "?exclude=" + exclude.join(",") : "";
     const response = await api("GET", "/api/v1/tasks/next" + query);
     if (response.status === 204) return null;
-    if (response.status === 403) { stopped((await response.json()).detail); return null; }
+    if (await refused(response)) return null;
     if (!response.ok) throw new Error("next task: " + response.status);
     return withImages(await response.json());
   }
 
+  // -- the picture: as wide as it can be shown whole, drawn by the server at exactly that size -----
+  function pictureWidth(task) {
+    const [x0, y0, x1, y1] = task.view_box;
+    const aspect = (x1 - x0) / (y1 - y0);
+    const slot = $("frame-slot");
+    const available = slot.clientWidth || document.body.clientWidth;
+    const top = slot.getBoundingClientRect().top + window.scrollY;
+    const below = wide.matches ? 16 : 150;  // on a phone the answer buttons sit below the picture
+    const height = Math.max(220, window.innerHeight - top - below);
+    return Math.max(Math.min(available, 160), Math.floor(Math.min(available, height * aspect)));
+  }
+
   function withImages(task) {
     // Decoded off the main thread ahead of time: swapping these very elements in paints at once.
-    task.main = new Image(); task.main.src = task.image_url;
-    task.context = new Image(); task.context.src = task.context_url;
+    task.width = pictureWidth(task);
+    const size = (px) => `&px=${px}&dpr=${pixelRatio}`;
+    task.main = new Image(); task.main.src = task.image_url + size(task.width);
+    task.context = new Image(); task.context.src = task.context_url + size(wide.matches ? 200 : 110);
     task.ready = Promise.all([task.main.decode(), task.context.decode()]).catch(() => undefined);
     return task;
   }
@@ -97,7 +146,7 @@
     const task = await state.next;
     state.next = null; state.nextReady = null;
     if (state.finished) return;
-    if (!task) { await complete(); return; }
+    if (!task) { await complete(state.given < state.perSession); return; }
     await task.ready;
     render(task);
     prefetch();
@@ -116,16 +165,17 @@
     $("question").textContent = task.question;
     place("main", task.main);
     place("context", task.context);
+    $("frame").style.width = task.width + "px";
     $("where").hidden = kind === "verify" || kind === "polygon";
     $("answer-yesno").hidden = kind === "grid" || kind === "polygon";
     $("answer-grid").hidden = kind !== "grid";
     $("answer-polygon").hidden = kind !== "polygon";
-    $("grid").hidden = kind !== "grid";
+    $("region").hidden = kind !== "grid";
     $("poly").toggleAttribute("hidden", kind !== "polygon");  // an SVG element has no .hidden property
     $("frame").dataset.taskId = task.task_id;
     $("frame").dataset.kind = kind;
     $("message").textContent = "";
-    if (kind === "grid") buildGrid(task.grid_size, task.active_cells);
+    if (kind === "grid") { placeRegion(task); buildGrid(task.grid_size, task.active_cells); }
     if (kind === "polygon") resetPolygon();
     show("task");
     requestAnimationFrame(() => {
@@ -166,10 +216,17 @@
       state.undoable = true;
       $("undo").disabled = false;
       counter();
-      if (result.session_complete) { await shown; await complete(); }
+      if (result.worker_stopped && !result.session_complete) {
+        // Stopped by this answer: the next-task request says why (403), and the stop page replaces the screen.
+        await shown;
+        const leased = await fetchTask([]);
+        if (!state.finished && !leased) await complete();
+      } else if (result.session_complete) { await shown; await complete(); }
       else if (last) await advance();
     } else if (response.status === 409) {
       $("message").textContent = "That question had already been answered by others; here is the next one.";
+    } else if (await refused(response)) {
+      return;
     } else {
       $("message").textContent = "Your answer could not be saved (" + response.status + ").";
     }
@@ -179,6 +236,7 @@
   async function undo() {
     if (!state.undoable || state.finished) return;
     const response = await api("POST", "/api/v1/answers/undo");
+    if (await refused(response)) return;
     if (!response.ok) {
       $("message").textContent = (await response.json()).detail || "Cannot undo.";
       state.undoable = false; $("undo").disabled = true;
@@ -200,21 +258,25 @@
     $("message").textContent = "Your last answer was taken back: answer it again.";
   }
 
-  async function complete() {
+  function submitForm(done) {
+    const form = document.createElement("form");
+    form.method = "POST"; form.action = done.submit_url;
+    for (const [name, value] of Object.entries(done.fields || {})) {
+      const input = document.createElement("input"); input.type = "hidden"; input.name = name; input.value = value; form.append(input);
+    }
+    document.body.append(form); form.submit();
+  }
+
+  async function complete(noneLeft) {
     if (state.finished) return;
     state.finished = true;
     const response = await api("POST", "/api/v1/sessions/complete");
+    if (await refused(response)) return;
     const done = await response.json();
     if (done.redirect_url) { location.href = done.redirect_url; return; }
-    if (done.submit_url) {
-      const form = document.createElement("form");
-      form.method = "POST"; form.action = done.submit_url;
-      for (const [name, value] of Object.entries(done.fields || {})) {
-        const input = document.createElement("input"); input.type = "hidden"; input.name = name; input.value = value; form.append(input);
-      }
-      document.body.append(form); form.submit(); return;
-    }
-    $("finished-text").textContent = "You have finished. Paste this code where you were asked for it.";
+    if (done.submit_url) { submitForm(done); return; }
+    $("finished-text").textContent = (noneLeft ? "There are no more questions for now. " : "You have finished. ") +
+      "Keep this code, or paste it where you were asked for it: the study's organiser sees it beside your answers.";
     $("code").textContent = done.code;
     show("finished");
   }
@@ -227,8 +289,27 @@
     state.cells = new Set();
     state.active = active ? new Set(active) : null;
     if (grid.dataset.size !== String(size)) makeCells(grid, size);
+    drawLines($("grid-lines"), size);
     for (const cell of grid.querySelectorAll(".on")) cell.classList.remove("on");
     for (const cell of grid.children) cell.classList.toggle("locked", state.active !== null && !state.active.has(Number(cell.dataset.cell)));
+  }
+
+  function placeRegion(task) {
+    // The grid covers the task's box, which the picture may show inside its surroundings (view_box).
+    const [vx0, vy0, vx1, vy1] = task.view_box, [x0, y0, x1, y1] = task.box;
+    const across = (pixels) => `${(100 * pixels) / (vx1 - vx0)}%`, down = (pixels) => `${(100 * pixels) / (vy1 - vy0)}%`;
+    Object.assign($("region").style, { left: across(x0 - vx0), right: across(vx1 - x1), top: down(y0 - vy0), bottom: down(vy1 - y1) });
+  }
+
+  function drawLines(svg, size) {
+    // Every cell boundary, white over a dark halo (worker.css); the strokes keep their width at any picture size.
+    if (svg.dataset.size === String(size)) return;
+    svg.dataset.size = size;
+    svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    let path = "";
+    for (let k = 0; k <= size; k++) path += `M${k} 0V${size}M0 ${k}H${size}`;
+    svg.innerHTML = `<path class="halo" d="${path}"/><path class="line" d="${path}"/>`;
   }
 
   function makeCells(grid, size) {
@@ -263,9 +344,12 @@
     svg.setAttribute("preserveAspectRatio", "none");
     const r = Math.max(1, task.image_width / 80);
     const pts = state.points.map((p) => p.join(",")).join(" ");
-    const shape = state.closed ? `<polygon points="${pts}" fill="rgba(0,200,83,.3)" stroke="#00c853" stroke-width="${r / 2}"/>`
+    // Each line twice: a dark halo under it, so it shows on any background.
+    const halo = state.closed ? `<polygon points="${pts}" fill="none" stroke="#000" stroke-opacity=".7" stroke-width="${r}"/>`
+      : `<polyline points="${pts}" fill="none" stroke="#000" stroke-opacity=".7" stroke-width="${r}"/>`;
+    const shape = state.closed ? `<polygon points="${pts}" fill="rgba(0,200,83,.3)" stroke="#00e676" stroke-width="${r / 2}"/>`
       : `<polyline points="${pts}" fill="none" stroke="#ffd600" stroke-width="${r / 2}"/>`;
-    svg.innerHTML = shape + state.points.map(([x, y]) => `<circle cx="${x}" cy="${y}" r="${r}" fill="#ffd600"/>`).join("");
+    svg.innerHTML = halo + shape + state.points.map(([x, y]) => `<circle cx="${x}" cy="${y}" r="${r}" fill="#ffd600" stroke="#000" stroke-width="${r / 3}"/>`).join("");
     $("poly-submit").disabled = !(state.closed && state.points.length >= 3);
   }
 
@@ -313,15 +397,33 @@
   async function start() {
     $("start").hidden = true;
     const response = await api("POST", `/api/v1/projects/${encodeURIComponent(project)}/sessions`, arrival());
-    if (response.status !== 201) { stopped((await response.json()).detail || "This link is not valid."); return; }
+    if (await refused(response)) return;
+    if (response.status !== 201) { showRefusal({ title: "Cannot start", detail: "The session could not be opened (" + response.status + "): reload this page to try again." }); return; }
     const session = await response.json();
     state.token = session.token; state.given = session.answers_given; state.perSession = session.answers_per_session;
     counter();
+    show("task");  // laid out before the first picture is asked for: its width is measured there
+    $("question").textContent = "Loading…";
     state.next = fetchTask([]);
     await advance();
   }
 
-  if (params.get("assignmentId") === "ASSIGNMENT_ID_NOT_AVAILABLE") {
+  window.addEventListener("resize", () => {
+    if (state.current && !$("task").hidden) $("frame").style.width = pictureWidth(state.current) + "px";
+  });
+
+  // The instruction examples: the task screen's own grid, answered.
+  for (const cells of document.querySelectorAll(".example .cells")) {
+    const size = Number(cells.dataset.size);
+    makeCells(cells, size);
+    const on = new Set(cells.dataset.on.split(",").filter(Boolean).map(Number));
+    for (const cell of cells.children) cell.classList.toggle("on", on.has(Number(cell.dataset.cell)));
+    drawLines(cells.nextElementSibling, size);
+  }
+
+  if (body.dataset.refused) {
+    state.finished = true;  // the page itself says why nothing can start (no invite, no such study)
+  } else if (params.get("assignmentId") === "ASSIGNMENT_ID_NOT_AVAILABLE") {
     $("preview-note").hidden = false;
     $("task").remove();  // an MTurk preview shows the instructions only: nothing can be answered
   } else {
