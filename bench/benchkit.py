@@ -22,6 +22,7 @@ DATA = ROOT.parent / "shared" / "data"
 MASK_DATASETS = {
     "weizmann_horse": (DATA / "weizmann_horse" / "rgb", DATA / "weizmann_horse" / "figure_ground"),
     "grabcut": (DATA / "grabcut" / "images", DATA / "grabcut" / "masks"),
+    "coco_mval_subset": (DATA / "coco_mval_subset" / "img", DATA / "coco_mval_subset" / "gt"),
 }
 """Real images with GT masks (../shared/data): folder of images, folder of masks."""
 
