@@ -18,7 +18,7 @@ from crowdpatch.crowd.adaptive import cell_posteriors, worker_accuracies, yes_po
 from crowdpatch.crowd.planner import MemoryPlanner
 from crowdpatch.crowd.planners import planner_for
 from crowdpatch.masks.build import UNREFINED_OUTLINE, MaskBuilder
-from crowdpatch.masks.outline import outline_mask, salient_pixels
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
 from crowdpatch.simulate.run import run_simulation

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from crowdpatch.crowd.store_planner import StorePlanner
 from crowdpatch.crowd.tasks import add_polygon_tasks_for_images
 from crowdpatch.datasets import load_mask
-from crowdpatch.masks.build import build_masks, mask_name
+from crowdpatch.masks.build import build_masks
+from crowdpatch.masks.export import mask_name
 from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.masks.polygons import combine_polygons, fill_polygon
 from crowdpatch.server.app import create_app

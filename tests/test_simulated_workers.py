@@ -14,9 +14,9 @@ from crowdpatch.crowd.gold import GOLD_YES_COVERAGE, gold_windows
 from crowdpatch.crowd.decisions import NO, YES, majority
 from crowdpatch.crowd.planner import AnswerRejected, validate_value, votes_target
 from crowdpatch.datasets.images import MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT
+from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.simulate.workers import (
     SPAMMER_SPEED,
-    CoverageOracle,
     SimulatedWorker,
     answer_grid,
     answer_seconds,

@@ -56,16 +56,6 @@ def saliency_file(project: Project, image_id: int) -> Path:
     return project.path("saliency", f"{image_id:06d}.png")
 
 
-def load_saliency(path: str | Path) -> np.ndarray:
-    """A stored saliency map in [0, 1]; a damaged or missing file is an :class:`ImageLoadError` naming it."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image, dtype=np.float32) / 255.0
-    # Pillow raises several types on malformed data (OSError, SyntaxError, ValueError): one meaning here.
-    except Exception as exc:
-        raise ImageLoadError(Path(path), f"saliency map unreadable: {exc}") from exc
-
-
 def propose(project: Project, progress: Callable[[int], None] | None = None) -> ProposeReport:
     """Run step 1 on every image not proposed yet (so a killed run resumes where it stopped)."""
     backend = make_backend(project)

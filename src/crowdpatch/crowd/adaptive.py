@@ -31,7 +31,7 @@ from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.decisions import YES, FixedScheme, close_question, finish_image_if_done, lock_image
 from crowdpatch.crowd.planners import AnswerOutcome, QuestionFacts
 from crowdpatch.crowd.tasks import add_grid_task
-from crowdpatch.masks.outline import cell_shares, outline_mask, salient_pixels
+from crowdpatch.saliency.outline import cell_shares, outline_mask, salient_pixels
 from crowdpatch.aggregate.votes import grid_votes
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.store.models import AnswerRow, ImageRow, RegionRow, TaskRow, WorkerRow

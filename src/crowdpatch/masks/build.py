@@ -13,17 +13,17 @@ from sqlalchemy import select
 from crowdpatch.aggregate import collect_votes, posteriors
 from crowdpatch.boxes import Box
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
-from crowdpatch.masks.export import CocoImage, write_binary_png, write_coco_json, write_npy, write_soft_png
+from crowdpatch.masks.export import CocoImage, mask_name, write_binary_png, write_coco_json, write_npy, write_soft_png
 from crowdpatch.crowd.adaptive import grid_resolution
 from crowdpatch.masks.metrics import mask_iou
-from crowdpatch.masks.outline import outline_mask, salient_pixels
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.masks.refine import grabcut_refine, refined_soft
 from crowdpatch.masks.polygons import build_polygon_masks
 from crowdpatch.patches.lattice import WindowKey, grid_cells
 from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
 from crowdpatch.project import Project
 from crowdpatch.saliency.clusters import resolve_threshold
-from crowdpatch.propose import load_saliency
+from crowdpatch.saliency.stored import load_saliency
 from crowdpatch.store.models import ImageRow, MaskRow, RegionRow, TaskRow
 
 EXPORT_FORMATS = ("png", "npy", "coco")
@@ -56,10 +56,6 @@ class MaskStats:
     iou: float | None
     saliency_iou: float | None
     foreground: float
-
-
-def mask_name(image_id: int, path: str) -> str:
-    return f"{image_id:06d}_{Path(path).stem}"
 
 
 def saliency_binary(saliency: np.ndarray) -> np.ndarray:

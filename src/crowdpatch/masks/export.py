@@ -21,6 +21,11 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 
+def mask_name(image_id: int, path: str) -> str:
+    """The file name (no extension) of an image's exported masks: its id, then its own name."""
+    return f"{image_id:06d}_{Path(path).stem}"
+
+
 @dataclass
 class CocoImage:
     """One image and its binary attention mask, as one COCO image + one annotation."""

@@ -18,7 +18,7 @@ from matplotlib.path import Path as MplPath
 from sqlalchemy import select
 
 from crowdpatch.datasets import load_mask
-from crowdpatch.masks.export import write_binary_png
+from crowdpatch.masks.export import mask_name, write_binary_png
 from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.project import Project
 from crowdpatch.store.models import AnswerRow, ImageRow, MaskRow, TaskRow, WorkerRow
@@ -86,8 +86,6 @@ def collect_polygons(project: Project, drop_banned: bool) -> dict[int, list[list
 
 def build_polygon_masks(project: Project) -> list[PolygonMaskStats]:
     """Rasterize every image's polygon answers to ``masks/polygon/<name>.png``; record each with its IoU vs GT."""
-    from crowdpatch.masks.build import mask_name  # build.py calls this module: import at use
-
     polygons = collect_polygons(project, project.config.aggregation.drop_banned)
     if not polygons:
         return []

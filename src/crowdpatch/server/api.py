@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from crowdpatch.boxes import Box
-from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pixels
+from crowdpatch.saliency.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.crowd.planner import AnswerRejected, Assignment
 from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete, TooManyHeld, WorkerStopped
 from crowdpatch.server import images

@@ -18,12 +18,12 @@ from sqlalchemy import func, select
 from crowdpatch.crowd.planner import AnswerRejected, Assignment, MemoryPlanner
 from crowdpatch.datasets import load_mask
 from crowdpatch.boxes import Box
+from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.masks.metrics import mask_iou
-from crowdpatch.masks.outline import outline_mask, salient_pixels
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
 from crowdpatch.simulate.workers import (
-    CoverageOracle,
     SimulatedWorker,
     answer_grid,
     answer_outline,

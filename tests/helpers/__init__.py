@@ -1,0 +1,1 @@
+"""What several test modules share beyond fixtures (those live in ``conftest.py``)."""
