@@ -40,7 +40,7 @@ import httpx
 from sqlalchemy import select, text
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
 from crowdpatch.store.db import make_engine

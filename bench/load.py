@@ -49,7 +49,7 @@ from sqlalchemy import text
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
-from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
 
@@ -83,17 +83,17 @@ def answer_verification(project: Project, seed: int = 0) -> int:
     Two warm-up workers answer what they are handed (verification comes first) at random, each
     verdict agreed by both, until they are handed a patch question (which they answer too).
     """
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
     workers = [register_worker(project.sessions, project.id, "simulated", f"warm-up-{i}", {}).id for i in range(2)]
     rng, verdicts, answers, active = random.Random(seed), {}, 0, list(workers)
     while active:
         for worker_id in list(active):
-            task = planner.next_task(worker_id)
+            task = dispatcher.next_task(worker_id)
             if task is None:
                 active.remove(worker_id)
                 continue
             verdict = verdicts.setdefault(task.task_id, rng.choice(["yes", "no"]))
-            planner.submit(worker_id, task.task_id, verdict, client_id=f"warm-up-{answers}", client_ms=1600, time_source="modeled")
+            dispatcher.submit(worker_id, task.task_id, verdict, client_id=f"warm-up-{answers}", client_ms=1600, time_source="modeled")
             answers += 1
             if task.kind != "verify":
                 active.remove(worker_id)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, inspect, select
 
-from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.app import create_app
 from crowdpatch.server.tokens import make_invite
 from crowdpatch.store.db import alembic_config

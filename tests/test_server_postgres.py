@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select, text
 
 from conftest import run_in_fresh_loop
-from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.simulate.http import simulate_via_http_async
 from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, TaskRow

@@ -8,7 +8,8 @@ lookup goes through :meth:`Registry.get`, whose error names the kind and lists t
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 Part = TypeVar("Part")

@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from crowdpatch.aggregate import collect_votes, posteriors
 from crowdpatch.boxes import Box
+from crowdpatch.crowd.policies.posteriors import grid_posteriors
+from crowdpatch.crowd.questions import grid_resolution
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
 from crowdpatch.masks.export import CocoImage, mask_name, write_binary_png, write_coco_json, write_npy, write_soft_png
-from crowdpatch.crowd.adaptive import grid_resolution
 from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.masks.refine import grabcut_refine, refined_soft
@@ -138,9 +139,7 @@ class MaskBuilder:
         matrices (GrabCut, spectral: mask IoU 0.38 with Dawid-Skene, 0.45 with this model on the same
         answers; docs/benchmarks.md).
         """
-        from crowdpatch.crowd.adaptive import AdaptivePlanner
-
-        return AdaptivePlanner().grid_posteriors(session, self.project.config, root).tolist()
+        return grid_posteriors(session, self.project.config, root).tolist()
 
     def refined(self, mask: ImageMask, image_path: str) -> np.ndarray:
         """The soft mask snapped to the image's edges (``[patches] refine``), within one cell of the crowd's boundary."""

@@ -13,8 +13,10 @@ from sqlalchemy import select
 
 from crowdpatch.boxes import Box
 from crowdpatch.saliency.outline import outline_mask, outline_polygons, salient_pixels
-from crowdpatch.crowd.planner import AnswerRejected, Assignment
-from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete, TooManyHeld, WorkerStopped
+from crowdpatch.crowd.dispatch.database import NextTask
+from crowdpatch.crowd.dispatch.rules import (
+    AnswerRejected, Assignment, NewAnswer, NotLeased, SessionComplete, TooManyHeld, WorkerStopped,
+)
 from crowdpatch.server import images
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
@@ -65,7 +67,7 @@ def open_session(
     return SessionResponse(
         token=issue_session(server.session_secret, session),
         mode=body.mode,
-        answers_given=state.planner.answers_given(row.id),
+        answers_given=state.dispatcher.answers_given(row.id),
         answers_per_session=server.answers_per_session,
     )
 
@@ -99,20 +101,20 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
     )
 
 
-async def in_planner(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a planner call: in a group on the writer thread for SQLite, on the thread pool for PostgreSQL.
+async def in_dispatcher(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a dispatcher call: in a group on the writer thread for SQLite, on the thread pool for PostgreSQL.
 
     SQLite has one writer: the calls waiting at once share a transaction and its commit
     (:mod:`group_commit`), while the event loop goes on. A PostgreSQL round trip, or a row lock
     another process holds, must not stall the event loop either; there each call is a transaction.
     """
-    if state.planner.postgres:
+    if state.dispatcher.postgres:
         return await run_in_threadpool(call, *args, **kwargs)
     return await state.group_commit.run(call, *args, **kwargs)
 
 
 def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
-    """Answers that end this worker's session, checked in the planner's transaction (one round trip less).
+    """Answers that end this worker's session, checked in the dispatcher's transaction (one round trip less).
 
     None for a rehearsal's simulated workers, which answer until the work runs out.
     """
@@ -136,7 +138,7 @@ async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) ->
     quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
-        assignment = await in_planner(state, state.planner.next_task, worker.worker_id, worker.mode, skip, max_answers=quota)
+        assignment = await in_dispatcher(state, state.dispatcher.next_task, worker.worker_id, worker.mode, skip, max_answers=quota)
     except SessionComplete:
         return Response(status_code=204)
     except WorkerStopped as exc:
@@ -164,16 +166,16 @@ async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> 
 async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRequest) -> Response:
     """``POST /answers`` once its request is read (by FastAPI, or by :mod:`hot_routes`)."""
     source = "modeled" if worker.platform == "simulated" else "measured"
-    answer = dict(client_id=body.client_id, client_ms=body.client_ms, time_source=source)
+    answer = NewAnswer(worker.worker_id, int(body.task_id), body.value(), body.client_id, body.client_ms, time_source=source)
     following: NextTask | None = None
     try:
         if body.next:
-            stored, following = await in_planner(
-                state, state.planner.submit_and_next, worker.worker_id, int(body.task_id), body.value(), **answer,
+            stored, following = await in_dispatcher(
+                state, state.dispatcher.submit_and_next, answer,
                 mode=worker.mode, exclude=tuple(int(t) for t in body.exclude), max_answers=session_quota(state, worker),
             )
         else:
-            stored = await in_planner(state, state.planner.submit, worker.worker_id, int(body.task_id), body.value(), **answer)
+            stored = await in_dispatcher(state, state.dispatcher.store, answer)
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc
     except AnswerRejected as exc:
@@ -194,7 +196,7 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
 def undo(state: State, worker: Worker) -> TaskResponse:
     """Take back your last answer (while its question is still open); its task comes back to you."""
     try:
-        return task_response(state, state.planner.undo_last(worker.worker_id), worker)
+        return task_response(state, state.dispatcher.undo_last(worker.worker_id), worker)
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc
     except WorkerStopped as exc:
@@ -207,7 +209,7 @@ def complete(state: State, worker: Worker) -> CompletionResponse:
     with state.project.sessions.begin() as session:
         row = session.get(WorkerRow, worker.worker_id)
         row.finished_at = row.finished_at or time.time()
-        answers = state.planner.answers_given(worker.worker_id)
+        answers = state.dispatcher.answers_given(worker.worker_id)
         row.attributes = {**(row.attributes or {}), "answers": answers}
         return CompletionResponse(**completion(worker.platform, row, state.server))
 

@@ -12,7 +12,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
 from crowdpatch.server import admin, api, pages
 from crowdpatch.server.errors import install_error_handlers
@@ -89,8 +89,10 @@ def create_app(project: Project) -> FastAPI:
         lifespan=lifespan,
         **telemetry_off(),
     )
-    planner = StorePlanner(project.sessions, project.id, project.config)
-    app.state.crowdpatch = ServerState(project=project, planner=planner, live_masks=LiveMasks(project), group_commit=GroupCommit(planner))
+    dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
+    app.state.crowdpatch = ServerState(
+        project=project, dispatcher=dispatcher, live_masks=LiveMasks(project), group_commit=GroupCommit(dispatcher)
+    )
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(pages.router)

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from crowdpatch.boxes import Box
-from crowdpatch.crowd.planner import Assignment
+from crowdpatch.crowd.dispatch.rules import Assignment
 from crowdpatch.project import Project
 from crowdpatch.simulate.run import SimulationError, _Oracles, simulated_answer
 from crowdpatch.simulate.workers import SimulatedWorker, draw_workers
