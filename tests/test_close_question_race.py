@@ -23,8 +23,6 @@ from crowdpatch.crowd.questions import QuestionFacts
 from crowdpatch.patches.lattice import WindowKey, children
 from crowdpatch.store.models import TaskRow
 
-from test_server_postgres import postgres_schema  # noqa: F401 - the fixture
-
 
 def configure(config, db_url: str) -> None:
     config.db_url = db_url

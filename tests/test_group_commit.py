@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from conftest import run_in_fresh_loop
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
 from crowdpatch.crowd.dispatch.rules import NotLeased, StoredAnswer
@@ -20,6 +19,7 @@ from crowdpatch.server.app import create_app
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.checkpoints import BACKSTOP_PAGES
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow
+from helpers.loops import run_in_fresh_loop
 
 
 def no_gold(config) -> None:

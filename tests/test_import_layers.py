@@ -59,3 +59,16 @@ def test_the_graph_sees_imports_inside_functions_and_a_cycle_through_them(tmp_pa
 def test_every_source_file_parses() -> None:
     for path in (SOURCE / "crowdpatch").rglob("*.py"):
         ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    """What tests share lives in conftest.py (fixtures) or tests/helpers/ (functions)."""
+    tests = Path(__file__).resolve().parent
+    shared = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            shared += [(path.name, name) for name in names if name.startswith(("test_", "conftest"))]
+    assert shared == []

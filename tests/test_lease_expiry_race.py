@@ -18,7 +18,6 @@ from multiprocessing import get_context
 import pytest
 from sqlalchemy import select
 
-from test_server_postgres import postgres_schema  # noqa: F401 - the fixture
 
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher

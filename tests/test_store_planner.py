@@ -8,12 +8,13 @@ from collections import Counter
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
-from crowdpatch.crowd.votes import votes_target
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import alembic_config, normalize_url
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
+from helpers.postgres import fresh_schema
 
 
 class Clock:
@@ -230,8 +231,6 @@ def empty_database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    from test_server_postgres import fresh_schema
-
     with fresh_schema() as url:
         yield url
 
@@ -278,8 +277,6 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
     """PostgreSQL: both closes would create the child window the two parents share; the second waits for
     the first transaction's lock on the image, then finds the shared child asked already."""
     import threading
-
-    from test_server_postgres import fresh_schema
 
     import crowdpatch.crowd.policies.fixed as fixed_policy
     from crowdpatch.patches.lattice import WindowKey, children

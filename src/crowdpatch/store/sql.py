@@ -15,7 +15,7 @@ the statements, so the compiled statement runs on the DBAPI cursor of the sessio
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,35 +24,42 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.types import TypeEngine
 
-from crowdpatch.store.db import backend_of
+_LINK = "crowdpatch.store.sql.link"
+"""Key of the session's :class:`_Link` in ``Session.info``."""
 
-_CURSOR = "crowdpatch.store.sql.cursor"
-"""Key of the session's DBAPI cursor in ``Session.info``."""
+
+class _Link:
+    """The DBAPI cursor of a session's transaction, and the name its statements are compiled under."""
+
+    __slots__ = ("cursor", "backend")
+
+    def __init__(self, cursor: Any, backend: str):
+        self.cursor = cursor
+        self.backend = backend
 
 
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    order: tuple[str, ...] | None
-    """Parameter names in placeholder order, for a positional backend (SQLite); None: by name (psycopg)."""
     encode: tuple[tuple[str, Callable[[Any], Any]], ...]
     """Parameters whose type processes them on the way in (JSON)."""
     row: type | None
-    decode: tuple[Callable[[Any], Any] | None, ...] | None
-    """Per result column, its type's processing on the way out (JSON text on SQLite); None when no column has any."""
+    decode: tuple[tuple[int, Callable[[Any], Any]], ...]
+    """Result columns (by position) whose type processes them on the way out (JSON text on SQLite)."""
 
-    def bound(self, params: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
-        """The parameters as the DBAPI takes them: processed by their types, by name or in placeholder order."""
+    def bound(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as the DBAPI takes them (by name), processed by their types."""
         for name, process in self.encode:
             params[name] = process(params[name])
-        return params if self.order is None else tuple(params[name] for name in self.order)
+        return params
 
     def row_of(self, raw: tuple) -> Any:
-        if self.decode is not None:
-            raw = tuple(
-                value if process is None or value is None else process(value)
-                for process, value in zip(self.decode, raw, strict=True)
-            )
+        if self.decode:
+            values = list(raw)
+            for index, process in self.decode:
+                if values[index] is not None:
+                    values[index] = process(values[index])
+            raw = tuple(values)
         return tuple.__new__(self.row, raw) if self.row is not None else raw
 
 
@@ -79,9 +86,10 @@ class Statement:
         self._compiled: dict[str, _Compiled] = {}
 
     def compiled(self, dialect: Dialect) -> _Compiled:
+        """The statement as SQLAlchemy compiles it for ``dialect``'s backend, with named placeholders."""
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            compiled = self._compiled[dialect.name] = self._compile(dialect)
+            compiled = self._compiled[dialect.name] = self._compile(_named(dialect))
         return compiled
 
     def _compile(self, dialect: Dialect) -> _Compiled:
@@ -91,29 +99,17 @@ class Statement:
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 encode.append((bind.key, process))
-        decode: tuple[Callable[[Any], Any] | None, ...] | None = tuple(
-            type_.dialect_impl(dialect).result_processor(dialect, None) if type_ is not None else None
-            for type_ in self.columns.values()
-        )
-        if not any(decode):
-            decode = None
+        decode = []
+        for index, type_ in enumerate(self.columns.values()):
+            process = type_.dialect_impl(dialect).result_processor(dialect, None) if type_ is not None else None
+            if process is not None:
+                decode.append((index, process))
         row = namedtuple("Row", list(self.columns)) if self.columns else None  # type: ignore[misc]
-        order = tuple(compiler.positiontup) if compiler.positiontup is not None else None
-        return _Compiled(compiler.string, order, tuple(encode), row, decode)
+        return _Compiled(compiler.string, tuple(encode), row, tuple(decode))
 
     def run(self, session: Session, **params: Any) -> Any:
         """Execute in the session's transaction; the DBAPI cursor (its ``rowcount``), read before the next statement."""
         return self._execute(session, params)[1]
-
-    def run_many(self, session: Session, rows: Iterable[dict[str, Any]]) -> int:
-        """Execute once per parameter set (one DBAPI ``executemany``); the rows it changed."""
-        compiled = self.compiled(session.get_bind().dialect)
-        batch = [compiled.bound(dict(params)) for params in rows]
-        if not batch:
-            return 0
-        cursor = cursor_of(session)
-        cursor.executemany(compiled.sql, batch)
-        return cursor.rowcount
 
     def one(self, session: Session, **params: Any) -> Any:
         """The first row as a named tuple, or None."""
@@ -131,28 +127,30 @@ class Statement:
         return None if row is None else row[0]
 
     def _execute(self, session: Session, params: dict[str, Any]) -> tuple[_Compiled, Any]:
-        compiled = self.compiled(session.get_bind().dialect)
-        cursor = cursor_of(session)
-        cursor.execute(compiled.sql, compiled.bound(params))
-        return compiled, cursor
+        link = session.info.get(_LINK) or _link(session)
+        compiled = self._compiled.get(link.backend) or self.compiled(session.get_bind().dialect)
+        for name, process in compiled.encode:
+            params[name] = process(params[name])
+        link.cursor.execute(compiled.sql, params)
+        return compiled, link.cursor
 
 
-def cursor_of(session: Session) -> Any:
-    """The session's DBAPI cursor, on the connection of its current transaction (one per session and transaction).
+def _named(dialect: Dialect) -> Dialect:
+    """``dialect``, or its twin with named placeholders where it has positional ones (SQLite's ``?``)."""
+    if not dialect.positional:
+        return dialect
+    return type(dialect)(paramstyle="named")
 
-    Kept in ``session.info``: asking the session for its connection on every statement cost a tenth of each.
-    """
-    cursor = session.info.get(_CURSOR)
-    if cursor is None:
-        cursor = session.info[_CURSOR] = session.connection().connection.cursor()
-    return cursor
+
+def _link(session: Session) -> _Link:
+    """Kept in ``session.info``: asking the session for its connection on every statement cost a tenth of each."""
+    connection = session.connection()
+    link = session.info[_LINK] = _Link(connection.connection.cursor(), connection.dialect.name)
+    return link
 
 
 @event.listens_for(Session, "after_transaction_end")
 def _forget_cursor(session: Session, transaction: SessionTransaction) -> None:
     """A session that commits and goes on may get another pooled connection: its next cursor is made there."""
     if transaction.parent is None:
-        session.info.pop(_CURSOR, None)
-
-
-__all__ = ["Statement", "backend_of", "cursor_of"]
+        session.info.pop(_LINK, None)
