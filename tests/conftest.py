@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from typer.testing import CliRunner
-
 from crowdpatch.cli import app
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
+from typer.testing import CliRunner
+
 from helpers.cli import CLI_ENV_OVERRIDES, cli_command, cli_env
 from helpers.postgres import fresh_schema
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS
 from PIL import Image
 
-from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS
 from helpers.cli import bomb_png, cli_command, cli_env, image_rows, mentions
 
 GOOD_ODD_FILES = ("plain.png", "cmyk.jpg", "grey16.png", "palette.png", "png_named.jpg")

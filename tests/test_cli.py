@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
-from PIL import Image
-from pycocotools.coco import COCO
-
 from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS, app
 from crowdpatch.config import load_config
 from crowdpatch.project import Project
+from PIL import Image
+from pycocotools.coco import COCO
+
 from helpers.cli import bomb_png, image_rows, mentions
 
 COMMANDS = ("init", "propose", "simulate", "masks", "status", "workers", "report", "demo", "bench-masks")

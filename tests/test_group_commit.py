@@ -9,9 +9,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import select, text
-
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
 from crowdpatch.crowd.dispatch.rules import NotLeased, StoredAnswer
@@ -19,6 +16,9 @@ from crowdpatch.server.app import create_app
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.checkpoints import BACKSTOP_PAGES
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
 from helpers.loops import run_in_fresh_loop
 
 

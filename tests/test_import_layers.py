@@ -12,6 +12,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from helpers.imports import ImportGraph, find_cycle
 
 SOURCE = Path(__file__).resolve().parents[1] / "src"

@@ -9,11 +9,11 @@ from collections import defaultdict
 
 import httpx
 import pytest
-from sqlalchemy import select
-
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.simulate.http import simulate_via_http_async
 from crowdpatch.store.models import AnswerRow, TaskRow
+from sqlalchemy import select
+
 from helpers.loops import run_in_fresh_loop
 from helpers.postgres import fresh_schema
 

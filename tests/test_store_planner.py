@@ -6,14 +6,14 @@ import random
 from collections import Counter
 
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
-
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import alembic_config, normalize_url
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
+from sqlalchemy import create_engine, inspect, select, text
+
 from helpers.postgres import fresh_schema
 
 

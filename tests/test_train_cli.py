@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -23,6 +22,7 @@ from crowdpatch.train.data import GUIDES
 from crowdpatch.train.losses import AUGMENTATIONS, PENALTIES
 from crowdpatch.train.models import create_model
 from crowdpatch.train.tensors import SplitTensors, save_splits
+
 from helpers.cli import cli_env, squash
 
 METRICS = ("accuracy", "worst_group", "energy_in_mask", "pointing_game", "cam_iou")
