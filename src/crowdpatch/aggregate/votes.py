@@ -2,7 +2,7 @@
 
 Aggregation is per window (or per grid cell), never per pixel: a worker who never saw a window did
 not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no". The adaptive
-planner's grids are read on a finer lattice: a coarse first look votes on every fine cell under
+policy's grids are read on a finer lattice: a coarse first look votes on every fine cell under
 each of its cells, a boundary round only on the cells it showed, a single-cell follow-up on its cell;
 all of them are items of the region's first grid.
 """

@@ -100,5 +100,5 @@ def task_priority(kind: str) -> int:
 
 
 def sql_list(kinds: tuple[str, ...]) -> str:
-    """Kinds as an SQL list literal, ``('verify', 'patch')``: a literal lets the planner use partial indexes."""
+    """Kinds as an SQL list literal, ``('verify', 'patch')``: a literal lets the database use its partial indexes."""
     return "(" + ", ".join(f"'{kind}'" for kind in kinds) + ")"

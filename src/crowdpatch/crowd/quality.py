@@ -227,8 +227,8 @@ def constant_run_refuted(
     """
     kinds = GRID_KINDS if form == "grid" else YES_NO_KINDS
     with session.no_autoflush:
-        # The planner may hold the current answer unflushed; flushing here would move its
-        # duplicate-answer error out of the planner's own handler. The earlier answers suffice.
+        # The dispatcher may hold the current answer unflushed; flushing here would move its
+        # duplicate-answer error out of the dispatcher's own handler. The earlier answers suffice.
         recent = session.execute(
             select(AnswerRow.task_id, AnswerRow.value, TaskRow.kind)
             .join(TaskRow, TaskRow.id == AnswerRow.task_id)
