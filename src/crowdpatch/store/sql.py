@@ -2,7 +2,7 @@
 
 A statement is written once, as SQL with ``:named`` parameters, with the types of its JSON
 parameters and of the result columns it returns (:class:`Statement`). SQLAlchemy compiles it for the
-session's backend: the placeholders (``?`` for SQLite, ``%(name)s`` for psycopg), the casts the
+session's backend: the placeholders (``:name`` for SQLite, ``%(name)s`` for psycopg), the casts the
 backend needs, and the type processing of each parameter and column (JSON encoded and decoded by the
 JSON type, booleans by the Boolean type). Rows come back as named tuples: columns are read by name.
 
@@ -23,6 +23,8 @@ from sqlalchemy import bindparam, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.types import TypeEngine
+
+from crowdpatch.store.db import backend_of
 
 _LINK = "crowdpatch.store.sql.link"
 """Key of the session's :class:`_Link` in ``Session.info``."""
@@ -145,7 +147,7 @@ def _named(dialect: Dialect) -> Dialect:
 def _link(session: Session) -> _Link:
     """Kept in ``session.info``: asking the session for its connection on every statement cost a tenth of each."""
     connection = session.connection()
-    link = session.info[_LINK] = _Link(connection.connection.cursor(), connection.dialect.name)
+    link = session.info[_LINK] = _Link(connection.connection.cursor(), backend_of(connection))
     return link
 
 
