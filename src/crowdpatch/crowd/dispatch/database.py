@@ -39,7 +39,6 @@ from crowdpatch.crowd.dispatch import statements as sql
 from crowdpatch.crowd.dispatch.rules import (
     MAX_HELD,
     REFUSALS,
-    AnswerRejected,
     Assignment,
     Dispatcher,
     NewAnswer,
@@ -69,17 +68,6 @@ from crowdpatch.store.writer_lock import WriterLock
 
 Mode = Literal["patch", "polygon"]
 T = TypeVar("T")
-
-__all__ = [
-    "AnswerRejected",
-    "DatabaseDispatcher",
-    "NextTask",
-    "NotLeased",
-    "SessionComplete",
-    "StoredAnswer",
-    "TooManyHeld",
-    "WorkerStopped",
-]
 
 
 def _outcome(call: Callable[[], T]) -> T | Exception:
