@@ -40,9 +40,10 @@ import httpx
 from sqlalchemy import select, text
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
+from crowdpatch.simulate.http import HttpxTransport, Retry, WorkerClient
 from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 
@@ -127,26 +128,6 @@ class Server:
         self.log.close()
 
 
-async def call(client: httpx.AsyncClient, method: str, url: str, report: ChaosReport, **kwargs: Any) -> tuple[httpx.Response, int]:
-    """The first reply below 500, retrying the very same request; and how many tries failed."""
-    failures, delay = 0, 0.02
-    started = time.monotonic()
-    while True:
-        try:
-            response = await client.request(method, url, **kwargs)
-            if response.status_code < 500:
-                return response, failures
-            report.server_errors += 1
-        except httpx.TransportError:
-            pass
-        failures += 1
-        report.failed_requests += 1
-        if time.monotonic() - started > GIVE_UP_SECONDS:
-            raise RuntimeError(f"{method} {url}: no server for {GIVE_UP_SECONDS:.0f} s")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
-
-
 def random_answer(task: dict[str, Any], rng: random.Random) -> Any:
     """Durability does not care what is answered; yes often enough that questions subdivide and work lasts."""
     if task["kind"] == "grid":
@@ -157,35 +138,48 @@ def random_answer(task: dict[str, Any], rng: random.Random) -> Any:
     return "yes" if rng.random() < 0.6 else "no"
 
 
-async def worker(client: httpx.AsyncClient, name: str, project: str, api_key: str, report: ChaosReport,
+CHAOS_RETRY = Retry(attempts=None, give_up_seconds=GIVE_UP_SECONDS, first_delay=0.02, max_delay=0.5)
+"""Every request is sent again, the very same, until the server is back (or for GIVE_UP_SECONDS)."""
+
+
+async def worker(http: httpx.AsyncClient, name: str, project: str, api_key: str, report: ChaosReport,
                  stop: asyncio.Event, seed: int) -> None:
     rng = random.Random(seed)
-    opened, _ = await call(client, "POST", f"/api/v1/projects/{project}/sessions", report,
-                           json={"platform": "simulated", "worker_id": name}, headers={"X-API-Key": api_key})
-    opened.raise_for_status()
-    auth = {"Authorization": f"Bearer {opened.json()['token']}"}
+    client = WorkerClient(HttpxTransport(http), CHAOS_RETRY)
+    try:
+        await _work(client, rng, name, project, api_key, report, stop)
+    finally:
+        report.failed_requests += client.failed_requests
+        report.server_errors += client.server_errors
+
+
+async def _work(client: WorkerClient, rng: random.Random, name: str, project: str, api_key: str, report: ChaosReport,
+                stop: asyncio.Event) -> None:
+    opened = await client.open_session(project, name, api_key)
+    if opened.outcome != "opened":
+        raise RuntimeError(f"{name}: no session ({opened.status} {opened.outcome})")
     count = 0
     while not stop.is_set():  # checked only between answers: an answer in flight is always seen through
-        response, _ = await call(client, "GET", "/api/v1/tasks/next", report, headers=auth)
-        if response.status_code == 204:
+        step = await client.next_task()
+        if step.outcome in ("none", "stopped"):
             return
-        if response.status_code == 429:
+        if step.outcome == "busy":
             await asyncio.sleep(0.05)
             continue
-        response.raise_for_status()
-        task = response.json()
+        if step.outcome != "task":
+            raise RuntimeError(f"{name}: GET /tasks/next answered {step.status} ({step.outcome})")
+        task = step.task
         client_id = f"{name}:{count}"
         count += 1
-        body = {"task_id": task["task_id"], "answer": random_answer(task, rng), "client_id": client_id, "client_ms": rng.randint(800, 3000)}
-        posted, failures = await call(client, "POST", "/api/v1/answers", report, json=body, headers=auth)
-        report.interrupted += failures > 0
-        if posted.status_code in (200, 201):
+        posted = await client.answer(task["task_id"], random_answer(task, rng), client_id, rng.randint(800, 3000))
+        report.interrupted += posted.failures > 0
+        if posted.outcome in ("stored", "replayed"):
             report.acks[client_id] = int(task["task_id"])
-            report.replayed += failures > 0 and posted.status_code == 200
-        elif posted.status_code == 409:
+            report.replayed += posted.failures > 0 and posted.outcome == "replayed"
+        elif posted.outcome == "conflict":
             report.conflicts += 1
         else:
-            posted.raise_for_status()
+            raise RuntimeError(f"{name}: POST /answers answered {posted.status} ({posted.outcome})")
 
 
 async def run_chaos(server: Server, project: Project, report: ChaosReport, kills: int, gap: tuple[float, float],

@@ -7,8 +7,9 @@ time. Prints one Markdown row per run: answers/s and request latency percentiles
 next-task and answer alike, measured by the client from sending the request to reading the whole
 response).
 
-The load generator is deliberately cheap so that it measures the server, not itself: one process,
-raw HTTP/1.1 keep-alive over asyncio streams on uvloop (one connection per worker, no HTTP library), pinned
+The load generator is deliberately cheap so that it measures the server, not itself: one process, the
+workers' client (crowdpatch.simulate.http.WorkerClient) over raw HTTP/1.1 keep-alive on asyncio streams
+and uvloop (its Http11 transport: one connection per worker, no HTTP library), pinned
 to the last CPU core, while the server processes are pinned to the other cores (PostgreSQL's own
 processes are not pinned). On a 2-core machine that is one core each.
 
@@ -27,11 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import multiprocessing
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,8 +48,9 @@ from sqlalchemy import text
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
-from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.server.platforms import register_worker
+from crowdpatch.simulate.http import Http11, WorkerClient
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
 
 from benchkit import StealMeter, cpu_model, free_port, served_project
@@ -83,17 +83,17 @@ def answer_verification(project: Project, seed: int = 0) -> int:
     Two warm-up workers answer what they are handed (verification comes first) at random, each
     verdict agreed by both, until they are handed a patch question (which they answer too).
     """
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
     workers = [register_worker(project.sessions, project.id, "simulated", f"warm-up-{i}", {}).id for i in range(2)]
     rng, verdicts, answers, active = random.Random(seed), {}, 0, list(workers)
     while active:
         for worker_id in list(active):
-            task = planner.next_task(worker_id)
+            task = dispatcher.next_task(worker_id)
             if task is None:
                 active.remove(worker_id)
                 continue
             verdict = verdicts.setdefault(task.task_id, rng.choice(["yes", "no"]))
-            planner.submit(worker_id, task.task_id, verdict, client_id=f"warm-up-{answers}", client_ms=1600, time_source="modeled")
+            dispatcher.submit(worker_id, task.task_id, verdict, client_id=f"warm-up-{answers}", client_ms=1600, time_source="modeled")
             answers += 1
             if task.kind != "verify":
                 active.remove(worker_id)
@@ -172,45 +172,6 @@ def settle(pid: int, timeout: float = 60.0) -> None:
         before = now
 
 
-class Http11:
-    """One keep-alive HTTP/1.1 connection; just enough of the protocol for this API (Content-Length bodies)."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-            self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        try:
-            self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-            head = await self.reader.readuntil(b"\r\n\r\n")
-        except (ConnectionError, asyncio.IncompleteReadError):
-            # The server dropped the connection (it does after an unhandled error): a fresh one next time.
-            self.writer.close()
-            self.reader = self.writer = None
-            return 599, b""
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split(" ", 2)[1])
-        length, close = 0, False
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "connection" and value.strip().lower() == "close":
-                close = True
-        data = await self.reader.readexactly(length) if length else b""
-        if close:
-            self.writer.close()
-            self.reader = self.writer = None
-        return status, data
-
-
 @dataclass
 class ClientReport:
     answers: int = 0
@@ -230,15 +191,10 @@ class ClientReport:
 
 async def _worker(port: int, name: str, api_key: str, project: str, ready: asyncio.Event, stop: list[float],
                   report: ClientReport, opened: list[int], rng: random.Random, piggyback: bool) -> None:
-    http = Http11(port)
-    body = json.dumps({"platform": "simulated", "worker_id": name}).encode()
-    status, data = await http.request(
-        "POST", f"/api/v1/projects/{project}/sessions", {"X-API-Key": api_key, "Content-Type": "application/json"}, body
-    )
-    if status != 201:
-        raise RuntimeError(f"session: {status} {data[:200]!r}")
-    auth = {"Authorization": f"Bearer {json.loads(data)['token']}"}
-    post = {**auth, "Content-Type": "application/json"}
+    client = WorkerClient(Http11(port))  # no retries: an error is counted, and the worker goes on
+    step = await client.open_session(project, name, api_key)
+    if step.outcome != "opened":
+        raise RuntimeError(f"session: {step.status} {step.body}")
     opened[0] += 1
     await ready.wait()
     count = 0
@@ -246,50 +202,44 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
     task: dict | None = None
     while clock() < stop[0]:
         if task is None:
-            started = clock()
-            status, data = await http.request("GET", "/api/v1/tasks/next", auth)
-            report.latencies_ms.append((clock() - started) * 1000)
-            if status == 204:
+            step = await client.next_task()
+            report.latencies_ms.append(step.seconds * 1000)
+            if step.outcome == "none":
                 report.exhausted += 1
                 return
-            if status == 403:  # stopped by the quality checks (random answers make constant runs now and then)
+            if step.outcome == "stopped":  # by the quality checks (random answers make constant runs now and then)
                 report.stopped += 1
                 return
-            if status != 200:
+            if step.outcome != "task":
                 report.errors += 1
-                report.error_statuses[status] += 1
+                report.error_statuses[step.status] += 1
                 await asyncio.sleep(0.01)
                 continue
-            task = json.loads(data)
+            task = step.task
         if task["kind"] == "grid":
             answer = {"cells": [i for i in range((task.get("grid_size") or 1) ** 2) if rng.random() < 0.3]}
         else:
             answer = "yes" if rng.random() < 0.5 else "no"
         count += 1
-        payload = {"task_id": task["task_id"], "answer": answer, "client_id": f"{name}:{count}", "client_ms": 1600}
-        if piggyback:
-            payload["next"] = True
-        started = clock()
-        status, data = await http.request("POST", "/api/v1/answers", post, json.dumps(payload).encode())
+        step = await client.answer(task["task_id"], answer, f"{name}:{count}", 1600, next=piggyback)
         task = None
         if clock() < stop[0]:
-            report.latencies_ms.append((clock() - started) * 1000)
-            if status in (200, 201):
+            report.latencies_ms.append(step.seconds * 1000)
+            if step.outcome in ("stored", "replayed"):
                 report.answers += 1
                 if piggyback:
-                    body = json.loads(data)
-                    task = body["next"]
-                    if body["next_status"] == "none":
+                    task = step.task
+                    if step.following == "none":
                         report.exhausted += 1
                         return
-                    if body["next_status"] == "stopped":
+                    if step.following == "stopped":
                         report.stopped += 1
                         return
-            elif status == 409:
+            elif step.outcome == "conflict":
                 report.conflicts += 1
             else:
                 report.errors += 1
-                report.error_statuses[status] += 1
+                report.error_statuses[step.status] += 1
 
 
 async def drive(port: int, api_key: str, project: str, workers: int, seconds: float, seed: int,

@@ -6,28 +6,24 @@ subprocess (``python -m crowdpatch``: what a user runs, and the only way to kill
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
-from typer.testing import CliRunner
-
 from crowdpatch.cli import app
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
+from typer.testing import CliRunner
+
+from helpers.cli import CLI_ENV_OVERRIDES, cli_command, cli_env
+from helpers.postgres import fresh_schema
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-# Wide, colourless, no tty: rich then prints every message on one line, so file names stay whole.
-CLI_ENV_OVERRIDES = {"COLUMNS": "400", "LINES": "50", "NO_COLOR": "1", "TERM": "xterm"}
 
 
 @pytest.fixture(scope="session")
@@ -93,21 +89,11 @@ def builtin_project(make_project) -> Project:
     return make_project()
 
 
-def run_in_fresh_loop(make_coroutine: Callable[[], Any]) -> Any:
-    """``asyncio.run`` in a thread of its own: the browser tests' Playwright keeps an event loop running in this one."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
-
-
-def cli_env() -> dict[str, str]:
-    env = {**os.environ, **CLI_ENV_OVERRIDES}
-    for forcing in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
-        env.pop(forcing, None)
-    return env
-
-
-def cli_command(*args: str | os.PathLike[str]) -> list[str]:
-    return [sys.executable, "-m", "crowdpatch", *map(str, args)]
+@pytest.fixture
+def postgres_schema():
+    """A URL to a fresh schema of the test PostgreSQL, dropped afterwards (the test is skipped without a server)."""
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The adaptive planner: one answer at a time, only where it can change the mask, and why.
 
-Driven through the library API (Project, propose, MemoryPlanner) on small built-in projects; the
+Driven through the library API (Project, propose, MemoryDispatcher) on small built-in projects; the
 decisions are read back from the store, where the server's planner reads them too.
 """
 
@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.adaptive import cell_posteriors, worker_accuracies, yes_posterior
-from crowdpatch.crowd.planner import MemoryPlanner
-from crowdpatch.crowd.planners import planner_for
+from crowdpatch.crowd.policies.posteriors import cell_posteriors, worker_accuracies, yes_posterior
+from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
+from crowdpatch.crowd.policies import policy_for
 from crowdpatch.masks.build import UNREFINED_OUTLINE, MaskBuilder
-from crowdpatch.masks.outline import outline_mask, salient_pixels
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
 from crowdpatch.simulate.run import run_simulation
@@ -52,12 +52,11 @@ def add_workers(project: Project, n: int, gold: tuple[int, int] = (0, 0)) -> lis
         return [row.id for row in rows]
 
 
-def answer(planner: MemoryPlanner, worker: int, task_id: int, value: Any, seconds: float = 1.6):
-    assignment = planner.next_task(worker, NOW)
+def answer(planner: MemoryDispatcher, worker: int, task_id: int, value: Any, seconds: float = 1.6):
+    assignment = planner.next_task(worker)
     assert assignment is not None and assignment.task_id == task_id, (assignment, task_id)
     return planner.submit(
-        worker, task_id, value, client_id=f"a{next(_ids)}", seconds=seconds, shown_at=NOW, answered_at=NOW + seconds,
-        time_source="modeled",
+        worker, task_id, value, client_id=f"a{next(_ids)}", seconds=seconds, time_source="modeled",
     )
 
 
@@ -71,7 +70,7 @@ def open_tasks(project: Project, image_id: int) -> list[TaskRow]:
         return list(session.scalars(select(TaskRow).where(TaskRow.image_id == image_id, TaskRow.state == "open").order_by(TaskRow.id)))
 
 
-def verified_region(project: Project, image_id: int, planner: MemoryPlanner, workers) -> TaskRow:
+def verified_region(project: Project, image_id: int, planner: MemoryDispatcher, workers) -> TaskRow:
     """Two workers accept the image's cluster; the adaptive planner's next question about it."""
     verify = open_tasks(project, image_id)[0]
     answer(planner, next(workers), verify.id, "yes")
@@ -129,7 +128,7 @@ def test_verification_buys_a_second_answer_only_while_uncertain(make_project) ->
     verify = open_tasks(project, image_id)[0]
     assert verify.kind == "verify" and verify.votes_wanted == 1
     fresh = add_workers(project, 2)
-    planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
+    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
     result = answer(planner, fresh[0], verify.id, "yes")
     assert not result.task_done  # one answer of an unknown worker: 0.85 < 0.95
     result = answer(planner, fresh[1], verify.id, "yes")
@@ -138,7 +137,7 @@ def test_verification_buys_a_second_answer_only_while_uncertain(make_project) ->
     # A worker whose gold record is excellent decides alone.
     other = make_project(n_images=1, configure=adaptive(), name="trusted")
     trusted = add_workers(other, 1, (30, 30))
-    planner = MemoryPlanner(other.sessions, other.id, other.config, np.random.default_rng(0))
+    planner = MemoryDispatcher(other.sessions, other.id, other.config, np.random.default_rng(0), SimulatedClock(NOW))
     first = open_tasks(other, first_image_with_cluster(other))[0]
     assert answer(planner, trusted[0], first.id, "yes").task_done
 
@@ -146,14 +145,14 @@ def test_verification_buys_a_second_answer_only_while_uncertain(make_project) ->
 def test_an_accepted_outline_is_the_regions_mask(make_project) -> None:
     project, image_id = single_image_project(make_project)
     workers = iter(add_workers(project, 6))
-    planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
+    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
     outline = verified_region(project, image_id, planner, workers)
     assert outline.kind == "outline" and "saliency" in outline.reason
-    assignment = planner.next_task(next(workers), NOW)
+    assignment = planner.next_task(next(workers))
     assert assignment.kind == "verify" and assignment.variant == "outline"
     assert "outline" in assignment.question
     planner.submit(assignment_worker := _holder(planner, outline.id), outline.id, "yes", client_id="o1", seconds=1.6,
-                   shown_at=NOW, answered_at=NOW + 1.6, time_source="modeled")
+                   time_source="modeled")
     assert assignment_worker is not None
     answer(planner, next(workers), outline.id, "yes")
     assert open_tasks(project, image_id) == []
@@ -166,7 +165,7 @@ def test_an_accepted_outline_is_the_regions_mask(make_project) -> None:
     assert np.array_equal(mask.soft >= 0.5, expected)
 
 
-def _holder(planner: MemoryPlanner, task_id: int) -> int:
+def _holder(planner: MemoryDispatcher, task_id: int) -> int:
     return next(iter(planner.open[task_id].leases))
 
 
@@ -180,7 +179,7 @@ def test_a_rejected_outline_leads_to_a_coarse_look_then_boundary_questions_with_
     project, image_id = single_image_project(make_project)
     project.config.adaptive.saliency_prior = 0.0  # the answers and neighbours alone decide here
     workers = iter(add_workers(project, 80))
-    planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
+    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
     outline = verified_region(project, image_id, planner, workers)
     answer(planner, next(workers), outline.id, "no")
     answer(planner, next(workers), outline.id, "no")
@@ -204,15 +203,15 @@ def test_a_rejected_outline_leads_to_a_coarse_look_then_boundary_questions_with_
     assert stray & asked, "the stray coarse click is doubted"
     assert not core & asked, "the middle of the clicked block is decided by the coarse look and its neighbours"
     # Every follow-up answered truthfully until nothing is left.
-    while (assignment := planner.next_task(next(workers), NOW)) is not None:
+    while (assignment := planner.next_task(next(workers))) is not None:
         worker = _holder(planner, assignment.task_id)
         if assignment.kind == "grid":
             assert assignment.active_cells is not None
             value: Any = {"cells": [c for c in assignment.active_cells if c in truth]}
         else:
             value = "yes" if _cell_of(project, assignment.task_id) in truth else "no"
-        planner.submit(worker, assignment.task_id, value, client_id=f"f{next(_ids)}", seconds=1.6, shown_at=NOW,
-                       answered_at=NOW + 1.6, time_source="modeled")
+        planner.submit(worker, assignment.task_id, value, client_id=f"f{next(_ids)}", seconds=1.6,
+                       time_source="modeled")
     assert open_tasks(project, image_id) == []
     mask = MaskBuilder(project).image_mask(image_id)
     cells = grid_cells(_box(root.box), resolution)
@@ -227,18 +226,18 @@ def _cell_of(project: Project, task_id: int) -> int:
 
 
 def test_a_round_answer_may_only_click_the_cells_it_showed(make_project) -> None:
-    from crowdpatch.crowd.planner import AnswerRejected, validate_value
+    from crowdpatch.crowd.dispatch.rules import AnswerRejected, validate_answer
 
-    assert validate_value("grid", {"cells": [3, 9]}, 8, [3, 9, 10]) == {"cells": [3, 9]}
+    assert validate_answer("grid", {"cells": [3, 9]}, 8, [3, 9, 10]) == {"cells": [3, 9]}
     with pytest.raises(AnswerRejected, match="not shown"):
-        validate_value("grid", {"cells": [3, 4]}, 8, [3, 9, 10])
+        validate_answer("grid", {"cells": [3, 4]}, 8, [3, 9, 10])
 
 
 def test_budget_stops_questions_and_keeps_the_saliency_outline(make_project) -> None:
     # One yes/no answer (1.6 s) leaves 1.4 s of a 3-second budget: no second vote, no outline check, no grid.
     project, image_id = single_image_project(make_project, budget=3.0)
     workers = iter(add_workers(project, 4))
-    planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
+    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
     verify = open_tasks(project, image_id)[0]
     assert answer(planner, next(workers), verify.id, "yes").task_done
     assert open_tasks(project, image_id) == []
@@ -250,7 +249,7 @@ def test_grid_shrinks_to_fit_the_budget(make_project) -> None:
     # 3.2 s spent on verification; 12 s left affords a 4 x 4 first look (10.3 s), not the 8 x 8 asked for (41 s).
     project, image_id = single_image_project(make_project, budget=15.5, outline=False, first_look=8)
     workers = iter(add_workers(project, 4))
-    planner = MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(0))
+    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
     grid = verified_region(project, image_id, planner, workers)
     assert grid.kind == "grid" and grid.grid_size == 4
 
@@ -274,5 +273,5 @@ def test_simulated_project_spends_fewer_seconds_than_the_fixed_planner(make_proj
                 select(func.sum(AnswerRow.seconds)).join(TaskRow).where(TaskRow.project_id == project.id, TaskRow.kind != "gold")
             )
         assert stages == {"done"}
-        assert planner_for(project.config).name == name
+        assert policy_for(project.config).name == name
     assert spent["adaptive"] < spent["fixed"]

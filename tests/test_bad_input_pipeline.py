@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS
 from PIL import Image
 
-from conftest import cli_command, cli_env
-from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS
-from test_cli import bomb_png, image_rows, mentions
+from helpers.cli import bomb_png, cli_command, cli_env, image_rows, mentions
 
 GOOD_ODD_FILES = ("plain.png", "cmyk.jpg", "grey16.png", "palette.png", "png_named.jpg")
 """Images in modes or with names that must load: CMYK JPEG, 16-bit grey PNG, palette PNG, a PNG named .jpg."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_server_postgres import postgres_reachable
+from helpers.postgres import postgres_reachable
 
 CHAOS = Path(__file__).resolve().parents[1] / "bench" / "chaos.py"
 

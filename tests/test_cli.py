@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import shutil
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import typer
-from PIL import Image
-from pycocotools.coco import COCO
-
 from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS, app
 from crowdpatch.config import load_config
 from crowdpatch.project import Project
-from crowdpatch.store.models import ImageRow
+from PIL import Image
+from pycocotools.coco import COCO
+
+from helpers.cli import bomb_png, image_rows, mentions
 
 COMMANDS = ("init", "propose", "simulate", "masks", "status", "workers", "report", "demo", "bench-masks")
-
-
-def squash(text: str) -> str:
-    """Text without whitespace, so a message wrapped by the console still matches."""
-    return re.sub(r"\s+", "", text)
-
-
-def mentions(text: str, needle: str) -> bool:
-    return squash(needle) in squash(text)
 
 
 def strict_json(path: Path) -> dict:
@@ -48,29 +36,6 @@ def project_counts(directory: Path) -> dict[str, int]:
         return project.counts()
     finally:
         project.close()
-
-
-def image_rows(directory: Path) -> dict[str, tuple[str, str | None]]:
-    """File name -> (stage, error) of every image in the project."""
-    project = Project.open(directory)
-    try:
-        with project.sessions() as session:
-            rows = session.query(ImageRow).all()
-            return {Path(row.path).name: (row.stage, row.error) for row in rows}
-    finally:
-        project.close()
-
-
-def bomb_png(path: Path, width: int = 8000, height: int = 8000) -> None:
-    """A tiny PNG whose header claims width x height pixels (over the 40-megapixel limit)."""
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    # Signature (8 bytes), then the IHDR chunk: length (4), type (4), 13 bytes of data, CRC (4).
-    data[16:20] = width.to_bytes(4, "big")
-    data[20:24] = height.to_bytes(4, "big")
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
-    path.write_bytes(bytes(data))
 
 
 @pytest.fixture

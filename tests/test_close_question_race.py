@@ -6,7 +6,7 @@ so the second transaction (READ COMMITTED) cannot see the first's uncommitted ch
 the same keys, waits on the unique index, and fails with a UniqueViolation, a 500 for that answer
 (seen 5 times in one ``bench/chaos.py`` PostgreSQL run, before the fix). The same gap let two last
 verification answers of one image each see the other still open, so neither created the image's
-patch questions. ``close_question`` now locks the image row first (``decisions.lock_image``), which
+patch questions. Closing a question locks the image row first (``closing.lock_image``), which
 serializes decisions per image: this test holds one decision open and checks the other waits for it.
 """
 
@@ -18,11 +18,10 @@ import time
 import pytest
 from sqlalchemy import select, text
 
-from crowdpatch.crowd.decisions import close_question
+from crowdpatch.crowd.policies import policy_for
+from crowdpatch.crowd.questions import QuestionFacts
 from crowdpatch.patches.lattice import WindowKey, children
 from crowdpatch.store.models import TaskRow
-
-from test_server_postgres import postgres_schema  # noqa: F401 - the fixture
 
 
 def configure(config, db_url: str) -> None:
@@ -30,6 +29,12 @@ def configure(config, db_url: str) -> None:
     config.crowd.gold_rate = 0.0
     config.patches.presentation = "single"
     config.patches.min_side = 2  # small images still subdivide
+
+
+def decide_yes(session, project, task_id: int) -> None:
+    """Two agreeing "yes" answers to the question, decided by the project's (fixed) policy: it closes."""
+    question = QuestionFacts.of(session.get(TaskRow, task_id))
+    assert policy_for(project.config).after_answer(session, project.config, question, [(1, "yes"), (2, "yes")]).done
 
 
 def neighbours_sharing_children(session, image_id: int) -> tuple[TaskRow, TaskRow]:
@@ -47,14 +52,14 @@ def test_neighbouring_yes_decisions_committed_together_create_each_shared_child_
     project = make_project(n_images=1, size=64, configure=lambda config: configure(config, postgres_schema))
     with project.sessions.begin() as session:
         verify = session.scalar(select(TaskRow).where(TaskRow.kind == "verify"))
-        close_question(session, project.id, project.config, verify.id, ["yes", "yes"])  # the image's level-1 lattice
+        decide_yes(session, project, verify.id)  # the image's level-1 lattice
     with project.sessions() as session:
         first, second = neighbours_sharing_children(session, verify.image_id)
         first_id, second_id, image_id = first.id, second.id, first.image_id
 
     holding = project.sessions()
     holding.begin()
-    close_question(holding, project.id, project.config, first_id, ["yes", "yes"])  # children inserted, not committed
+    decide_yes(holding, project, first_id)  # children inserted, not committed
     backend: list[int] = []
     failure: list[BaseException] = []
 
@@ -62,7 +67,7 @@ def test_neighbouring_yes_decisions_committed_together_create_each_shared_child_
         try:
             with project.sessions.begin() as session:
                 backend.append(session.scalar(text("SELECT pg_backend_pid()")))
-                close_question(session, project.id, project.config, second_id, ["yes", "yes"])
+                decide_yes(session, project, second_id)
         except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
             failure.append(exc)
 

@@ -1,5 +1,5 @@
 """SQLite under the server: answers that arrive together share a transaction (group commit) and fail alone;
-the quick path for windows equals the ORM path; the WAL is checkpointed by a thread."""
+the server's dispatcher decides as the simulator's does; the WAL is checkpointed by a thread."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import asyncio
 import time
 
 import httpx
+import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import select, text
-
-from conftest import run_in_fresh_loop
-from crowdpatch.crowd import decisions
-from crowdpatch.crowd.store_planner import NotLeased, StoredAnswer, StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
+from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
+from crowdpatch.crowd.dispatch.rules import NotLeased, StoredAnswer
 from crowdpatch.server.app import create_app
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.checkpoints import BACKSTOP_PAGES
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from helpers.loops import run_in_fresh_loop
 
 
 def no_gold(config) -> None:
@@ -41,7 +43,7 @@ def answers_by_client(project) -> dict[str, int]:
 
 def test_a_refused_call_in_a_group_is_rolled_back_alone_and_the_others_are_committed(make_project):
     project = make_project(n_images=2, size=64, configure=no_gold)
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     alice, bob, carol = crowd(project, 3)
     task = planner.next_task(alice)
     results = planner.run_grouped([
@@ -60,7 +62,7 @@ def test_a_refused_call_in_a_group_is_rolled_back_alone_and_the_others_are_commi
 
 def test_a_database_error_in_a_group_reruns_each_call_alone_so_the_others_are_still_stored(make_project):
     project = make_project(n_images=2, size=64, configure=no_gold)
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     alice, bob = crowd(project, 2)
     first, second = planner.next_task(alice), planner.next_task(bob)
 
@@ -114,7 +116,7 @@ def test_concurrent_answers_through_the_api_share_transactions_and_are_all_store
     assert sorted(stored) == [f"c{i}" for i in range(6)]
 
 
-def answer_everything(project, planner: StorePlanner, workers: list[int], rounds: int = 400) -> None:
+def answer_everything(project, planner: DatabaseDispatcher | MemoryDispatcher, workers: list[int], rounds: int = 400) -> None:
     """Everyone answers "yes" to verification and to the windows whose corner's x + y is a multiple of 3 (some on every level)."""
     for step in range(rounds):
         handed = [(worker, planner.next_task(worker)) for worker in workers]
@@ -124,30 +126,31 @@ def answer_everything(project, planner: StorePlanner, workers: list[int], rounds
         for worker, task in handed:
             box = task.box
             value = "yes" if task.kind == "verify" or (box.x0 + box.y0) % 3 == 0 else "no"
-            planner.submit(worker, task.task_id, value, client_id=f"{step}-{worker}", client_ms=1500)
+            planner.submit(worker, task.task_id, value, client_id=f"{step}-{worker}", client_ms=1500, time_source="modeled")
     pytest.fail("the questions never ran out")
 
 
 def question_tree(project) -> list[tuple]:
+    """Every question with what was decided about it (the dispatcher's counters aside), and every image's stage."""
     with project.sessions() as session:
         parents = dict(session.execute(select(TaskRow.id, TaskRow.key)).all())
         rows = session.execute(select(
             TaskRow.kind, TaskRow.key, TaskRow.level, TaskRow.box, TaskRow.parent_id, TaskRow.state, TaskRow.decision,
-            TaskRow.priority, TaskRow.votes_wanted, TaskRow.reason, TaskRow.answers_count, TaskRow.leases_count,
+            TaskRow.priority, TaskRow.votes_wanted, TaskRow.reason,
         ).order_by(TaskRow.kind, TaskRow.level, TaskRow.key)).all()
         stages = session.scalars(select(ImageRow.stage)).all()
     return [(*row[:4], parents.get(row[4]), *row[5:]) for row in rows] + [tuple(stages)]
 
 
-def test_windows_closed_without_the_orm_create_the_same_questions_as_the_orm_path(make_project, monkeypatch):
-    """The server's quick path (one UPDATE, one INSERT of the children) against FixedScheme.after_answer."""
-    quick = make_project(n_images=1, size=256, configure=single_windows, name="quick")  # windows large enough to split
-    answer_everything(quick, StorePlanner(quick.sessions, quick.id, quick.config), crowd(quick, 2))
-    monkeypatch.setattr(decisions.FixedScheme, "quick_outcome", lambda *args: None)
-    orm = make_project(n_images=1, size=256, configure=single_windows, name="orm")
-    answer_everything(orm, StorePlanner(orm.sessions, orm.id, orm.config), crowd(orm, 2))
-    tree = question_tree(quick)
-    assert tree == question_tree(orm)
+def test_the_server_and_the_simulator_dispatchers_ask_and_decide_the_same(make_project):
+    """The same answers through the server's dispatcher and the simulator's: the same questions, closed the same way."""
+    served = make_project(n_images=1, size=256, configure=single_windows, name="served")  # windows large enough to split
+    answer_everything(served, DatabaseDispatcher(served.sessions, served.id, served.config), crowd(served, 2))
+    simulated = make_project(n_images=1, size=256, configure=single_windows, name="simulated")
+    dispatcher = MemoryDispatcher(simulated.sessions, simulated.id, simulated.config, np.random.default_rng(0), SimulatedClock(1.0))
+    answer_everything(simulated, dispatcher, crowd(simulated, 2))
+    tree = question_tree(served)
+    assert tree == question_tree(simulated)
     levels = {row[2] for row in tree[:-1] if row[0] == "patch"}
     assert levels >= {1, 2} and tree[-1] == ("done",), (levels, len(tree))  # children were created, and everything got decided
 

@@ -3,6 +3,7 @@
 Two identical projects: one served as ``crowdpatch serve`` serves it (fast routes first), one with
 the FastAPI routes alone. The same script of requests, well-formed and not, must get the same
 statuses and bodies from both; the fast routes must take the well-formed answers and hand the rest on.
+And a FastAPI route that gains what its fast route does not do (a dependency, a parameter) fails here.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from crowdpatch.server import hot_routes
+from crowdpatch.server import api
 from crowdpatch.server.app import create_app
-from crowdpatch.server.hot_routes import HotRoute
+from crowdpatch.server.schemas import AnswerRequest
+from crowdpatch.server.state import worker_session
 
 VOLATILE = {"token", "image_url", "context_url", "lease_expires_at"}
 """Fields that differ between two projects by design (their secrets, the clock)."""
@@ -80,13 +82,11 @@ def two_projects(make_project):
 def test_the_fast_routes_answer_every_request_as_the_fastapi_routes_do(two_projects, monkeypatch):
     fast_project, plain_project = two_projects
     handed_on = []
-    replay = hot_routes._replay
-    monkeypatch.setattr(hot_routes, "_replay", lambda body, receive: handed_on.append(body) or replay(body, receive))
+    replay = api._replay
+    monkeypatch.setattr(api, "_replay", lambda body, receive: handed_on.append(body) or replay(body, receive))
     with TestClient(create_app(fast_project)) as client:
         fast = script(client, "fast")
-    plain_app = create_app(plain_project)
-    plain_app.router.routes = [route for route in plain_app.router.routes if not isinstance(route, HotRoute)]
-    with TestClient(plain_app) as client:
+    with TestClient(create_app(plain_project, fast_routes=False)) as client:
         plain = script(client, "fast_twin")
     assert [status for status, _ in fast] == [201, 401, 200, 200, 422, 200] + [422] * 5 + [401, 422, 201, 200, 409, 201, 405]
     assert fast == plain
@@ -95,3 +95,26 @@ def test_the_fast_routes_answer_every_request_as_the_fastapi_routes_do(two_proje
     assert handed_on[:3] == [b""] * 3  # no token, an exclude list too long, an unknown query parameter
     assert handed_on[3:5] == [b'{"task_id": ', b"[]"] and len(handed_on[5:8]) == 3  # five malformed bodies
     assert handed_on[8:] == [b'{"task_id": "x"}', well_formed, well_formed]  # a bad token; text/plain, a charset
+
+
+def test_each_fast_route_stands_in_for_a_fastapi_route_that_reads_exactly_what_it_reads(make_project) -> None:
+    """The same path and method; the bearer token the only dependency; the same body model or query field."""
+    routes = {route.endpoint: route for route in api.router.routes}
+    fast = {route.endpoint: route for route in api.fast_routes()}
+    assert set(fast) == {api.post_answer, api.next_task}
+    for endpoint, stand_in in fast.items():
+        route = routes[endpoint]
+        assert (route.path, route.methods) == (stand_in.path, {stand_in.method})
+        inputs = route.dependant
+        assert [dependency.call for dependency in inputs.dependencies] == [worker_session]
+        assert inputs.header_params == inputs.cookie_params == inputs.path_params == []
+        if endpoint is api.post_answer:
+            assert [(p.name, p.field_info.annotation) for p in inputs.body_params] == [("body", AnswerRequest)]
+            assert inputs.query_params == []
+        else:
+            assert inputs.body_params == []
+            assert [p.name for p in inputs.query_params] == ["exclude"]
+            assert [m.max_length for m in inputs.query_params[0].field_info.metadata] == [api.MAX_EXCLUDE]
+    # The application tries them first, ahead of every router.
+    first = create_app(make_project(n_images=1)).router.routes[:2]
+    assert [(route.method, route.path) for route in first] == [(r.method, r.path) for r in api.fast_routes()]

@@ -18,10 +18,10 @@ from multiprocessing import get_context
 import pytest
 from sqlalchemy import select
 
-from test_server_postgres import postgres_schema  # noqa: F401 - the fixture
 
-from crowdpatch.crowd.planner import votes_target
-from crowdpatch.crowd.store_planner import NotLeased, StorePlanner, TooManyHeld
+from crowdpatch.crowd.votes import votes_target
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
+from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow
@@ -40,8 +40,8 @@ def configure(config, db_url: str) -> None:
     config.patches.presentation = "single"
 
 
-def planner_at(project: Project, now: float) -> StorePlanner:
-    return StorePlanner(project.sessions, project.id, project.config, clock=lambda: now)
+def planner_at(project: Project, now: float) -> DatabaseDispatcher:
+    return DatabaseDispatcher(project.sessions, project.id, project.config, clock=lambda: now)
 
 
 def race(directory: str, start_at: float, jobs: list[tuple[str, int, list[int]]]) -> list[tuple[int, int, str]]:
@@ -58,7 +58,7 @@ def race(directory: str, start_at: float, jobs: list[tuple[str, int, list[int]]]
         time.sleep(max(0.0, start_at - time.time()))
         rows = []
         if action == "lease":
-            for _ in range(StorePlanner.MAX_HELD):
+            for _ in range(DatabaseDispatcher.MAX_HELD):
                 try:  # a held question is handed out again unless excluded (a reload): ask for the next one
                     assignment = planner.next_task(worker_id, exclude=tuple(t for _, t, _ in rows))
                 except TooManyHeld:
@@ -102,7 +102,7 @@ def test_expired_leases_are_reissued_once_and_never_over_ask(postgres_schema, ma
     early = planner_at(project, T0)
     walked: dict[int, list[int]] = defaultdict(list)
     for worker_id in walkers:
-        for _ in range(StorePlanner.MAX_HELD):
+        for _ in range(DatabaseDispatcher.MAX_HELD):
             assignment = early.next_task(worker_id, exclude=tuple(walked[worker_id]))
             if assignment is not None:
                 walked[worker_id].append(assignment.task_id)
@@ -121,7 +121,7 @@ def test_expired_leases_are_reissued_once_and_never_over_ask(postgres_schema, ma
         assert count <= votes_target([], tasks[task_id].votes_wanted, True), (task_id, count)
         assert live[task_id] == count
     # Re-issued: the racers could take more than there was, so every slot freed by expiry went out again.
-    assert len(leased) < len(racers) * StorePlanner.MAX_HELD
+    assert len(leased) < len(racers) * DatabaseDispatcher.MAX_HELD
     assert all(reissued[t] == votes_target([], tasks[t].votes_wanted, True) for t in abandoned)
 
     # Phase C: late answers from the walkers race the new holders' answers.

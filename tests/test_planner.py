@@ -1,6 +1,6 @@
 """The fixed question scheme: what a worker is asked next and what each answer decides.
 
-Driven through the library API (Project.create, add_images, propose, MemoryPlanner) on small
+Driven through the library API (Project.create, add_images, propose, MemoryDispatcher) on small
 built-in projects, with several workers interleaving their requests as real ones would.
 """
 
@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import func, select
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.planner import AnswerRejected, Assignment, MemoryPlanner, SubmitResult, votes_target
+from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
+from crowdpatch.crowd.dispatch.rules import AnswerRejected, Assignment, StoredAnswer
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.patches.lattice import WindowKey, children
 from crowdpatch.project import Project
 from crowdpatch.store.models import AnswerRow, ImageRow, RegionRow, TaskRow, WorkerRow
@@ -56,27 +58,31 @@ def add_workers(project: Project, n: int) -> list[int]:
         return [row.id for row in rows]
 
 
-def make_planner(project: Project, seed: int = 0) -> MemoryPlanner:
-    return MemoryPlanner(project.sessions, project.id, project.config, np.random.default_rng(seed))
+def make_planner(project: Project, seed: int = 0) -> MemoryDispatcher:
+    return MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(seed), SimulatedClock(NOW))
 
 
-def submit(planner: MemoryPlanner, worker: int, task_id: int, value: Any, client_id: str | None = None) -> SubmitResult:
+def ask(planner: MemoryDispatcher, worker: int, at: float) -> Assignment | None:
+    """The worker asks for its next question at time ``at``."""
+    planner.clock.now = at
+    return planner.next_task(worker)
+
+
+def submit(planner: MemoryDispatcher, worker: int, task_id: int, value: Any, client_id: str | None = None) -> StoredAnswer:
     return planner.submit(
         worker,
         task_id,
         value,
         client_id=client_id or f"c{next(_client_ids)}",
         seconds=1.6,
-        shown_at=NOW,
-        answered_at=NOW + 1.6,
         time_source="modeled",
     )
 
 
-def decide(planner: MemoryPlanner, workers: Iterator[int], values: list[Any]) -> tuple[Assignment, list[SubmitResult]]:
+def decide(planner: MemoryDispatcher, workers: Iterator[int], values: list[Any]) -> tuple[Assignment, list[StoredAnswer]]:
     """Fresh workers all take the front question of the queue, then answer ``values`` in order."""
     takers = [next(workers) for _ in values]
-    assignments = [planner.next_task(worker, NOW) for worker in takers]
+    assignments = [planner.next_task(worker) for worker in takers]
     assert all(a is not None and a.task_id == assignments[0].task_id for a in assignments), assignments
     return assignments[0], [submit(planner, w, assignments[0].task_id, v) for w, v in zip(takers, values)]
 
@@ -108,7 +114,7 @@ def test_verification_questions_are_leased_before_any_patch_question(make_projec
     leased: list[tuple[int, Assignment]] = []
     for _ in range(10):
         for worker in workers:
-            assignment = planner.next_task(worker, NOW)
+            assignment = planner.next_task(worker)
             if assignment is not None:
                 leased.append((worker, assignment))
     kinds = [a.kind for _, a in leased]
@@ -118,7 +124,7 @@ def test_verification_questions_are_leased_before_any_patch_question(make_projec
     for worker, assignment in leased:
         submit(planner, worker, assignment.task_id, "yes")
     assert all(t.state == "done" for t in tasks_where(project, TaskRow.kind == "verify"))
-    after = [a for a in (planner.next_task(worker, NOW) for worker in workers) if a is not None]
+    after = [a for a in (planner.next_task(worker) for worker in workers) if a is not None]
     assert after and all(a.kind == "patch" and planner.open[a.task_id].level == 1 for a in after)
 
 
@@ -141,7 +147,7 @@ def test_a_lease_is_the_first_question_in_order_the_worker_has_not_seen(make_pro
             if not q.has_seen(worker)
             and len(q.answers) + len(q.leases) < votes_target([v for _, v in q.answers], q.votes_wanted, True)
         ]
-        assignment = planner.next_task(worker, NOW)
+        assignment = planner.next_task(worker)
         if assignment is None:
             assert wanting == []
             continue
@@ -165,7 +171,7 @@ def test_a_worker_never_gets_the_same_question_twice(make_project) -> None:
     gold = {t.id: t.gold_answer for t in tasks_where(project, TaskRow.kind == "gold")}
     seen = []
     clock = NOW
-    while (assignment := planner.next_task(worker, clock)) is not None:
+    while (assignment := ask(planner, worker, at=clock)) is not None:
         seen.append(assignment.task_id)
         submit(planner, worker, assignment.task_id, gold.get(assignment.task_id, "yes"))
         clock += 10 * project.config.crowd.lease_seconds  # every lease ever handed out has expired
@@ -186,7 +192,7 @@ def test_two_agreeing_answers_finish_a_question(make_project) -> None:
     assert row.state == "done" and row.decision == "yes" and row.votes_wanted == 3
     assert assignment.task_id not in planner.open
     third = next(workers)
-    assert planner.next_task(third, NOW).task_id != assignment.task_id
+    assert planner.next_task(third).task_id != assignment.task_id
     assert answers_of(project, assignment.task_id) == 2
 
 
@@ -198,7 +204,7 @@ def test_a_disagreement_asks_for_a_third_answer(make_project) -> None:
     assert not any(r.task_done for r in results)
     assert task_row(project, assignment.task_id).state == "open"
     third = next(workers)
-    assert planner.next_task(third, NOW).task_id == assignment.task_id
+    assert planner.next_task(third).task_id == assignment.task_id
     result = submit(planner, third, assignment.task_id, "no")
     assert result.task_done
     row = task_row(project, assignment.task_id)
@@ -222,7 +228,7 @@ def test_concurrent_workers_never_over_ask_a_question(make_project) -> None:
     # Everyone asks, several times, before anybody answers.
     for _ in range(3):
         for worker in workers:
-            assignment = planner.next_task(worker, clock)
+            assignment = ask(planner, worker, at=clock)
             if assignment is not None:
                 in_hand[worker].append(assignment)
             check()
@@ -237,7 +243,7 @@ def test_concurrent_workers_never_over_ask_a_question(make_project) -> None:
             except AnswerRejected:
                 late_rejected += 1
         else:
-            assignment = planner.next_task(worker, clock)
+            assignment = ask(planner, worker, at=clock)
             if assignment is not None:
                 in_hand[worker].append(assignment)
         check()
@@ -339,7 +345,7 @@ def test_an_answer_from_a_worker_never_leased_the_task_is_rejected(make_project)
     project = make_project(configure=no_gold)
     planner = make_planner(project)
     holder, other = add_workers(project, 2)
-    assignment = planner.next_task(holder, NOW)
+    assignment = planner.next_task(holder)
     with pytest.raises(AnswerRejected):
         submit(planner, other, assignment.task_id, "yes")
     assert answers_of(project, assignment.task_id) == 0
@@ -349,7 +355,7 @@ def test_answers_to_unknown_tasks_malformed_or_repeated_are_rejected(make_projec
     project = make_project(configure=no_gold)
     planner = make_planner(project)
     holder, = add_workers(project, 1)
-    assignment = planner.next_task(holder, NOW)
+    assignment = planner.next_task(holder)
     with pytest.raises(AnswerRejected):
         submit(planner, holder, 10**9, "yes")
     with pytest.raises(AnswerRejected):
@@ -365,12 +371,12 @@ def test_a_late_answer_is_rejected_once_others_filled_the_question(make_project)
     project = make_project(configure=no_gold)
     planner = make_planner(project)
     late, slow, c, d = add_workers(project, 4)
-    assignment = planner.next_task(late, NOW)
-    assert planner.next_task(slow, NOW).task_id == assignment.task_id
+    assignment = planner.next_task(late)
+    assert planner.next_task(slow).task_id == assignment.task_id
     expired = NOW + project.config.crowd.lease_seconds + 1
     # Both leases have expired: the question goes to the next workers who ask.
-    assert planner.next_task(c, expired).task_id == assignment.task_id
-    assert planner.next_task(d, expired).task_id == assignment.task_id
+    assert ask(planner, c, at=expired).task_id == assignment.task_id
+    assert ask(planner, d, at=expired).task_id == assignment.task_id
     submit(planner, c, assignment.task_id, "yes")
     assert submit(planner, d, assignment.task_id, "yes").task_done
     for worker in (late, slow):
@@ -383,7 +389,7 @@ def test_the_same_client_id_twice_is_one_answer(make_project) -> None:
     project = make_project(configure=no_gold)
     planner = make_planner(project)
     worker, other = add_workers(project, 2)
-    assignment = planner.next_task(worker, NOW)
+    assignment = planner.next_task(worker)
     first = submit(planner, worker, assignment.task_id, "yes", client_id="retry-1")
     again = submit(planner, worker, assignment.task_id, "yes", client_id="retry-1")
     assert not first.duplicate and again.duplicate
@@ -403,37 +409,37 @@ def test_a_worker_failing_gold_is_banned_and_gets_no_more_tasks(make_project) ->
     gold = {t.id: t.gold_answer for t in tasks_where(project, TaskRow.kind == "gold")}
     assert len(gold) >= 10
 
-    results: list[SubmitResult] = []
-    while not (results and results[-1].worker_banned):
+    results: list[StoredAnswer] = []
+    while not (results and results[-1].worker_stopped):
         assert len(results) < 10, "ten wrong gold answers in a row and still not banned"
-        assignment = planner.next_task(cheat, NOW)
+        assignment = planner.next_task(cheat)
         assert assignment is not None and assignment.task_id in gold
         assert assignment.kind == "patch", "gold is presented as an ordinary patch"
         results.append(submit(planner, cheat, assignment.task_id, "no" if gold[assignment.task_id] == "yes" else "yes"))
     assert len(results) >= 2, "one wrong gold answer is no evidence"
-    assert planner.next_task(cheat, NOW) is None
-    assert make_planner(project).next_task(cheat, NOW) is None, "the ban is in the store, not only in memory"
+    assert planner.next_task(cheat) is None
+    assert make_planner(project).next_task(cheat) is None, "the ban is in the store, not only in memory"
     with project.sessions() as session:
         row = session.get(WorkerRow, cheat)
         assert row.banned and row.gold_seen == len(results) and row.gold_correct == 0
 
     for _ in range(len(results) + 2):
-        assignment = planner.next_task(honest, NOW)
-        assert not submit(planner, honest, assignment.task_id, gold[assignment.task_id]).worker_banned
-    assert planner.next_task(honest, NOW) is not None
+        assignment = planner.next_task(honest)
+        assert not submit(planner, honest, assignment.task_id, gold[assignment.task_id]).worker_stopped
+    assert planner.next_task(honest) is not None
 
 
 def test_a_banned_workers_answers_stop_counting(make_project) -> None:
     project = make_project(configure=no_gold)
     planner = make_planner(project)
     spammer, a, b = add_workers(project, 3)
-    assignment = planner.next_task(spammer, NOW)
+    assignment = planner.next_task(spammer)
     submit(planner, spammer, assignment.task_id, "yes")
     with project.sessions.begin() as session:
         session.get(WorkerRow, spammer).banned = True
     planner = make_planner(project)
-    assert planner.next_task(a, NOW).task_id == assignment.task_id
-    assert planner.next_task(b, NOW).task_id == assignment.task_id, "the banned worker's vote no longer counts"
+    assert planner.next_task(a).task_id == assignment.task_id
+    assert planner.next_task(b).task_id == assignment.task_id, "the banned worker's vote no longer counts"
 
 
 # -- grid presentation -----------------------------------------------------------------------------
@@ -447,7 +453,7 @@ def test_grid_presentation_asks_one_grid_screen_answered_with_cells(make_project
     project = make_project(configure=grid)
     planner = make_planner(project)
     first_worker, second_worker = add_workers(project, 2)
-    assignment = planner.next_task(first_worker, NOW)
+    assignment = planner.next_task(first_worker)
     assert assignment.kind == "grid" and assignment.grid_size == 8
     assert "cell" in assignment.question.lower()
     region_tasks = tasks_where(project, TaskRow.image_id == assignment.image_id, TaskRow.kind != "gold")
@@ -457,7 +463,7 @@ def test_grid_presentation_asks_one_grid_screen_answered_with_cells(make_project
         with pytest.raises(AnswerRejected):
             submit(planner, first_worker, assignment.task_id, bad)
     submit(planner, first_worker, assignment.task_id, {"cells": [9, 1, 9]})
-    assert planner.next_task(second_worker, NOW).task_id == assignment.task_id
+    assert planner.next_task(second_worker).task_id == assignment.task_id
     result = submit(planner, second_worker, assignment.task_id, {"cells": [1, 9]})
     assert result.task_done and result.created_tasks == 0
     with project.sessions() as session:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from sqlalchemy import select
 
-from crowdpatch.crowd.store_planner import StorePlanner
-from crowdpatch.crowd.tasks import add_polygon_tasks_for_images
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
+from crowdpatch.crowd.questions import add_polygon_tasks_for_images
 from crowdpatch.datasets import load_mask
 from crowdpatch.masks.build import build_masks
 from crowdpatch.masks.metrics import mask_iou
@@ -53,7 +53,7 @@ def test_polygon_answers_are_exported_beside_the_patch_masks_with_their_iou(make
     project = make_project(n_images=3, size=64, configure=polygons_only)
     with project.sessions.begin() as session:
         add_polygon_tasks_for_images(session, project.id, project.config)
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     drawer = register_worker(project.sessions, project.id, "local", "drawer", {}).id
     expected: dict[int, float] = {}
     while (task := planner.next_task(drawer, mode="polygon")) is not None:

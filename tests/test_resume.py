@@ -19,7 +19,7 @@ import pytest
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import load_config
-from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
 from crowdpatch.simulate.run import run_simulation
 

@@ -106,7 +106,7 @@ def test_a_second_backend_cannot_take_a_registered_name() -> None:
             return []
 
     with pytest.raises(ValueError, match="already registered"):
-        register_backend(Impostor)
+        register_backend("spectral")(Impostor)
     assert type(create_backend("spectral")).__name__ == "SpectralResidualBackend"
 
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from crowdpatch.boxes import Box
-from crowdpatch.crowd.planner import Assignment
+from crowdpatch.crowd.dispatch.rules import Assignment
 from crowdpatch.server.app import create_app
 from crowdpatch.simulate.run import _Oracles, simulated_answer
 from crowdpatch.simulate.workers import SimulatedWorker

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy import create_engine, func, inspect, select, text
 
-from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.app import create_app
 from crowdpatch.server.tokens import make_invite
 from crowdpatch.store.db import alembic_config
@@ -165,19 +165,45 @@ def test_concurrent_workers_never_over_ask_a_question_on_sqlite(make_project):
     assert set(acknowledged) <= stored and len(acknowledged) == len(stored) > 0
 
 
-def test_a_database_at_revision_0001_upgrades_in_place(tmp_path):
+def test_a_database_at_revision_0001_upgrades_in_place_and_its_questions_are_served(tmp_path):
+    """A store written at revision 0001 keeps its questions and workers, and the server leases and times them."""
     from alembic import command
+
+    from crowdpatch.config import ProjectConfig
+    from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
+    from crowdpatch.crowd.dispatch.memory import SimulatedClock
+    from crowdpatch.store import open_database
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     command.upgrade(alembic_config(url), "0001")
     engine = create_engine(url)
     assert "leased_at" not in {c["name"] for c in inspect(engine).get_columns("lease")}
-    from crowdpatch.store import open_database
-
-    new_engine, _ = open_database(url)
-    assert "leased_at" in {c["name"] for c in inspect(new_engine).get_columns("lease")}
-    assert "stopped_reason" in {c["name"] for c in inspect(new_engine).get_columns("worker")}
-    assert LeaseRow.__table__.c.leased_at is not None
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
+        c.execute(text(
+            "INSERT INTO image (id, project_id, path, width, height, split, groups, stage)"
+            " VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
+        ))
+        c.execute(text(
+            "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
+            " VALUES (1, 1, 1, 'verify', 'verify', 0, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
+        ))
+        c.execute(text(
+            "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast,"
+            " banned, created_at) VALUES (1, 1, 'local', 'w', '{}', 0, 0, 0, 0, '2026-01-01')"
+        ))
+    engine.dispose()
+    _, sessions = open_database(url)
+    clock = SimulatedClock(100.0)
+    dispatcher = DatabaseDispatcher(sessions, 1, ProjectConfig(name="p", target="horse"), clock=clock)
+    task = dispatcher.next_task(1)
+    assert task.task_id == 1 and task.kind == "verify" and "horse" in task.question
+    clock.now = 103.5
+    stored = dispatcher.submit(1, 1, "yes", client_id="c", client_ms=None)
+    with sessions() as session:
+        answer = session.get(AnswerRow, stored.answer_id)
+        assert (answer.shown_at, answer.answered_at, answer.seconds) == (100.0, 103.5, 3.5)  # timed from the lease
+        assert session.get(WorkerRow, 1).stopped_reason is None
 
 
 def test_a_polygon_answer_is_validated_stored_and_its_measured_time_reaches_the_summary(served):

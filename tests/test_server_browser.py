@@ -17,8 +17,8 @@ if not CHROMIUM.exists():
 playwright_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
-from crowdpatch.crowd.store_planner import StorePlanner  # noqa: E402
-from crowdpatch.crowd.tasks import add_polygon_tasks_for_images  # noqa: E402
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher  # noqa: E402
+from crowdpatch.crowd.questions import add_polygon_tasks_for_images  # noqa: E402
 from crowdpatch.server.app import create_app  # noqa: E402
 from crowdpatch.server.platforms import register_worker  # noqa: E402
 from crowdpatch.server.tokens import make_invite  # noqa: E402
@@ -61,7 +61,7 @@ class LiveServer:
 
 def verify_all_but_one_image(project) -> None:
     """Two helpers say "yes" to every verification question but those of the last image, so patch questions exist."""
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     with project.sessions() as session:
         last = session.scalar(select(ImageRow.id).order_by(ImageRow.id.desc()).limit(1))
         tasks = session.scalars(select(TaskRow.id).where(TaskRow.kind == "verify", TaskRow.image_id != last)).all()

@@ -5,58 +5,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from collections import defaultdict
-from contextlib import contextmanager
-from typing import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import select, text
-
-from conftest import run_in_fresh_loop
-from crowdpatch.crowd.planner import votes_target
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.simulate.http import simulate_via_http_async
-from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, TaskRow
+from sqlalchemy import select
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def postgres_reachable() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pip install 'crowdpatch[postgres]')"
-    try:
-        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=2").close()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
-        return f"no PostgreSQL at {POSTGRES} ({type(exc).__name__})"
-    return None
-
-
-@contextmanager
-def fresh_schema() -> Iterator[str]:
-    """A URL to an empty schema of the test PostgreSQL, dropped afterwards (the test is skipped without a server)."""
-    reason = postgres_reachable()
-    if reason:
-        pytest.skip(reason)
-    schema = f"cp_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(POSTGRES)
-    with admin.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
-@pytest.fixture
-def postgres_schema():
-    with fresh_schema() as url:
-        yield url
+from helpers.loops import run_in_fresh_loop
+from helpers.postgres import fresh_schema
 
 
 def free_port() -> int:

@@ -11,12 +11,14 @@ from hypothesis.extra.numpy import arrays
 from crowdpatch.boxes import Box
 from crowdpatch.config import SimulationConfig, TimeModel
 from crowdpatch.crowd.gold import GOLD_YES_COVERAGE, gold_windows
-from crowdpatch.crowd.decisions import NO, YES, majority
-from crowdpatch.crowd.planner import AnswerRejected, validate_value, votes_target
+from crowdpatch.crowd.kinds import NO, YES
+from crowdpatch.crowd.votes import majority
+from crowdpatch.crowd.dispatch.rules import AnswerRejected, validate_answer
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.datasets.images import MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT
+from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.simulate.workers import (
     SPAMMER_SPEED,
-    CoverageOracle,
     SimulatedWorker,
     answer_grid,
     answer_seconds,
@@ -208,16 +210,16 @@ def test_majority_breaks_ties_towards_yes_so_the_window_is_refined(values: list[
 
 @pytest.mark.parametrize("kind", ["patch", "verify", "gold"])
 def test_yes_no_answers_are_accepted_and_anything_else_rejected(kind: str) -> None:
-    assert validate_value(kind, YES, None) == YES
-    assert validate_value(kind, NO, None) == NO
+    assert validate_answer(kind, YES, None) == YES
+    assert validate_answer(kind, NO, None) == NO
     for bad in ("Yes", "maybe", "", True, 1, None, {"cells": []}):
         with pytest.raises(AnswerRejected):
-            validate_value(kind, bad, None)
+            validate_answer(kind, bad, None)
 
 
 def test_a_grid_answer_is_normalized_to_sorted_unique_cells() -> None:
-    assert validate_value("grid", {"cells": [5, 0, 5, 63]}, 8) == {"cells": [0, 5, 63]}
-    assert validate_value("grid", {"cells": []}, 8) == {"cells": []}
+    assert validate_answer("grid", {"cells": [5, 0, 5, 63]}, 8) == {"cells": [0, 5, 63]}
+    assert validate_answer("grid", {"cells": []}, 8) == {"cells": []}
 
 
 @pytest.mark.parametrize(
@@ -226,13 +228,13 @@ def test_a_grid_answer_is_normalized_to_sorted_unique_cells() -> None:
 )
 def test_malformed_grid_answers_are_rejected(value) -> None:
     with pytest.raises(AnswerRejected):
-        validate_value("grid", value, 4)
+        validate_answer("grid", value, 4)
 
 
 @pytest.mark.parametrize("cells", [[-1], [16], [0, 99]])
 def test_grid_cells_outside_the_grid_are_rejected(cells: list[int]) -> None:
     with pytest.raises(AnswerRejected, match="outside"):
-        validate_value("grid", {"cells": cells}, 4)
+        validate_answer("grid", {"cells": cells}, 4)
 
 
 def test_a_rejected_answer_is_a_value_error() -> None:

@@ -1,6 +1,6 @@
 """Spam and fraud: constant answers, superhuman speed and failed gold stop a worker; honest work does not.
 
-The rules live in crowd/quality_control.py and run inside both planners; here they are driven by
+The rules live in crowd/quality.py and run inside both dispatchers; here they are driven by
 the in-process simulation (seeded, so each run is one fixed history) and, for the arithmetic of
 the constant rule, directly.
 """
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from crowdpatch.aggregate import worker_quality
 from crowdpatch.config import CrowdConfig, ProjectConfig, SimulationConfig, TimeModel
-from crowdpatch.crowd.quality_control import answer_key, crowd_contradicts, record_answer_quality
+from crowdpatch.crowd.quality import GivenAnswer, answer_key, crowd_contradicts, record_answer_quality
 from crowdpatch.simulate.run import run_simulation
 from crowdpatch.simulate.workers import (
     TOO_FAST_MEDIAN_SECONDS,
@@ -25,7 +25,7 @@ from crowdpatch.simulate.workers import (
     answer_window,
     draw_workers,
 )
-from crowdpatch.store.models import AnswerRow, WorkerRow
+from crowdpatch.store.models import AnswerRow, RegionRow, TaskRow, WorkerRow
 
 
 def outcomes(project) -> list[tuple[str, str | None, int]]:
@@ -116,13 +116,41 @@ def test_the_run_restarts_on_a_different_answer_and_gold_does_not_break_it() -> 
     worker = WorkerRow(attributes={}, gold_seen=0, gold_correct=0, too_fast=0, banned=False)
     rules = CrowdConfig()
     for value in ["no", "no", "yes", "no", "no"]:
-        record_answer_quality(worker, "patch", None, value, 2.0, rules)
-    record_answer_quality(worker, "gold", "yes", "yes", 2.0, rules)
-    record_answer_quality(worker, "grid", None, {"cells": [1]}, 9.0, rules)
+        record_answer_quality(worker, GivenAnswer("patch", value, 2.0), rules)
+    record_answer_quality(worker, GivenAnswer("gold", "yes", 2.0, gold_answer="yes"), rules)
+    record_answer_quality(worker, GivenAnswer("grid", {"cells": [1]}, 9.0), rules)
     runs = worker.attributes["quality"]["runs"]
     assert runs["yes_no"] == {"value": "no", "length": 2, "answers": 5}
     assert runs["grid"] == {"value": [1], "length": 1, "answers": 1}
     assert worker.attributes["quality"]["answers"] == 7
+
+
+@pytest.mark.parametrize("kind", ["outline", "cell", "verify", "patch"])
+def test_the_constant_rule_stops_a_worker_always_answering_no_to_any_yes_no_question(make_project, kind: str) -> None:
+    """Outline checks and single-cell follow-ups are yes/no questions like verifications and windows."""
+    project = make_project(n_images=1)
+    rules = project.config.crowd
+    with project.sessions.begin() as session:
+        region = session.scalars(select(RegionRow)).first()
+        spammer, *others = [
+            WorkerRow(project_id=project.id, platform="local", external_id=name, attributes={}, banned=False)
+            for name in ("spammer", "a", "b")
+        ]
+        session.add_all([spammer, *others])
+        session.flush()
+        stopped = []
+        for i in range(rules.constant_run_answers):
+            task = TaskRow(project_id=project.id, image_id=region.image_id, region_id=region.id, kind=kind, key=f"q{i}",
+                           level=2, box=[0, 0, 8, 8], votes_wanted=3)
+            session.add(task)
+            session.flush()
+            for worker, value in ((others[0], "yes"), (others[1], "yes"), (spammer, "no")):
+                session.add(AnswerRow(task_id=task.id, worker_id=worker.id, value=value, client_id=f"{worker.external_id}-{i}",
+                                      shown_at=0.0, answered_at=2.0, seconds=2.0, time_source="modeled"))
+            stopped.append(record_answer_quality(spammer, GivenAnswer(kind, "no", 2.0), rules))
+    # Stopped by the answer that makes the run long enough, with the crowd saying "yes" to every one of them.
+    assert stopped == [False] * (rules.constant_run_answers - 1) + [True]
+    assert spammer.stopped_reason == "constant"
 
 
 # -- in the simulation -----------------------------------------------------------------------------

@@ -6,13 +6,15 @@ import random
 from collections import Counter
 
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
-
-from crowdpatch.crowd.planner import votes_target
-from crowdpatch.crowd.store_planner import NotLeased, StorePlanner, TooManyHeld
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
+from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import alembic_config, normalize_url
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
+from sqlalchemy import create_engine, inspect, select, text
+
+from helpers.postgres import fresh_schema
 
 
 class Clock:
@@ -54,7 +56,7 @@ def stored_counts(project) -> dict[int, tuple[int, int]]:
 def test_counters_stay_equal_to_the_rows_while_a_crowd_answers_late_and_abandons_leases(make_project):
     project = make_project(n_images=4, size=64, configure=no_gold)
     clock = Clock()
-    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock, rng=random.Random(0))
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config, clock=clock, rng=random.Random(0))
     crowd = workers(project, 12)
     rng = random.Random(1)
     held: list[tuple[int, int, str]] = []
@@ -91,7 +93,7 @@ def test_counters_stay_equal_to_the_rows_while_a_crowd_answers_late_and_abandons
 def test_a_late_answer_counts_while_nobody_took_its_place(make_project):
     project = make_project(n_images=2, size=64, configure=one_vote)
     clock = Clock()
-    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config, clock=clock)
     alice, _ = workers(project, 2)
     task = planner.next_task(alice)
     clock.now += 10 * project.config.crowd.lease_seconds
@@ -102,7 +104,7 @@ def test_a_late_answer_counts_while_nobody_took_its_place(make_project):
 def test_an_expired_lease_is_handed_on_and_then_its_late_answer_is_refused(make_project):
     project = make_project(n_images=2, size=64, configure=one_vote)
     clock = Clock()
-    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config, clock=clock)
     alice, bob = workers(project, 2)
     first = planner.next_task(alice)
     assert planner.next_task(bob).task_id != first.task_id, "a live lease holds its slot"
@@ -122,7 +124,7 @@ def test_an_expired_lease_is_handed_on_and_then_its_late_answer_is_refused(make_
 def test_leases_left_on_closed_questions_are_swept_after_a_lease_period(make_project):
     project = make_project(n_images=2, size=64, configure=one_vote)
     clock = Clock()
-    planner = StorePlanner(project.sessions, project.id, project.config, clock=clock)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config, clock=clock)
     alice, bob = workers(project, 2)
     task = planner.next_task(alice)
     planner.submit(alice, task.task_id, "yes", client_id="a", client_ms=900)
@@ -148,7 +150,7 @@ def test_answers_stored_by_another_writer_are_counted_when_the_planner_starts(ma
         for worker, value in ((alice, "yes"), (bob, "no")):
             session.add(AnswerRow(task_id=task_id, worker_id=worker, value=value, client_id=f"x{worker}", shown_at=0.0,
                                   answered_at=1.0, client_ms=900, seconds=0.9, time_source="measured"))
-    StorePlanner(project.sessions, project.id, project.config)
+    DatabaseDispatcher(project.sessions, project.id, project.config)
     with project.sessions() as session:
         task = session.get(TaskRow, task_id)
         assert (task.answers_count, task.leases_count, task.answers_disagree) == (2, 0, True)
@@ -162,7 +164,7 @@ def test_a_stopped_workers_answers_stop_counting_and_its_leases_free_their_slots
         config.crowd.too_fast_stop_share = 0.5
 
     project = make_project(n_images=2, size=64, configure=strict)
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     (hasty,) = workers(project, 1)
     first = planner.next_task(hasty)
     second = planner.next_task(hasty, exclude=(first.task_id,))
@@ -177,20 +179,22 @@ def test_a_stopped_workers_answers_stop_counting_and_its_leases_free_their_slots
 
 def test_the_hand_out_query_walks_the_open_question_index_without_sorting(make_project):
     project = make_project(n_images=2, size=64, configure=no_gold)
-    planner = StorePlanner(project.sessions, project.id, project.config)
-    sql = planner._statements.sql["pick_patch"]
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
+    pick = planner.hand_out["patch"].pick[0].compiled(project.engine.dialect)
     with project.engine.connect() as connection:
-        plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, {"project": 1, "worker": 1}))
+        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + pick.sql, pick.bound({"project": 1, "worker": 1}))
+        plan = " ".join(str(row[-1]) for row in rows)
     assert "ix_task_queue" in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_handing_on_expired_leases_starts_from_the_expired_ones_not_the_open_questions(make_project):
     """With thousands of open questions, walking them all per request to find (nearly always) no expired lease cost 4 ms."""
     project = make_project(n_images=2, size=64, configure=no_gold)
-    planner = StorePlanner(project.sessions, project.id, project.config)
-    sql = planner._statements.sql["reclaim_patch"]
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
+    reclaim = planner.hand_out["patch"].reclaim[0].compiled(project.engine.dialect)
     with project.engine.connect() as connection:
-        plan = [str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, {"project": 1, "worker": 1, "now": 0.0})]
+        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + reclaim.sql, reclaim.bound({"project": 1, "worker": 1, "now": 0.0}))
+        plan = [str(row[-1]) for row in rows]
     lease_step = next(i for i, step in enumerate(plan) if "ix_lease_expires_at" in step)
     task_step = next(i for i, step in enumerate(plan) if step.startswith("SEARCH t USING INTEGER PRIMARY KEY"))
     assert lease_step < task_step and not any("ix_task_queue" in step for step in plan), plan
@@ -203,7 +207,7 @@ def single_windows(config) -> None:
 
 def test_a_window_closed_by_no_votes_is_decided_without_follow_ups_and_finishes_its_image(make_project):
     project = make_project(n_images=1, size=64, configure=single_windows)
-    planner = StorePlanner(project.sessions, project.id, project.config)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     crowd = workers(project, 3)
     rounds = 0
     while True:  # everyone answers "yes" to verification and "no" to every window
@@ -227,8 +231,6 @@ def empty_database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    from test_server_postgres import fresh_schema
-
     with fresh_schema() as url:
         yield url
 
@@ -272,13 +274,11 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
 
 
 def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_answer(make_project, monkeypatch):
-    """PostgreSQL: both closes create the child window the two parents share; the second insert waits
-    for the first transaction, fails on the unique key when it commits, and is retried."""
+    """PostgreSQL: both closes would create the child window the two parents share; the second waits for
+    the first transaction's lock on the image, then finds the shared child asked already."""
     import threading
 
-    from test_server_postgres import fresh_schema
-
-    import crowdpatch.crowd.decisions as decisions_module
+    import crowdpatch.crowd.policies.fixed as fixed_policy
     from crowdpatch.patches.lattice import WindowKey, children
     from crowdpatch.store import open_database
 
@@ -290,7 +290,7 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
 
         project = make_project(n_images=1, size=256, configure=single_one_vote)  # windows large enough to split
         assert project.engine.dialect.name == "postgresql"
-        planner = StorePlanner(project.sessions, project.id, project.config)
+        planner = DatabaseDispatcher(project.sessions, project.id, project.config)
         a, b, c = workers(project, 3)
         while (task := planner.next_task(c)) is not None and task.kind == "verify":
             planner.submit(c, task.task_id, "yes", client_id=f"v{task.task_id}", client_ms=900)
@@ -304,11 +304,11 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
             if k1 < k2 and {str(k) for k in children(WindowKey.parse(k1))} & {str(k) for k in children(WindowKey.parse(k2))}
         )
         first, second = level_one[pair[0]], level_one[pair[1]]
-        other = StorePlanner(*open_database(project.config.db_url)[1:], project.id, project.config)  # a second "process"
+        other = DatabaseDispatcher(*open_database(project.config.db_url)[1:], project.id, project.config)  # a second "process"
         with project.sessions.begin() as session:
             for worker, task_id in ((a, first), (b, second)):
                 session.add(LeaseRow(task_id=task_id, worker_id=worker, expires_at=1e12, leased_at=0.0))
-        real_create = decisions_module.create_children
+        real_create = fixed_policy.create_children
         first_closed, release = threading.Event(), threading.Event()
 
         def create_then_hold(connection, window, config):
@@ -318,10 +318,10 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
                 release.wait(10)
             return created
 
-        monkeypatch.setattr(decisions_module, "create_children", create_then_hold)
+        monkeypatch.setattr(fixed_policy, "create_children", create_then_hold)
         errors: list[BaseException] = []
 
-        def answer(which: StorePlanner, worker: int, task_id: int) -> None:
+        def answer(which: DatabaseDispatcher, worker: int, task_id: int) -> None:
             try:
                 which.submit(worker, task_id, "yes", client_id=f"race{task_id}", client_ms=900)
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
@@ -332,7 +332,7 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
         one.start()
         assert first_closed.wait(10)
         two.start()
-        two.join(1.0)  # blocked on the image row the first transaction locked (decisions.lock_image)
+        two.join(1.0)  # blocked on the image row the first transaction locked (closing.lock_image)
         release.set()
         one.join(10)
         two.join(10)
@@ -341,3 +341,50 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
             assert set(session.scalars(select(AnswerRow.task_id).where(AnswerRow.client_id.like("race%")))) == {first, second}
             keys = Counter(session.execute(select(TaskRow.region_id, TaskRow.key).where(TaskRow.level == 2)).all())
         assert keys and max(keys.values()) == 1
+
+
+def test_undoing_an_answer_takes_it_out_of_the_workers_quality_counters(make_project):
+    """Undo is the exact inverse of what the answer did to its worker: gold record, speed, answer count, run."""
+    def gold_first(config) -> None:
+        config.crowd.gold_rate = 1.0
+
+    project = make_project(n_images=4, size=64, configure=gold_first)
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config, rng=random.Random(0))
+    worker, = workers(project, 1)
+
+    def counters() -> tuple:
+        with project.sessions() as session:
+            row = session.get(WorkerRow, worker)
+            return row.gold_seen, row.gold_correct, row.too_fast, row.quality, row.attributes
+
+    def answer(value_for, client_id: str, client_ms: int) -> None:
+        task = planner.next_task(worker)
+        with project.sessions() as session:
+            row = session.get(TaskRow, task.task_id)
+            value = value_for(row)
+        planner.submit(worker, task.task_id, value, client_id=client_id, client_ms=client_ms)
+
+    def right(row):
+        return row.gold_answer or "no"
+
+    def wrong(row):
+        return "no" if row.gold_answer == "yes" else "yes"
+
+    answer(right, "g1", 2000)
+    answer(right, "g2", 2000)
+    before = counters()
+    answer(wrong, "g3", 100)  # a wrong gold answer, faster than anyone reads
+    assert counters() != before
+    planner.undo_last(worker)
+    assert counters() == before
+
+    answer(right, "g3-again", 2000)  # the question came back with the undo
+    project.config.crowd.gold_rate = 0.0  # now the pipeline's yes/no questions
+    answer(right, "p1", 2000)
+    answer(right, "p2", 2000)
+    before = counters()
+    assert before[4]["quality"]["runs"]["yes_no"] == {"value": "no", "length": 2, "answers": 2}
+    answer(wrong, "p3", 100)  # breaks the run of "no"
+    assert counters() != before
+    planner.undo_last(worker)
+    assert counters() == before

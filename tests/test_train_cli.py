@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
-
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -26,11 +23,9 @@ from crowdpatch.train.losses import AUGMENTATIONS, PENALTIES
 from crowdpatch.train.models import create_model
 from crowdpatch.train.tensors import SplitTensors, save_splits
 
+from helpers.cli import cli_env, squash
+
 METRICS = ("accuracy", "worst_group", "energy_in_mask", "pointing_game", "cam_iou")
-
-
-def squash(text: str) -> str:
-    return re.sub(r"\s+", "", text)
 
 
 def strict_json(path: Path) -> dict:

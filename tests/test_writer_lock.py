@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store import open_database
 
@@ -16,9 +16,9 @@ def one_vote(config) -> None:
 
 def test_a_second_process_waits_for_the_first_ones_transaction_and_never_leases_the_same_slot(make_project):
     project = make_project(n_images=3, size=64, configure=one_vote)
-    first = StorePlanner(project.sessions, project.id, project.config)
+    first = DatabaseDispatcher(project.sessions, project.id, project.config)
     # A second "process": its own engine, connection pool and writer lock on the same file.
-    second = StorePlanner(open_database(str(project.engine.url))[1], project.id, project.config)
+    second = DatabaseDispatcher(open_database(str(project.engine.url))[1], project.id, project.config)
     alice, bob, carol = (register_worker(project.sessions, project.id, "local", name, {}).id for name in ("alice", "bob", "carol"))
     for planner in (first, second):  # each has swept its expired leases (a write) and now only reads before leasing
         planner.next_task(carol)

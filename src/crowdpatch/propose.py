@@ -12,13 +12,13 @@ from sqlalchemy import select
 
 from crowdpatch.boxes import Box
 from crowdpatch.crowd.gold import gold_windows
-from crowdpatch.crowd.planners import planner_for
-from crowdpatch.crowd.tasks import add_verify_task
+from crowdpatch.crowd.policies import policy_for
+from crowdpatch.crowd.questions import add_gold_task, add_verify_task
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
 from crowdpatch.project import Project
 from crowdpatch.saliency import SaliencyBackend, clusters_from_config, create_backend
 from crowdpatch.saliency.bing import BingProposer
-from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
+from crowdpatch.store.models import ImageRow, RegionRow
 
 BATCH_SIZE = 16
 
@@ -54,16 +54,6 @@ def make_proposer(project: Project) -> Callable[[np.ndarray], list] | None:
 
 def saliency_file(project: Project, image_id: int) -> Path:
     return project.path("saliency", f"{image_id:06d}.png")
-
-
-def load_saliency(path: str | Path) -> np.ndarray:
-    """A stored saliency map in [0, 1]; a damaged or missing file is an :class:`ImageLoadError` naming it."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image, dtype=np.float32) / 255.0
-    # Pillow raises several types on malformed data (OSError, SyntaxError, ValueError): one meaning here.
-    except Exception as exc:
-        raise ImageLoadError(Path(path), f"saliency map unreadable: {exc}") from exc
 
 
 def propose(project: Project, progress: Callable[[int], None] | None = None) -> ProposeReport:
@@ -112,6 +102,7 @@ def _mark_error(project: Project, image_id: int, reason: str) -> None:
 
 def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeReport, proposer=None) -> None:
     config = project.config
+    policy = policy_for(config)
     height, width = image.shape[:2]
     path = saliency_file(project, row.id)
     tmp = path.with_suffix(".tmp.png")
@@ -134,30 +125,17 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
                 )
                 session.add(region)
                 session.flush()
-                add_verify_task(session, project.id, image_row, region, config)
+                add_verify_task(session, project.id, image_row, region, config, policy.first_votes(config))
             image_row.stage = "verify"
             report.clusters += len(clusters)
         else:
             region = RegionRow(image_id=row.id, source="whole", box=Box.whole(width, height).as_list(), verdict="accepted")
             session.add(region)
             session.flush()
-            planner_for(config).region_questions(session, project.id, row.id, region, config)
+            policy.region_questions(session, project.id, row.id, region, config)
             image_row.stage = "patch"
             report.whole_image += 1
         if gt is not None and config.crowd.gold_rate > 0:
             for i, (box, answer) in enumerate(gold_windows(gt, rng)):
-                session.add(
-                    TaskRow(
-                        project_id=project.id,
-                        image_id=row.id,
-                        region_id=None,
-                        kind="gold",
-                        key=f"gold:{i}",
-                        level=0,
-                        box=box.as_list(),
-                        votes_wanted=0,
-                        gold_answer=answer,
-                        reason="gold: known answer from the ground-truth mask",
-                    )
-                )
+                add_gold_task(session, project.id, row.id, i, box, answer)
                 report.gold += 1

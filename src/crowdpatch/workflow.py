@@ -17,8 +17,9 @@ from crowdpatch.datasets import BenchmarkSpec, DatasetLoad, InputProblem, genera
 from crowdpatch.ingest import IngestReport, add_images
 from crowdpatch.masks.build import MaskBuilder, MaskStats, build_masks
 from crowdpatch.project import Project
-from crowdpatch.propose import ProposeReport, load_saliency, propose
+from crowdpatch.propose import ProposeReport, propose
 from crowdpatch.report import AskedWindow, SampleFigure, write_report
+from crowdpatch.saliency.stored import load_saliency
 from crowdpatch.simulate.run import SimulationReport, run_simulation
 from crowdpatch.store.models import ImageRow
 from crowdpatch.summary import summarize

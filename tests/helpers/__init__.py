@@ -1,1 +1,1 @@
-"""Helpers shared by several test modules (pytest puts ``tests/`` on the import path)."""
+"""What several test modules share beyond fixtures (those live in ``conftest.py``)."""

@@ -2,7 +2,7 @@
 
 Aggregation is per window (or per grid cell), never per pixel: a worker who never saw a window did
 not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no". The adaptive
-planner's grids are read on a finer lattice: a coarse first look votes on every fine cell under
+policy's grids are read on a finer lattice: a coarse first look votes on every fine cell under
 each of its cells, a boundary round only on the cells it showed, a single-cell follow-up on its cell;
 all of them are items of the region's first grid.
 """
@@ -10,28 +10,42 @@ all of them are items of the region's first grid.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
 from crowdpatch.patches.lattice import coarse_parents
+from crowdpatch.registry import Registry
+from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
 
 Method = Literal["ds", "mv", "glad"]
 
 
-def make_aggregator(method: Method):
+AGGREGATORS: Registry[Callable[[], Any]] = Registry("aggregation method")
+"""crowd-kit aggregators by method name (``[aggregation] method``), each built fresh per use."""
+
+
+@AGGREGATORS.register("ds")
+def dawid_skene() -> DawidSkene:
+    return DawidSkene(n_iter=100, tol=1e-5)
+
+
+@AGGREGATORS.register("mv")
+def majority_vote() -> MajorityVote:
+    return MajorityVote()
+
+
+@AGGREGATORS.register("glad")
+def glad() -> GLAD:
+    return GLAD(n_iter=100, tol=1e-5, silent=True)
+
+
+def make_aggregator(method: Method) -> Any:
     """The crowd-kit aggregator behind a method name."""
-    if method == "ds":
-        return DawidSkene(n_iter=100, tol=1e-5)
-    if method == "mv":
-        return MajorityVote()
-    if method == "glad":
-        return GLAD(n_iter=100, tol=1e-5, silent=True)
-    raise ValueError(f"unknown aggregation method {method!r}; choose ds, mv or glad")
+    return AGGREGATORS.get(method)()
 
 
 def grid_votes(value: dict, size: int, spec: dict | None) -> list[tuple[int, bool]]:

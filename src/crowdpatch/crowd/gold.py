@@ -12,8 +12,8 @@ import numpy as np
 
 from crowdpatch.boxes import Box
 from crowdpatch.datasets.masks import MASK_OBJECT
+from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.patches.lattice import WindowKey, positions, window_box
-from crowdpatch.simulate.workers import CoverageOracle
 
 GOLD_YES_COVERAGE = 0.6
 GOLD_NO_COVERAGE = 0.0

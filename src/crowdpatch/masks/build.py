@@ -12,6 +12,8 @@ from sqlalchemy import select
 
 from crowdpatch.aggregate import collect_votes, posteriors
 from crowdpatch.boxes import Box
+from crowdpatch.crowd.policies.posteriors import grid_posteriors
+from crowdpatch.crowd.questions import grid_resolution
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
 from crowdpatch.masks.export import (
     CocoImage,
@@ -22,16 +24,15 @@ from crowdpatch.masks.export import (
     write_npy,
     write_soft_png,
 )
-from crowdpatch.crowd.adaptive import grid_resolution
 from crowdpatch.masks.metrics import has_object, mask_iou
-from crowdpatch.masks.outline import outline_mask, salient_pixels
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.masks.refine import grabcut_refine, refined_soft
 from crowdpatch.masks.polygons import build_polygon_masks
 from crowdpatch.patches.lattice import WindowKey, grid_cells
 from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
 from crowdpatch.project import Project
 from crowdpatch.saliency.clusters import resolve_threshold
-from crowdpatch.propose import load_saliency
+from crowdpatch.saliency.stored import load_saliency
 from crowdpatch.store.models import ImageRow, MaskRow, RegionRow, TaskRow
 
 EXPORT_FORMATS = ("png", "npy", "coco")
@@ -153,9 +154,7 @@ class MaskBuilder:
         matrices (GrabCut, spectral: mask IoU 0.38 with Dawid-Skene, 0.45 with this model on the same
         answers; docs/benchmarks.md).
         """
-        from crowdpatch.crowd.adaptive import AdaptivePlanner
-
-        return AdaptivePlanner().grid_posteriors(session, self.project.config, root).tolist()
+        return grid_posteriors(session, self.project.config, root).tolist()
 
     def refined(self, mask: ImageMask, image_path: str) -> np.ndarray:
         """The soft mask snapped to the image's edges (``[patches] refine``), within one cell of the crowd's boundary."""

@@ -2,16 +2,19 @@
 
 Step 1 of the pipeline only needs "a float map in [0, 1] per image"; whether it comes from
 OpenCV, an ONNX model or the ground truth is a configuration choice (``SaliencyConfig.backend``),
-so backends register themselves under a name and callers never import a backend class directly.
+so backends register themselves under a name (:mod:`crowdpatch.registry`) and callers never import a
+backend class directly.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import numpy as np
+
+from crowdpatch.registry import Registry
 
 
 class SaliencyBackend(ABC):
@@ -32,37 +35,19 @@ class SaliencyBackend(ABC):
         """
 
 
-_BackendT = TypeVar("_BackendT", bound=type[SaliencyBackend])
-_REGISTRY: dict[str, type[SaliencyBackend]] = {}
-
-
-def register_backend(cls: _BackendT) -> _BackendT:
-    """Class decorator: make ``cls`` constructible by ``create_backend(cls.name)``."""
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__qualname__} needs a non-empty class attribute 'name' to be registered")
-    known = _REGISTRY.get(name)
-    if known is not None and known is not cls:
-        # Two backends under one name would make a project's config ambiguous.
-        raise ValueError(f"saliency backend {name!r} is already registered by {known.__qualname__}")
-    _REGISTRY[name] = cls
-    return cls
+BACKENDS: Registry[type[SaliencyBackend]] = Registry("saliency backend")
+register_backend = BACKENDS.register
+"""Class decorator with the backend's name: ``@register_backend("spectral")`` makes it ``create_backend("spectral")``."""
 
 
 def create_backend(name: str, **options: object) -> SaliencyBackend:
     """Build the backend registered as ``name`` with its constructor ``options``."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown saliency backend {name!r}; known backends: {', '.join(available_backends())}"
-        ) from None
-    return cls(**options)
+    return BACKENDS.get(name)(**options)
 
 
 def available_backends() -> list[str]:
     """Names accepted by ``create_backend``, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(BACKENDS.names())
 
 
 def check_rgb_image(image: np.ndarray) -> None:

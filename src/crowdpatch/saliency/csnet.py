@@ -46,11 +46,9 @@ def _torch():
     return torch
 
 
-@register_backend
+@register_backend("csnet")
 class CSNetBackend(SaliencyBackend):
     """CSNet in PyTorch; maps are the sigmoid of the network's logits (not min-max scaled)."""
-
-    name = "csnet"
 
     def __init__(
         self,

@@ -57,11 +57,9 @@ def default_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-@register_backend
+@register_backend("onnx")
 class ONNXBackend(SaliencyBackend):
     """A user-given ONNX saliency model."""
-
-    name = "onnx"
 
     def __init__(
         self,

@@ -69,7 +69,7 @@ class OpenCVStaticBackend(SaliencyBackend):
         return normalize_unit(fused)
 
 
-@register_backend
+@register_backend("spectral")
 class SpectralResidualBackend(OpenCVStaticBackend):
     """Spectral residual saliency (Hou & Zhang, CVPR 2007): fast, coarse, blob-like maps.
 
@@ -79,8 +79,6 @@ class SpectralResidualBackend(OpenCVStaticBackend):
     64 x 64 square, which would ignore the scale and distort the aspect ratio; a quarter of each
     scale (64 and 128 px for the default scales) measured best on the horses.
     """
-
-    name = "spectral"
 
     def __init__(
         self, scales: Sequence[int] = (256, 512), blur_sigma: float = 0.005, working_fraction: float = 0.25
@@ -101,12 +99,10 @@ class SpectralResidualBackend(OpenCVStaticBackend):
         return saliency
 
 
-@register_backend
+@register_backend("finegrained")
 class FineGrainedBackend(OpenCVStaticBackend):
     """Fine-grained saliency (Montabone & Soto 2010, centre-surround on integral images):
     sharper object boundaries than spectral residual, ~7x slower."""
-
-    name = "finegrained"
 
     def __init__(self, scales: Sequence[int] = (256, 512), blur_sigma: float = 0.005) -> None:
         super().__init__(scales, blur_sigma)

@@ -12,15 +12,13 @@ import numpy as np
 
 from crowdpatch.saliency.base import SaliencyBackend, check_rgb_image, register_backend
 
-@register_backend
+@register_backend("gt")
 class GroundTruthBackend(SaliencyBackend):
     """Object pixels (mask value 1) are 1.0; background (0) and ignore (255) pixels are 0.0.
 
     Ignore pixels (unlabeled object borders) count as not salient: the oracle claims only what
     the ground truth is sure of.
     """
-
-    name = "gt"
 
     def predict(
         self,

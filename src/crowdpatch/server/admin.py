@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import select
 
-from crowdpatch.crowd.tasks import add_polygon_tasks_for_images
+from crowdpatch.crowd.questions import add_polygon_tasks_for_images
 from crowdpatch.masks.build import build_masks
 from crowdpatch.server import images
 from crowdpatch.server.api import DB_INT_MAX

@@ -1,30 +1,49 @@
-"""The worker's JSON API: sessions, next task, answers, undo, completion, task images."""
+"""The worker's JSON API: sessions, next task, answers, undo, completion, task images.
+
+The two requests of every answer (``POST /answers``, ``GET /tasks/next``) also have a fast route
+each (:class:`FastRoute`, at the end of this module), first in the application's routes: it serves
+a well-formed request with the same pieces as the FastAPI route (its path, the bearer token by
+:func:`~crowdpatch.server.state.authenticate`, the body by the same model, the same endpoint logic)
+without FastAPI's per-request machinery, and hands anything else to the FastAPI route.
+"""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Annotated, Any, Callable, Literal, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Literal, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
+from starlette.routing import BaseRoute, Match
 
 from crowdpatch.boxes import Box
-from crowdpatch.masks.outline import outline_mask, outline_polygons, salient_pixels
-from crowdpatch.crowd.planner import AnswerRejected, Assignment
-from crowdpatch.crowd.store_planner import NextTask, NotLeased, SessionComplete, TooManyHeld, WorkerStopped
-from crowdpatch.crowd.tasks import shown_kind
+from crowdpatch.saliency.outline import outline_mask, outline_polygons, salient_pixels
+from crowdpatch.crowd.dispatch.database import NextTask
+from crowdpatch.crowd.dispatch.rules import (
+    AnswerRejected, Assignment, NewAnswer, NotLeased, SessionComplete, TooManyHeld, WorkerStopped,
+)
+from crowdpatch.crowd.kinds import shown_kind
 from crowdpatch.server import images, refusals
+from crowdpatch.server.limits import Message, Receive, Scope, Send
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.refusals import WorkerRefused
 from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
-from crowdpatch.server.state import AUTHORIZATION_DOC, ServerState, State, Worker, check_project, requester, server_state
+from crowdpatch.server.state import (
+    AUTHORIZATION_DOC, ServerState, State, Worker, authenticate, check_project, requester, server_state,
+)
 from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
-router = APIRouter(prefix="/api/v1")
+API = "/api/v1"
+NEXT_TASK = "/tasks/next"
+ANSWERS = "/answers"
+"""The paths of the answer loop's two requests, below ``API``: the FastAPI routes and the fast routes share them."""
+
+router = APIRouter(prefix=API)
 T = TypeVar("T")
 
 DB_INT_MAX = 2**31 - 1
@@ -62,7 +81,7 @@ def open_session(
     return SessionResponse(
         token=issue_session(server.session_secret, session),
         mode=body.mode,
-        answers_given=state.planner.answers_given(row.id),
+        answers_given=state.dispatcher.answers_given(row.id),
         answers_per_session=server.answers_per_session,
     )
 
@@ -97,20 +116,20 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
     )
 
 
-async def in_planner(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a planner call: in a group on the writer thread for SQLite, on the thread pool for PostgreSQL.
+async def in_dispatcher(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a dispatcher call: in a group on the writer thread for SQLite, on the thread pool for PostgreSQL.
 
     SQLite has one writer: the calls waiting at once share a transaction and its commit
     (:mod:`group_commit`), while the event loop goes on. A PostgreSQL round trip, or a row lock
     another process holds, must not stall the event loop either; there each call is a transaction.
     """
-    if state.planner.postgres:
+    if state.dispatcher.postgres:
         return await run_in_threadpool(call, *args, **kwargs)
     return await state.group_commit.run(call, *args, **kwargs)
 
 
 def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
-    """Answers that end this worker's session, checked in the planner's transaction (one round trip less).
+    """Answers that end this worker's session, checked in the dispatcher's transaction (one round trip less).
 
     None for a rehearsal's simulated workers, which answer until the work runs out.
     """
@@ -118,7 +137,7 @@ def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
 
 
 @router.get(
-    "/tasks/next", response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}}, openapi_extra=AUTHORIZATION_DOC
+    NEXT_TASK, response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}}, openapi_extra=AUTHORIZATION_DOC
 )
 async def next_task(
     request: Request,
@@ -130,11 +149,11 @@ async def next_task(
 
 
 async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) -> Response:
-    """``GET /tasks/next`` once its request is read (by FastAPI, or by :mod:`hot_routes`)."""
+    """``GET /tasks/next`` once its request is read (by FastAPI, or by its :class:`FastRoute`)."""
     quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
-        assignment = await in_planner(state, state.planner.next_task, worker.worker_id, worker.mode, skip, max_answers=quota)
+        assignment = await in_dispatcher(state, state.dispatcher.next_task, worker.worker_id, worker.mode, skip, max_answers=quota)
     except SessionComplete:
         return Response(status_code=204)
     except WorkerStopped as exc:
@@ -152,7 +171,7 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
 
 
 @router.post(
-    "/answers", status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}}, openapi_extra=AUTHORIZATION_DOC
+    ANSWERS, status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}}, openapi_extra=AUTHORIZATION_DOC
 )
 async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> Response:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
@@ -160,18 +179,18 @@ async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> 
 
 
 async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRequest) -> Response:
-    """``POST /answers`` once its request is read (by FastAPI, or by :mod:`hot_routes`)."""
+    """``POST /answers`` once its request is read (by FastAPI, or by its :class:`FastRoute`)."""
     source = "modeled" if worker.platform == "simulated" else "measured"
-    answer = dict(client_id=body.client_id, client_ms=body.client_ms, time_source=source)
+    answer = NewAnswer(worker.worker_id, int(body.task_id), body.value(), body.client_id, body.client_ms, time_source=source)
     following: NextTask | None = None
     try:
         if body.next:
-            stored, following = await in_planner(
-                state, state.planner.submit_and_next, worker.worker_id, int(body.task_id), body.value(), **answer,
+            stored, following = await in_dispatcher(
+                state, state.dispatcher.submit_and_next, answer,
                 mode=worker.mode, exclude=tuple(int(t) for t in body.exclude), max_answers=session_quota(state, worker),
             )
         else:
-            stored = await in_planner(state, state.planner.submit, worker.worker_id, int(body.task_id), body.value(), **answer)
+            stored = await in_dispatcher(state, state.dispatcher.store, answer)
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc
     except AnswerRejected as exc:
@@ -193,7 +212,7 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
 def undo(state: State, worker: Worker) -> TaskResponse:
     """Take back your last answer (while its question is still open); its task comes back to you."""
     try:
-        return task_response(state, state.planner.undo_last(worker.worker_id), worker)
+        return task_response(state, state.dispatcher.undo_last(worker.worker_id), worker)
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc
     except WorkerStopped as exc:
@@ -212,7 +231,7 @@ def complete(state: State, worker: Worker) -> CompletionResponse:
         if row.banned and not refusals.code_offered_when_stopped(worker.platform, state.server):
             raise refusals.stopped(worker.platform, state.server)
         row.finished_at = row.finished_at or time.time()
-        answers = state.planner.answers_given(worker.worker_id)
+        answers = state.dispatcher.answers_given(worker.worker_id)
         row.attributes = {**(row.attributes or {}), "answers": answers}
         return CompletionResponse(**completion(worker.platform, row, state.server))
 
@@ -256,3 +275,94 @@ def task_image(
         view = images.view_box(shown_kind(task.kind), box, width, height)
         data = images.patch(path, box, view, px or images.MAIN_CSS_PX, dpr)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+# -- the fast routes of the answer loop ----------------------------------------------------------
+#
+# FastAPI resolves a request to an included router's route in two passes, then solves the route's
+# dependencies and validates the body through its generic machinery: together more server CPU than
+# the rest of the HTTP stack, on the requests every worker sends once or twice per answer. A fast
+# route reads the well-formed request itself, with the FastAPI route's own pieces; whatever it does
+# not take as it is (no valid token, a body that does not validate, another content type, a query it
+# does not know) goes back to the router unchanged (its body replayed), where the FastAPI route
+# answers it: 422 with FastAPI's error list, and so on. The FastAPI routes stay the API's
+# documentation (``/openapi.json``) and its reference behaviour (tests/test_hot_routes.py holds
+# the two to the same answers, and to the same dependencies).
+
+HANDED_ON = "crowdpatch.handed_on"
+"""Scope key: the request is back at the router for its FastAPI route (the fast route does not match it again)."""
+
+Serve = Callable[[ServerState, WorkerSession, Request, bytes], Awaitable[Response | None]]
+"""Serves a request read by a fast route, or returns None to hand it to the FastAPI route."""
+
+
+class FastRoute(BaseRoute):
+    """``method`` ``path`` served by ``serve``, standing in for the FastAPI route of ``endpoint``."""
+
+    def __init__(self, method: str, path: str, serve: Serve, endpoint: Callable[..., Any]):
+        self.method = method
+        self.path = path
+        self.serve = serve
+        self.endpoint = endpoint
+        """The FastAPI endpoint this route stands in for (its route answers what this one hands on)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["path"] == self.path and scope["method"] == self.method:
+            if HANDED_ON not in scope:
+                return Match.FULL, {}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        state: ServerState = scope["app"].state.crowdpatch  # type: ignore[union-attr]
+        body = await request.body() if self.method == "POST" else b""
+        try:
+            worker = authenticate(state, request.headers.get("authorization"))
+        except HTTPException:  # the route says what is wrong first (it reads a body that is not JSON before the token)
+            response = None
+        else:
+            response = await self.serve(state, worker, request, body)
+        if response is None:
+            scope[HANDED_ON] = True
+            await scope["app"].router(scope, _replay(body, receive), send)  # type: ignore[union-attr]
+            return
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the FastAPI route: the body already read, then whatever the client sends next (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+async def _serve_answer(state: ServerState, worker: WorkerSession, request: Request, body: bytes) -> Response | None:
+    if request.headers.get("content-type") != "application/json":
+        return None
+    try:
+        answer = AnswerRequest.model_validate_json(body)
+    except ValidationError:
+        return None
+    return await store_answer(state, worker, answer)
+
+
+async def _serve_next(state: ServerState, worker: WorkerSession, request: Request, _body: bytes) -> Response | None:
+    query = request.scope["query_string"]
+    exclude = ""
+    if query:
+        fields = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+        if len(fields) != 1 or fields[0][0] != "exclude" or len(fields[0][1]) > MAX_EXCLUDE:
+            return None
+        exclude = fields[0][1]
+    return await lease_next(state, worker, exclude)
+
+
+def fast_routes() -> list[BaseRoute]:
+    """The fast routes, to be first in the application's routes (``FastAPI(routes=...)``)."""
+    return [
+        FastRoute("POST", API + ANSWERS, _serve_answer, post_answer),
+        FastRoute("GET", API + NEXT_TASK, _serve_next, next_task),
+    ]

@@ -12,12 +12,11 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
 from crowdpatch.server import admin, api, pages
 from crowdpatch.server.errors import install_error_handlers
 from crowdpatch.server.group_commit import GroupCommit
-from crowdpatch.server.hot_routes import install_hot_routes
 from crowdpatch.server.limits import BodySizeLimit, RateLimit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.security import SecurityHeaders, add_cors
@@ -71,7 +70,9 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def create_app(project: Project) -> FastAPI:
+def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
+    """The server of ``project``; ``fast_routes`` False: the answer loop by its FastAPI routes alone (the reference)."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # While serving, a SQLite database is checkpointed by a thread, not inside the writer's commits.
@@ -87,14 +88,16 @@ def create_app(project: Project) -> FastAPI:
         version="1",
         description="Crowdsourced patch labeling: the worker API (sessions, tasks, answers) and the requester API (X-API-Key).",
         lifespan=lifespan,
+        routes=api.fast_routes() if fast_routes else None,
         **telemetry_off(),
     )
-    planner = StorePlanner(project.sessions, project.id, project.config)
-    app.state.crowdpatch = ServerState(project=project, planner=planner, live_masks=LiveMasks(project), group_commit=GroupCommit(planner))
+    dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
+    app.state.crowdpatch = ServerState(
+        project=project, dispatcher=dispatcher, live_masks=LiveMasks(project), group_commit=GroupCommit(dispatcher)
+    )
     app.include_router(api.router)
     app.include_router(admin.router)
     app.include_router(pages.router)
-    install_hot_routes(app.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Added innermost first: headers wrap every answer (429 and 413 included); floods are refused before bodies are read.
     install_error_handlers(app)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from crowdpatch.boxes import Box
-from crowdpatch.masks.outline import outline_polygons
+from crowdpatch.saliency.outline import outline_polygons
 from crowdpatch.server import images
 
 ExampleName = Literal["verify-yes", "verify-no", "grid", "patch-yes", "patch-no", "patch-yes-context", "patch-no-context"]

@@ -1,6 +1,6 @@
-"""Group commit: the planner calls of requests that arrive together share one SQLite transaction.
+"""Group commit: the dispatcher calls of requests that arrive together share one SQLite transaction.
 
-A SQLite commit costs as much as the rest of an answer (see ``StorePlanner.run_grouped``), and a
+A SQLite commit costs as much as the rest of an answer (see ``DatabaseDispatcher.run_grouped``), and a
 server with many workers receives their answers in bursts. Requests queue here; one writer thread
 runs the queue as one transaction, committed once, before any of them is answered, and whatever
 arrived meanwhile is the next group. The event loop goes on reading and answering requests while
@@ -16,16 +16,16 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 
 T = TypeVar("T")
 
 
 class GroupCommit:
-    """Queue of planner calls, run group after group by one writer thread."""
+    """Queue of dispatcher calls, run group after group by one writer thread."""
 
-    def __init__(self, planner: StorePlanner):
-        self.planner = planner
+    def __init__(self, dispatcher: DatabaseDispatcher):
+        self.dispatcher = dispatcher
         self._pending: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self._writing = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="crowdpatch-writer")
@@ -53,7 +53,7 @@ class GroupCommit:
                 self.calls += len(pending)
                 calls = [call for call, _ in pending]
                 try:
-                    outcomes = await loop.run_in_executor(self._writer, self.planner.run_grouped, calls)
+                    outcomes = await loop.run_in_executor(self._writer, self.dispatcher.run_grouped, calls)
                 except Exception as exc:  # noqa: BLE001 - the writer itself failed: every caller learns it
                     outcomes = [exc] * len(pending)
                 for (_, future), outcome in zip(pending, outcomes):

@@ -185,7 +185,7 @@ def as_outlines(polygons: list[list[list[int]]]) -> Outlines:
 
 def mask_preview(path: str, soft: np.ndarray, css_px: float, dpr: float = 1.0) -> bytes:
     """The photo at its aspect ratio, dimmed where the soft mask is low, the mask's 0.5 line outlined."""
-    from crowdpatch.masks.outline import outline_polygons
+    from crowdpatch.saliency.outline import outline_polygons
 
     image = _image(path)
     width = device_width(css_px, dpr)

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from crowdpatch.crowd.tasks import question_text
+from crowdpatch.crowd.kinds import question_text
 from crowdpatch.server import examples
 from crowdpatch.server.refusals import INVITE_MISSING, refusal_body
 from crowdpatch.server.state import State, check_project

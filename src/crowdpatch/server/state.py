@@ -1,4 +1,4 @@
-"""What every request handler shares: the project, its planner, and the secrets that sign tokens."""
+"""What every request handler shares: the project, its dispatcher, and the secrets that sign tokens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 
-from crowdpatch.crowd.store_planner import StorePlanner
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
 from crowdpatch.server.group_commit import GroupCommit
 from crowdpatch.server.progress import LiveMasks
@@ -18,7 +18,7 @@ from crowdpatch.server.tokens import BadToken, SessionExpired, WorkerSession, co
 @dataclass
 class ServerState:
     project: Project
-    planner: StorePlanner
+    dispatcher: DatabaseDispatcher
     live_masks: LiveMasks
     group_commit: GroupCommit
     image_info: dict[int, tuple[str, int, int]] = field(default_factory=dict)

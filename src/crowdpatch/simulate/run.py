@@ -1,7 +1,7 @@
 """Answering a project's questions with simulated workers, in process, as a discrete-event simulation.
 
 Each worker takes a question, "spends" its modeled answer time, and only then is its answer
-stored: workers run in parallel on a simulated clock, so the planner sees answers in the order
+stored: workers run in parallel on a simulated clock, so the dispatcher sees answers in the order
 real people would deliver them, and the clock at the end is the batch's latency.
 """
 
@@ -15,15 +15,16 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import func, select
 
-from crowdpatch.crowd.planner import AnswerRejected, Assignment, MemoryPlanner
+from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
+from crowdpatch.crowd.dispatch.rules import AnswerRejected, Assignment
 from crowdpatch.datasets import load_mask
 from crowdpatch.boxes import Box
+from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.masks.metrics import mask_iou
-from crowdpatch.masks.outline import outline_mask, salient_pixels
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
 from crowdpatch.simulate.workers import (
-    CoverageOracle,
     SimulatedWorker,
     answer_grid,
     answer_outline,
@@ -158,28 +159,28 @@ def run_simulation(
             select(func.max(AnswerRow.answered_at)).join(TaskRow).where(TaskRow.project_id == project.id)
         ) or 0.0
     rng = np.random.default_rng([project.config.simulation.seed, done_before, 1])
-    planner = MemoryPlanner(project.sessions, project.id, project.config, rng)
+    simulated = SimulatedClock(clock)
+    dispatcher = MemoryDispatcher(project.sessions, project.id, project.config, rng, simulated)
     events: list[tuple[float, int]] = [(clock, index) for index in range(len(crew))]
     heapq.heapify(events)
-    in_hand: dict[int, tuple[Assignment, Any, float, float]] = {}
+    in_hand: dict[int, tuple[Assignment, Any, float]] = {}
     idle: list[int] = []
     stored = 0
     rejected = 0
     end = clock
     while events:
         now, index = heapq.heappop(events)
+        simulated.now = now
         worker_id, worker = crew[index]
         if index in in_hand:
-            assignment, value, seconds, shown_at = in_hand.pop(index)
+            assignment, value, seconds = in_hand.pop(index)
             try:
-                planner.submit(
+                dispatcher.submit(
                     worker_id,
                     assignment.task_id,
                     value,
                     client_id=f"{worker.external_id}:{assignment.task_id}",
                     seconds=seconds,
-                    shown_at=shown_at,
-                    answered_at=now,
                     time_source="modeled",
                 )
             except AnswerRejected:
@@ -189,24 +190,24 @@ def run_simulation(
                 stored += 1
             end = max(end, now)
             if progress:
-                progress(stored, len(planner.open))
+                progress(stored, len(dispatcher.open))
             for waiting in idle:
                 heapq.heappush(events, (now, waiting))
             idle.clear()
         if max_answers is not None and stored + len(in_hand) >= max_answers:
             continue
-        assignment = planner.next_task(worker_id, now)
+        assignment = dispatcher.next_task(worker_id)
         if assignment is None:
             idle.append(index)
             continue
         value, seconds = simulated_answer(assignment, worker, oracles, project, rng)
-        in_hand[index] = (assignment, value, seconds, now)
+        in_hand[index] = (assignment, value, seconds)
         heapq.heappush(events, (now + seconds, index))
     return SimulationReport(
         answers=stored,
         workers=len(crew),
-        banned=len(planner.banned),
+        banned=len(dispatcher.banned),
         latency_seconds=end - clock,
-        open_questions=len(planner.open),
+        open_questions=len(dispatcher.open),
         rejected_late=rejected,
     )

@@ -17,6 +17,8 @@ import threading
 
 from sqlalchemy import Engine, event
 
+from crowdpatch.store.db import backend_of
+
 INTERVAL_SECONDS = 1.0
 BACKSTOP_PAGES = 20_000
 """80 MB of log with 4 KiB pages: reached only when the checkpoint thread cannot keep up."""
@@ -59,6 +61,6 @@ def _backstop_only(dbapi_connection, _record) -> None:
 
 def checkpointer_for(engine: Engine) -> Checkpointer | None:
     """A checkpoint thread for a SQLite file database; None for PostgreSQL (and in-memory SQLite)."""
-    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
+    if backend_of(engine) != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
         return None
     return Checkpointer(engine)

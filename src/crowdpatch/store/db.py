@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -34,6 +35,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+def backend_of(bind: Engine | Connection | Session | sessionmaker[Session]) -> Backend:
+    """Which database a project runs on: every backend-specific choice asks here."""
+    if isinstance(bind, sessionmaker):
+        bind = bind.kw["bind"]
+    if isinstance(bind, Session):
+        bind = bind.get_bind()
+    name = bind.dialect.name
+    if name not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {name!r}: crowdpatch runs on SQLite or PostgreSQL")
+    return name  # type: ignore[return-value]
 
 
 def normalize_url(url: str) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from crowdpatch.crowd.kinds import task_priority
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -68,16 +70,6 @@ class RegionRow(Base):
     image: Mapped[ImageRow] = relationship(back_populates="regions")
 
 
-KIND_PRIORITY = {"outline": -1, "verify": 0}
-"""Hand-out order between kinds: outline checks (their first answers tell the adaptive planner whether
-outlines are worth asking at all), then verifications (their verdicts create the patch questions),
-then everything else (1)."""
-
-
-def task_priority(kind: str) -> int:
-    return KIND_PRIORITY.get(kind, 1)
-
-
 def _default_priority(context) -> int:
     return task_priority(context.get_current_parameters()["kind"])
 
@@ -85,11 +77,11 @@ def _default_priority(context) -> int:
 class TaskRow(Base):
     """One question. ``key`` names a window ("level:ix:iy"), "grid", or "verify"; shared windows are one task.
 
-    ``answers_count``, ``leases_count`` and ``answers_disagree`` are kept by the server's planner
-    (crowd/store_planner.py) in the transaction that changes what they count, so handing out a
+    ``answers_count``, ``leases_count`` and ``answers_disagree`` are kept by the database dispatcher
+    (crowd/dispatch/database.py) in the transaction that changes what they count, so handing out a
     question is one walk of the ``ix_task_queue`` index instead of counting answers and leases of
-    every open question; ``StorePlanner.sync_counters`` recomputes them from the answer and lease
-    rows (after another writer, such as the in-process simulator, or a ban).
+    every open question; ``DatabaseDispatcher.sync_counters`` recomputes them from the answer and
+    lease rows (after another writer, such as the in-process simulator, or a ban).
     """
 
     __tablename__ = "task"
@@ -110,7 +102,7 @@ class TaskRow(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id"), index=True)
     region_id: Mapped[int | None] = mapped_column(ForeignKey("region.id"))
-    kind: Mapped[str] = mapped_column(String(20))  # verify | patch | grid | gold | polygon
+    kind: Mapped[str] = mapped_column(String(20))  # one of crowd.kinds.KINDS
     key: Mapped[str] = mapped_column(String(40))
     level: Mapped[int] = mapped_column(Integer, default=0)
     box: Mapped[list[Any]] = mapped_column()

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from crowdpatch.datasets import MASK_IGNORE, MASK_OBJECT, load_mask, load_rgb
 from crowdpatch.masks.build import saliency_binary
 from crowdpatch.project import Project
-from crowdpatch.propose import load_saliency
+from crowdpatch.saliency.stored import load_saliency
 from crowdpatch.store.models import ImageRow, MaskRow
 from crowdpatch.train.tensors import MEAN, STD, SplitTensors
 

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from crowdpatch.registry import Registry
 from crowdpatch.train.models import AttentionNet, ModelOutput
 
 EPS = 1e-6
@@ -47,13 +48,8 @@ class Augmentation(ABC):
     def __call__(self, batch: Batch, generator: torch.Generator | None) -> Batch: ...
 
 
-PENALTIES: dict[str, type[Penalty]] = {}
-AUGMENTATIONS: dict[str, type[Augmentation]] = {}
-
-
-def register(cls):
-    (PENALTIES if issubclass(cls, Penalty) else AUGMENTATIONS)[cls.name] = cls
-    return cls
+LOSSES: Registry[type[Penalty] | type[Augmentation]] = Registry("loss")
+"""Every loss a spec may name: penalties and augmentations share one namespace."""
 
 
 def margin_weights(model: AttentionNet, labels: torch.Tensor) -> torch.Tensor:
@@ -78,22 +74,18 @@ def masked_mean(values: torch.Tensor, has_mask: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-@register
+@LOSSES.register("cam")
 class CamPenalty(Penalty):
     """Final-layer class-margin CAM outside the mask; computed from tensors the forward made anyway."""
-
-    name = "cam"
 
     def __call__(self, model, out, batch):
         cam = torch.einsum("bc,bchw->bhw", margin_weights(model, batch.labels), out.features)
         return outside_share(cam, batch.masks, batch.has_mask)
 
 
-@register
+@LOSSES.register("gradcam")
 class GradCamPenalty(Penalty):
     """Grad-CAM (Selvaraju et al.) of the true class at an inner layer, outside the mask (after Yang et al. 2019)."""
-
-    name = "gradcam"
     layer = "inner"
 
     def __call__(self, model, out, batch):
@@ -103,11 +95,9 @@ class GradCamPenalty(Penalty):
         return outside_share(cam, batch.masks, batch.has_mask)
 
 
-@register
+@LOSSES.register("rrr")
 class RightReasonsPenalty(Penalty):
     """Ross et al. 2017: squared input gradient of the summed log-probabilities outside the mask."""
-
-    name = "rrr"
     needs_input_grad = True
 
     def __call__(self, model, out, batch):
@@ -117,15 +107,13 @@ class RightReasonsPenalty(Penalty):
         return masked_mean(outside.sum(dim=(1, 2, 3)), batch.has_mask)
 
 
-@register
+@LOSSES.register("bgswap")
 class BackgroundSwap(Augmentation):
     """Paste each masked object onto another training image (its background replaces ours).
 
     The mask is used as a soft alpha, so an uncertain crowd mask blends instead of cutting; with
     probability ``1 - rate`` a sample is left as it is, so the model still sees real images.
     """
-
-    name = "bgswap"
     rate = 0.5
 
     def __call__(self, batch, generator):
@@ -148,6 +136,19 @@ def derangement(size: int, generator: torch.Generator | None) -> torch.Tensor:
             j = (i + 1) % size
             perm[i], perm[j] = perm[j].clone(), perm[i].clone()
     return perm
+
+
+@LOSSES.register("none")
+class PlainCrossEntropy(Augmentation):
+    """No attention loss: the batch as it is, so the objective is the cross-entropy alone."""
+
+    def __call__(self, batch, generator):
+        return batch
+
+
+PENALTIES = {name: loss for name, loss in LOSSES.items() if issubclass(loss, Penalty)}
+AUGMENTATIONS = {name: loss for name, loss in LOSSES.items() if issubclass(loss, Augmentation) and loss is not PlainCrossEntropy}
+"""The attention losses proper ("none" aside), by kind."""
 
 
 @dataclass
@@ -188,19 +189,15 @@ def _unwrap(model) -> AttentionNet:
 
 def build_objective(spec: str, weight: float, model: AttentionNet) -> Objective:
     """Parse "none", "cam", "bgswap", "bgswap+cam", ...; every penalty gets ``weight``."""
-    names = [part.strip() for part in spec.split("+") if part.strip()]
-    if names == ["none"] or not names:
-        return Objective()
-    known = sorted(PENALTIES) + sorted(AUGMENTATIONS)
     objective = Objective()
-    for name in names:
-        if name in AUGMENTATIONS:
-            objective.augmentations.append(AUGMENTATIONS[name]())
-        elif name in PENALTIES:
-            penalty = PENALTIES[name](weight)
-            objective.penalties.append(penalty)
-            if penalty.layer == "inner":
-                objective.layer = model.stage_names[-2]
-        else:
-            raise ValueError(f"unknown loss {name!r}; choose from none, {', '.join(known)} (combine with '+')")
+    for name in [part.strip() for part in spec.split("+") if part.strip()]:
+        loss = LOSSES.get(name)
+        if issubclass(loss, Augmentation):
+            if loss is not PlainCrossEntropy:
+                objective.augmentations.append(loss())
+            continue
+        penalty = loss(weight)
+        objective.penalties.append(penalty)
+        if penalty.layer == "inner":
+            objective.layer = model.stage_names[-2]
     return objective

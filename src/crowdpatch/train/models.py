@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
-TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
-MODEL_NAMES = ("smallcnn", *TORCHVISION_RESNETS)
+from crowdpatch.registry import Registry
+
+MODELS: Registry[Callable[[int, int], "AttentionNet"]] = Registry("model")
+"""Model builders by name: ``builder(num_classes, image_size)``."""
 
 
 @dataclass
@@ -95,14 +98,32 @@ def torchvision_resnet(name: str, num_classes: int, small_input: bool) -> Attent
     return AttentionNet(stages, net.fc.in_features, num_classes)
 
 
+@MODELS.register("smallcnn")
+def _small_cnn(num_classes: int, image_size: int) -> AttentionNet:
+    return small_cnn(num_classes)
+
+
+@MODELS.register("resnet18")
+def _resnet18(num_classes: int, image_size: int) -> AttentionNet:
+    return torchvision_resnet("resnet18", num_classes, small_input=image_size <= 128)
+
+
+@MODELS.register("resnet34")
+def _resnet34(num_classes: int, image_size: int) -> AttentionNet:
+    return torchvision_resnet("resnet34", num_classes, small_input=image_size <= 128)
+
+
+@MODELS.register("resnet50")
+def _resnet50(num_classes: int, image_size: int) -> AttentionNet:
+    return torchvision_resnet("resnet50", num_classes, small_input=image_size <= 128)
+
+
+MODEL_NAMES = tuple(MODELS.names())
+
+
 def create_model(name: str, num_classes: int, image_size: int = 64, weights: Path | None = None) -> AttentionNet:
     """Build a model by name; ``weights`` loads a local checkpoint (never a download)."""
-    if name == "smallcnn":
-        model = small_cnn(num_classes)
-    elif name in TORCHVISION_RESNETS:
-        model = torchvision_resnet(name, num_classes, small_input=image_size <= 128)
-    else:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    model = MODELS.get(name)(num_classes, image_size)
     if weights is not None:
         load_weights(model, Path(weights))
     return model

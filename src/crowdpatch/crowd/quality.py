@@ -1,12 +1,15 @@
 """Live quality control: what one answer says about its worker, and when the worker is stopped.
 
-Shared by the in-process planner and the server's store-backed planner, so simulated and real
-workers are judged by the same rules. Three rules stop a worker (``WorkerRow.stopped_reason``):
+Shared by both dispatchers (the simulator's and the server's), so simulated and real workers are
+judged by the same rules. Three rules stop a worker (``WorkerRow.stopped_reason``):
 
 - ``gold``: fails known-answer questions (Wald's sequential test, :func:`is_spammer`);
 - ``too_fast``: answers faster than anyone can read the question, too often;
 - ``constant``: keeps giving the same answer (always "no", always every cell, ...) while the
   other workers' answers on those same questions differ (:func:`constant_run_refuted`).
+
+An answer taken back (undo) is taken out of the counters by :func:`undo_answer_quality`, the exact
+inverse of :func:`record_answer_quality`; a worker's quality estimate is :func:`gold_quality` in both.
 """
 
 from __future__ import annotations
@@ -19,11 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
 from crowdpatch.config import CrowdConfig
+from crowdpatch.crowd.kinds import GOLD, GRID_KINDS, YES_NO_KINDS
 from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
-
-YES_NO_KINDS = ("verify", "patch")
-"""Non-gold questions answered yes/no; gold is judged by its own rule."""
-GRID_KINDS = ("grid",)
 
 _STATE_KEY = "quality"
 """Key of the quality-control counters in ``WorkerRow.attributes`` (a JSON column; no migration needed)."""
@@ -44,7 +44,7 @@ def is_spammer(correct: int, seen: int, crowd: CrowdConfig, miss_rate: float = 0
 
 @dataclass
 class WorkerCounters:
-    """The quality columns of one worker row, read and written by plain SQL on the server's hot path.
+    """The quality columns of one worker row, read and written by the database dispatcher's own statements.
 
     :func:`record_answer_quality` takes this or a ``WorkerRow`` alike (the same attribute names);
     loading the ORM row and flushing it cost more than the rest of storing an answer.
@@ -59,38 +59,54 @@ class WorkerCounters:
     banned: bool
     stopped_reason: str | None
 
-    COLUMNS: ClassVar[tuple[str, ...]] = ("attributes", "gold_seen", "gold_correct", "too_fast", "quality", "banned", "stopped_reason")
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "attributes",
+        "gold_seen",
+        "gold_correct",
+        "too_fast",
+        "quality",
+        "banned",
+        "stopped_reason",
+    )
+
+
+@dataclass(frozen=True)
+class GivenAnswer:
+    """What quality control reads of one answer."""
+
+    kind: str
+    """The stored kind of its question."""
+    value: Any
+    seconds: float
+    gold_answer: Any = None
+    """The known answer, for a gold question."""
+
+
+Worker = WorkerRow | WorkerCounters
+"""A worker's quality columns: its ORM row, or the database dispatcher's lighter copy of them."""
 
 
 def record_answer_quality(
-    worker: WorkerRow | WorkerCounters,
-    kind: str,
-    gold_answer: Any,
-    value: Any,
-    seconds: float,
-    crowd: CrowdConfig,
-    answers_so_far: int | None = None,
-    session: Session | None = None,
+    worker: Worker, answer: GivenAnswer, crowd: CrowdConfig, given: int | None = None, session: Session | None = None
 ) -> bool:
     """Update the worker's gold and speed counters; returns True when this answer gets it stopped.
 
-    ``answers_so_far`` is the worker's answer count, this one included; when left out (the
-    in-process planner), the count kept in ``worker.attributes`` is used, so the too-fast rule
-    judges simulated (modeled) times exactly as it judges measured ones. ``session`` reads the
-    crowd's answers for the constant-answer rule (default: the ORM row's own session).
+    ``given`` is the worker's answer count, this one included; when left out (the simulator's
+    dispatcher), the count kept in ``worker.attributes`` is used, so the too-fast rule judges
+    simulated (modeled) times exactly as it judges measured ones. ``session`` reads the crowd's
+    answers for the constant-answer rule (default: the ORM row's own session).
     """
     state = dict((worker.attributes or {}).get(_STATE_KEY) or {})
     state["answers"] = int(state.get("answers", 0)) + 1
-    if answers_so_far is None:
-        answers_so_far = state["answers"]
-    run = _extend_run(state, kind, value)
+    answers_so_far = state["answers"] if given is None else given
+    run = _extend_run(state, answer.kind, answer.value)
     worker.attributes = {**(worker.attributes or {}), _STATE_KEY: state}
-    if seconds < crowd.min_seconds_per_answer:
+    if answer.seconds < crowd.min_seconds_per_answer:
         worker.too_fast = (worker.too_fast or 0) + 1
-    if kind == "gold":
+    if answer.kind == GOLD:
         worker.gold_seen = (worker.gold_seen or 0) + 1
-        worker.gold_correct = (worker.gold_correct or 0) + int(value == gold_answer)
-        worker.quality = (worker.gold_correct + 1) / (worker.gold_seen + 2)
+        worker.gold_correct = (worker.gold_correct or 0) + int(answer.value == answer.gold_answer)
+        worker.quality = gold_quality(worker.gold_correct, worker.gold_seen)
         if not worker.banned and is_spammer(worker.gold_correct, worker.gold_seen, crowd):
             worker.banned, worker.stopped_reason = True, "gold"
             return True
@@ -104,10 +120,62 @@ def record_answer_quality(
         session = session if session is not None else object_session(worker)
         # The crowd check reads at most three runs' worth of answers, so a long honest run stays cheap.
         window = min(length, 3 * needed)
-        if length >= needed and session is not None and constant_run_refuted(session, worker.id, form, run_value, window, crowd):
+        if (
+            length >= needed
+            and session is not None
+            and constant_run_refuted(session, worker.id, form, run_value, window, crowd)
+        ):
             worker.banned, worker.stopped_reason = True, "constant"
             return True
     return False
+
+
+def gold_quality(correct: int, seen: int) -> float | None:
+    """A worker's estimated accuracy from its gold answers (Laplace's rule of succession); None before any."""
+    return (correct + 1) / (seen + 2) if seen else None
+
+
+def undo_answer_quality(session: Session, worker: WorkerRow, answer: GivenAnswer, crowd: CrowdConfig) -> None:
+    """Take an answer already deleted from the store out of its worker's counters: :func:`record_answer_quality` undone.
+
+    Only a worker who is not stopped may take an answer back, so the ban it might have caused is not undone here.
+    The run of identical answers is rebuilt from the worker's stored answers (the run it broke is not kept).
+    """
+    state = dict((worker.attributes or {}).get(_STATE_KEY) or {})
+    state["answers"] = max(0, int(state.get("answers", 0)) - 1)
+    form = _form(answer.kind)
+    if form is not None:
+        runs = dict(state.get("runs") or {})
+        run = _stored_run(session, worker.id, form)
+        if run is None:
+            runs.pop(form, None)
+        else:
+            runs[form] = run
+        state["runs"] = runs
+    worker.attributes = {**(worker.attributes or {}), _STATE_KEY: state}
+    if answer.seconds < crowd.min_seconds_per_answer:
+        worker.too_fast = max(0, (worker.too_fast or 0) - 1)
+    if answer.kind == GOLD:
+        worker.gold_seen = max(0, (worker.gold_seen or 0) - 1)
+        worker.gold_correct = max(0, (worker.gold_correct or 0) - int(answer.value == answer.gold_answer))
+        worker.quality = gold_quality(worker.gold_correct, worker.gold_seen)
+
+
+def _stored_run(session: Session, worker_id: int, form: str) -> dict[str, Any] | None:
+    """The run state :func:`_extend_run` keeps, rebuilt from the worker's stored answers of this form."""
+    kinds = GRID_KINDS if form == "grid" else YES_NO_KINDS
+    with session.no_autoflush:
+        answers = session.execute(
+            select(AnswerRow.value, TaskRow.kind)
+            .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+            .where(AnswerRow.worker_id == worker_id, TaskRow.kind.in_(kinds))
+            .order_by(AnswerRow.id.desc())
+        ).all()
+    if not answers:
+        return None
+    keys = [answer_key(kind, value) for value, kind in answers]
+    length = next((i for i, key in enumerate(keys) if key != keys[0]), len(keys))
+    return {"value": keys[0], "length": length, "answers": len(keys)}
 
 
 def answer_key(kind: str, value: Any) -> Any:
@@ -124,11 +192,8 @@ def _extend_run(state: dict[str, Any], kind: str, value: Any) -> tuple[str, Any,
     Yes/no and grid answers keep separate runs: in grid presentation a worker alternates between
     the two forms, and a spammer is constant within each.
     """
-    if kind in GRID_KINDS:
-        form = "grid"
-    elif kind in YES_NO_KINDS:
-        form = "yes_no"
-    else:
+    form = _form(kind)
+    if form is None:
         return None
     key = answer_key(kind, value)
     runs = dict(state.get("runs") or {})
@@ -140,7 +205,18 @@ def _extend_run(state: dict[str, Any], kind: str, value: Any) -> tuple[str, Any,
     return form, key, length
 
 
-def constant_run_refuted(session: Session, worker_id: int, form: str, run_value: Any, length: int, crowd: CrowdConfig) -> bool:
+def _form(kind: str) -> str | None:
+    """The form whose run an answer of this kind extends: "grid", "yes_no", or None (gold, polygons)."""
+    if kind in GRID_KINDS:
+        return "grid"
+    if kind in YES_NO_KINDS:
+        return "yes_no"
+    return None
+
+
+def constant_run_refuted(
+    session: Session, worker_id: int, form: str, run_value: Any, length: int, crowd: CrowdConfig
+) -> bool:
     """Whether the crowd contradicts the worker's last ``length`` answers of this form, all ``run_value``.
 
     A run alone is weak evidence: an honest worker shown a stretch of background windows says
@@ -151,8 +227,8 @@ def constant_run_refuted(session: Session, worker_id: int, form: str, run_value:
     """
     kinds = GRID_KINDS if form == "grid" else YES_NO_KINDS
     with session.no_autoflush:
-        # The planner may hold the current answer unflushed; flushing here would move its
-        # duplicate-answer error out of the planner's own handler. The earlier answers suffice.
+        # The dispatcher may hold the current answer unflushed; flushing here would move its
+        # duplicate-answer error out of the dispatcher's own handler. The earlier answers suffice.
         recent = session.execute(
             select(AnswerRow.task_id, AnswerRow.value, TaskRow.kind)
             .join(TaskRow, TaskRow.id == AnswerRow.task_id)

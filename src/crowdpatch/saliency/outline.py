@@ -13,12 +13,11 @@ import numpy as np
 
 from crowdpatch.boxes import Box
 from crowdpatch.saliency.clusters import resolve_threshold
+from crowdpatch.saliency.stored import load_saliency
 
 
 @lru_cache(maxsize=256)
 def _saliency(path: str) -> np.ndarray:
-    from crowdpatch.propose import load_saliency
-
     return load_saliency(path)
 
 

@@ -1,0 +1,169 @@
+"""Closing a question and what its decision sets in motion, by one path, in the caller's transaction.
+
+Every question closes through :func:`close`: its image is locked, the question is marked done with
+its decision, whatever follows is created (a "yes" window's children, the regions and first
+questions of a verified image, a policy's follow-ups), and an image left with no open pipeline
+question moves to "done". Everything here reads the store, not a dispatcher's memory, so the
+in-process simulator and any number of server processes reach the same decisions from the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from crowdpatch.boxes import Box
+from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.kinds import GOLD, POLYGON, VERIFY, YES, sql_list
+from crowdpatch.crowd.questions import QuestionFacts, insert_window_tasks
+from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
+from crowdpatch.store.db import backend_of
+from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
+from crowdpatch.store.sql import Statement
+
+_MARK_DONE = Statement("UPDATE task SET state = 'done', decision = :decided WHERE id = :task")
+# The literal 'open' (not a parameter) lets SQLite use the partial index ix_task_open_per_image.
+_OPEN_PIPELINE_QUESTION = Statement(
+    f"SELECT id FROM task WHERE image_id = :image AND kind NOT IN {sql_list((GOLD, POLYGON))}"
+    " AND state = 'open' LIMIT 1",
+    columns={"id": None},
+)
+_REGION_BOX = Statement("SELECT box FROM region WHERE id = :region", columns={"box": RegionRow.__table__.c.box.type})
+
+
+def close(
+    session: Session, question: QuestionFacts, decision: str | None, follow: Callable[[], int] | None = None
+) -> int:
+    """Close ``question`` with ``decision`` (None for grids and polygons); ``follow`` creates what follows.
+
+    Returns how many questions were created (``follow`` says how many). The image is finished here when
+    nothing new is open.
+    """
+    lock_image(session, question.image_id)
+    mark_done(session, question.id, decision)
+    created = follow() if follow is not None else 0
+    if question.kind != POLYGON and not created:  # the polygon baseline decides nothing in the patch pipeline
+        finish_image_if_done(session, question.image_id)
+    return created
+
+
+def lock_image(session: Session, image_id: int) -> None:
+    """Serialize decisions on one image across server processes (a row lock on PostgreSQL; SQLite has one writer).
+
+    Two answers closing two questions of an image at once would otherwise both create their shared
+    children, or each see the other still open and neither finish the image.
+    """
+    if backend_of(session) == "postgresql":
+        session.get(ImageRow, image_id, with_for_update=True)
+
+
+def mark_done(session: Session, question_id: int, decision: str | None) -> None:
+    """One UPDATE; a row the session has loaded is kept in step without a flush (which cost more than closing it)."""
+    _MARK_DONE.run(session, task=question_id, decided=decision)
+    loaded = session.identity_map.get(session.identity_key(TaskRow, question_id)) if session.identity_map else None
+    if loaded is not None:
+        set_committed_value(loaded, "state", "done")
+        set_committed_value(loaded, "decision", decision)
+
+
+def finish_image_if_done(session: Session, image_id: int) -> None:
+    """An image whose pipeline questions are all decided moves to stage "done"."""
+    session.flush()
+    if _OPEN_PIPELINE_QUESTION.one(session, image=image_id) is None:
+        session.get(ImageRow, image_id).stage = "done"
+
+
+def create_children(session: Session, window: QuestionFacts, config: ProjectConfig) -> int:
+    """The children of a window voted "yes" (those not asked already), unless it is at the depth or size limit."""
+    key = WindowKey.parse(window.key or "")
+    patches = config.patches
+    region_box = Box.from_list(_REGION_BOX.scalar(session, region=window.region_id))
+    if not can_subdivide(region_box, key, patches.max_depth, patches.min_side):
+        return 0
+    return insert_window_tasks(session, window, region_box, children(key), config)
+
+
+def verified_regions(session: Session, image_id: int) -> list[RegionRow] | None:
+    """Once every cluster of an image is verified: its accepted regions (the image moves to stage "patch").
+
+    None while a verification is still open. Accepted clusters whose boxes overlap become one region;
+    none accepted: the whole image is the region.
+    """
+    still_open = session.scalar(
+        select(func.count())
+        .select_from(TaskRow)
+        .where(TaskRow.image_id == image_id, TaskRow.kind == VERIFY, TaskRow.state == "open")
+    )
+    if still_open:
+        return None
+    image = session.get(ImageRow, image_id)
+    verdicts = dict(
+        session.execute(
+            select(TaskRow.region_id, TaskRow.decision).where(TaskRow.image_id == image_id, TaskRow.kind == VERIFY)
+        ).all()
+    )
+    accepted = []
+    for region in image.regions:
+        if region.id in verdicts:
+            region.verdict = "accepted" if verdicts[region.id] == YES else "rejected"
+            if region.verdict == "accepted":
+                accepted.append(region)
+    if not accepted:
+        whole = RegionRow(image_id=image_id, source="whole", box=[0, 0, image.width, image.height], verdict="accepted")
+        session.add(whole)
+        session.flush()
+        accepted = [whole]
+    accepted = merge_overlapping(session, image_id, accepted)
+    image.stage = "patch"
+    return accepted
+
+
+def merge_overlapping(session: Session, image_id: int, regions: list[RegionRow]) -> list[RegionRow]:
+    """Accepted clusters whose boxes overlap become one region over their union box.
+
+    Saliency often splits one object into touching clusters; asking each one's lattice would ask
+    the shared area twice and cut the object at the clusters' seams.
+    """
+    groups = merge_boxes([Box.from_list(r.box) for r in regions])
+    if len(groups) == len(regions):
+        return regions
+    merged: list[RegionRow] = []
+    for box, members in groups:
+        if len(members) == 1:
+            merged.append(regions[members[0]])
+            continue
+        for index in members:
+            regions[index].verdict = "merged"
+        union = RegionRow(image_id=image_id, source="merged", box=box.as_list(), verdict="accepted")
+        session.add(union)
+        merged.append(union)
+    session.flush()
+    return merged
+
+
+def merge_boxes(boxes: list[Box]) -> list[tuple[Box, list[int]]]:
+    """Union boxes of the groups of overlapping boxes (transitively), with the members' indices."""
+    groups: list[tuple[Box, list[int]]] = [(box, [i]) for i, box in enumerate(boxes)]
+    merged = True
+    while merged:
+        merged = False
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                (box_a, members_a), (box_b, members_b) = groups[a], groups[b]
+                if box_a.x0 < box_b.x1 and box_b.x0 < box_a.x1 and box_a.y0 < box_b.y1 and box_b.y0 < box_a.y1:
+                    union = Box(
+                        min(box_a.x0, box_b.x0),
+                        min(box_a.y0, box_b.y0),
+                        max(box_a.x1, box_b.x1),
+                        max(box_a.y1, box_b.y1),
+                    )
+                    groups[a] = (union, members_a + members_b)
+                    del groups[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups

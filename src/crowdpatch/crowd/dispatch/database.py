@@ -1,0 +1,523 @@
+"""The server's dispatcher: leases and answers in the database, safe across threads and processes.
+
+Any number of server processes share one store. Handing out a question is one transaction that
+picks the highest-priority open question this worker has not seen whose answers plus leases are
+below what it wants, locks it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent workers
+spread over questions instead of queueing on one; SQLite has a single writer: the server's threads
+and processes take turns by ``store.writer_lock`` and ``BEGIN IMMEDIATE``), re-checks it under the
+lock and leases it. Storing an answer locks the question the same way, so a question never gets
+more answers than wanted (gold aside), and whatever the answer decides (the project's policy:
+:mod:`crowdpatch.crowd.policies`) is written in the same transaction. The rules are :mod:`.rules`.
+
+Counting is done by counters on the task row (``answers_count``, ``leases_count``,
+``answers_disagree``), changed in the same transaction as the rows they count, so the next
+question is the first row of the ``ix_task_queue`` index that passes a few column tests: the
+request path costs a handful of indexed statements whatever the number of open questions. Those
+statements are :mod:`.statements`.
+
+A lease holds its slot until it is answered, its question closes, or it has expired *and* its slot
+is handed to another worker (the expired row is then deleted). So a late answer is accepted
+exactly when nobody took its place, and expired leases do not pile up: those of closed questions
+are deleted when the question closes, and a periodic sweep removes any left by other writers.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.dispatch import statements as sql
+from crowdpatch.crowd.dispatch.rules import (
+    MAX_HELD,
+    REFUSALS,
+    Assignment,
+    Dispatcher,
+    NewAnswer,
+    NotLeased,
+    SessionComplete,
+    StoredAnswer,
+    TooManyHeld,
+    WorkerStopped,
+    answer_row,
+    answer_seconds,
+    assignment,
+    check_replay,
+    late_answer_accepted,
+    late_refusal,
+    not_leased,
+    validate_answer,
+)
+from crowdpatch.crowd.kinds import GOLD, POLYGON
+from crowdpatch.crowd.policies import policy_for
+from crowdpatch.crowd.quality import GivenAnswer, WorkerCounters, record_answer_quality, undo_answer_quality
+from crowdpatch.crowd.questions import QuestionFacts
+from crowdpatch.crowd.votes import first_two_disagree
+from crowdpatch.store.db import backend_of
+from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow, WorkerRow
+from crowdpatch.store.sql import Statement
+from crowdpatch.store.writer_lock import WriterLock
+
+Mode = Literal["patch", "polygon"]
+T = TypeVar("T")
+
+
+def _outcome(call: Callable[[], T]) -> T | Exception:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it
+        return exc
+
+
+@dataclass(frozen=True)
+class NextTask:
+    """The question leased along with an answer (:meth:`DatabaseDispatcher.submit_and_next`), or why there is none."""
+
+    assignment: Assignment | None
+    reason: Literal["none", "session_complete", "stopped", "too_many_held"] | None = None
+    """Why ``assignment`` is None: "none" when nothing is left for this worker."""
+
+    def __post_init__(self) -> None:
+        if self.assignment is None and self.reason is None:
+            object.__setattr__(self, "reason", "none")
+
+
+class DatabaseDispatcher(Dispatcher):
+    """Leases and answers for one project, safe across threads and processes."""
+
+    MAX_HELD = MAX_HELD
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        project_id: int,
+        config: ProjectConfig,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ):
+        self.sessions = sessions
+        self.project_id = project_id
+        self.config = config
+        self.clock = clock
+        self.rng = rng or random.Random()
+        backend = backend_of(sessions)
+        self.postgres = backend == "postgresql"
+        self._sqlite_writer = WriterLock(None if self.postgres else sessions.kw["bind"].url.database)
+        self._group = threading.local()
+        """``session``: the transaction of :meth:`run_grouped` on the thread running it."""
+        self._next_sweep = 0.0
+        self.policy = policy_for(config)
+        self.early_stop = self.policy.uses_early_stop(config)
+        self.hand_out = {mode: sql.hand_out(mode, self.early_stop, backend) for mode in sql.MODE_KINDS}
+        self.sync_counters()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        group = getattr(self._group, "session", None)
+        if group is not None:  # inside run_grouped, on its thread: the group's transaction
+            yield group
+            return
+        if self.postgres:
+            with self.sessions.begin() as session:
+                yield session
+            return
+        with self._sqlite_writer, self.sessions.begin() as session:
+            sql.BEGIN_IMMEDIATE.run(session)
+            yield session
+
+    def run_grouped(self, calls: list[Callable[[], T]]) -> list[T | Exception]:
+        """Run dispatcher calls (``submit``, ``next_task``...) in one SQLite transaction: one commit for all.
+
+        Group commit: a commit costs as much as the rest of an answer together (the WAL frames of
+        every page the transaction touched are written; concurrent answers touch the same pages), so
+        the server stores the answers that arrive together in one transaction. Each call runs in a
+        savepoint: one that fails with a refusal (409, 422, nothing left...) is rolled back alone and
+        gets its exception; the others are kept. Any other failure (a database error, the commit
+        itself) abandons the whole group, nothing of it stored, and each call is then run again in a
+        transaction of its own: one bad request cannot take its neighbours' answers down with it,
+        and nothing is acknowledged before the commit that holds it. Returns each call's result or
+        exception, in order.
+        PostgreSQL (row locks, many processes) runs each call in its own transaction.
+        """
+        if self.postgres or len(calls) == 1:
+            return [_outcome(call) for call in calls]
+        try:
+            with self._sqlite_writer, self.sessions.begin() as session:
+                sql.BEGIN_IMMEDIATE.run(session)
+                self._group.session = session
+                try:
+                    results = [self._in_savepoint(session, call) for call in calls]
+                finally:
+                    self._group.session = None
+        except Exception:  # noqa: BLE001 - each call is retried alone, and reports its own error
+            return [_outcome(call) for call in calls]
+        return results
+
+    def _in_savepoint(self, session: Session, call: Callable[[], T]) -> T | Exception:
+        sql.SAVEPOINT.run(session)
+        try:
+            result: T | Exception = call()
+            if session.new or session.dirty or session.deleted:
+                session.flush()
+        except REFUSALS as exc:
+            sql.ROLLBACK_TO_SAVEPOINT.run(session)
+            result = exc
+        sql.RELEASE_SAVEPOINT.run(session)
+        # The next call starts from the database, as it would in a transaction of its own (and
+        # nothing the rolled-back call loaded or added lingers).
+        session.expunge_all()
+        return result
+
+    # -- counting ------------------------------------------------------------------------------
+
+    def _counted(self, session: Session, task_id: int) -> list[tuple[int, Any]]:
+        """(worker, value) of the answers that count toward a question (a stopped worker's do not), oldest first."""
+        return [(row.worker_id, row.value) for row in sql.COUNTED.all(session, task=task_id)]
+
+    def _counted_values(self, session: Session, task_id: int) -> list[Any]:
+        return [value for _, value in self._counted(session, task_id)]
+
+    def sync_counters(self, task_ids: Iterable[int] | None = None) -> int:
+        """Recompute the task rows' counters from the answer and lease rows; returns how many were wrong.
+
+        Run when the dispatcher starts (answers may have been stored by another writer, such as the
+        in-process simulator, which keeps no counters) and after a ban (a stopped worker's answers
+        stop counting). Rows found wrong are locked and recomputed under the lock, so a server
+        process may run this while others serve.
+        """
+        with self._write() as session:
+            return self._sync(session, None if task_ids is None else list(task_ids))
+
+    def _sync(self, session: Session, task_ids: list[int] | None) -> int:
+        if task_ids is not None and not task_ids:
+            return 0
+        wrong = self._wrong_counters(session, task_ids, lock=False)
+        if self.postgres and wrong:
+            wrong = self._wrong_counters(session, [row[0] for row in wrong], lock=True)
+        for task_id, answers, leases, disagree in wrong:
+            sql.SET_COUNTERS.run(session, task=task_id, answers=answers, leases=leases, disagree=disagree)
+        return len(wrong)
+
+    def _wrong_counters(
+        self, session: Session, task_ids: list[int] | None, lock: bool
+    ) -> list[tuple[int, int, int, bool]]:
+        """Open questions whose counters differ from their rows, with the right values."""
+        query = (
+            "SELECT t.id, t.answers_count, t.leases_count, t.answers_disagree,"
+            " (SELECT count(*) FROM answer a JOIN worker w ON w.id = a.worker_id"
+            " WHERE a.task_id = t.id AND NOT w.banned),"
+            " (SELECT count(*) FROM lease l WHERE l.task_id = t.id)"
+            " FROM task t WHERE t.project_id = :project AND t.state = 'open'"
+        )
+        params: dict[str, Any] = {"project": self.project_id}
+        if task_ids is not None:
+            query += " AND t.id IN :ids"
+            params["ids"] = task_ids
+        if lock:
+            query += " ORDER BY t.id FOR UPDATE OF t"
+        statement = text(query)
+        if task_ids is not None:
+            statement = statement.bindparams(bindparam("ids", expanding=True))
+        wrong = []
+        for task_id, answers, leases, disagree, true_answers, true_leases in session.execute(statement, params).all():
+            true_disagree = true_answers >= 2 and first_two_disagree(self._counted_values(session, task_id))
+            if (answers, leases, bool(disagree)) != (true_answers, true_leases, true_disagree):
+                wrong.append((task_id, true_answers, true_leases, true_disagree))
+        return wrong
+
+    # -- asking --------------------------------------------------------------------------------
+
+    def next_task(
+        self, worker_id: int, mode: Mode = "patch", exclude: tuple[int, ...] = (), max_answers: int | None = None
+    ) -> Assignment | None:
+        """Lease a question to the worker (or re-issue one it holds); None when it has nothing left.
+
+        ``exclude`` names held questions the client already shows (so a prefetch gets another);
+        ``max_answers`` ends the session (:class:`SessionComplete`) once the worker has given that many.
+        """
+        now = self.clock()
+        with self._write() as session:
+            return self._next(session, worker_id, mode, exclude, max_answers, now)
+
+    def _next(
+        self,
+        session: Session,
+        worker_id: int,
+        mode: Mode,
+        exclude: tuple[int, ...],
+        max_answers: int | None,
+        now: float,
+        known: StoredAnswer | None = None,
+    ) -> Assignment | None:
+        """:meth:`next_task` inside the caller's transaction; ``known``: the worker's answer just stored in it
+        (which says whether the worker is stopped and how many answers it has given: one statement less)."""
+        if known is not None:
+            stopped, reason, given = known.worker_stopped, "stopped", known.answers_given
+        else:
+            row = sql.WORKER.one(session, worker=worker_id)
+            if row is None:
+                raise WorkerStopped("unknown worker")
+            stopped, reason, given = row.banned, row.stopped_reason, row.given
+        if max_answers is not None and given is not None and given >= max_answers:
+            raise SessionComplete(f"{given} answers given")
+        if stopped:
+            raise WorkerStopped(reason)
+        if now >= self._next_sweep:
+            self._sweep(session, now)
+        expires_at = now + self.config.crowd.lease_seconds
+        held = sql.HELD.all(session, worker=worker_id, now=now)
+        for lease in held:
+            if lease.id not in exclude and (lease.state == "open" or lease.kind == GOLD):
+                sql.EXTEND.run(session, lease=lease.lease_id, expires=expires_at)
+                return self._assignment(lease, expires_at)
+        if len(held) >= self.MAX_HELD:
+            raise TooManyHeld(f"you hold {len(held)} unanswered questions; answer them first")
+        task = None
+        if mode == "patch" and self.config.crowd.gold_rate > 0 and self.rng.random() < self.config.crowd.gold_rate:
+            task = self._pick_gold(session, worker_id)
+        if task is None:
+            task = self._pick_open(session, worker_id, mode, now)
+        if task is None:
+            return None
+        sql.LEASE.run(session, task=task.id, worker=worker_id, expires=expires_at, now=now)
+        sql.LEASED.run(session, task=task.id)
+        return self._assignment(task, expires_at)
+
+    def _sweep(self, session: Session, now: float) -> None:
+        """Delete leases that expired a lease period ago on closed (or gold) questions: nobody answers them now."""
+        grace = self.config.crowd.lease_seconds
+        sql.SWEEP.run(session, before=now - grace, project=self.project_id)
+        self._next_sweep = now + grace / 4
+
+    def _pick_gold(self, session: Session, worker_id: int) -> Any:
+        if sql.HAS_OPEN.one(session, project=self.project_id) is None:
+            return None
+        return sql.GOLD_PICK.one(session, project=self.project_id, worker=worker_id)
+
+    def _pick_open(self, session: Session, worker_id: int, mode: Mode, now: float) -> Any:
+        """The first question in priority order with a slot for this worker, locked; expired slots first.
+
+        An expired lease whose question still wants its answer is overdue work, so it is handed on
+        before fresh slots; its row is deleted, which is what refuses its holder's late answer.
+        """
+        params = {"project": self.project_id, "worker": worker_id, "now": now}
+        queries = self.hand_out[mode]
+        # Nearly always no lease has expired: one probe of ix_lease_expires_at then spares the join.
+        expired = sql.ANY_EXPIRED.one(session, now=now) is not None
+        for variants in (queries.reclaim, queries.pick) if expired else (queries.pick,):
+            skipped: list[int] = [-1]
+            # SKIP LOCKED spreads concurrent workers over questions; when everything wanted is locked
+            # by someone else at this instant, a plain lock waits instead of wrongly answering "none".
+            for statement in variants:
+                while True:
+                    row = statement.one(session, skipped=skipped, **params)
+                    if row is None:
+                        break
+                    lease_id = getattr(row, "lease_id", None)
+                    if self.postgres and not self._still_free(
+                        session, queries.recheck, row.id, worker_id, lease_id is not None
+                    ):
+                        skipped.append(row.id)
+                        continue
+                    if lease_id is not None:
+                        # Another process may have handed on the same expired lease while this one waited
+                        # for the question's lock (the lock re-checks the task row, not the lease row).
+                        # (SQLite's single writer cannot race: there the row is always still there.)
+                        deleted = sql.DROP_LEASE.run(session, lease=lease_id).rowcount
+                        if self.postgres and deleted != 1:
+                            skipped.append(row.id)
+                            continue
+                        sql.LEASED.run(session, task=row.id)
+                    return row
+        return None
+
+    def _still_free(
+        self, session: Session, recheck: Statement | None, task_id: int, worker_id: int, reclaiming: bool
+    ) -> bool:
+        """Re-check under the lock: this statement sees whatever committed while the pick was running."""
+        assert recheck is not None
+        row = recheck.one(session, task=task_id, worker=worker_id)
+        return row.state == "open" and not row.seen and (reclaiming or bool(row.free))
+
+    def _assignment(self, task: Any, expires_at: float) -> Assignment:
+        return assignment(
+            task.kind, task.id, task.image_id, task.box, task.grid_size, task.spec, self.config.target, expires_at
+        )
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def store(self, answer: NewAnswer) -> StoredAnswer:
+        now = self.clock()
+        with self._write() as session:
+            return self._store(session, answer, now)
+
+    def submit_and_next(
+        self, answer: NewAnswer, mode: Mode = "patch", exclude: tuple[int, ...] = (), max_answers: int | None = None
+    ) -> tuple[StoredAnswer, NextTask]:
+        """Store one answer and lease the worker's next question, in one transaction (one round trip, one commit).
+
+        Whatever stops the next question from being handed out (nothing left, the session's answers
+        given, the worker stopped, too many held) is reported in :class:`NextTask`; it never undoes
+        the answer, which is acknowledged only after the commit, as with :meth:`submit`.
+        """
+        worker_id = answer.worker_id
+        if self.postgres:
+            # Two transactions: leasing the next question may wait for another process's row lock,
+            # which must not happen while this one holds the answered question's (a deadlock).
+            stored = self.store(answer)
+            return stored, self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
+        now = self.clock()
+        with self._write() as session:
+            stored = self._store(session, answer, now)
+            known = None if stored.duplicate else stored  # a replay's count is the one it had then
+            return stored, self._next_task_or_reason(
+                lambda: self._next(session, worker_id, mode, exclude, max_answers, now, known)
+            )
+
+    @staticmethod
+    def _next_task_or_reason(lease: Callable[[], Assignment | None]) -> NextTask:
+        try:
+            return NextTask(lease())
+        except SessionComplete:
+            return NextTask(None, "session_complete")
+        except WorkerStopped:
+            return NextTask(None, "stopped")
+        except TooManyHeld:
+            return NextTask(None, "too_many_held")
+
+    def _store(self, session: Session, answer: NewAnswer, now: float) -> StoredAnswer:
+        """:meth:`submit` inside the caller's transaction."""
+        worker_id, task_id, client_id, seconds = answer.worker_id, answer.task_id, answer.client_id, answer.seconds
+        if self.postgres:
+            sql.LOCK_TASK.run(session, task=task_id)
+        row = sql.ANSWERING.one(session, client=client_id, task=task_id, worker=worker_id)
+        if row is None or row.replay:
+            replayed = self._replayed(session, worker_id, task_id, client_id)
+            if replayed is not None:
+                return replayed
+        if row is None or row.project_id != self.project_id or row.lease_id is None:
+            # An expired lease whose slot went to another worker was deleted: its place is taken.
+            raise not_leased(task_id)
+        image_size = None
+        if row.kind == POLYGON:
+            image = session.get(ImageRow, row.image_id)
+            image_size = (image.width, image.height)
+        value = validate_answer(row.kind, answer.value, row.grid_size, (row.spec or {}).get("active"), image_size)
+        if row.kind != GOLD and row.state != "open":
+            raise NotLeased(f"task {task_id} already has all its answers")
+        if row.expires_at <= now and not late_answer_accepted(
+            row.kind, False, lambda: self._counted_values(session, task_id), row.votes_wanted, self.early_stop
+        ):
+            raise late_refusal(task_id)
+        shown_at = row.leased_at if row.leased_at is not None else now
+        if seconds is None:
+            seconds = answer_seconds(answer.client_ms, shown_at, now)
+        answer_id = sql.INSERT_ANSWER.one(session, **answer_row(answer, value, shown_at, now, seconds)).id
+        sql.DROP_LEASE.run(session, lease=row.lease_id)
+        worker, given = self._worker_counters(session, worker_id)
+        was_stopped = worker.banned
+        judged = GivenAnswer(row.kind, value, seconds, row.gold_answer)
+        stopped = record_answer_quality(worker, judged, self.config.crowd, given, session)
+        self._save_counters(session, worker)
+        # After the quality check: the answer that gets its worker stopped does not count either.
+        counted = self._counted(session, task_id)
+        values = [v for _, v in counted]
+        sql.ANSWERED.run(session, task=task_id, answers=len(values), disagree=first_two_disagree(values))
+        done = False
+        created = 0
+        if row.kind != GOLD:
+            place = (self.project_id, row.image_id, row.region_id)
+            question = QuestionFacts(task_id, row.kind, row.votes_wanted, place, row.key)
+            outcome = self.policy.after_answer(session, self.config, question, counted)
+            done, created = outcome.done, outcome.created
+            if done:
+                sql.CLOSE_LEASES.run(session, task=task_id)
+                sql.NO_LEASES.run(session, task=task_id)
+            elif outcome.votes_wanted != row.votes_wanted:
+                # The hand-out query reads what the question now wants from its row.
+                sql.SET_WANTED.run(session, task=task_id, wanted=outcome.votes_wanted)
+            if session.new or session.dirty:
+                session.flush()
+        if worker.banned and not was_stopped:
+            self._release_stopped(session, worker_id)
+        return StoredAnswer(answer_id, task_id, False, done, stopped or worker.banned, created, given)
+
+    def _replayed(self, session: Session, worker_id: int, task_id: int, client_id: str) -> StoredAnswer | None:
+        """The answer already stored under ``client_id`` (a client retrying), or None when there is none."""
+        existing = sql.BY_CLIENT.one(session, client=client_id)
+        if existing is None:
+            return None
+        check_replay(client_id, existing.worker_id, existing.task_id, worker_id, task_id)
+        state = sql.TASK_STATE.scalar(session, task=task_id)
+        given = sql.GIVEN_UP_TO.scalar(session, worker=worker_id, up_to=existing.id)
+        return StoredAnswer(existing.id, task_id, True, state == "done", False, 0, given)
+
+    def _worker_counters(self, session: Session, worker_id: int) -> tuple[WorkerCounters, int]:
+        """The worker's quality counters, and how many answers it has given."""
+        row = sql.COUNTERS.one(session, worker=worker_id)
+        counters = WorkerCounters(
+            worker_id,
+            row.attributes,
+            row.gold_seen,
+            row.gold_correct,
+            row.too_fast,
+            row.quality,
+            bool(row.banned),
+            row.stopped_reason,
+        )
+        return counters, row.given
+
+    def _save_counters(self, session: Session, worker: WorkerCounters) -> None:
+        sql.SAVE_COUNTERS.run(
+            session, worker=worker.id, **{name: getattr(worker, name) for name in WorkerCounters.COLUMNS}
+        )
+
+    def _release_stopped(self, session: Session, worker_id: int) -> None:
+        """A worker just stopped: its answers stop counting and its leases free their slots."""
+        task_ids = set(session.scalars(select(AnswerRow.task_id).where(AnswerRow.worker_id == worker_id)))
+        task_ids |= set(session.scalars(select(LeaseRow.task_id).where(LeaseRow.worker_id == worker_id)))
+        session.execute(delete(LeaseRow).where(LeaseRow.worker_id == worker_id))
+        self._sync(session, sorted(task_ids))
+
+    def answers_given(self, worker_id: int) -> int:
+        with self.sessions() as session:
+            return sql.GIVEN.scalar(session, worker=worker_id)
+
+    def undo_last(self, worker_id: int) -> Assignment:
+        """Take back the worker's last answer while its question is still open; the question is leased back.
+
+        The worker's quality counters lose the answer (:func:`~crowdpatch.crowd.quality.undo_answer_quality`).
+        """
+        now = self.clock()
+        with self._write() as session:
+            answer = session.scalar(
+                select(AnswerRow).where(AnswerRow.worker_id == worker_id).order_by(AnswerRow.id.desc()).limit(1)
+            )
+            if answer is None:
+                raise NotLeased("nothing to undo")
+            task = session.get(TaskRow, answer.task_id, with_for_update=self.postgres)
+            worker = session.get(WorkerRow, worker_id)
+            if worker.banned:
+                raise WorkerStopped(worker.stopped_reason)
+            if task.kind != GOLD and task.state != "open":
+                raise NotLeased("that question is already decided; its answer can no longer be undone")
+            session.delete(answer)
+            session.flush()
+            undone = GivenAnswer(task.kind, answer.value, answer.seconds, task.gold_answer)
+            undo_answer_quality(session, worker, undone, self.config.crowd)
+            session.execute(delete(LeaseRow).where(LeaseRow.task_id == task.id, LeaseRow.worker_id == worker_id))
+            expires_at = now + self.config.crowd.lease_seconds
+            session.add(LeaseRow(task_id=task.id, worker_id=worker_id, expires_at=expires_at, leased_at=now))
+            session.flush()
+            self._sync(session, [task.id])
+            return assignment(
+                task.kind, task.id, task.image_id, task.box, task.grid_size, task.spec, self.config.target, expires_at
+            )

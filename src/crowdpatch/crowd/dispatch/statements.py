@@ -1,0 +1,200 @@
+"""The database dispatcher's statements, written once for both backends (SQLite and PostgreSQL).
+
+Each is a :class:`~crowdpatch.store.sql.Statement`: SQL with ``:named`` parameters and the types of
+its JSON parameters and result columns. The hand-out queries depend on the project's counting rule
+(:func:`~crowdpatch.crowd.votes.wanted_sql`) and on the backend: only PostgreSQL has row locks, so
+only there a pick is locked (``FOR UPDATE SKIP LOCKED``, with a waiting variant), re-checked and
+maybe skipped; SQLite has one writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Boolean
+
+from crowdpatch.crowd.kinds import GOLD, PIPELINE_KINDS, POLYGON, sql_list
+from crowdpatch.crowd.quality import WorkerCounters
+from crowdpatch.crowd.votes import wanted_sql
+from crowdpatch.store.db import Backend
+from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+from crowdpatch.store.sql import Statement
+
+_TASK = TaskRow.__table__.c
+_JSON = _TASK.spec.type
+TASK_COLUMNS = {"id": None, "kind": None, "image_id": None, "box": _JSON, "grid_size": None, "spec": _JSON}
+"""What handing a question out reads of it (:func:`~.rules.assignment`)."""
+_TASK_FIELDS = "t.id, t.kind, t.image_id, t.box, t.grid_size, t.spec"
+_UNSEEN = (
+    "NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
+    " AND NOT EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker)"
+)
+MODE_KINDS: dict[str, tuple[str, ...]] = {"patch": PIPELINE_KINDS, "polygon": (POLYGON,)}
+"""The kinds a worker in each mode answers (gold is mixed into patch mode separately)."""
+
+WORKER = Statement(
+    "SELECT banned, stopped_reason, (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given"
+    " FROM worker WHERE id = :worker",
+    columns={"banned": Boolean(), "stopped_reason": None, "given": None},
+)
+HELD = Statement(
+    f"SELECT l.id AS lease_id, t.state, {_TASK_FIELDS} FROM lease l JOIN task t ON t.id = l.task_id"
+    " WHERE l.worker_id = :worker AND l.expires_at > :now"
+    " AND NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = l.task_id AND a.worker_id = :worker)"
+    " ORDER BY l.id",
+    columns={"lease_id": None, "state": None, **TASK_COLUMNS},
+)
+EXTEND = Statement("UPDATE lease SET expires_at = :expires WHERE id = :lease")
+LEASE = Statement(
+    "INSERT INTO lease (task_id, worker_id, expires_at, leased_at) VALUES (:task, :worker, :expires, :now)"
+)
+# Counters are set from an indexed count of the question's few rows, not incremented: a row written by
+# another writer (a test, the in-process simulator) cannot leave them off for long.
+LEASED = Statement("UPDATE task SET leases_count = (SELECT count(*) FROM lease WHERE task_id = :task) WHERE id = :task")
+DROP_LEASE = Statement("DELETE FROM lease WHERE id = :lease")
+ANY_EXPIRED = Statement("SELECT 1 FROM lease WHERE expires_at <= :now LIMIT 1")
+HAS_OPEN = Statement(
+    f"SELECT 1 FROM task WHERE project_id = :project AND state = 'open' AND kind IN {sql_list(PIPELINE_KINDS)} LIMIT 1"
+)
+GOLD_PICK = Statement(
+    f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.kind = '{GOLD}' AND {_UNSEEN}"
+    " ORDER BY random() LIMIT 1",
+    columns=TASK_COLUMNS,
+)
+BY_CLIENT = Statement(
+    "SELECT id, worker_id, task_id FROM answer WHERE client_id = :client",
+    columns={"id": None, "worker_id": None, "task_id": None},
+)
+TASK_STATE = Statement("SELECT state FROM task WHERE id = :task", columns={"state": None})
+# PostgreSQL: the question's row lock first; ANSWERING (a statement of its own, so a snapshot taken once
+# the lock is held) then sees any lease another process deleted meanwhile.
+LOCK_TASK = Statement("SELECT 1 FROM task WHERE id = :task FOR UPDATE")
+# What an answer needs to know, in one statement: whether its client id was seen (a replay), the
+# question, and this worker's lease on it (none: not leased, or its slot went to someone else).
+ANSWERING = Statement(
+    "SELECT EXISTS (SELECT 1 FROM answer a WHERE a.client_id = :client) AS replay,"
+    " t.project_id, t.kind, t.state, t.image_id, t.grid_size, t.gold_answer, t.votes_wanted, t.spec,"
+    " t.region_id, t.key,"
+    " l.id AS lease_id, l.expires_at, l.leased_at"
+    " FROM task t LEFT JOIN lease l ON l.task_id = t.id AND l.worker_id = :worker WHERE t.id = :task",
+    columns={
+        "replay": Boolean(),
+        "project_id": None,
+        "kind": None,
+        "state": None,
+        "image_id": None,
+        "grid_size": None,
+        "gold_answer": _TASK.gold_answer.type,
+        "votes_wanted": None,
+        "spec": _JSON,
+        "region_id": None,
+        "key": None,
+        "lease_id": None,
+        "expires_at": None,
+        "leased_at": None,
+    },
+)
+INSERT_ANSWER = Statement(
+    "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source)"
+    " VALUES (:task_id, :worker_id, :value, :client_id, :shown_at, :answered_at, :client_ms, :seconds, :time_source)"
+    " RETURNING id",
+    params={"value": AnswerRow.__table__.c.value.type},
+    columns={"id": None},
+)
+ANSWERED = Statement(
+    "UPDATE task SET answers_count = :answers, leases_count = (SELECT count(*) FROM lease WHERE task_id = :task),"
+    " answers_disagree = :disagree WHERE id = :task"
+)
+COUNTED = Statement(
+    "SELECT a.worker_id, a.value FROM answer a JOIN worker w ON w.id = a.worker_id"
+    " WHERE a.task_id = :task AND NOT w.banned ORDER BY a.id",
+    columns={"worker_id": None, "value": AnswerRow.__table__.c.value.type},
+)
+"""The answers that count toward a question (a stopped worker's do not), oldest first."""
+GIVEN = Statement("SELECT count(*) FROM answer WHERE worker_id = :worker")
+GIVEN_UP_TO = Statement("SELECT count(*) FROM answer WHERE worker_id = :worker AND id <= :up_to")
+COUNTERS = Statement(
+    f"SELECT {', '.join(WorkerCounters.COLUMNS)}, (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given"
+    " FROM worker WHERE id = :worker",
+    columns={
+        **{name: None for name in WorkerCounters.COLUMNS},
+        "attributes": WorkerRow.__table__.c.attributes.type,
+        "banned": Boolean(),
+        "given": None,
+    },
+)
+SAVE_COUNTERS = Statement(
+    "UPDATE worker SET " + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS) + " WHERE id = :worker",
+    params={"attributes": WorkerRow.__table__.c.attributes.type},
+)
+SET_WANTED = Statement("UPDATE task SET votes_wanted = :wanted WHERE id = :task")
+CLOSE_LEASES = Statement("DELETE FROM lease WHERE task_id = :task")
+NO_LEASES = Statement("UPDATE task SET leases_count = 0 WHERE id = :task")
+SET_COUNTERS = Statement(
+    "UPDATE task SET answers_count = :answers, leases_count = :leases, answers_disagree = :disagree WHERE id = :task"
+)
+SWEEP = Statement(
+    "DELETE FROM lease WHERE expires_at <= :before AND task_id IN"
+    f" (SELECT id FROM task WHERE project_id = :project AND (state <> 'open' OR kind = '{GOLD}'))"
+)
+# SQLite's write lock from a transaction's first statement on, so what is read is what is written over;
+# savepoints need the transaction begun (pysqlite would begin it only at the first write).
+BEGIN_IMMEDIATE = Statement("BEGIN IMMEDIATE")
+SAVEPOINT = Statement("SAVEPOINT grouped_call")
+ROLLBACK_TO_SAVEPOINT = Statement("ROLLBACK TO grouped_call")
+RELEASE_SAVEPOINT = Statement("RELEASE grouped_call")
+
+
+@dataclass(frozen=True)
+class HandOut:
+    """The hand-out queries of one mode, for one counting rule and backend."""
+
+    pick: tuple[Statement, ...]
+    """The first open question in priority order with a free slot for the worker; on PostgreSQL a
+    locking variant that skips rows locked by others, then one that waits for them."""
+    reclaim: tuple[Statement, ...]
+    """The same over the questions of expired leases (their slot handed to this worker)."""
+    recheck: Statement | None
+    """PostgreSQL: a locked pick's state, free slot and whether the worker has seen it, re-read under the lock."""
+
+
+def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
+    kinds = sql_list(MODE_KINDS[mode])
+    wanted = wanted_sql(early_stop)
+    postgres = backend == "postgresql"
+    skip = " AND t.id <> ALL(:skipped)" if postgres else ""
+    pick = (
+        f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.state = 'open'"
+        f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count < {wanted} AND {_UNSEEN}"
+        f"{skip} ORDER BY t.priority, t.level, t.id LIMIT 1"
+    )
+    # The few expired leases (ix_lease_expires_at) are read first, then their questions: walking the open
+    # questions in queue order to find (nearly always) none cost far more per request.
+    reclaim = (
+        "WITH expired AS MATERIALIZED (SELECT id, task_id FROM lease WHERE expires_at <= :now AND worker_id <> :worker)"
+        f" SELECT l.id AS lease_id, {_TASK_FIELDS} FROM expired l CROSS JOIN task t"
+        f" WHERE t.id = l.task_id AND t.project_id = :project AND t.state = 'open'"
+        f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count - 1 < {wanted} AND {_UNSEEN}"
+        f"{skip} ORDER BY t.priority, t.level, t.id LIMIT 1"
+    )
+    reclaim_columns = {"lease_id": None, **TASK_COLUMNS}
+    if not postgres:
+        return HandOut((Statement(pick, columns=TASK_COLUMNS),), (Statement(reclaim, columns=reclaim_columns),), None)
+    recheck = Statement(
+        f"SELECT t.state, t.answers_count + t.leases_count < {wanted} AS free,"
+        " EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
+        " OR EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker) AS seen"
+        " FROM task t WHERE t.id = :task",
+        columns={"state": None, "free": Boolean(), "seen": Boolean()},
+    )
+    return HandOut(
+        (
+            Statement(pick + " FOR UPDATE OF t SKIP LOCKED", columns=TASK_COLUMNS),
+            Statement(pick + " FOR UPDATE OF t", columns=TASK_COLUMNS),
+        ),
+        (
+            Statement(reclaim + " FOR UPDATE OF t SKIP LOCKED", columns=reclaim_columns),
+            Statement(reclaim + " FOR UPDATE OF t", columns=reclaim_columns),
+        ),
+        recheck,
+    )

@@ -1,0 +1,104 @@
+"""Every kind of question a project asks, and what each kind is, in one place.
+
+A question's kind is stored on its row (``task.kind``). Whatever depends on it reads it here: how a
+worker is shown the question (the API knows four kinds), how it is answered (yes/no, grid cells, a
+polygon), what it asks, where it comes in the hand-out order, and whether it is part of the mask
+pipeline. This module imports nothing of the package, so the store's schema can read it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Form = Literal["yes_no", "grid", "polygon"]
+
+YES, NO = "yes", "no"
+"""The two answers of a yes/no question."""
+
+VERIFY, OUTLINE, PATCH, GRID, CELL, GOLD, POLYGON = "verify", "outline", "patch", "grid", "cell", "gold", "polygon"
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    form: Form
+    """How it is answered: "yes" / "no", the grid cells clicked, or a polygon."""
+    question: str
+    """What a worker reads; ``{target}`` is the project's target ("horse")."""
+    shown_as: str | None = None
+    """The kind the API shows (verify | patch | grid | polygon), where it is not this one."""
+    variant: str | None = None
+    """What a client must know beyond the shown kind: an outline check is judged differently from a verification."""
+    priority: int = 1
+    """Hand-out order between kinds, lowest first (then level, then id)."""
+    pipeline: bool = True
+    """Part of the mask pipeline: an image is done once none of these is open. Gold and the polygon baseline are not."""
+
+    @property
+    def shown(self) -> str:
+        return self.shown_as or self.name
+
+
+_PATCH_QUESTION = "Is part of the {target} in this patch?"
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        # Outline checks first (their first answers tell the adaptive policy whether outlines are worth asking at
+        # all), then verifications (their verdicts create the patch questions), then everything else.
+        Kind(
+            OUTLINE,
+            "yes_no",
+            "Does the yellow outline cover the {target} well (little of it left out, little else inside)?",
+            shown_as=VERIFY,
+            variant="outline",
+            priority=-1,
+        ),
+        Kind(VERIFY, "yes_no", "Is the {target} inside the highlighted area?", priority=0),
+        Kind(PATCH, "yes_no", _PATCH_QUESTION),
+        Kind(GRID, "grid", "Click every cell that shows part of the {target}."),
+        Kind(CELL, "yes_no", _PATCH_QUESTION, shown_as=PATCH),
+        Kind(GOLD, "yes_no", _PATCH_QUESTION, shown_as=PATCH, pipeline=False),
+        Kind(
+            POLYGON,
+            "polygon",
+            "Draw a polygon around the {target}: click its outline point by point, then close it.",
+            pipeline=False,
+        ),
+    )
+}
+
+PIPELINE_KINDS = tuple(name for name, kind in KINDS.items() if kind.pipeline)
+"""What a worker in patch mode is handed (gold aside, which is mixed in at random)."""
+YES_NO_KINDS = tuple(name for name, kind in KINDS.items() if kind.pipeline and kind.form == "yes_no")
+"""Pipeline questions answered yes/no (gold is judged by its known answer instead)."""
+GRID_KINDS = tuple(name for name, kind in KINDS.items() if kind.form == "grid")
+
+
+def kind_of(name: str) -> Kind:
+    return KINDS[name]
+
+
+def shown_kind(kind: str) -> str:
+    return KINDS[kind].shown
+
+
+def task_variant(kind: str) -> str | None:
+    return KINDS[kind].variant
+
+
+def question_text(kind: str, target: str) -> str:
+    """What a worker reads for a question of this (stored) kind."""
+    return KINDS[kind].question.format(target=target)
+
+
+def task_priority(kind: str) -> int:
+    """Hand-out order of a kind (stored on the row, where the hand-out index reads it)."""
+    kind_ = KINDS.get(kind)
+    return kind_.priority if kind_ is not None else 1
+
+
+def sql_list(kinds: tuple[str, ...]) -> str:
+    """Kinds as an SQL list literal, ``('verify', 'patch')``: a literal lets the database use its partial indexes."""
+    return "(" + ", ".join(f"'{kind}'" for kind in kinds) + ")"
