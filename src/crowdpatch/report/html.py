@@ -165,17 +165,17 @@ def _training_section(summary: Mapping, training: TrainingFigures | None) -> lis
              "saliency": "saliency alone"}
     rows = [(names.get(guide, guide), figures.get("mean"), figures.get("worst_group"), energy.get(guide))
             for guide, figures in accuracy.items()]
-    adaptive = (summary.get("adaptive") or {}).get("accuracy")
-    if isinstance(adaptive, Mapping):
-        rows.append(("crowd masks, adaptive planner", adaptive.get("mean"), adaptive.get("worst_group"), None))
+    adaptive = summary.get("adaptive") or {}
+    if isinstance(adaptive.get("accuracy"), Mapping):
+        rows.append(("crowd masks, adaptive planner", adaptive["accuracy"].get("mean"), adaptive["accuracy"].get("worst_group"),
+                     adaptive.get("attention_energy_in_mask")))
     parts = ["<h2>Training against the shortcut</h2>",
              f"<p>A {esc(str(settings.get('model', 'small')))} classifier trained "
              f"{esc(str(settings.get('epochs', '')))} epochs per guide (loss {esc(str(settings.get('loss', '')))}); "
              "test images balanced over (class, background) groups.</p>",
              '<div class="scroll"><table><tr><th>guide</th><th>accuracy</th><th>worst-group accuracy</th>'
              "<th>attention on the object</th></tr>",
-             *(f'<tr><td>{esc(name)}</td><td class="value">{esc(format_value(a))}</td>'
-               f'<td class="value">{esc(format_value(w))}</td><td class="value">{esc(format_value(e))}</td></tr>'
+             *(f'<tr><td>{esc(name)}</td>' + "".join(f'<td class="value">{_fraction(x)}</td>' for x in (a, w, e)) + "</tr>"
                for name, a, w, e in rows),
              "</table></div>"]
     if training is not None:
@@ -192,6 +192,10 @@ def _training_section(summary: Mapping, training: TrainingFigures | None) -> lis
         if training.page:
             parts.append(f'<p><a href="{esc(quote(training.page))}">The experiment\'s own page</a> (per-metric table).</p>')
     return parts
+
+
+def _fraction(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "n/a"
 
 
 def _sample_section(figures: Sequence[tuple[str, SampleFigure, Mapping[str, str]]]) -> list[str]:
