@@ -45,3 +45,13 @@ def test_demo_trains_every_guide_shows_it_in_the_report_and_reuses_stored_runs(t
     assert len(reused) == 4 and all(name.endswith("stored run reused") for name in reused)
     assert not any(name.startswith("generating") for name, _ in again.steps)
     assert second.summary["accuracy"] == result.summary["accuracy"]
+
+
+def test_training_uses_one_thread_when_other_processes_keep_every_core_busy(monkeypatch) -> None:
+    from crowdpatch import workflow
+
+    monkeypatch.setattr(workflow.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(workflow.os, "getloadavg", lambda: (6.5, 6.0, 5.0))
+    assert workflow.cpu_training_threads(2) == 1
+    monkeypatch.setattr(workflow.os, "getloadavg", lambda: (0.9, 0.5, 0.2))
+    assert workflow.cpu_training_threads(2) == 2

@@ -210,8 +210,10 @@ def demo_config(name: str, seed: int) -> ProjectConfig:
 
 
 DEMO_GUIDES = ("none", "patch", "gt")
-DEMO_IMAGES = {True: 24, False: 1500}
+DEMO_IMAGES = {True: 24, False: 300}
 DEMO_EPOCHS = 30
+DEMO_BATCH_SIZE = 16
+"""Small batches: the 180 training images give 11 steps an epoch, enough for the guided classifiers to learn the shapes."""
 DEMO_MANIFEST = "demo.json"
 """What a demo folder was made with (images, seed): a second run with the same options resumes it."""
 
@@ -248,10 +250,10 @@ def prepare_demo_folder(out: Path, spec: BenchmarkSpec, fresh: bool) -> None:
 
 
 def open_or_create_project(directory: Path, config: ProjectConfig, dataset: DatasetLoad,
-                           progress: StepProgress) -> tuple[Project, IngestReport]:
+                           progress: StepProgress, label: str = "") -> tuple[Project, IngestReport]:
     """The project in ``directory``, created from ``config`` unless it exists; images not yet registered are added."""
     project = Project.open(directory) if (directory / CONFIG_FILENAME).is_file() else Project.create(directory, config)
-    with progress.step("registering images", len(dataset.records)) as advance:
+    with progress.step(f"{label}: registering images" if label else "registering images", len(dataset.records)) as advance:
         report = add_images(project, dataset.records, advance)
     report.problems[:0] = dataset.problems
     return project, report
@@ -278,7 +280,7 @@ def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: 
     dataset = load_folder_dataset(out / "data" / "images", labels, out / "data" / "masks")
     config = demo_config("demo", seed)
     config.images_dir, config.masks_dir = str(out / "data" / "images"), str(out / "data" / "masks")
-    project, ingest = open_or_create_project(out / "project", config, dataset, progress)
+    project, ingest = open_or_create_project(out / "project", config, dataset, progress, "fixed planner")
     proposal, simulation, stats = run_pipeline(project, progress, label="fixed planner")
     twin, adaptive = run_adaptive_twin(project, out / "project-adaptive", dataset, progress)
     extra: dict[str, Any] = {"dataset": "builtin", "adaptive": adaptive}
@@ -299,7 +301,7 @@ def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, p
     config.name = f"{config.name}-adaptive"
     config.crowd.planner = "adaptive"
     config.db_url = None
-    twin, _ = open_or_create_project(directory, config, dataset, progress)
+    twin, _ = open_or_create_project(directory, config, dataset, progress, "adaptive planner")
     _, _, stats = run_pipeline(twin, progress, label="adaptive planner")
     summary = summarize(twin, stats)
     return twin, {
@@ -368,7 +370,7 @@ def train_guides(project: Project, twin: Project, out: Path, seed: int, epochs: 
     from crowdpatch.train.experiment import ExperimentResult, summarize_runs, write_experiment
     from crowdpatch.train.trainer import TrainConfig
 
-    base = TrainConfig(epochs=epochs, seed=seed, image_size=64)
+    base = TrainConfig(epochs=epochs, seed=seed, image_size=64, batch_size=DEMO_BATCH_SIZE)
     experiment = ExperimentResult()
     plan = [(project, guide, GUIDE_NAMES[guide]) for guide in DEMO_GUIDES] + [(twin, "patch", "adaptive planner's masks")]
     adaptive_record = None
@@ -391,8 +393,8 @@ def train_guides(project: Project, twin: Project, out: Path, seed: int, epochs: 
     return {
         "accuracy": {g: {"mean": t["accuracy"], "worst_group": t["worst_group"]} for g, t in tests.items()},
         "attention_energy_in_mask": {g: t["energy_in_mask"] for g, t in tests.items()},
-        "training": {"model": base.model, "loss": base.loss, "epochs": epochs, "image_size": base.image_size,
-                     "report": str(out / "index.html")},
+        "training": {"model": base.model, "loss": base.loss, "epochs": epochs, "batch_size": base.batch_size,
+                     "image_size": base.image_size, "report": str(out / "index.html")},
         "adaptive_training": {
             "accuracy": {"mean": adaptive_record["test"]["accuracy"], "worst_group": adaptive_record["test"]["worst_group"]},
             "attention_energy_in_mask": adaptive_record["test"]["energy_in_mask"],

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
+
 from crowdpatch.report.curves import plot_curves, summary_points
-from crowdpatch.report.figures import SampleFigure, render_sample
+from crowdpatch.report.figures import SampleFigure, panel_size, render_sample
 from crowdpatch.report.overview import COLUMNS, overview_table
 from crowdpatch.report.selection import UNSCORED
 from crowdpatch.summary import headline
@@ -161,20 +163,19 @@ def _training_section(summary: Mapping, training: TrainingFigures | None) -> lis
     esc = html.escape
     energy = summary.get("attention_energy_in_mask") or {}
     settings = summary.get("training") or {}
-    names = {"none": "no mask (plain training)", "patch": "crowd masks, fixed planner", "gt": "ground-truth masks",
-             "saliency": "saliency alone"}
+    names = {"none": "none (plain training)", "patch": "crowd, fixed planner", "gt": "ground truth", "saliency": "saliency alone"}
     rows = [(names.get(guide, guide), figures.get("mean"), figures.get("worst_group"), energy.get(guide))
             for guide, figures in accuracy.items()]
     adaptive = summary.get("adaptive") or {}
     if isinstance(adaptive.get("accuracy"), Mapping):
-        rows.append(("crowd masks, adaptive planner", adaptive["accuracy"].get("mean"), adaptive["accuracy"].get("worst_group"),
+        rows.append(("crowd, adaptive planner", adaptive["accuracy"].get("mean"), adaptive["accuracy"].get("worst_group"),
                      adaptive.get("attention_energy_in_mask")))
     parts = ["<h2>Training against the shortcut</h2>",
              f"<p>A {esc(str(settings.get('model', 'small')))} classifier trained "
              f"{esc(str(settings.get('epochs', '')))} epochs per guide (loss {esc(str(settings.get('loss', '')))}); "
-             "test images balanced over (class, background) groups.</p>",
-             '<div class="scroll"><table><tr><th>guide</th><th>accuracy</th><th>worst-group accuracy</th>'
-             "<th>attention on the object</th></tr>",
+             "test images balanced over (class, background) groups. Worst group: accuracy on the group the classifier "
+             "does worst on; CAM on object: share of its class activation map on the object.</p>",
+             '<div class="scroll"><table><tr><th>guide</th><th>accuracy</th><th>worst group</th><th>CAM on object</th></tr>',
              *(f'<tr><td>{esc(name)}</td>' + "".join(f'<td class="value">{_fraction(x)}</td>' for x in (a, w, e)) + "</tr>"
                for name, a, w, e in rows),
              "</table></div>"]
@@ -214,10 +215,12 @@ def _sample_section(figures: Sequence[tuple[str, SampleFigure, Mapping[str, str]
         if sample.saliency_iou is not None:
             iou += f" (saliency alone {sample.saliency_iou:.3f})"
         parts += ['<section class="sample">', f"<h4>{esc(sample.name)}: {esc(iou)}</h4>", '<div class="panels">']
+        # The panel's size up front, so the page does not jump while the images load.
+        width, height = panel_size(*np.shape(sample.image)[:2])
         for panel, src in panels.items():
             caption = PANEL_CAPTIONS[panel].format(windows=len(sample.windows))
-            parts.append(f'<figure><img src="{esc(quote(src))}" alt="{esc(sample.name)}: {esc(panel)}" loading="lazy">'
-                         f"<figcaption>{esc(caption)}</figcaption></figure>")
+            parts.append(f'<figure><img src="{esc(quote(src))}" alt="{esc(sample.name)}: {esc(panel)}" '
+                         f'width="{width}" height="{height}"><figcaption>{esc(caption)}</figcaption></figure>')
         parts += ["</div>", "</section>"]
     return parts
 
