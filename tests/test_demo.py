@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from crowdpatch.workflow import run_demo  # noqa: E402
+from crowdpatch.workflow import run_demo
 
 
 class RecordedProgress:

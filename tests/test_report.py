@@ -72,6 +72,7 @@ def test_report_writes_three_panels_per_sample_and_two_without_ground_truth(tmp_
     text = page.read_text(encoding="utf-8")
     assert 'src="figures/a-mask.png"' in text and 'src="figures/b-asked.png"' in text
     assert "(c) ground truth" in text and text.count("(b) final mask") == 2
+    assert text.count("orange = ignored band") == 1  # sample a's ground truth has an ignore band
     assert not list((tmp_path / "report").glob("**/*.tmp"))
 
 

@@ -140,8 +140,8 @@ def headline(summary: dict[str, Any]) -> str:
         clauses = [f"No answers yet for {summary['images']} images"]
     else:
         quality = f"IoU {iou['patch']:.2f} at " if iou.get("patch") is not None else ""
-        clauses = [f"{who}: {quality}{_seconds(seconds.get('patch'))} of {_human_time(times_are)} per image, "
-                   f"{_versus_polygons(summary.get('speedup_vs_polygon'))}"]
+        clauses = [(f"{who}: {quality}{_seconds(seconds.get('patch'))} of {_human_time(times_are)} per image, "
+                    f"{_versus_polygons(summary.get('speedup_vs_polygon'))}")]
         if iou.get("patch") is None:
             clauses[0] += " (no ground truth, so no IoU)"
     if adaptive and adaptive.get("modeled_seconds_per_image"):

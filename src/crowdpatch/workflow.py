@@ -20,7 +20,7 @@ from crowdpatch.datasets import BenchmarkSpec, DatasetLoad, InputProblem, genera
 from crowdpatch.ingest import IngestReport, add_images
 from crowdpatch.masks.build import MaskBuilder, MaskStats, build_masks
 from crowdpatch.project import Project
-from crowdpatch.propose import ProposeReport, load_saliency, propose
+from crowdpatch.propose import ProposeReport, propose
 from crowdpatch.report import AskedWindow, SampleFigure, TrainingFigures, pick_samples, write_report
 from crowdpatch.simulate.run import SimulationReport, run_simulation
 from crowdpatch.store.models import AnswerRow, ImageRow, MaskRow, TaskRow
@@ -185,10 +185,10 @@ def simulated_latency(project: Project) -> float:
 
 def run_notes(project: Project, summary: dict[str, Any], problems: list[str]) -> list[str]:
     return [
-        f"{summary['workers']} simulated workers, {summary['workers_banned']} banned on gold; "
-        f"latency {summary.get('latency_seconds', 0.0):.0f} s of simulated wall-clock.",
-        "Human times are modeled from the literature (config [time_model]); polygon = "
-        f"{project.config.time_model.polygon:g} s per object.",
+        (f"{summary['workers']} simulated workers, {summary['workers_banned']} banned on gold; "
+         f"latency {summary.get('latency_seconds', 0.0):.0f} s of simulated wall-clock."),
+        ("Human times are modeled from the literature (config [time_model]); polygon = "
+         f"{project.config.time_model.polygon:g} s per object."),
         *[f"input problem: {p}" for p in problems],
     ]
 
@@ -377,7 +377,7 @@ def train_guides(project: Project, twin: Project, out: Path, seed: int, epochs: 
     for number, (source, guide, name) in enumerate(plan, start=1):
         config = TrainConfig(**{**base.to_dict(), "guide": guide})
         label = f"training {number}/{len(plan)}: {name}"
-        record, weights = train_or_reuse(config, lambda: load_splits(source, guide, base.image_size),
+        record, weights = train_or_reuse(config, lambda source=source, guide=guide: load_splits(source, guide, base.image_size),
                                          source.path("runs"), progress, label)
         if source is twin:
             adaptive_record = record

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import numpy as np
 
 from crowdpatch.report.curves import plot_curves, summary_points
-from crowdpatch.report.figures import SampleFigure, panel_size, render_sample
+from crowdpatch.report.figures import GT_IGNORE, SampleFigure, panel_size, render_sample
 from crowdpatch.report.overview import COLUMNS, overview_table
 from crowdpatch.report.selection import UNSCORED
 from crowdpatch.summary import headline
@@ -45,14 +45,17 @@ figcaption { font-size: 0.9em; color: #555; margin-top: 0.3em; }
 .panels figure { margin: 0; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
 details { margin: 2em 0; }
-@media (max-width: 600px) { .headline { font-size: 1.05em; } h1 { font-size: 1.6em; } }
+@media (max-width: 600px) {
+  .headline { font-size: 1.05em; } h1 { font-size: 1.6em; }
+  table { font-size: 0.85em; } th, td { padding: 0.2em 0.35em; }
+}
 summary { cursor: pointer; font-weight: 600; }
 """
 
 PANEL_CAPTIONS = {
     "asked": "(a) photo: verified regions (cyan) and the {windows} questions asked, green = yes, red = no",
     "mask": "(b) final mask (as written to masks/soft): bright inside, magenta outline; ground truth dashed yellow",
-    "truth": "(c) ground truth: bright inside, yellow outline; orange = ignored band",
+    "truth": "(c) ground truth: bright inside, yellow outline",
 }
 
 
@@ -151,9 +154,9 @@ def _cost_section(summary: Mapping, cost_figure: str | None) -> list[str]:
     if cost_figure is None:
         return []
     return ["<h2>Cost against mask quality</h2>",
-            f'<figure><img src="{html.escape(quote(cost_figure))}" alt="human seconds per image against mask IoU">'
-            "<figcaption>Each planner's human seconds per image against its mask IoU; saliency alone costs no human "
-            "time; the polygon reference is what tracing the object would cost.</figcaption></figure>"]
+            (f'<figure><img src="{html.escape(quote(cost_figure))}" alt="human seconds per image against mask IoU">'
+             "<figcaption>Each planner's human seconds per image against its mask IoU; saliency alone costs no human "
+             "time; the polygon reference is what tracing the object would cost.</figcaption></figure>")]
 
 
 def _training_section(summary: Mapping, training: TrainingFigures | None) -> list[str]:
@@ -171,10 +174,10 @@ def _training_section(summary: Mapping, training: TrainingFigures | None) -> lis
         rows.append(("crowd, adaptive planner", adaptive["accuracy"].get("mean"), adaptive["accuracy"].get("worst_group"),
                      adaptive.get("attention_energy_in_mask")))
     parts = ["<h2>Training against the shortcut</h2>",
-             f"<p>A {esc(str(settings.get('model', 'small')))} classifier trained "
-             f"{esc(str(settings.get('epochs', '')))} epochs per guide (loss {esc(str(settings.get('loss', '')))}); "
-             "test images balanced over (class, background) groups. Worst group: accuracy on the group the classifier "
-             "does worst on; CAM on object: share of its class activation map on the object.</p>",
+             (f"<p>A {esc(str(settings.get('model', 'small')))} classifier trained "
+              f"{esc(str(settings.get('epochs', '')))} epochs per guide (loss {esc(str(settings.get('loss', '')))}); "
+              "test images balanced over (class, background) groups. Worst group: accuracy on the group the classifier "
+              "does worst on; CAM on object: share of its class activation map on the object.</p>"),
              '<div class="scroll"><table><tr><th>guide</th><th>accuracy</th><th>worst group</th><th>CAM on object</th></tr>',
              *(f'<tr><td>{esc(name)}</td>' + "".join(f'<td class="value">{_fraction(x)}</td>' for x in (a, w, e)) + "</tr>"
                for name, a, w, e in rows),
@@ -219,6 +222,8 @@ def _sample_section(figures: Sequence[tuple[str, SampleFigure, Mapping[str, str]
         width, height = panel_size(*np.shape(sample.image)[:2])
         for panel, src in panels.items():
             caption = PANEL_CAPTIONS[panel].format(windows=len(sample.windows))
+            if panel == "truth" and np.any(np.asarray(sample.gt_mask) == GT_IGNORE):
+                caption += "; orange = ignored band"
             parts.append(f'<figure><img src="{esc(quote(src))}" alt="{esc(sample.name)}: {esc(panel)}" '
                          f'width="{width}" height="{height}"><figcaption>{esc(caption)}</figcaption></figure>')
         parts += ["</div>", "</section>"]
