@@ -16,6 +16,7 @@ from crowdpatch.project import Project
 from PIL import Image
 from pycocotools.coco import COCO
 
+from crowdpatch.summary import headline
 from helpers.cli import bomb_png, image_rows, mentions
 
 COMMANDS = ("init", "propose", "simulate", "masks", "status", "workers", "report", "demo", "bench-masks")
@@ -79,14 +80,20 @@ def test_command_help_mentions_every_option(invoke, command: str) -> None:
 # -- demo ------------------------------------------------------------------------------------------
 
 
+def shows_outcome_not_raw_keys(stdout: str, summary: dict) -> bool:
+    """The terminal ends with the short table and the headline sentence, not every key of summary.json."""
+    return (mentions(stdout, headline(summary)) and "x polygon" in stdout
+            and not any(key in stdout for key in ("answers_by_kind", "settings.", "simulated_bans", "latency_seconds")))
+
+
 @pytest.mark.slow
 def test_demo_quick_writes_summary_masks_and_report(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = run_cli("demo", "--quick", "--out", out, "--seed", "1", timeout=240)
+    result = run_cli("demo", "--quick", "--images", "8", "--out", out, "--seed", "1", timeout=240)
     assert result.returncode == 0, result.stderr
 
     summary = strict_json(out / "summary.json")
-    assert isinstance(summary["images"], int) and summary["images"] == 24
+    assert isinstance(summary["images"], int) and summary["images"] == 8
     assert isinstance(summary["answers"], int) and summary["answers"] > 0
     assert summary["answers_per_image"] == pytest.approx(summary["answers"] / summary["images"])
     assert summary["times_are"] == "modeled"
@@ -108,11 +115,50 @@ def test_demo_quick_writes_summary_masks_and_report(run_cli, tmp_path: Path) -> 
     assert len(binary) == summary["images"]
     assert (out / "project" / "masks" / "coco.json").is_file()
     report = (out / "report" / "index.html").read_text(encoding="utf-8")
-    assert "<html" in report.lower() and "modeled" in report
+    assert "<html" in report.lower() and "modeled" in report and "crowd, adaptive planner" in report
 
-    again = run_cli("demo", "--quick", "--out", out)
-    assert again.returncode == EXIT_ERROR
-    assert mentions(again.stderr, "already holds a demo")
+    assert shows_outcome_not_raw_keys(result.stdout, summary)
+    # Every pass is named and its bars have totals: the crowd's is counted in images.
+    for label in ("fixed planner: simulated crowd, images done", "adaptive planner: simulated crowd, images done"):
+        assert label in result.stderr
+    assert "8/8" in result.stderr and "/?" not in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_run_again_resumes_and_fresh_starts_over(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert run_cli("demo", "--quick", "--images", "6", "--out", out, timeout=240).returncode == 0
+    labels, first_image = out / "data" / "labels.csv", out / "data" / "images" / "00000.png"
+    made = (labels.stat().st_mtime_ns, first_image.stat().st_mtime_ns)
+    answers = project_counts(out / "project")["answers"]
+
+    again = run_cli("demo", "--quick", "--images", "6", "--out", out, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert "generating the built-in benchmark" not in again.stderr
+    assert (labels.stat().st_mtime_ns, first_image.stat().st_mtime_ns) == made
+    assert project_counts(out / "project")["answers"] == answers
+    assert shows_outcome_not_raw_keys(again.stdout, strict_json(out / "summary.json"))
+
+    other = run_cli("demo", "--quick", "--images", "6", "--seed", "3", "--out", out)
+    assert other.returncode == EXIT_ERROR and mentions(other.stderr, "--fresh")
+    assert labels.stat().st_mtime_ns == made[0]
+
+    (out / "data" / "left-over.txt").write_text("from the previous demo", encoding="utf-8")
+    fresh = run_cli("demo", "--quick", "--images", "6", "--seed", "3", "--out", out, "--fresh", timeout=240)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "generating the built-in benchmark" in fresh.stderr
+    assert not (out / "data" / "left-over.txt").exists()
+    assert json.loads((out / "demo.json").read_text(encoding="utf-8"))["seed"] == 3
+
+
+def test_demo_refuses_a_folder_that_holds_something_else(invoke, tmp_path: Path) -> None:
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me", encoding="utf-8")
+    for extra in ((), ("--fresh",)):
+        result = invoke("demo", "--quick", "--out", out, *extra)
+        assert result.exit_code == EXIT_ERROR and mentions(result.stderr, "holds no demo")
+        assert (out / "mine.txt").read_text(encoding="utf-8") == "keep me"
 
 
 # -- the stepwise pipeline -------------------------------------------------------------------------
@@ -143,6 +189,7 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
 
     result = invoke("masks", directory, "--export", "png", "--export", "npy", "--export", "coco")
     assert result.exit_code == 0, result.output
+    assert "IoU" in result.stdout and "Crowd masks: IoU" in result.stdout and "answers_by_kind" not in result.stdout
     masks = directory / "masks"
     binary = {p.stem: p for p in (masks / "binary").glob("*.png")}
     arrays = {p.stem: p for p in (masks / "npy").glob("*.npy")}
@@ -175,6 +222,7 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
     assert result.exit_code == 0, result.output
     assert (directory / "report" / "index.html").is_file()
     assert strict_json(directory / "summary.json")["times_are"] == "modeled"
+    assert shows_outcome_not_raw_keys(result.stdout, strict_json(directory / "summary.json"))
 
     # Re-running finished steps asks nothing and stores nothing.
     result = invoke("propose", directory)

@@ -100,10 +100,10 @@ def test_masks_of_an_unfinished_study_say_so_in_one_line_and_in_the_summary(
     assert invoke("init", directory, "--images", photos, "--masks", truths, "--target", "blob").exit_code == 0
     assert invoke("propose", directory).exit_code == 0
     before = invoke("report", directory)
-    assert "no answers yet" in before.stderr
+    assert "No answers yet for 3 images" in before.stdout
     assert invoke("simulate", directory, "--max-answers", "5").exit_code == 0
     during = invoke("report", directory)
-    assert "incomplete:" in during.stderr and "questions still open" in during.stderr
+    assert "incomplete:" in during.stdout and "questions still open" in during.stdout
     summary = json.loads((directory / "summary.json").read_text())
     assert summary["complete"] is False and summary["open_questions"] > 0 and summary["answers"] == 5
 

@@ -15,7 +15,7 @@ from crowdpatch.crowd.kinds import NO, YES
 from crowdpatch.crowd.votes import majority
 from crowdpatch.crowd.dispatch.rules import AnswerRejected, validate_answer
 from crowdpatch.crowd.votes import votes_target
-from crowdpatch.datasets.images import MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT
+from crowdpatch.datasets.masks import MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT
 from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.simulate.workers import (
     SPAMMER_SPEED,
@@ -280,10 +280,10 @@ def test_gold_windows_mix_yes_and_no_when_both_exist() -> None:
     assert answers == [YES, NO, YES, NO]
 
 
-def test_an_image_without_the_object_gives_only_no_gold() -> None:
+def test_an_image_whose_truth_holds_no_object_gives_no_gold() -> None:
+    # More often a mask read or drawn wrong than a photo without the target: "no" gold would ban honest workers.
     mask = np.zeros((64, 64), dtype=np.uint8)
-    chosen = gold_windows(mask, np.random.default_rng(0), per_image=3)
-    assert [answer for _, answer in chosen] == [NO, NO, NO]
+    assert gold_windows(mask, np.random.default_rng(0), per_image=3) == []
 
 
 def test_a_window_with_only_ignored_pixels_never_becomes_gold() -> None:

@@ -61,7 +61,7 @@ class RichProgress:
 
     @contextmanager
     def step(self, name: str, total: int | None) -> Iterator[Callable[..., None]]:
-        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task(name, total=total)
             yield lambda n=1, *_: progress.advance(task, n)
@@ -323,8 +323,7 @@ def masks(
         summary = summarize(project, stats)
     polygons = f" and {summary['polygon_masks']} polygon masks (masks/polygon)" if summary["polygon_masks"] else ""
     out.print(f"{len(stats)} masks{polygons} written to {project.path('masks')}")
-    print_incomplete(summary)
-    _print_summary(summary)
+    print_outcome(summary)
     raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable; the masks are written)"))
 
 
@@ -410,26 +409,29 @@ def report(
         stats = build_masks(project, (), problems=problems)
         summary = summarize(project, stats)
         summary_path, report_path = write_outputs(project, project.directory, f"crowdpatch: {project.config.name}", summary, stats, [])
-    print_incomplete(summary)
+    print_outcome(summary)
     out.print(f"report: {report_path}\nsummary: {summary_path}")
     raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable)"))
 
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Output directory (data, project, summary.json, report/).")] = Path("demo-out"),
-    quick: Annotated[bool, typer.Option("--quick", help="24 small images: under a minute.")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory (data, project, summary.json, report/). "
+                                          "Run again with the same options to resume.")] = Path("demo-out"),
+    quick: Annotated[bool, typer.Option("--quick", help="24 small images, no training: under a minute.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the benchmark and the simulated crowd.")] = 0,
     images: Annotated[Optional[int], typer.Option(help="Override the number of benchmark images.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete a previous demo in --out and start over.")] = False,
 ) -> None:
-    """The whole method on the built-in biased benchmark with a simulated crowd, on SQLite."""
-    from crowdpatch.workflow import run_demo
+    """The whole method on the built-in biased benchmark with a simulated crowd, on SQLite; resumes a previous run."""
+    from crowdpatch.workflow import DemoError, run_demo
 
-    if (out_dir / "project").exists():
-        fail(f"{out_dir} already holds a demo; choose another --out or remove it")
-    with storage_errors(out_dir):
-        result = run_demo(out_dir, quick, seed, RichProgress(), images)
-    _print_summary(result.summary)
+    try:
+        with storage_errors(out_dir):
+            result = run_demo(out_dir, quick, seed, RichProgress(), images, fresh=fresh)
+    except DemoError as exc:
+        fail(str(exc))
+    print_outcome(result.summary)
     out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
     raise typer.Exit(report_problems(result.problems, "inputs"))
 
@@ -486,30 +488,25 @@ def bench_masks(
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     print_mask_survey(result.ingest)
-    _print_summary(result.summary)
+    print_outcome(result.summary)
     out.print(f"summary: {result.summary_path}\nreport:  {result.report_path}")
     raise typer.Exit(report_problems(result.problems, "inputs"))
 
 
-def print_incomplete(summary: dict) -> None:
-    from crowdpatch.summary import incomplete_note
+def print_outcome(summary: dict) -> None:
+    """A run's result at a glance: one row per way of getting a mask, then the headline sentence (the report's first line)."""
+    from crowdpatch.report.overview import overview_table
+    from crowdpatch.summary import headline
 
-    note = incomplete_note(summary)
-    if note:
-        console.print(f"[yellow]{note}[/]")
-
-
-def _print_summary(summary: dict) -> None:
-    table = Table(title=f"summary (times are {summary.get('times_are')})")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                table.add_row(f"{key}.{sub}", _fmt(v))
-        else:
-            table.add_row(key, _fmt(value))
-    out.print(table)
+    columns, rows = overview_table(summary)
+    if rows:
+        table = Table(title=f"times are {summary.get('times_are', 'modeled')}; every figure is in summary.json")
+        for index, column in enumerate(columns):
+            table.add_column(column, justify="left" if index == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    out.print(headline(summary), soft_wrap=True)
 
 
 def _fmt(value) -> str:

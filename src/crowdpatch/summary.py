@@ -131,14 +131,79 @@ def _simulated_bans(workers: list) -> dict[str, int]:
 
 
 def incomplete_note(summary: dict[str, Any]) -> str | None:
-    """One line saying why a summary's masks are not final yet, or None when the study is complete."""
-    if summary.get("complete", True):
+    """Why a summary's masks are not final yet ("incomplete: 120 questions still open; ..."), or None when complete."""
+    if summary.get("complete", True) or not summary.get("answers"):
         return None
-    if not summary.get("answers"):
-        return "no answers yet: the masks hold no crowd answer (run `crowdpatch simulate`, or serve workers)"
     parts = []
     if summary.get("images_not_proposed"):
         parts.append(f"{summary['images_not_proposed']} images not proposed yet (run `crowdpatch propose`)")
     if summary.get("open_questions"):
         parts.append(f"{summary['open_questions']} questions still open")
     return f"incomplete: {'; '.join(parts)}; these masks use the {summary['answers']} answers so far"
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """One sentence saying what a run achieved, from its ``summary.json``: the report's first line and the CLI's last.
+
+    Crowd-mask quality and human time per image against polygons, the adaptive planner and
+    saliency alone when the run has them, worst-group accuracy per guide after training, and
+    what is missing (ground truth, answers, open questions), so the sentence is never read
+    as more than the run shows.
+    """
+    times_are = summary.get("times_are", "modeled")
+    seconds = summary.get("measured_seconds_per_image") or summary.get("modeled_seconds_per_image") or {}
+    iou = summary.get("mask_iou") or {}
+    adaptive = summary.get("adaptive")
+    planner = (summary.get("settings") or {}).get("planner")
+    who = "Crowd masks"
+    if adaptive:
+        who += " (fixed planner)" if planner in (None, "fixed") else f" ({planner} planner)"
+    elif planner == "adaptive":
+        who += " (adaptive planner)"
+    if not summary.get("images"):
+        clauses = ["No images in this run"]
+    elif not summary.get("answers"):
+        clauses = [f"No answers yet for {summary['images']} images (run `crowdpatch simulate`, or serve workers)"]
+    else:
+        quality = f"IoU {iou['patch']:.2f} at " if iou.get("patch") is not None else ""
+        clauses = [(f"{who}: {quality}{_seconds(seconds.get('patch'))} of {_human_time(times_are)} per image, "
+                    f"{_versus_polygons(summary.get('speedup_vs_polygon'))}")]
+        if iou.get("patch") is None:
+            clauses[0] += " (no ground truth, so no IoU)"
+    if adaptive and adaptive.get("modeled_seconds_per_image"):
+        quality = f"IoU {adaptive['mask_iou']:.2f} at " if adaptive.get("mask_iou") is not None else ""
+        speedup = adaptive.get("speedup_vs_polygon")
+        clauses.append(f"adaptive planner: {quality}{_seconds(adaptive['modeled_seconds_per_image'])}, {_versus_polygons(speedup)}")
+    if iou.get("saliency") is not None:
+        clauses.append(f"saliency alone: {iou['saliency']:.2f}")
+    accuracy = summary.get("accuracy") or {}
+    if accuracy:
+        named = {"none": "plain training", "patch": "crowd masks", "saliency": "saliency", "gt": "ground-truth masks"}
+        parts = [f"{accuracy[g]['worst_group']:.2f} with {named.get(g, g)}" for g in accuracy if accuracy[g].get("worst_group") is not None]
+        if parts:
+            clauses.append("worst-group accuracy " + ", ".join(parts))
+    note = incomplete_note(summary)
+    if note:
+        clauses.append(note)
+    return "; ".join(clauses) + "."
+
+
+def _human_time(times_are: str) -> str:
+    if times_are in ("modeled", "measured"):
+        return f"{times_are} human time"
+    return "human time (modeled and measured)"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "n/a s"
+    return f"{value:.1f} s" if value < 10 else f"{value:.0f} s"
+
+
+def _versus_polygons(speedup: float | None) -> str:
+    """'1.2x faster than polygons', or an honest 'slower than polygons (0.58x their speed)'."""
+    if not speedup:
+        return "no cost to compare with polygons"
+    if speedup >= 1:
+        return f"{speedup:.1f}x faster than polygons" if speedup < 10 else f"{speedup:.0f}x faster than polygons"
+    return f"slower than polygons ({speedup:.2f}x their speed)"

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import nullcontext
+import shutil
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Protocol
 
 import numpy as np
-from sqlalchemy import select
+from PIL import Image
+from sqlalchemy import func, select
 
-from crowdpatch.config import ProjectConfig
+from crowdpatch.config import CONFIG_FILENAME, ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, DatasetLoad, InputProblem, generate_benchmark, load_folder_dataset, load_mask, load_rgb
 from crowdpatch.ingest import IngestReport, add_images
 from crowdpatch.masks.build import MaskBuilder, MaskStats, build_masks
 from crowdpatch.project import Project
 from crowdpatch.propose import ProposeReport, propose
-from crowdpatch.report import AskedWindow, SampleFigure, write_report
-from crowdpatch.saliency.stored import load_saliency
+from crowdpatch.report import AskedWindow, SampleFigure, TrainingFigures, pick_samples, write_report
 from crowdpatch.simulate.run import SimulationReport, run_simulation
-from crowdpatch.store.models import ImageRow
+from crowdpatch.store.models import AnswerRow, ImageRow, MaskRow, TaskRow
 from crowdpatch.summary import summarize
 
-REPORT_SAMPLES = 8
+if TYPE_CHECKING:
+    from crowdpatch.train.trainer import TrainConfig
+
+REPORT_PER_GROUP = 3
+"""Images the report shows from each of the best, median and worst by mask IoU."""
 
 
 class StepProgress(Protocol):
@@ -59,41 +65,91 @@ def create_project(directory: Path, config: ProjectConfig, dataset: DatasetLoad,
     return project, report
 
 
-def run_pipeline(project: Project, progress: StepProgress, workers: int | None = None) -> tuple[ProposeReport, SimulationReport, list[MaskStats]]:
-    """propose -> simulate -> masks on an existing project; each step resumes where it stopped."""
+def run_pipeline(project: Project, progress: StepProgress, workers: int | None = None,
+                 label: str = "") -> tuple[ProposeReport, SimulationReport, list[MaskStats]]:
+    """propose -> simulate -> masks on an existing project; each step resumes where it stopped.
+
+    ``label`` names the pass in every progress line (the demo runs two planners on the same images).
+    """
+    prefix = f"{label}: " if label else ""
     with project.sessions() as session:
         total = len(session.scalars(select(ImageRow.id).where(ImageRow.project_id == project.id)).all())
-    with progress.step("step 1: saliency clusters", total) as advance:
+    proposed = total - project.counts().get("images_new", 0)
+    with progress.step(f"{prefix}saliency regions", total) as advance:
+        advance(proposed)  # proposed by an earlier run
         proposal = propose(project, advance)
-    with progress.step("step 2: simulated crowd answers", None) as advance:
-        simulation = run_simulation(project, workers, progress=lambda stored, open_: advance(1))
-    with progress.step("aggregating votes into masks", total) as advance:
+    answerable = total - project.counts().get("images_error", 0)
+    with progress.step(f"{prefix}simulated crowd, images done", answerable) as advance:
+        finished = FinishedImages(project, advance)
+        simulation = run_simulation(project, workers, progress=finished)
+        finished.update()
+    with progress.step(f"{prefix}masks from the votes", total) as advance:
         stats = build_masks(project, ("png", "npy", "coco"), advance)
     return proposal, simulation, stats
 
 
-def sample_figures(project: Project, stats: list[MaskStats], count: int = REPORT_SAMPLES) -> list[SampleFigure]:
+class FinishedImages:
+    """A simulation's progress as images whose questions are all answered, read from the store at most twice a second.
+
+    Answers per image vary with what the crowd says (a "yes" opens follow-up questions), so the
+    number of answers a run will need is unknown in advance; the number of images is not.
+    """
+
+    INTERVAL_SECONDS = 0.5
+
+    def __init__(self, project: Project, advance: Callable[..., None]):
+        self.project, self.advance = project, advance
+        self.shown = 0
+        self.checked = 0.0
+        self.update()
+
+    def __call__(self, stored: int, open_questions: int) -> None:
+        if time.monotonic() - self.checked >= self.INTERVAL_SECONDS:
+            self.update()
+
+    def update(self) -> None:
+        self.checked = time.monotonic()
+        with self.project.sessions() as session:
+            done = session.scalar(
+                select(func.count()).select_from(ImageRow).where(ImageRow.project_id == self.project.id, ImageRow.stage == "done")
+            ) or 0
+        if done > self.shown:
+            self.advance(done - self.shown)
+            self.shown = done
+
+
+def _stored_soft_mask(project: Project, builder: MaskBuilder, image: ImageRow) -> np.ndarray:
+    """The final soft mask as ``masks`` wrote it (after refinement), recomputed only when its file is gone."""
+    with project.sessions() as session:
+        file = session.scalar(select(MaskRow.file).where(MaskRow.image_id == image.id, MaskRow.source == "patch"))
+    if file and Path(file).is_file():
+        with Image.open(file) as png:
+            return np.asarray(png.convert("L"), dtype=np.float32) / 255.0
+    return builder.refined(builder.image_mask(image.id), image.path)
+
+
+def sample_figures(project: Project, stats: list[MaskStats], per_group: int = REPORT_PER_GROUP) -> list[tuple[str, SampleFigure]]:
+    """The report's samples: the best, median and worst masks by IoU (see :func:`pick_samples`), with their group."""
     builder = MaskBuilder(project)
+    threshold = project.config.patches.mask_threshold
     samples = []
     with project.sessions() as session:
-        for stat in stats[:count]:
+        for group, index in pick_samples([s.iou for s in stats], per_group):
+            stat = stats[index]
             image = session.get(ImageRow, stat.image_id)
-            rgb = load_rgb(Path(image.path))
             gt = load_mask(Path(image.mask_path), (image.width, image.height)) if image.mask_path else None
-            saliency = load_saliency(image.saliency_path) if image.saliency_path else None
             mask = builder.image_mask(stat.image_id)
-            samples.append(
-                SampleFigure(
-                    name=stat.name,
-                    image=rgb,
-                    saliency=saliency,
-                    regions=mask.regions,
-                    windows=[AskedWindow(w.box, w.level, w.posterior) for w in mask.windows],
-                    soft_mask=mask.soft,
-                    gt_mask=gt,
-                    iou=stat.iou,
-                )
-            )
+            samples.append((group, SampleFigure(
+                name=stat.name,
+                image=load_rgb(Path(image.path)),
+                regions=mask.regions,
+                windows=[AskedWindow(w.box, w.level, w.posterior) for w in mask.windows],
+                mask=_stored_soft_mask(project, builder, image),
+                gt_mask=gt,
+                iou=stat.iou,
+                saliency_iou=stat.saliency_iou,
+                threshold=threshold,
+            )))
     return samples
 
 
@@ -104,10 +160,11 @@ def write_summary(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_outputs(project: Project, out: Path, title: str, summary: dict[str, Any], stats: list[MaskStats], notes: list[str]) -> tuple[Path, Path]:
+def write_outputs(project: Project, out: Path, title: str, summary: dict[str, Any], stats: list[MaskStats], notes: list[str],
+                  training: TrainingFigures | None = None) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     summary_path = write_summary(summary, out / "summary.json")
-    report_path = write_report(out / "report", title, summary, sample_figures(project, stats), notes)
+    report_path = write_report(out / "report", title, summary, sample_figures(project, stats), notes, training)
     return summary_path, report_path
 
 
@@ -117,18 +174,32 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _finish(project: Project, out: Path, title: str, ingest: IngestReport, proposal: ProposeReport,
-            simulation: SimulationReport, stats: list[MaskStats]) -> RunResult:
-    summary = summarize(project, stats, simulation.latency_seconds)
-    problems = [str(p) for p in ingest.problems + proposal.problems]
-    notes = [
-        f"{simulation.workers} simulated workers, {simulation.banned} banned on gold; "
-        f"latency {simulation.latency_seconds:.0f} s of simulated wall-clock.",
-        "Human times are modeled from the literature (config [time_model]); polygon = "
-        f"{project.config.time_model.polygon:g} s per object.",
+def simulated_latency(project: Project) -> float:
+    """Simulated wall-clock from the first question shown to the last answer, over every run of the simulation."""
+    with project.sessions() as session:
+        first, last = session.execute(
+            select(func.min(AnswerRow.shown_at), func.max(AnswerRow.answered_at)).join(TaskRow).where(TaskRow.project_id == project.id)
+        ).one()
+    return float(last - first) if first is not None and last is not None else 0.0
+
+
+def run_notes(project: Project, summary: dict[str, Any], problems: list[str]) -> list[str]:
+    return [
+        (f"{summary['workers']} simulated workers, {summary['workers_banned']} banned on gold; "
+         f"latency {summary.get('latency_seconds', 0.0):.0f} s of simulated wall-clock."),
+        ("Human times are modeled from the literature (config [time_model]); polygon = "
+         f"{project.config.time_model.polygon:g} s per object."),
         *[f"input problem: {p}" for p in problems],
     ]
-    summary_path, report_path = write_outputs(project, out, title, summary, stats, notes)
+
+
+def _finish(project: Project, out: Path, title: str, ingest: IngestReport, proposal: ProposeReport,
+            simulation: SimulationReport, stats: list[MaskStats], extra: dict[str, Any] | None = None,
+            training: TrainingFigures | None = None) -> RunResult:
+    summary = summarize(project, stats, simulated_latency(project))
+    summary.update(extra or {})
+    problems = [str(p) for p in ingest.problems + proposal.problems]
+    summary_path, report_path = write_outputs(project, out, title, summary, stats, run_notes(project, summary, problems), training)
     return RunResult(summary, summary_path, report_path, ingest, proposal, simulation, problems)
 
 
@@ -139,35 +210,89 @@ def demo_config(name: str, seed: int) -> ProjectConfig:
 
 
 DEMO_GUIDES = ("none", "patch", "gt")
-DEMO_IMAGES = {True: 24, False: 1500}
+DEMO_IMAGES = {True: 24, False: 300}
 DEMO_EPOCHS = 30
+DEMO_BATCH_SIZE = 16
+"""Small batches: the 180 training images give 11 steps an epoch, enough for the guided classifiers to learn the shapes."""
+DEMO_MANIFEST = "demo.json"
+"""What a demo folder was made with (images, seed): a second run with the same options resumes it."""
+
+
+class DemoError(ValueError):
+    """The output folder cannot hold this demo (another demo's options, or files that are not a demo's)."""
+
+
+def prepare_demo_folder(out: Path, spec: BenchmarkSpec, fresh: bool) -> None:
+    """Make ``out`` ready: resume a demo made with the same options, or (``fresh``) delete a previous demo first.
+
+    Only a folder this function marked as a demo is ever deleted, so a mistyped ``--out`` cannot
+    remove someone's files.
+    """
+    manifest = out / DEMO_MANIFEST
+    wanted = {"images": spec.n_images, "image_size": spec.size, "seed": spec.seed}
+    if manifest.is_file():
+        if fresh:
+            shutil.rmtree(out)
+        else:
+            try:
+                held = json.loads(manifest.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                held = None
+            if held != wanted:
+                described = ", ".join(f"{k} {v}" for k, v in held.items()) if isinstance(held, dict) else "unknown options"
+                raise DemoError(f"{out} holds a demo made with {described}; run it with those options to resume it, "
+                                "or add --fresh to delete it and start over")
+    elif out.exists() and any(out.iterdir()):
+        raise DemoError(f"{out} is not empty and holds no demo ({DEMO_MANIFEST} missing); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not manifest.is_file():
+        manifest.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
+
+
+def open_or_create_project(directory: Path, config: ProjectConfig, dataset: DatasetLoad,
+                           progress: StepProgress, label: str = "") -> tuple[Project, IngestReport]:
+    """The project in ``directory``, created from ``config`` unless it exists; images not yet registered are added."""
+    project = Project.open(directory) if (directory / CONFIG_FILENAME).is_file() else Project.create(directory, config)
+    with progress.step(f"{label}: registering images" if label else "registering images", len(dataset.records)) as advance:
+        report = add_images(project, dataset.records, advance)
+    report.problems[:0] = dataset.problems
+    return project, report
 
 
 def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: int | None = None,
-             train: bool | None = None, epochs: int = DEMO_EPOCHS) -> RunResult:
+             train: bool | None = None, epochs: int = DEMO_EPOCHS, fresh: bool = False) -> RunResult:
     """The built-in biased benchmark end to end with a simulated crowd, in ``out``.
 
-    The full demo (``train`` defaults to ``not quick``) then trains a classifier per guide (none,
-    patch masks, GT masks) and adds test accuracy, worst-group accuracy and attention to the summary.
+    The same images are answered under the fixed planner and the adaptive one; the full demo
+    (``train`` defaults to ``not quick``) then trains a classifier per guide (none, the fixed
+    planner's masks, GT masks, the adaptive planner's masks) and adds test accuracy, worst-group
+    accuracy and attention to the summary. Run again with the same options, it resumes: the
+    benchmark and the projects are kept, every step skips work already done, and training runs
+    whose metrics are stored are reused. ``fresh`` deletes a previous demo in ``out`` first.
     """
     out = Path(out)
     spec = BenchmarkSpec(n_images=images or DEMO_IMAGES[quick], size=64, seed=seed)
-    with progress.step("generating the built-in benchmark", spec.n_images) as advance:
-        labels = generate_benchmark(out / "data", spec, advance)
+    prepare_demo_folder(out, spec, fresh)
+    labels = out / "data" / "labels.csv"
+    if not labels.is_file():  # written last, so its presence means the benchmark is complete
+        with progress.step("generating the built-in benchmark", spec.n_images) as advance:
+            labels = generate_benchmark(out / "data", spec, advance)
     dataset = load_folder_dataset(out / "data" / "images", labels, out / "data" / "masks")
     config = demo_config("demo", seed)
     config.images_dir, config.masks_dir = str(out / "data" / "images"), str(out / "data" / "masks")
-    project, ingest = create_project(out / "project", config, dataset, progress)
-    proposal, simulation, stats = run_pipeline(project, progress)
-    result = _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats)
-    result.summary["dataset"] = "builtin"
-    twin, result.summary["adaptive"] = run_adaptive_twin(project, out / "project-adaptive", dataset, progress)
-    write_summary(result.summary, result.summary_path)
+    project, ingest = open_or_create_project(out / "project", config, dataset, progress, "fixed planner")
+    proposal, simulation, stats = run_pipeline(project, progress, label="fixed planner")
+    twin, adaptive = run_adaptive_twin(project, out / "project-adaptive", dataset, progress)
+    extra: dict[str, Any] = {"dataset": "builtin", "adaptive": adaptive}
+    training = None
     if train if train is not None else not quick:
-        result.summary.update(train_guides(project, out / "report" / "experiment", seed, epochs, progress))
-        result.summary["adaptive"]["accuracy"] = train_patch_guide(twin, seed, epochs, progress)
-        write_summary(result.summary, result.summary_path)
-    return result
+        import torch
+
+        with torch_threads(cpu_training_threads(torch.get_num_threads())):
+            extra.update(train_guides(project, twin, out / "report" / "experiment", seed, epochs, progress))
+        extra["adaptive"].update(extra.pop("adaptive_training"))
+        training = TrainingFigures("experiment/worst_group.png", "experiment/cams.png", "experiment/index.html")
+    return _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats, extra, training)
 
 
 def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, progress: StepProgress) -> tuple[Project, dict[str, Any]]:
@@ -176,8 +301,8 @@ def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, p
     config.name = f"{config.name}-adaptive"
     config.crowd.planner = "adaptive"
     config.db_url = None
-    twin, _ = create_project(directory, config, dataset, progress)
-    _, _, stats = run_pipeline(twin, progress)
+    twin, _ = open_or_create_project(directory, config, dataset, progress, "adaptive planner")
+    _, _, stats = run_pipeline(twin, progress, label="adaptive planner")
     summary = summarize(twin, stats)
     return twin, {
         "answers_per_image": summary["answers_per_image"],
@@ -187,46 +312,93 @@ def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, p
     }
 
 
-def train_patch_guide(project: Project, seed: int, epochs: int, progress: StepProgress) -> dict[str, float]:
-    """The demo classifier trained with this project's crowd masks: test accuracy and worst-group accuracy."""
-    from crowdpatch.train.data import load_splits
-    from crowdpatch.train.runner import result_record
-    from crowdpatch.train.trainer import TrainConfig, fit
-
-    config = TrainConfig(epochs=epochs, seed=seed, image_size=64, guide="patch")
-    splits = load_splits(project, "patch", config.image_size)
-    with progress.step(f"training with the adaptive planner's masks ({config.model}, {config.loss})", epochs) as advance:
-        trained = fit(config, splits, lambda epoch, record: advance(1))
-    test = result_record(trained)["test"]
-    return {"mean": test["accuracy"], "worst_group": test["worst_group"]}
+GUIDE_NAMES = {"none": "no mask", "patch": "fixed planner's masks", "gt": "ground-truth masks"}
+ADAPTIVE_GUIDE = "patch (adaptive)"
 
 
-def train_guides(project: Project, out: Path, seed: int, epochs: int, progress: StepProgress) -> dict[str, Any]:
-    """One classifier per demo guide; the summary keys `accuracy` and `attention_energy_in_mask`."""
+def train_or_reuse(config: TrainConfig, splits: Callable[[], dict], runs_dir: Path, progress: StepProgress,
+                   label: str) -> tuple[dict, dict]:
+    """One training run's record and weights: read from ``runs_dir/<run>/`` when a run with this exact config is stored there."""
+    import torch
+
+    from crowdpatch.train.runner import result_record, run_name, write_run
+    from crowdpatch.train.trainer import fit
+
+    directory = runs_dir / run_name(config)
+    metrics, weights = directory / "metrics.json", directory / "model.pt"
+    if metrics.is_file() and weights.is_file():
+        record = json.loads(metrics.read_text(encoding="utf-8"))
+        if record.get("config") == config.to_dict():
+            with progress.step(f"{label}: stored run reused", 1) as advance:
+                advance(1)
+            return record, torch.load(weights, map_location="cpu", weights_only=True)
+    loaded = splits()
+    with progress.step(label, config.epochs) as advance:
+        trained = fit(config, loaded, lambda epoch, record: advance(1))
+    write_run(directory, trained)
+    return result_record(trained), trained.state_dict
+
+
+def cpu_training_threads(default: int) -> int:
+    """Intra-op threads for the demo's training on a CPU: one when other processes already keep every core busy.
+
+    PyTorch's parallel kernels wait for all their threads at every operation; on busy cores those
+    waits dominate (the demo's small CNN trained 3x faster with one thread than with two, on 2 cores
+    at load average 7), while on idle cores more threads are faster.
+    """
+    cores = os.cpu_count() or 1
+    return 1 if os.getloadavg()[0] >= cores else default
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def train_guides(project: Project, twin: Project, out: Path, seed: int, epochs: int, progress: StepProgress) -> dict[str, Any]:
+    """One classifier per demo guide and one on the adaptive planner's masks; the summary keys `accuracy`,
+    `attention_energy_in_mask`, `training` and `adaptive_training` (what goes under `adaptive`), and the
+    experiment's figures in ``out``."""
     from crowdpatch.train.data import load_splits
     from crowdpatch.train.experiment import ExperimentResult, summarize_runs, write_experiment
-    from crowdpatch.train.runner import result_record
-    from crowdpatch.train.trainer import TrainConfig, fit
+    from crowdpatch.train.trainer import TrainConfig
 
-    base = TrainConfig(epochs=epochs, seed=seed, image_size=64)
+    base = TrainConfig(epochs=epochs, seed=seed, image_size=64, batch_size=DEMO_BATCH_SIZE)
     experiment = ExperimentResult()
-    splits = {}
-    for guide in DEMO_GUIDES:
-        splits[guide] = load_splits(project, guide, base.image_size)
+    plan = [(project, guide, GUIDE_NAMES[guide]) for guide in DEMO_GUIDES] + [(twin, "patch", "adaptive planner's masks")]
+    adaptive_record = None
+    for number, (source, guide, name) in enumerate(plan, start=1):
         config = TrainConfig(**{**base.to_dict(), "guide": guide})
-        with progress.step(f"training with guide '{guide}' ({config.model}, {config.loss if guide != 'none' else 'plain'})", epochs) as advance:
-            trained = fit(config, splits[guide], lambda epoch, record: advance(1))
-        experiment.runs.append(result_record(trained))
-        experiment.models[guide] = trained.state_dict
+        label = f"training {number}/{len(plan)}: {name}"
+        record, weights = train_or_reuse(config, lambda source=source, guide=guide: load_splits(source, guide, base.image_size),
+                                         source.path("runs"), progress, label)
+        if source is twin:
+            adaptive_record = record
+            experiment.models[ADAPTIVE_GUIDE] = weights
+        else:
+            experiment.runs.append(record)
+            experiment.models[guide] = weights
     experiment.table = summarize_runs(experiment.runs)
-    first = splits[DEMO_GUIDES[0]]
+    experiment.table[ADAPTIVE_GUIDE] = summarize_runs([adaptive_record])["patch"]
+    first = load_splits(project, DEMO_GUIDES[0], base.image_size)
     write_experiment(experiment, first["test"], first["train"], base, out, [])
     tests = {run["config"]["guide"]: run["test"] for run in experiment.runs}
     return {
         "accuracy": {g: {"mean": t["accuracy"], "worst_group": t["worst_group"]} for g, t in tests.items()},
         "attention_energy_in_mask": {g: t["energy_in_mask"] for g, t in tests.items()},
-        "training": {"model": base.model, "loss": base.loss, "epochs": epochs, "image_size": base.image_size,
-                     "report": str(out / "index.html")},
+        "training": {"model": base.model, "loss": base.loss, "epochs": epochs, "batch_size": base.batch_size,
+                     "image_size": base.image_size, "report": str(out / "index.html")},
+        "adaptive_training": {
+            "accuracy": {"mean": adaptive_record["test"]["accuracy"], "worst_group": adaptive_record["test"]["worst_group"]},
+            "attention_energy_in_mask": adaptive_record["test"]["energy_in_mask"],
+        },
     }
 
 
@@ -241,10 +413,8 @@ def run_bench_masks(images: Path, masks: Path, out: Path, config: ProjectConfig,
     project, ingest = create_project(Path(out) / "project", config, dataset, progress)
     ingest.problems.extend(_no_mask(r) for r in missing)
     proposal, simulation, stats = run_pipeline(project, progress)
-    result = _finish(project, Path(out), f"bench-masks: {images}", ingest, proposal, simulation, stats)
-    result.summary["dataset"] = name or Path(images).name
-    write_summary(result.summary, result.summary_path)
-    return result
+    return _finish(project, Path(out), f"bench-masks: {images}", ingest, proposal, simulation, stats,
+                   {"dataset": name or Path(images).name})
 
 
 def _no_mask(record) -> InputProblem:

@@ -13,8 +13,10 @@ from typing import Any, Iterable
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
 SUMMARY = "summary.json"
+TICK_SECONDS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,18 @@ def point_from_summary(summary: dict[str, Any], dataset: str) -> CurvePoint | No
     return CurvePoint(planner, dataset, float(seconds), float(iou), label)
 
 
+def summary_points(summary: dict[str, Any], dataset: str) -> list[CurvePoint]:
+    """A summary's points: its own planner's, and the adaptive planner's when the run has both (the demo)."""
+    points = []
+    point = point_from_summary(summary, dataset)
+    if point is not None:
+        points.append(point)
+    adaptive = summary.get("adaptive")
+    if adaptive and adaptive.get("mask_iou") is not None:
+        points.append(CurvePoint("adaptive", dataset, adaptive["modeled_seconds_per_image"], adaptive["mask_iou"], "demo"))
+    return points
+
+
 def load_points(paths: Iterable[Path]) -> list[CurvePoint]:
     """Points from run directories (holding summary.json) or summary files; the dataset is the run's images folder."""
     points = []
@@ -53,18 +67,19 @@ def load_points(paths: Iterable[Path]) -> list[CurvePoint]:
             summary = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{file}: not valid JSON ({exc})") from exc
-        dataset = summary.get("dataset") or file.parent.name
-        point = point_from_summary(summary, dataset)
-        if point is not None:
-            points.append(point)
-        adaptive = summary.get("adaptive")
-        if adaptive and adaptive.get("mask_iou") is not None:
-            points.append(CurvePoint("adaptive", dataset, adaptive["modeled_seconds_per_image"], adaptive["mask_iou"], "demo"))
+        points.extend(summary_points(summary, summary.get("dataset") or file.parent.name))
     return points
 
 
-def plot_curves(points: list[CurvePoint], polygon_seconds: float, path: Path) -> Path:
-    """One figure: a line per (planner, dataset), sorted by cost, and the polygon cost as a vertical line."""
+def plot_curves(points: list[CurvePoint], polygon_seconds: float, path: Path,
+                polygon_iou: float | None = None, saliency_iou: float | None = None, annotate: bool = False) -> Path:
+    """One figure: a line per (planner, dataset), sorted by cost, and the polygon cost as a vertical line.
+
+    ``polygon_iou`` also marks the polygon reference as a point (1.0 when polygons are the ground
+    truth, or a baseline study's measured IoU); ``saliency_iou`` draws saliency alone, which costs
+    no human time, as a horizontal line (a log axis has no 0 s). ``annotate`` writes each point's
+    seconds and IoU beside it (for a single run's few points).
+    """
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
@@ -78,11 +93,26 @@ def plot_curves(points: list[CurvePoint], polygon_seconds: float, path: Path) ->
         style = "-o" if planner == "adaptive" else "--s"
         colour = f"C{datasets.index(dataset) % 10}"
         ax.plot([p.seconds for p in members], [p.iou for p in members], style, color=colour, label=f"{planner} ({dataset})")
+        if annotate:
+            for p in members:
+                ax.annotate(f"{planner}: {p.seconds:.0f} s, IoU {p.iou:.2f}", (p.seconds, p.iou), xytext=(6, -12),
+                            textcoords="offset points", fontsize=8, color=colour)
     ax.axvline(polygon_seconds, color="black", linestyle=":", label=f"polygon ({polygon_seconds:g} s per object)")
+    if polygon_iou is not None:
+        ax.plot([polygon_seconds], [polygon_iou], "*", color="black", markersize=12, label=f"polygon mask (IoU {polygon_iou:.2f})")
+    if saliency_iou is not None:
+        ax.axhline(saliency_iou, color="grey", linestyle="-.", label=f"saliency alone, 0 s (IoU {saliency_iou:.2f})")
     ax.set_xscale("log")
+    seconds = [p.seconds for p in points if p.seconds > 0] + [polygon_seconds]
+    low, high = min(seconds) / 1.8, max(seconds) * 1.8
+    ax.set_xlim(low, high)
+    # Round seconds as plain numbers: a narrow log range otherwise gets ticks like "7 x 10^1".
+    ax.xaxis.set_major_locator(FixedLocator([t for t in TICK_SECONDS if low <= t <= high]))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("human seconds per image (log)")
     ax.set_ylabel("mask IoU vs ground truth")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.05)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     figure.tight_layout()

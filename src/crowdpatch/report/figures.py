@@ -1,7 +1,8 @@
-"""One PNG per sample image: what the crowd was asked and what came out of it.
+"""Three PNG panels per sample image, each the photo at its own aspect ratio, large enough to judge an edge:
 
-Panels, left to right: the image; the saliency map with the verified regions outlined;
-the patch windows asked, drawn over the image; the soft mask; the ground-truth mask.
+(a) the photo with the verified regions and the questions asked (windows or grid cells, coloured
+by the crowd's answer); (b) the final mask (what ``masks/soft`` holds, after refinement) over the
+photo, the ground truth's outline dashed for comparison; (c) the ground truth over the photo.
 
 Figures are built with the object-oriented ``Figure`` API on an Agg canvas rather than
 through ``pyplot``: nothing is registered in pyplot's global figure manager (so hundreds of
@@ -17,22 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from crowdpatch.boxes import Box
 
-PANEL_INCHES = 1.8
-DPI = 80
+MIN_PANEL_PX = 400
+"""Narrowest panel: small images are enlarged (nearest neighbour, so their pixels stay visible)."""
+MAX_PANEL_PX = 720
+DPI = 100
 POSTERIOR_CMAP = colormaps["RdYlGn"]  # red = "no", green = "yes"
 REGION_COLOUR = "#00e5ff"
-GT_CMAP = ListedColormap(["black", "white", "#e69f00"])  # background, object, ignore
+MASK_COLOUR = "#ff2bd6"
+GT_COLOUR = "#ffd400"
+IGNORE_COLOUR = np.array([0.9, 0.62, 0.0])
 GT_IGNORE = 255
-LEGEND = "regions: cyan   windows: green = yes, red = no (by posterior), thicker = coarser level"
-GT_LEGEND = "   ground truth: orange = ignore"
+OUTSIDE_BRIGHTNESS = 0.35
+"""How bright the photo stays outside a mask: dim enough to see the shape, bright enough to see what was left out."""
+WINDOW_FILL_ALPHA = 0.25
 
 
 @dataclass(frozen=True)
@@ -53,16 +58,18 @@ class SampleFigure:
     name: str
     image: np.ndarray
     """H x W x 3 uint8."""
-    saliency: np.ndarray | None
-    """H x W float in [0, 1], or None when no saliency map was computed."""
     regions: list[Box]
     """Verified step-1 regions."""
     windows: list[AskedWindow]
-    soft_mask: np.ndarray
-    """H x W float in [0, 1]."""
+    mask: np.ndarray
+    """H x W float in [0, 1]: the final soft mask, as written to ``masks/soft``."""
     gt_mask: np.ndarray | None
     """H x W uint8: 0 background, 1 object, 255 ignore; None when there is no ground truth."""
     iou: float | None
+    """IoU of the binarized final mask with the ground truth."""
+    saliency_iou: float | None = None
+    threshold: float = 0.5
+    """Soft value from which a pixel is in the binary mask."""
 
 
 def _check(sample: SampleFigure) -> tuple[int, int]:
@@ -70,13 +77,16 @@ def _check(sample: SampleFigure) -> tuple[int, int]:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{sample.name!r}: image must be H x W x 3, got shape {image.shape}")
     height, width = image.shape[:2]
-    maps = {"saliency": sample.saliency, "soft_mask": sample.soft_mask, "gt_mask": sample.gt_mask}
-    for label, values in maps.items():
+    for label, values in {"mask": sample.mask, "gt_mask": sample.gt_mask}.items():
         if values is not None and np.shape(values) != (height, width):
-            raise ValueError(
-                f"{sample.name!r}: {label} has shape {np.shape(values)}, image is {(height, width)}"
-            )
+            raise ValueError(f"{sample.name!r}: {label} has shape {np.shape(values)}, image is {(height, width)}")
     return height, width
+
+
+def panel_size(height: int, width: int) -> tuple[int, int]:
+    """Pixel size of a panel: the image's aspect ratio, MIN_PANEL_PX to MAX_PANEL_PX wide."""
+    panel_width = int(np.clip(width, MIN_PANEL_PX, MAX_PANEL_PX))
+    return panel_width, max(1, round(panel_width * height / width))
 
 
 def _box_polygon(box: Box) -> list[tuple[float, float]]:
@@ -92,7 +102,12 @@ def _level_alpha(count: int) -> float:
 
 
 def _window_linewidth(level: int) -> float:
-    return max(0.5, 2.4 * 0.6 ** (max(level, 1) - 1))
+    return max(0.6, 2.4 * 0.6 ** (max(level, 1) - 1))
+
+
+def _halo(width: float) -> list:
+    """A dark rim under a line, so it shows on any background (foliage, water, sky)."""
+    return [patheffects.Stroke(linewidth=width + 2, foreground="black", alpha=0.7), patheffects.Normal()]
 
 
 def _draw_windows(ax, windows: list[AskedWindow]) -> None:
@@ -104,92 +119,91 @@ def _draw_windows(ax, windows: list[AskedWindow]) -> None:
     per_level = dict(zip(*np.unique(levels, return_counts=True)))
     colours = POSTERIOR_CMAP(np.clip([w.posterior for w in ordered], 0.0, 1.0))
     colours[:, 3] = [_level_alpha(per_level[level]) for level in levels]
+    # A faint fill in the answer's colour: cells of a grid screen share their edges, so the outline
+    # alone would not say which side a colour belongs to.
+    fills = colours.copy()
+    fills[:, 3] *= WINDOW_FILL_ALPHA
     ax.add_collection(
         PolyCollection(
             [_box_polygon(w.box) for w in ordered],
             closed=True,
-            facecolors="none",
+            facecolors=fills,
             edgecolors=colours,
             linewidths=[_window_linewidth(w.level) for w in ordered],
         )
     )
 
 
-def _greyscale(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32) / 255.0
+def _dim_outside(image: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The photo, full brightness where ``inside`` is 1 and dimmed where it is 0 (soft values blend)."""
+    weight = OUTSIDE_BRIGHTNESS + (1 - OUTSIDE_BRIGHTNESS) * np.clip(inside, 0.0, 1.0)
+    return np.clip(image.astype(np.float32) / 255.0 * weight[..., None], 0.0, 1.0)
 
 
-def _show(ax, values: np.ndarray, title: str, **imshow_kwargs) -> None:
-    ax.imshow(values, interpolation="nearest", **imshow_kwargs)
-    ax.set_title(title, fontsize=8)
+def _outline(ax, values: np.ndarray, level: float, colour: str, width: float, dashed: bool = False) -> None:
+    if values.min() < level <= values.max():
+        contour = ax.contour(values, levels=[level], colors=[colour], linewidths=width,
+                             linestyles="dashed" if dashed else "solid")
+        contour.set(path_effects=_halo(width))
+
+
+def _new_panel(height: int, width: int):
+    panel_width, panel_height = panel_size(height, width)
+    figure = Figure(figsize=(panel_width / DPI, panel_height / DPI), dpi=DPI)
+    FigureCanvasAgg(figure)
+    ax = figure.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
+    return figure, ax
 
 
-def _figure_title(sample: SampleFigure) -> str:
-    iou = "n/a" if sample.iou is None else f"{sample.iou:.3f}"
-    return f"{sample.name}   IoU {iou}"
+def _finish_axes(ax, height: int, width: int) -> None:
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
 
 
-def build_figure(sample: SampleFigure) -> Figure:
-    """The sample's figure, not yet saved (no file I/O)."""
+def build_panels(sample: SampleFigure) -> dict[str, Figure]:
+    """The sample's panels by name (``asked``, ``mask``, ``truth`` when it has ground truth), not yet saved."""
     height, width = _check(sample)
     image = np.asarray(sample.image)
-    panels = 5 if sample.gt_mask is not None else 4
-    aspect = height / width
-    top_inches, bottom_inches = 0.5, 0.22
-    figure = Figure(
-        figsize=(PANEL_INCHES * panels, PANEL_INCHES * aspect + top_inches + bottom_inches), dpi=DPI
-    )
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, panels)
+    gt = None if sample.gt_mask is None else np.asarray(sample.gt_mask)
+    panels: dict[str, Figure] = {}
 
-    _show(axes[0], image, "image")
+    figure, ax = _new_panel(height, width)
+    # Slightly dimmed, so the red / green outlines of the questions stay legible over any colours.
+    ax.imshow(_dim_outside(image, np.full((height, width), 0.75)), interpolation="nearest", aspect="auto")
+    _draw_windows(ax, sample.windows)
+    regions = PolyCollection([_box_polygon(r) for r in sample.regions], closed=True, facecolors="none",
+                             edgecolors=REGION_COLOUR, linewidths=2.0)
+    regions.set(path_effects=_halo(2.0))
+    ax.add_collection(regions)
+    _finish_axes(ax, height, width)
+    panels["asked"] = figure
 
-    if sample.saliency is not None:
-        _show(axes[1], sample.saliency, "saliency + regions", cmap="gray", vmin=0.0, vmax=1.0)
-    else:
-        _show(axes[1], image, "regions (no saliency)", alpha=0.6)
-    axes[1].add_collection(
-        PolyCollection(
-            [_box_polygon(r) for r in sample.regions],
-            closed=True,
-            facecolors="none",
-            edgecolors=REGION_COLOUR,
-            linewidths=1.5,
-        )
-    )
+    figure, ax = _new_panel(height, width)
+    mask = np.clip(np.asarray(sample.mask, dtype=np.float32), 0.0, 1.0)
+    ax.imshow(_dim_outside(image, mask), interpolation="nearest", aspect="auto")
+    _outline(ax, mask, sample.threshold, MASK_COLOUR, 2.0)
+    if gt is not None:
+        _outline(ax, (gt == 1).astype(np.float32), 0.5, GT_COLOUR, 1.2, dashed=True)
+    _finish_axes(ax, height, width)
+    panels["mask"] = figure
 
-    # A dimmed grey image keeps the red / green outlines legible over any colours.
-    _show(axes[2], _greyscale(image), f"{len(sample.windows)} windows asked", cmap="gray", vmin=0.0, vmax=2.0)
-    _draw_windows(axes[2], sample.windows)
-
-    _show(axes[3], sample.soft_mask, "soft mask", cmap="viridis", vmin=0.0, vmax=1.0)
-
-    if sample.gt_mask is not None:
-        gt = np.asarray(sample.gt_mask)
-        classes = np.where(gt == GT_IGNORE, 2, np.clip(gt, 0, 1))
-        _show(axes[4], classes, "ground truth", cmap=GT_CMAP, vmin=0, vmax=2)
-
-    for ax in axes:
-        ax.set_xlim(-0.5, width - 0.5)
-        ax.set_ylim(height - 0.5, -0.5)
-    figure.suptitle(_figure_title(sample), fontsize=9)
-    legend = LEGEND + (GT_LEGEND if sample.gt_mask is not None else "")
-    figure.text(0.5, 0.02, legend, ha="center", va="bottom", fontsize=7, color="#444444")
-    fig_height = figure.get_figheight()
-    figure.subplots_adjust(
-        left=0.01, right=0.99, bottom=bottom_inches / fig_height, top=1 - top_inches / fig_height, wspace=0.06
-    )
-    return figure
+    if gt is not None:
+        figure, ax = _new_panel(height, width)
+        shown = _dim_outside(image, (gt == 1).astype(np.float32))
+        ignore = gt == GT_IGNORE
+        shown[ignore] = 0.5 * shown[ignore] + 0.5 * IGNORE_COLOUR
+        ax.imshow(shown, interpolation="nearest", aspect="auto")
+        _outline(ax, (gt == 1).astype(np.float32), 0.5, GT_COLOUR, 2.0)
+        _finish_axes(ax, height, width)
+        panels["truth"] = figure
+    return panels
 
 
-def render_sample(sample: SampleFigure, path: Path) -> Path:
-    """Write the sample's figure as a PNG at ``path`` (atomically) and return ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = build_figure(sample)
+def _save_png(figure: Figure, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # readable like any written file (mkstemp makes it private)
         with os.fdopen(fd, "wb") as out:
             figure.savefig(out, format="png", dpi=DPI)
         os.replace(tmp, path)
@@ -198,4 +212,14 @@ def render_sample(sample: SampleFigure, path: Path) -> Path:
         raise
     finally:
         figure.clear()
-    return path
+
+
+def render_sample(sample: SampleFigure, directory: Path, stem: str) -> dict[str, Path]:
+    """Write the sample's panels as ``directory/<stem>-<panel>.png`` (atomically); return their paths by panel."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for panel, figure in build_panels(sample).items():
+        paths[panel] = directory / f"{stem}-{panel}.png"
+        _save_png(figure, paths[panel])
+    return paths
