@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, text
 
+from benchkit import free_port, served_project
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
@@ -46,8 +47,6 @@ from crowdpatch.project import Project
 from crowdpatch.simulate.http import HttpxTransport, Retry, WorkerClient
 from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
-
-from benchkit import free_port, served_project
 
 GIVE_UP_SECONDS = 60.0
 """A request that finds no server for this long ends the run with an error: the restart failed."""
@@ -91,7 +90,17 @@ class Server:
     """`crowdpatch serve` in its own process group, so SIGKILL takes uvicorn's worker processes with it."""
 
     def __init__(self, directory: Path, port: int, processes: int, log: Path):
-        self.command = [sys.executable, "-m", "crowdpatch", "serve", str(directory), "--port", str(port), "--workers", str(processes)]
+        self.command = [
+            sys.executable,
+            "-m",
+            "crowdpatch",
+            "serve",
+            str(directory),
+            "--port",
+            str(port),
+            "--workers",
+            str(processes),
+        ]
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(log, "a")
         self.process: subprocess.Popen | None = None
@@ -102,8 +111,13 @@ class Server:
             while time.monotonic() < deadline:
                 if self.process is None or self.process.poll() is not None:
                     # (Re)launch; a launch right after a kill may still find the port taken and exit.
-                    self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self.log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
+                    self.process = subprocess.Popen(
+                        self.command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=self.log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 try:
                     if (await client.get(self.url + "/openapi.json")).status_code == 200:
                         return
@@ -142,8 +156,9 @@ CHAOS_RETRY = Retry(attempts=None, give_up_seconds=GIVE_UP_SECONDS, first_delay=
 """Every request is sent again, the very same, until the server is back (or for GIVE_UP_SECONDS)."""
 
 
-async def worker(http: httpx.AsyncClient, name: str, project: str, api_key: str, report: ChaosReport,
-                 stop: asyncio.Event, seed: int) -> None:
+async def worker(
+    http: httpx.AsyncClient, name: str, project: str, api_key: str, report: ChaosReport, stop: asyncio.Event, seed: int
+) -> None:
     rng = random.Random(seed)
     client = WorkerClient(HttpxTransport(http), CHAOS_RETRY)
     try:
@@ -153,8 +168,15 @@ async def worker(http: httpx.AsyncClient, name: str, project: str, api_key: str,
         report.server_errors += client.server_errors
 
 
-async def _work(client: WorkerClient, rng: random.Random, name: str, project: str, api_key: str, report: ChaosReport,
-                stop: asyncio.Event) -> None:
+async def _work(
+    client: WorkerClient,
+    rng: random.Random,
+    name: str,
+    project: str,
+    api_key: str,
+    report: ChaosReport,
+    stop: asyncio.Event,
+) -> None:
     opened = await client.open_session(project, name, api_key)
     if opened.outcome != "opened":
         raise RuntimeError(f"{name}: no session ({opened.status} {opened.outcome})")
@@ -182,18 +204,35 @@ async def _work(client: WorkerClient, rng: random.Random, name: str, project: st
             raise RuntimeError(f"{name}: POST /answers answered {posted.status} ({posted.outcome})")
 
 
-async def run_chaos(server: Server, project: Project, report: ChaosReport, kills: int, gap: tuple[float, float],
-                    tail_seconds: float, seed: int) -> None:
+async def run_chaos(
+    server: Server,
+    project: Project,
+    report: ChaosReport,
+    kills: int,
+    gap: tuple[float, float],
+    tail_seconds: float,
+    seed: int,
+) -> None:
     rng = random.Random(seed)
     stop = asyncio.Event()
     await server.start()
     started = time.perf_counter()
     limits = httpx.Limits(max_connections=report.workers, max_keepalive_connections=report.workers)
     async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30.0) as client:
-        crowd = asyncio.gather(*(
-            worker(client, f"chaos-{seed}-{i:03d}", project.config.name, project.config.server.effective_api_key(), report, stop, seed * 1000 + i)
-            for i in range(report.workers)
-        ))
+        crowd = asyncio.gather(
+            *(
+                worker(
+                    client,
+                    f"chaos-{seed}-{i:03d}",
+                    project.config.name,
+                    project.config.server.effective_api_key(),
+                    report,
+                    stop,
+                    seed * 1000 + i,
+                )
+                for i in range(report.workers)
+            )
+        )
         for _ in range(kills):
             await asyncio.sleep(rng.uniform(*gap))
             server.kill()
@@ -220,7 +259,9 @@ def audit(project: Project, report: ChaosReport, prefix: str) -> None:
         tasks = session.scalars(select(TaskRow).where(TaskRow.kind != "gold")).all()
         stages = dict(session.execute(select(ImageRow.id, ImageRow.stage)).all())
     open_images = {task.image_id for task in tasks if task.state == "open" and task.kind != "polygon"}
-    report.stalled_images = sum(1 for image_id, stage in stages.items() if stage in ("verify", "patch") and image_id not in open_images)
+    report.stalled_images = sum(
+        1 for image_id, stage in stages.items() if stage in ("verify", "patch") and image_id not in open_images
+    )
     by_client = Counter(client_id for client_id, _, _ in rows)
     by_pair = Counter((worker, task_id) for _, task_id, worker in rows)
     stored = {client_id: task_id for client_id, task_id, _ in rows}
@@ -230,13 +271,26 @@ def audit(project: Project, report: ChaosReport, prefix: str) -> None:
     report.unacknowledged_stored = sum(1 for client_id in stored if client_id not in report.acks)
     early_stop = project.config.crowd.early_stop
     report.over_asked = sum(
-        1 for task in tasks
-        if not all(k < votes_target(values[task.id][:k], task.votes_wanted, early_stop) for k in range(len(values[task.id])))
+        1
+        for task in tasks
+        if not all(
+            k < votes_target(values[task.id][:k], task.votes_wanted, early_stop) for k in range(len(values[task.id]))
+        )
     )
 
 
-def chaos(backend: str, processes: int, workers: int, kills: int, gap: tuple[float, float], tail_seconds: float,
-          images: int, postgres: str, out: Path, seed: int) -> ChaosReport:
+def chaos(
+    backend: str,
+    processes: int,
+    workers: int,
+    kills: int,
+    gap: tuple[float, float],
+    tail_seconds: float,
+    images: int,
+    postgres: str,
+    out: Path,
+    seed: int,
+) -> ChaosReport:
     data_dir = out / "data"
     if not (data_dir / "labels.csv").exists():
         generate_benchmark(data_dir, BenchmarkSpec(n_images=images, size=64, seed=0))
@@ -267,8 +321,25 @@ def chaos(backend: str, processes: int, workers: int, kills: int, gap: tuple[flo
     return report
 
 
-COLUMNS = ["backend", "processes", "workers", "kills", "acknowledged", "stored", "lost", "duplicated",
-           "unacknowledged_stored", "interrupted", "replayed", "conflicts", "over_asked", "stalled_images", "failed_requests", "server_errors", "seconds"]
+COLUMNS = [
+    "backend",
+    "processes",
+    "workers",
+    "kills",
+    "acknowledged",
+    "stored",
+    "lost",
+    "duplicated",
+    "unacknowledged_stored",
+    "interrupted",
+    "replayed",
+    "conflicts",
+    "over_asked",
+    "stalled_images",
+    "failed_requests",
+    "server_errors",
+    "seconds",
+]
 
 
 def main() -> None:
@@ -277,7 +348,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--processes", type=int, default=2, help="Server processes on PostgreSQL (SQLite: always 1).")
-    parser.add_argument("--gap", type=float, nargs=2, default=[1.0, 3.0], help="Seconds between a restart and the next kill (uniform).")
+    parser.add_argument(
+        "--gap", type=float, nargs=2, default=[1.0, 3.0], help="Seconds between a restart and the next kill (uniform)."
+    )
     parser.add_argument("--tail", type=float, default=2.0, help="Seconds of work after the last restart.")
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
@@ -285,17 +358,33 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-chaos-"))
-    print(f"cores: {os.cpu_count()}; {args.kills} SIGKILLs per run, {args.gap[0]:g}-{args.gap[1]:g} s apart; "
-          f"{args.workers} workers; {args.images} images of 64 px; logs in {out}")
+    print(
+        f"cores: {os.cpu_count()}; {args.kills} SIGKILLs per run, {args.gap[0]:g}-{args.gap[1]:g} s apart; "
+        f"{args.workers} workers; {args.images} images of 64 px; logs in {out}"
+    )
     print("| " + " | ".join(COLUMNS) + " |")
     print("| " + " | ".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + " |")
     reports = []
     for backend in args.backends:
         processes = args.processes if backend == "postgresql" else 1
-        report = chaos(backend, processes, args.workers, args.kills, tuple(args.gap), args.tail, args.images, args.postgres, out, args.seed)
+        report = chaos(
+            backend,
+            processes,
+            args.workers,
+            args.kills,
+            tuple(args.gap),
+            args.tail,
+            args.images,
+            args.postgres,
+            out,
+            args.seed,
+        )
         reports.append(report)
         row = asdict(report)
-        print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS) + " |", flush=True)
+        print(
+            "| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS) + " |",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps([{c: asdict(r)[c] for c in COLUMNS} for r in reports], indent=2))
 

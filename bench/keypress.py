@@ -35,9 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=200)
     parser.add_argument("--images", type=int, default=160)
-    parser.add_argument("--think-ms", type=float, default=0.0,
-                        help="Pause after each patch is shown before the key press (0: back to back, the worst case; "
-                             "300: the fastest answer quality control accepts, crowd.min_seconds_per_answer).")
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="Pause after each patch is shown before the key press (0: back to back, the worst case; "
+        "300: the fastest answer quality control accepts, crowd.min_seconds_per_answer).",
+    )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-keypress-"))
     labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
@@ -51,18 +55,25 @@ def main() -> None:
     project = Project.create(out / "project", config)
     add_images(project, load_folder_dataset(images, labels, masks).records)
     propose(project)
-    server = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(project), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.02)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--disable-gpu", "--disable-quic"])
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--disable-gpu", "--disable-quic"]
+        )
         page = browser.new_page()
         page.goto(f"{url}/w/keys?PROLIFIC_PID=bench&STUDY_ID=s&SESSION_ID=s")
         page.get_by_role("button", name="Start").click()
         for i in range(args.answers + 1):
-            page.wait_for_function("document.getElementById('frame').dataset.taskId && document.body.dataset.shown === document.getElementById('frame').dataset.taskId", timeout=10_000)
+            page.wait_for_function(
+                "document.getElementById('frame').dataset.taskId && document.body.dataset.shown === document.getElementById('frame').dataset.taskId",
+                timeout=10_000,
+            )
             if i == args.answers:
                 break
             task = page.locator("#frame").get_attribute("data-task-id")
@@ -71,16 +82,20 @@ def main() -> None:
             # Grid screens (the default presentation's patch questions) are answered with Enter.
             kind = page.locator("#frame").get_attribute("data-kind")
             page.keyboard.press("Enter" if kind == "grid" else "y" if i % 2 else "n")
-            page.wait_for_function(f"document.getElementById('frame').dataset.taskId !== '{task}' || !document.getElementById('finished').hidden")
+            page.wait_for_function(
+                f"document.getElementById('frame').dataset.taskId !== '{task}' || !document.getElementById('finished').hidden"
+            )
             if page.locator("#finished").is_visible():
                 break  # this worker has seen every question it may answer
         latencies = np.array(page.evaluate("window.crowdpatch.latencies"))
         waited = page.evaluate("window.crowdpatch.waited")
         browser.close()
     server.should_exit = True
-    print(f"{len(latencies)} answers, {args.think_ms:.0f} ms between shown and key press: key press -> next patch shown p50 {np.percentile(latencies, 50):.1f} ms, "
-          f"p95 {np.percentile(latencies, 95):.1f} ms, max {latencies.max():.1f} ms; "
-          f"{waited} key presses found the next patch not yet decoded; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"{len(latencies)} answers, {args.think_ms:.0f} ms between shown and key press: key press -> next patch shown p50 {np.percentile(latencies, 50):.1f} ms, "
+        f"p95 {np.percentile(latencies, 95):.1f} ms, max {latencies.max():.1f} ms; "
+        f"{waited} key presses found the next patch not yet decoded; load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -39,21 +39,20 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from sqlalchemy import text
 
+from benchkit import StealMeter, cpu_model, free_port, served_project
 from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
-from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.simulate.http import Http11, WorkerClient
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
-
-from benchkit import StealMeter, cpu_model, free_port, served_project
 
 PG_SYNCHRONOUS_COMMIT = {"full": "on", "normal": "on", "off": "off"}
 
@@ -66,6 +65,7 @@ def make_project(root: Path, data: tuple[Path, Path, Path], db_url: str | None, 
     study is patch answers (tens to hundreds per image), so a run of a few seconds on a fresh
     project measures mostly its first minutes; "patch" measures the rest.
     """
+
     def configure(config: ProjectConfig) -> None:
         # One window per screen (the paper's form): a few hundred answers per image, so the work does not
         # run out within a run (the grid presentation asks about five questions per image).
@@ -93,7 +93,9 @@ def answer_verification(project: Project, seed: int = 0) -> int:
                 active.remove(worker_id)
                 continue
             verdict = verdicts.setdefault(task.task_id, rng.choice(["yes", "no"]))
-            dispatcher.submit(worker_id, task.task_id, verdict, client_id=f"warm-up-{answers}", client_ms=1600, time_source="modeled")
+            dispatcher.submit(
+                worker_id, task.task_id, verdict, client_id=f"warm-up-{answers}", client_ms=1600, time_source="modeled"
+            )
             answers += 1
             if task.kind != "verify":
                 active.remove(worker_id)
@@ -109,11 +111,27 @@ def split_cores(server_cores: str = "rest") -> tuple[set[int], set[int]]:
     return (set(cores) if server_cores == "all" else set(cores[:-1])), {cores[-1]}
 
 
-def serve(project: Project, processes: int, log: Path, env: dict[str, str], cores: set[int]) -> tuple[subprocess.Popen, int]:
+def serve(
+    project: Project, processes: int, log: Path, env: dict[str, str], cores: set[int]
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    command = [sys.executable, "-m", "crowdpatch", "serve", str(project.directory), "--port", str(port), "--workers", str(processes)]
+    command = [
+        sys.executable,
+        "-m",
+        "crowdpatch",
+        "serve",
+        str(project.directory),
+        "--port",
+        str(port),
+        "--workers",
+        str(processes),
+    ]
     child = subprocess.Popen(
-        command, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env},
+        command,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
         preexec_fn=lambda: os.sched_setaffinity(0, cores),  # uvicorn's worker processes inherit it
     )
     deadline = time.monotonic() + 60
@@ -189,8 +207,18 @@ class ClientReport:
     """The generator's own CPU time (opening the sessions included)."""
 
 
-async def _worker(port: int, name: str, api_key: str, project: str, ready: asyncio.Event, stop: list[float],
-                  report: ClientReport, opened: list[int], rng: random.Random, piggyback: bool) -> None:
+async def _worker(
+    port: int,
+    name: str,
+    api_key: str,
+    project: str,
+    ready: asyncio.Event,
+    stop: list[float],
+    report: ClientReport,
+    opened: list[int],
+    rng: random.Random,
+    piggyback: bool,
+) -> None:
     client = WorkerClient(Http11(port))  # no retries: an error is counted, and the worker goes on
     step = await client.open_session(project, name, api_key)
     if step.outcome != "opened":
@@ -242,8 +270,17 @@ async def _worker(port: int, name: str, api_key: str, project: str, ready: async
                 report.error_statuses[step.status] += 1
 
 
-async def drive(port: int, api_key: str, project: str, workers: int, seconds: float, seed: int,
-                opened_all: Any = None, go: Any = None, piggyback: bool = False) -> ClientReport:
+async def drive(
+    port: int,
+    api_key: str,
+    project: str,
+    workers: int,
+    seconds: float,
+    seed: int,
+    opened_all: Any = None,
+    go: Any = None,
+    piggyback: bool = False,
+) -> ClientReport:
     """Open every worker's session, then run the next-task + answer loop of all of them for ``seconds``.
 
     ``piggyback``: each answer asks for the next question in the same request (``"next": true``),
@@ -256,7 +293,9 @@ async def drive(port: int, api_key: str, project: str, workers: int, seconds: fl
     ready, stop, opened = asyncio.Event(), [float("inf")], [0]
     rng = random.Random(seed)
     tasks = [
-        asyncio.create_task(_worker(port, f"load-{seed}-{i:04d}", api_key, project, ready, stop, report, opened, rng, piggyback))
+        asyncio.create_task(
+            _worker(port, f"load-{seed}-{i:04d}", api_key, project, ready, stop, report, opened, rng, piggyback)
+        )
         for i in range(workers)
     ]
     while opened[0] < workers:
@@ -286,15 +325,33 @@ def _client_process(queue: multiprocessing.Queue, cores: set[int], *args) -> Non
     queue.put(report)
 
 
-def run(project: Project, processes: int, workers: int, seconds: float, log: Path, env: dict[str, str], piggyback: bool,
-        server_cores: str = "rest") -> dict:
+def run(
+    project: Project,
+    processes: int,
+    workers: int,
+    seconds: float,
+    log: Path,
+    env: dict[str, str],
+    piggyback: bool,
+    server_cores: str = "rest",
+) -> dict:
     server_cores, client_cores = split_cores(server_cores)
     child, port = serve(project, processes, log, env, server_cores)
     try:
         fork = multiprocessing.get_context("fork")
         queue: multiprocessing.Queue = fork.Queue()
         opened_all, go = fork.Event(), fork.Event()
-        args = (port, project.config.server.effective_api_key(), project.config.name, workers, seconds, workers, opened_all, go, piggyback)
+        args = (
+            port,
+            project.config.server.effective_api_key(),
+            project.config.name,
+            workers,
+            seconds,
+            workers,
+            opened_all,
+            go,
+            piggyback,
+        )
         client = fork.Process(target=_client_process, args=(queue, client_cores, *args))
         client.start()
         while not opened_all.wait(timeout=1):
@@ -336,27 +393,51 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--images", type=int, default=600, help="Built-in images (64 px): enough work not to run out.")
     parser.add_argument("--sync", nargs="+", choices=["full", "normal", "off"], default=["normal"])
-    parser.add_argument("--backends", nargs="+", default=["sqlite:1", "postgresql:2", "postgresql:4"],
-                        help="DATABASE:PROCESSES, DATABASE being sqlite or postgresql.")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["sqlite:1", "postgresql:2", "postgresql:4"],
+        help="DATABASE:PROCESSES, DATABASE being sqlite or postgresql.",
+    )
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--server-cores", choices=["rest", "all"], default="rest",
-                        help="rest: the server on every core but the load generator's (one on a 2-core machine); "
-                             "all: on every core, sharing the generator's (for several server processes).")
-    parser.add_argument("--phases", nargs="+", choices=["verify", "patch"], default=["verify", "patch"],
-                        help="verify: a fresh project (its verification questions first); patch: those answered "
-                             "beforehand, so the run is patch answers (the bulk of a study).")
-    parser.add_argument("--loops", nargs="+", choices=["separate", "piggyback"], default=["separate", "piggyback"],
-                        help="separate: GET /tasks/next then POST /answers (two round trips per answer); "
-                             "piggyback: each answer asks for the next question (\"next\": true), one round trip.")
+    parser.add_argument(
+        "--server-cores",
+        choices=["rest", "all"],
+        default="rest",
+        help="rest: the server on every core but the load generator's (one on a 2-core machine); "
+        "all: on every core, sharing the generator's (for several server processes).",
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["verify", "patch"],
+        default=["verify", "patch"],
+        help="verify: a fresh project (its verification questions first); patch: those answered "
+        "beforehand, so the run is patch answers (the bulk of a study).",
+    )
+    parser.add_argument(
+        "--loops",
+        nargs="+",
+        choices=["separate", "piggyback"],
+        default=["separate", "piggyback"],
+        help="separate: GET /tasks/next then POST /answers (two round trips per answer); "
+        'piggyback: each answer asks for the next question ("next": true), one round trip.',
+    )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-load-"))
     data = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
     files = (out / "data" / "images", data, out / "data" / "masks")
     server_cores, client_cores = split_cores(args.server_cores)
-    print(f"host: {cpu_model()}; cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
-          f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}")
-    print("| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | PostgreSQL CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg | steal % |")
-    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"host: {cpu_model()}; cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
+        f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | PostgreSQL CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg | steal % |"
+    )
+    print(
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
     for spec in args.backends:
         backend, _, processes = spec.partition(":")
         for phase, sync, loop, workers in itertools.product(args.phases, args.sync, args.loops, args.workers):
@@ -372,15 +453,31 @@ def main() -> None:
                 env[ENV_SQLITE_SYNC] = sync.upper()
             project = make_project(out / tag, files, db_url, phase)
             project.close()
-            result = run(project, int(processes or 1), workers, args.seconds, out / f"{tag}.log", env, loop == "piggyback", args.server_cores)
-            setting = f"synchronous={sync.upper()}" if backend == "sqlite" else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
+            result = run(
+                project,
+                int(processes or 1),
+                workers,
+                args.seconds,
+                out / f"{tag}.log",
+                env,
+                loop == "piggyback",
+                args.server_cores,
+            )
+            setting = (
+                f"synchronous={sync.upper()}"
+                if backend == "sqlite"
+                else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
+            )
             exhausted = " (work ran out)" if result["exhausted"] else ""
             exhausted += f" ({result['stopped']} workers stopped)" if result["stopped"] else ""
             errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
             database = f"{result['database_cpu_ms_per_answer']:.2f}" if backend == "postgresql" else "-"
-            print(f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
-                  f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                  f"{result['server_cpu_ms_per_answer']:.2f} | {database} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |", flush=True)
+            print(
+                f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
+                f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
+                f"{result['server_cpu_ms_per_answer']:.2f} | {database} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |",
+                flush=True,
+            )
             if schema:
                 with make_engine(args.postgres).begin() as connection:
                     connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))

@@ -14,11 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import MASK_DATASETS, cost_figures, markdown_table, write_section
 from crowdpatch.config import ProjectConfig
 from crowdpatch.workflow import SilentProgress, run_bench_masks
-
-from benchkit import MASK_DATASETS, cost_figures, markdown_table, write_section
-
 
 CONFIGS = [
     ("single", 1, 8),
@@ -30,7 +28,9 @@ CONFIGS = [
 ]
 
 
-def run(dataset: str, presentation: str, depth: int, grid: int, saliency: str, limit: int | None, seed: int, refine: str) -> dict:
+def run(
+    dataset: str, presentation: str, depth: int, grid: int, saliency: str, limit: int | None, seed: int, refine: str
+) -> dict:
     images, masks = MASK_DATASETS[dataset]
     config = ProjectConfig(name="bench", target="object")
     config.patches.presentation = presentation
@@ -57,9 +57,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="images per dataset (default: all)")
     parser.add_argument("--datasets", nargs="+", default=list(MASK_DATASETS))
-    parser.add_argument("--saliency", nargs="+", default=["spectral"], help="saliency backends to compare (e.g. spectral gt)")
+    parser.add_argument(
+        "--saliency", nargs="+", default=["spectral"], help="saliency backends to compare (e.g. spectral gt)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--refine", choices=["none", "grabcut"], default="none", help="mask refinement (the published table: none)")
+    parser.add_argument(
+        "--refine", choices=["none", "grabcut"], default="none", help="mask refinement (the published table: none)"
+    )
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     rows = []

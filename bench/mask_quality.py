@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchkit import DATA, MASK_DATASETS, markdown_table, write_section
-
 from crowdpatch.config import ProjectConfig, TimeModel
 from crowdpatch.report.curves import load_points, plot_curves
 from crowdpatch.workflow import SilentProgress, run_bench_masks
@@ -91,7 +90,9 @@ def run(dataset: str, folders: tuple[Path, Path], name: str, limit: int | None, 
         "s/img": seconds,
         "x polygon": summary["speedup_vs_polygon"],
         "saliency IoU": summary["mask_iou"]["saliency"],
-        "where the seconds go": ", ".join(f"{kind} {value:.1f}" for kind, value in sorted(by_kind.items(), key=lambda kv: -kv[1])),
+        "where the seconds go": ", ".join(
+            f"{kind} {value:.1f}" for kind, value in sorted(by_kind.items(), key=lambda kv: -kv[1])
+        ),
         "run s": time.perf_counter() - start,
         "summary": str(target / "summary.json"),
     }
@@ -104,7 +105,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "crowdpatch_mask_quality")
-    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md and the figure into docs/results/")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="write the tables into docs/benchmarks.md and the figure into docs/results/",
+    )
     args = parser.parse_args()
     folders = {name: MASK_DATASETS[name] for name in args.datasets if name != "mixed"}
     if "mixed" in args.datasets:

@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import MASK_DATASETS, cost_figures, markdown_table, write_section
 from crowdpatch.config import ProjectConfig, TimeModel
 from crowdpatch.report.curves import load_points, plot_curves
 from crowdpatch.workflow import SilentProgress, run_bench_masks
-
-from benchkit import MASK_DATASETS, cost_figures, markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +45,18 @@ POINTS = {
 }
 
 
-def run(dataset: str, saliency: str, weights: str | None, planner: str, grid: int, budget: float | None, refine: str,
-        limit: int | None, seed: int, out: Path) -> dict:
+def run(
+    dataset: str,
+    saliency: str,
+    weights: str | None,
+    planner: str,
+    grid: int,
+    budget: float | None,
+    refine: str,
+    limit: int | None,
+    seed: int,
+    out: Path,
+) -> dict:
     images, masks = MASK_DATASETS[dataset]
     config = ProjectConfig(name="bench", target="object")
     config.crowd.planner = planner
@@ -83,13 +92,24 @@ def main() -> None:
     parser.add_argument("--saliency", default="spectral", choices=sorted(POINTS))
     parser.add_argument("--weights", default=None, help="model file of the saliency backend (csnet)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "crowdpatch_planner_runs", help="where every run's summary and report go")
-    parser.add_argument("--write", action="store_true", help="write the table, figures and rows into docs/ (else figures and rows go to --out)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "crowdpatch_planner_runs",
+        help="where every run's summary and report go",
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="write the table, figures and rows into docs/ (else figures and rows go to --out)",
+    )
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets:
         for planner, grid, budget, refine in POINTS[args.saliency]:
-            row = run(dataset, args.saliency, args.weights, planner, grid, budget, refine, args.limit, args.seed, args.out)
+            row = run(
+                dataset, args.saliency, args.weights, planner, grid, budget, refine, args.limit, args.seed, args.out
+            )
             rows.append(row)
             print(markdown_table([row], skip=("summary",)).splitlines()[-1], flush=True)
     text = markdown_table(rows, skip=("summary",))

@@ -119,10 +119,16 @@ def evaluate(predict: Predictor, pairs: list[tuple[np.ndarray, np.ndarray]], bat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Weizmann horse folder (holds rgb/ and figure_ground/)")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="Weizmann horse folder (holds rgb/ and figure_ground/)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
-    parser.add_argument("--backends", nargs="+", default=[RAW_BASELINE, "spectral", "finegrained"],
-                        help="spectral, finegrained, opencv-spectral-raw, csnet, csnet-onnx, onnx")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=[RAW_BASELINE, "spectral", "finegrained"],
+        help="spectral, finegrained, opencv-spectral-raw, csnet, csnet-onnx, onnx",
+    )
     parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="weizmann_horse")
     parser.add_argument("--weights", type=Path, default=None, help="CSNet checkpoint (csnet, csnet-onnx)")
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX saliency model (backend onnx)")
@@ -136,8 +142,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.backends:
             result = evaluate(predictor(name, args.weights, args.onnx, args.batch, Path(workdir)), pairs, args.batch)
-            print(f"| {name} | {result['in']:.3f} | {result['out']:.3f} | {result['iou']:.3f} | {result['images_per_s']:.1f} |",
-                  flush=True)
+            print(
+                f"| {name} | {result['in']:.3f} | {result['out']:.3f} | {result['iou']:.3f} | {result['images_per_s']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from benchkit import markdown_table, write_section
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -29,8 +30,6 @@ from crowdpatch.project import Project
 from crowdpatch.propose import propose
 from crowdpatch.simulate.run import run_simulation
 from crowdpatch.store.models import AnswerRow, WorkerRow
-
-from benchkit import markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("random", "always_yes", "always_no", "too_fast")
@@ -44,8 +43,9 @@ class WorkerOutcome:
     answers: int
 
 
-def simulate_crowd(data: Path, labels: Path, presentation: str, kind: str, worker_error: float, seed: int,
-                   workers: int, share: float) -> list[WorkerOutcome]:
+def simulate_crowd(
+    data: Path, labels: Path, presentation: str, kind: str, worker_error: float, seed: int, workers: int, share: float
+) -> list[WorkerOutcome]:
     """One fresh project answered to the end by ``workers`` simulated workers, ``share`` of them spammers of ``kind``."""
     config = ProjectConfig(name="spam", target="object", images_dir=str(data / "images"), masks_dir=str(data / "masks"))
     config.patches.presentation = presentation
@@ -125,7 +125,9 @@ def main() -> None:
                 for kind in KINDS:
                     outcomes: list[WorkerOutcome] = []
                     for seed in range(args.seeds):
-                        outcomes += simulate_crowd(data, labels, presentation, kind, error, seed, args.workers, args.share)
+                        outcomes += simulate_crowd(
+                            data, labels, presentation, kind, error, seed, args.workers, args.share
+                        )
                     everyone += outcomes
                     spam_rows.append(spammer_row(presentation, error, kind, outcomes))
                     print(markdown_table([spam_rows[-1]]).splitlines()[-1], flush=True)

@@ -32,7 +32,9 @@ def step_times(loss: str, args: argparse.Namespace) -> list[float]:
     labels = torch.randint(0, 2, (args.batch_size,), device=device)
     masks = (torch.rand(args.batch_size, 1, size, size, device=device) > 0.7).float()
     has_mask = torch.ones(args.batch_size, dtype=torch.bool, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     times = []
     for step in range(args.warmup + args.steps):
         if device.type == "cuda":
@@ -60,7 +62,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; model {args.model}; batch {args.batch_size}; {args.image_size} px; torch {torch.__version__}")
+    print(
+        f"device: {name}; model {args.model}; batch {args.batch_size}; {args.image_size} px; torch {torch.__version__}"
+    )
     print("| loss | ms / step (median) | x plain |")
     print("|---|---|---|")
     base = None

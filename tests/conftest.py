@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from typer.testing import CliRunner
+
 from crowdpatch.cli import app
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
-from typer.testing import CliRunner
-
 from helpers.cli import CLI_ENV_OVERRIDES, cli_command, cli_env
 from helpers.postgres import fresh_schema
 
@@ -100,7 +100,9 @@ def postgres_schema():
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run_cli(*args, timeout=120)``: ``python -m crowdpatch ARGS`` as a real subprocess, no tty."""
 
-    def run(*args: str | os.PathLike[str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str | os.PathLike[str], timeout: float = 120, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             cli_command(*args),
             stdin=subprocess.DEVNULL,
@@ -120,7 +122,9 @@ def start_cli():
     children: list[subprocess.Popen] = []
 
     def start(*args: str | os.PathLike[str], log) -> subprocess.Popen:
-        child = subprocess.Popen(cli_command(*args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+        child = subprocess.Popen(
+            cli_command(*args), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=cli_env()
+        )
         children.append(child)
         return child
 
@@ -151,7 +155,9 @@ def landscape_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("landscape-photos")
     photo = scene().photo
-    for index, (box, mirrored) in enumerate((((0, 80, 640, 480), False), ((0, 80, 640, 480), True), ((80, 120, 560, 420), False))):
+    for index, (box, mirrored) in enumerate(
+        (((0, 80, 640, 480), False), ((0, 80, 640, 480), True), ((80, 120, 560, 420), False))
+    ):
         picture = photo.crop(box)
         picture = ImageOps.mirror(picture) if mirrored else picture
         picture.resize((320, 200)).save(folder / f"photo-{index}.png")

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.policies.posteriors import cell_posteriors, worker_accuracies, yes_posterior
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
 from crowdpatch.crowd.policies import policy_for
+from crowdpatch.crowd.policies.posteriors import cell_posteriors, worker_accuracies, yes_posterior
 from crowdpatch.masks.build import UNREFINED_OUTLINE, MaskBuilder
-from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.simulate.run import run_simulation
 from crowdpatch.store.models import ImageRow, TaskRow, WorkerRow
 
@@ -44,7 +44,13 @@ def adaptive(budget: float | None = None, outline: bool = True, first_look: int 
 def add_workers(project: Project, n: int, gold: tuple[int, int] = (0, 0)) -> list[int]:
     with project.sessions.begin() as session:
         rows = [
-            WorkerRow(project_id=project.id, platform="local", external_id=f"w{next(_ids)}", gold_seen=gold[0], gold_correct=gold[1])
+            WorkerRow(
+                project_id=project.id,
+                platform="local",
+                external_id=f"w{next(_ids)}",
+                gold_seen=gold[0],
+                gold_correct=gold[1],
+            )
             for i in range(n)
         ]
         session.add_all(rows)
@@ -56,7 +62,12 @@ def answer(planner: MemoryDispatcher, worker: int, task_id: int, value: Any, sec
     assignment = planner.next_task(worker)
     assert assignment is not None and assignment.task_id == task_id, (assignment, task_id)
     return planner.submit(
-        worker, task_id, value, client_id=f"a{next(_ids)}", seconds=seconds, time_source="modeled",
+        worker,
+        task_id,
+        value,
+        client_id=f"a{next(_ids)}",
+        seconds=seconds,
+        time_source="modeled",
     )
 
 
@@ -67,7 +78,11 @@ def first_image_with_cluster(project: Project) -> int:
 
 def open_tasks(project: Project, image_id: int) -> list[TaskRow]:
     with project.sessions() as session:
-        return list(session.scalars(select(TaskRow).where(TaskRow.image_id == image_id, TaskRow.state == "open").order_by(TaskRow.id)))
+        return list(
+            session.scalars(
+                select(TaskRow).where(TaskRow.image_id == image_id, TaskRow.state == "open").order_by(TaskRow.id)
+            )
+        )
 
 
 def verified_region(project: Project, image_id: int, planner: MemoryDispatcher, workers) -> TaskRow:
@@ -128,7 +143,9 @@ def test_verification_buys_a_second_answer_only_while_uncertain(make_project) ->
     verify = open_tasks(project, image_id)[0]
     assert verify.kind == "verify" and verify.votes_wanted == 1
     fresh = add_workers(project, 2)
-    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
+    planner = MemoryDispatcher(
+        project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW)
+    )
     result = answer(planner, fresh[0], verify.id, "yes")
     assert not result.task_done  # one answer of an unknown worker: 0.85 < 0.95
     result = answer(planner, fresh[1], verify.id, "yes")
@@ -145,22 +162,31 @@ def test_verification_buys_a_second_answer_only_while_uncertain(make_project) ->
 def test_an_accepted_outline_is_the_regions_mask(make_project) -> None:
     project, image_id = single_image_project(make_project)
     workers = iter(add_workers(project, 6))
-    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
+    planner = MemoryDispatcher(
+        project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW)
+    )
     outline = verified_region(project, image_id, planner, workers)
     assert outline.kind == "outline" and "saliency" in outline.reason
     assignment = planner.next_task(next(workers))
     assert assignment.kind == "verify" and assignment.variant == "outline"
     assert "outline" in assignment.question
-    planner.submit(assignment_worker := _holder(planner, outline.id), outline.id, "yes", client_id="o1", seconds=1.6,
-                   time_source="modeled")
+    planner.submit(
+        assignment_worker := _holder(planner, outline.id),
+        outline.id,
+        "yes",
+        client_id="o1",
+        seconds=1.6,
+        time_source="modeled",
+    )
     assert assignment_worker is not None
     answer(planner, next(workers), outline.id, "yes")
     assert open_tasks(project, image_id) == []
     with project.sessions() as session:
         image = session.get(ImageRow, image_id)
         assert image.stage == "done"
-        expected = outline_mask(salient_pixels(image.saliency_path, project.config.saliency.threshold),
-                                _box(outline.box))
+        expected = outline_mask(
+            salient_pixels(image.saliency_path, project.config.saliency.threshold), _box(outline.box)
+        )
     mask = MaskBuilder(project).image_mask(image_id)
     assert np.array_equal(mask.soft >= 0.5, expected)
 
@@ -179,7 +205,9 @@ def test_a_rejected_outline_leads_to_a_coarse_look_then_boundary_questions_with_
     project, image_id = single_image_project(make_project)
     project.config.adaptive.saliency_prior = 0.0  # the answers and neighbours alone decide here
     workers = iter(add_workers(project, 80))
-    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
+    planner = MemoryDispatcher(
+        project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW)
+    )
     outline = verified_region(project, image_id, planner, workers)
     answer(planner, next(workers), outline.id, "no")
     answer(planner, next(workers), outline.id, "no")
@@ -210,12 +238,15 @@ def test_a_rejected_outline_leads_to_a_coarse_look_then_boundary_questions_with_
             value: Any = {"cells": [c for c in assignment.active_cells if c in truth]}
         else:
             value = "yes" if _cell_of(project, assignment.task_id) in truth else "no"
-        planner.submit(worker, assignment.task_id, value, client_id=f"f{next(_ids)}", seconds=1.6,
-                       time_source="modeled")
+        planner.submit(
+            worker, assignment.task_id, value, client_id=f"f{next(_ids)}", seconds=1.6, time_source="modeled"
+        )
     assert open_tasks(project, image_id) == []
     mask = MaskBuilder(project).image_mask(image_id)
     cells = grid_cells(_box(root.box), resolution)
-    inside = [float(mask.soft[cells[i].y0:cells[i].y1, cells[i].x0:cells[i].x1].mean()) for i in range(resolution**2)]
+    inside = [
+        float(mask.soft[cells[i].y0 : cells[i].y1, cells[i].x0 : cells[i].x1].mean()) for i in range(resolution**2)
+    ]
     assert all(inside[i] >= 0.5 for i in core)
     assert all(inside[i] < 0.5 for i in stray)
 
@@ -237,7 +268,9 @@ def test_budget_stops_questions_and_keeps_the_saliency_outline(make_project) -> 
     # One yes/no answer (1.6 s) leaves 1.4 s of a 3-second budget: no second vote, no outline check, no grid.
     project, image_id = single_image_project(make_project, budget=3.0)
     workers = iter(add_workers(project, 4))
-    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
+    planner = MemoryDispatcher(
+        project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW)
+    )
     verify = open_tasks(project, image_id)[0]
     assert answer(planner, next(workers), verify.id, "yes").task_done
     assert open_tasks(project, image_id) == []
@@ -249,7 +282,9 @@ def test_grid_shrinks_to_fit_the_budget(make_project) -> None:
     # 3.2 s spent on verification; 12 s left affords a 4 x 4 first look (10.3 s), not the 8 x 8 asked for (41 s).
     project, image_id = single_image_project(make_project, budget=15.5, outline=False, first_look=8)
     workers = iter(add_workers(project, 4))
-    planner = MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW))
+    planner = MemoryDispatcher(
+        project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock(NOW)
+    )
     grid = verified_region(project, image_id, planner, workers)
     assert grid.kind == "grid" and grid.grid_size == 4
 
@@ -258,6 +293,7 @@ def test_simulated_project_spends_fewer_seconds_than_the_fixed_planner(make_proj
     """Same images, same simulated crowd: the adaptive planner asks less, and still builds a mask per image."""
     spent = {}
     for name in ("fixed", "adaptive"):
+
         def configure(config: ProjectConfig, name=name) -> None:
             config.crowd.planner = name
 
@@ -266,11 +302,14 @@ def test_simulated_project_spends_fewer_seconds_than_the_fixed_planner(make_proj
         assert report.open_questions == 0
         with project.sessions() as session:
             stages = set(session.scalars(select(ImageRow.stage).where(ImageRow.project_id == project.id)))
-            from crowdpatch.store.models import AnswerRow
             from sqlalchemy import func
 
+            from crowdpatch.store.models import AnswerRow
+
             spent[name] = session.scalar(
-                select(func.sum(AnswerRow.seconds)).join(TaskRow).where(TaskRow.project_id == project.id, TaskRow.kind != "gold")
+                select(func.sum(AnswerRow.seconds))
+                .join(TaskRow)
+                .where(TaskRow.project_id == project.id, TaskRow.kind != "gold")
             )
         assert stages == {"done"}
         assert policy_for(project.config).name == name

@@ -134,8 +134,14 @@ def add_project(session: Session, name: str) -> tuple[ProjectRow, ImageRow]:
 
 def add_task(session: Session, project: ProjectRow, image: ImageRow, kind: str, key: str, grid_size=None, gold=None):
     task = TaskRow(
-        project_id=project.id, image_id=image.id, kind=kind, key=key, box=[0, 0, 32, 32],
-        grid_size=grid_size, votes_wanted=3, gold_answer=gold,
+        project_id=project.id,
+        image_id=image.id,
+        kind=kind,
+        key=key,
+        box=[0, 0, 32, 32],
+        grid_size=grid_size,
+        votes_wanted=3,
+        gold_answer=gold,
     )
     session.add(task)
     session.flush()
@@ -152,8 +158,14 @@ def add_worker(session: Session, project: ProjectRow, name: str, **fields) -> Wo
 def answer(session: Session, task: TaskRow, worker: WorkerRow, value, seconds: float = 2.0) -> None:
     session.add(
         AnswerRow(
-            task_id=task.id, worker_id=worker.id, value=value, client_id=f"{task.id}-{worker.id}",
-            shown_at=0.0, answered_at=seconds, seconds=seconds, time_source="measured",
+            task_id=task.id,
+            worker_id=worker.id,
+            value=value,
+            client_id=f"{task.id}-{worker.id}",
+            shown_at=0.0,
+            answered_at=seconds,
+            seconds=seconds,
+            time_source="measured",
         )
     )
     session.flush()
@@ -177,12 +189,17 @@ def test_collected_votes_count_an_unclicked_grid_cell_as_no_and_drop_banned_work
     got = {(row.task, row.label) for row in votes.itertuples()}
     assert got == {
         (str(window.id), 1),
-        (f"{grid.id}:0", 0), (f"{grid.id}:1", 1), (f"{grid.id}:2", 1), (f"{grid.id}:3", 0),
+        (f"{grid.id}:0", 0),
+        (f"{grid.id}:1", 1),
+        (f"{grid.id}:2", 1),
+        (f"{grid.id}:3", 0),
     }
     assert set(votes["worker"]) == {str(good.id)}
 
     everyone = collect_votes(store, project.id, drop_banned=False)
-    assert ((everyone["task"] == str(window.id)) & (everyone["label"] == 0) & (everyone["worker"] == str(banned.id))).any()
+    assert (
+        (everyone["task"] == str(window.id)) & (everyone["label"] == 0) & (everyone["worker"] == str(banned.id))
+    ).any()
 
 
 def test_worker_quality_reports_gold_accuracy_agreement_and_speed(store: Session) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS
 from PIL import Image
 
+from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS
 from helpers.cli import bomb_png, cli_command, cli_env, image_rows, mentions
 
 GOOD_ODD_FILES = ("plain.png", "cmyk.jpg", "grey16.png", "palette.png", "png_named.jpg")
@@ -43,8 +43,10 @@ def mixed_folder(tmp_path: Path, benchmark_files) -> tuple[Path, Path]:
     folder, mask_folder = tmp_path / "images", tmp_path / "masks"
     folder.mkdir()
     mask_folder.mkdir()
-    source = {name: images / f"{i:05d}.png" for i, name in enumerate(
-        [*GOOD_ODD_FILES, "corrupt.png", "trunc.png", "zero.jpg", "text.png", "bomb.png"])}
+    source = {
+        name: images / f"{i:05d}.png"
+        for i, name in enumerate([*GOOD_ODD_FILES, "corrupt.png", "trunc.png", "zero.jpg", "text.png", "bomb.png"])
+    }
     for name, path in source.items():
         shutil.copy(masks / path.name, mask_folder / f"{Path(name).stem}.png")
     rgb = Image.open(source["plain.png"]).convert("RGB")
@@ -52,7 +54,9 @@ def mixed_folder(tmp_path: Path, benchmark_files) -> tuple[Path, Path]:
     Image.open(source["cmyk.jpg"]).convert("RGB").convert("CMYK").save(folder / "cmyk.jpg", quality=95)
     grey = np.asarray(Image.open(source["grey16.png"]).convert("L")).astype(np.uint16) * 257
     Image.fromarray(grey).save(folder / "grey16.png")
-    Image.open(source["palette.png"]).convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
+    Image.open(source["palette.png"]).convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(
+        folder / "palette.png"
+    )
     Image.open(source["png_named.jpg"]).convert("RGB").save(folder / "png_named.jpg", format="PNG")
     corrupt_png(source["corrupt.png"], folder / "corrupt.png")
     whole = source["trunc.png"].read_bytes()
@@ -93,7 +97,9 @@ def assert_one_clean_error(result: subprocess.CompletedProcess[str], *needles: s
 
 
 @pytest.mark.slow
-def test_odd_but_valid_images_become_masks_and_each_bad_file_is_named_with_its_reason(run_cli, mixed_folder, tmp_path: Path) -> None:
+def test_odd_but_valid_images_become_masks_and_each_bad_file_is_named_with_its_reason(
+    run_cli, mixed_folder, tmp_path: Path
+) -> None:
     folder, mask_folder = mixed_folder
     directory = tmp_path / "proj"
     init = run_cli("init", directory, "--images", folder, "--masks", mask_folder, "--target", "object")
@@ -137,11 +143,18 @@ def initialized_project(invoke, benchmark_files, tmp_path: Path) -> Path:
     """A 12-image built-in project right after `init` (images registered, step 1 not run yet)."""
     images, labels, masks = benchmark_files(12, 64)
     directory = tmp_path / "proj"
-    assert invoke("init", directory, "--images", images, "--labels", labels, "--masks", masks, "--target", "object").exit_code == 0
+    assert (
+        invoke(
+            "init", directory, "--images", images, "--labels", labels, "--masks", masks, "--target", "object"
+        ).exit_code
+        == 0
+    )
     return directory
 
 
-def test_a_file_where_the_saliency_folder_belongs_stops_propose_cleanly_and_a_rerun_resumes(run_cli, initialized_project: Path) -> None:
+def test_a_file_where_the_saliency_folder_belongs_stops_propose_cleanly_and_a_rerun_resumes(
+    run_cli, initialized_project: Path
+) -> None:
     directory = initialized_project
     before = database_snapshot(directory)
     (directory / "saliency").write_text("in the way\n", encoding="utf-8")
@@ -155,7 +168,9 @@ def test_a_file_where_the_saliency_folder_belongs_stops_propose_cleanly_and_a_re
     assert all(stage in ("verify", "patch") for stage, _ in image_rows(directory).values())
 
 
-def test_a_file_where_the_masks_folder_belongs_stops_masks_cleanly_and_keeps_every_answer(run_cli, invoke, initialized_project: Path) -> None:
+def test_a_file_where_the_masks_folder_belongs_stops_masks_cleanly_and_keeps_every_answer(
+    run_cli, invoke, initialized_project: Path
+) -> None:
     directory = initialized_project
     assert invoke("propose", directory).exit_code == 0
     assert invoke("simulate", directory, "--workers", 4).exit_code == 0
@@ -176,7 +191,9 @@ def _limit_file_size(limit_bytes: int):
     return apply
 
 
-def test_a_full_disk_during_propose_fails_cleanly_keeps_the_database_and_a_rerun_finishes(run_cli, initialized_project: Path) -> None:
+def test_a_full_disk_during_propose_fails_cleanly_keeps_the_database_and_a_rerun_finishes(
+    run_cli, initialized_project: Path
+) -> None:
     """Simulates a full disk with RLIMIT_FSIZE on the real CLI process (works as root, unlike chmod).
 
     No file of the process may grow past 60 KiB, so SQLite's write-ahead log runs out of room a
@@ -187,8 +204,13 @@ def test_a_full_disk_during_propose_fails_cleanly_keeps_the_database_and_a_rerun
     directory = initialized_project
     before = database_snapshot(directory)
     result = subprocess.run(
-        cli_command("propose", directory), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        env=cli_env(), timeout=120, preexec_fn=_limit_file_size(60 * 1024),
+        cli_command("propose", directory),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        preexec_fn=_limit_file_size(60 * 1024),
     )
     assert_one_clean_error(result, f"project {directory}", "database")
     after = database_snapshot(directory)
@@ -222,7 +244,11 @@ def test_a_read_only_file_system_stops_propose_cleanly(initialized_project: Path
     script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", script, "sh", str(directory), *cli_command("propose", directory)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=cli_env(), timeout=120,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
     )
     assert_one_clean_error(result, f"project {directory}")
     assert database_snapshot(directory) == before

@@ -39,7 +39,9 @@ def check_summary(summary: dict, presentation: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
-def test_bench_masks_single_presentation_on_real_photos(run_cli, shared_data: Path, tmp_path: Path, dataset: str) -> None:
+def test_bench_masks_single_presentation_on_real_photos(
+    run_cli, shared_data: Path, tmp_path: Path, dataset: str
+) -> None:
     out = tmp_path / "bench"
     summary = bench(run_cli, shared_data, dataset, out, "--presentation", "single")
     check_summary(summary, "single")

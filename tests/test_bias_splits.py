@@ -85,7 +85,12 @@ def test_celeba_train_has_the_chosen_correlation_in_each_class(celeba: Path) -> 
     rows = _celeba_rows(celeba, correlation=0.8)
     train = _groups(rows, "train", "Male")
     # Positives: 40 aligned allow 50 at 0.8 and 10 conflicting allow 50; negatives: 60 aligned allow 75.
-    assert train == {("Mustache", "yes"): 40, ("Mustache", "no"): 10, ("not_Mustache", "no"): 60, ("not_Mustache", "yes"): 15}
+    assert train == {
+        ("Mustache", "yes"): 40,
+        ("Mustache", "no"): 10,
+        ("not_Mustache", "no"): 60,
+        ("not_Mustache", "yes"): 15,
+    }
 
 
 def test_celeba_val_and_test_are_balanced_over_the_four_groups(celeba: Path) -> None:
@@ -114,7 +119,9 @@ def test_celeba_labels_csv_loads_in_the_pipeline_with_group_and_split(celeba: Pa
 
 
 def test_celeba_unknown_attribute_lists_the_valid_names(celeba: Path) -> None:
-    with pytest.raises(BiasSplitError, match=r"unknown target attribute 'Moustache'; valid: 5_o_Clock_Shadow, .*Mustache"):
+    with pytest.raises(
+        BiasSplitError, match=r"unknown target attribute 'Moustache'; valid: 5_o_Clock_Shadow, .*Mustache"
+    ):
         build_celeba(celeba / "list_attr_celeba.txt", celeba / "list_eval_partition.txt", "Moustache", "Male")
 
 
@@ -136,7 +143,9 @@ def test_celeba_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_build_split_celeba_command_writes_labels_and_reports_groups(celeba: Path, tmp_path: Path, invoke) -> None:
-    result = invoke("build-split", "celeba", celeba, "--out", tmp_path / "out", "--correlation", "0.8", "--max-eval-per-group", "2")
+    result = invoke(
+        "build-split", "celeba", celeba, "--out", tmp_path / "out", "--correlation", "0.8", "--max-eval-per-group", "2"
+    )
     assert result.exit_code == 0, result.stderr
     assert "val   Mustache / Male=no: 2" in result.stdout
     assert f"--images {celeba / 'img_align_celeba'}" in result.stdout
@@ -165,10 +174,17 @@ def _coco(root: Path) -> Path:
 
     def add(image_id: int, category: int, box: tuple[int, int, int, int]) -> None:
         x, y, w, h = box
-        annotations.append({
-            "id": len(annotations) + 1, "image_id": image_id, "category_id": category, "iscrowd": 0,
-            "bbox": [x, y, w, h], "area": w * h, "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
-        })
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category,
+                "iscrowd": 0,
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+            }
+        )
 
     for image_id, (ball, person) in enumerate(plan, start=1):
         name = f"{image_id:012d}.jpg"
@@ -187,7 +203,9 @@ def _coco(root: Path) -> Path:
         {"id": BALL, "name": "sports ball", "supercategory": "sports"},
     ]
     path = root / "instances_train2017.json"
-    path.write_text(json.dumps({"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": categories}))
+    path.write_text(
+        json.dumps({"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": categories})
+    )
     return path
 
 
@@ -197,9 +215,13 @@ def coco_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_coco_splits_balance_eval_and_correlate_train(coco_file: Path) -> None:
-    rows = build_coco(load_coco(coco_file), "sports ball", "person", correlation=0.75, val_fraction=0.5, test_fraction=0.5)
+    rows = build_coco(
+        load_coco(coco_file), "sports ball", "person", correlation=0.75, val_fraction=0.5, test_fraction=0.5
+    )
     # The smallest group (ball alone) has 2: one per group to val, one to test.
-    assert _groups(rows, "val", "person") == {(l, g): 1 for l in ("sports ball", "no sports ball") for g in ("yes", "no")}
+    assert _groups(rows, "val", "person") == {
+        (l, g): 1 for l in ("sports ball", "no sports ball") for g in ("yes", "no")
+    }
     assert _groups(rows, "test", "person") == _groups(rows, "val", "person")
     # Left for train: ball+person 6, ball alone 0, person alone 1, neither 8.
     train = _groups(rows, "train", "person")
@@ -209,9 +231,16 @@ def test_coco_splits_balance_eval_and_correlate_train(coco_file: Path) -> None:
 
 
 def test_coco_train_keeps_the_co_occurrence_rate(coco_file: Path) -> None:
-    rows = build_coco(load_coco(coco_file), "sports ball", "person", correlation=0.8, val_fraction=0.0, test_fraction=0.0)
+    rows = build_coco(
+        load_coco(coco_file), "sports ball", "person", correlation=0.8, val_fraction=0.0, test_fraction=0.0
+    )
     train = _groups(rows, "train", "person")
-    assert train == {("sports ball", "yes"): 8, ("sports ball", "no"): 2, ("no sports ball", "no"): 10, ("no sports ball", "yes"): 2}
+    assert train == {
+        ("sports ball", "yes"): 8,
+        ("sports ball", "no"): 2,
+        ("no sports ball", "no"): 10,
+        ("no sports ball", "yes"): 2,
+    }
 
 
 def test_coco_masks_are_the_union_of_target_instances(coco_file: Path, tmp_path: Path) -> None:
@@ -223,7 +252,9 @@ def test_coco_masks_are_the_union_of_target_instances(coco_file: Path, tmp_path:
     assert set(np.unique(mask)) == {0, 255}
     assert mask[4, 4] == 255 and mask[5, 13] == 255  # inside each ball
     assert mask[0, 0] == 0 and mask[8, 9] == 0  # person only / background
-    assert not any((tmp_path / "masks" / Path(r.path).with_suffix(".png")).exists() for r in rows if r.label != "sports ball")
+    assert not any(
+        (tmp_path / "masks" / Path(r.path).with_suffix(".png")).exists() for r in rows if r.label != "sports ball"
+    )
     labels = write_labels_csv(tmp_path / "labels.csv", rows)
     load = load_folder_dataset(coco_file.parent / "train2017", labels, tmp_path / "masks")
     assert sum(r.mask_path is not None for r in load.records) == 10
@@ -240,7 +271,19 @@ def test_coco_unknown_category_and_bad_json_are_named(coco_file: Path, tmp_path:
 
 def test_build_split_coco_command_writes_masks(coco_file: Path, tmp_path: Path, invoke) -> None:
     out = tmp_path / "out"
-    result = invoke("build-split", "coco", coco_file, "--images", coco_file.parent / "train2017", "--out", out, "--val-fraction", "0.5", "--test-fraction", "0.5")
+    result = invoke(
+        "build-split",
+        "coco",
+        coco_file,
+        "--images",
+        coco_file.parent / "train2017",
+        "--out",
+        out,
+        "--val-fraction",
+        "0.5",
+        "--test-fraction",
+        "0.5",
+    )
     assert result.exit_code == 0, result.stderr
     assert len(list((out / "masks").glob("*.png"))) == 4  # the positives of val and test; train has none left
     assert f"--masks {out / 'masks'}" in result.stdout
@@ -258,7 +301,10 @@ def test_waterbirds_keeps_its_splits_and_place_group(tmp_path: Path) -> None:
     (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
     rows = build_waterbirds(tmp_path / "metadata.csv")
     assert [(r.label, r.split, r.groups["place"]) for r in rows] == [
-        ("waterbird", "train", "water"), ("waterbird", "train", "land"), ("landbird", "val", "land"), ("landbird", "test", "water"),
+        ("waterbird", "train", "water"),
+        ("waterbird", "train", "land"),
+        ("landbird", "val", "land"),
+        ("landbird", "test", "water"),
     ]
     labels = write_labels_csv(tmp_path / "out" / "labels.csv", rows)
     assert len(load_folder_dataset(tmp_path, labels).records) == 4

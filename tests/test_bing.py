@@ -50,8 +50,24 @@ def test_box_iou() -> None:
 
 def test_bench_masks_with_bing_regions(run_cli, bing_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     images, masks = shared_data / "coco_mval_subset" / "img", shared_data / "coco_mval_subset" / "gt"
-    result = run_cli("bench-masks", "--images", images, "--masks", masks, "--out", tmp_path / "b", "--limit", 4,
-                     "--workers", 5, "--proposer", "bing", "--proposer-model", bing_dir, timeout=300)
+    result = run_cli(
+        "bench-masks",
+        "--images",
+        images,
+        "--masks",
+        masks,
+        "--out",
+        tmp_path / "b",
+        "--limit",
+        4,
+        "--workers",
+        5,
+        "--proposer",
+        "bing",
+        "--proposer-model",
+        bing_dir,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "b" / "summary.json").read_text(encoding="utf-8"))
     assert summary["images"] == 4 and 0.0 <= summary["mask_iou"]["patch"] <= 1.0

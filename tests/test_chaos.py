@@ -17,9 +17,28 @@ CHAOS = Path(__file__).resolve().parents[1] / "bench" / "chaos.py"
 def run_chaos(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "chaos.json"
     done = subprocess.run(
-        [sys.executable, str(CHAOS), "--kills", "2", "--workers", "6", "--images", "24", "--gap", "0.5", "1.5",
-         "--tail", "1", "--json", str(out), *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(CHAOS),
+            "--kills",
+            "2",
+            "--workers",
+            "6",
+            "--images",
+            "24",
+            "--gap",
+            "0.5",
+            "1.5",
+            "--tail",
+            "1",
+            "--json",
+            str(out),
+            *args,
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (report,) = json.loads(out.read_text())

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
-from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS, app
-from crowdpatch.config import load_config
-from crowdpatch.project import Project
 from PIL import Image
 from pycocotools.coco import COCO
 
+from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS, app
+from crowdpatch.config import load_config
+from crowdpatch.project import Project
 from crowdpatch.summary import headline
 from helpers.cli import bomb_png, image_rows, mentions
 
@@ -82,8 +82,11 @@ def test_command_help_mentions_every_option(invoke, command: str) -> None:
 
 def shows_outcome_not_raw_keys(stdout: str, summary: dict) -> bool:
     """The terminal ends with the short table and the headline sentence, not every key of summary.json."""
-    return (mentions(stdout, headline(summary)) and "x polygon" in stdout
-            and not any(key in stdout for key in ("answers_by_kind", "settings.", "simulated_bans", "latency_seconds")))
+    return (
+        mentions(stdout, headline(summary))
+        and "x polygon" in stdout
+        and not any(key in stdout for key in ("answers_by_kind", "settings.", "simulated_bans", "latency_seconds"))
+    )
 
 
 @pytest.mark.slow
@@ -226,7 +229,9 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
 
     # Re-running finished steps asks nothing and stores nothing.
     result = invoke("propose", directory)
-    assert result.exit_code == 0 and result.stdout.lstrip().startswith("nothing new to propose (12 images already proposed)")
+    assert result.exit_code == 0 and result.stdout.lstrip().startswith(
+        "nothing new to propose (12 images already proposed)"
+    )
     result = invoke("simulate", directory, "--workers", 6)
     assert result.exit_code == 0, result.output
     assert project_counts(directory) == finished
@@ -235,7 +240,12 @@ def test_stepwise_pipeline_exports_every_format_and_reruns_add_nothing(invoke, t
 def test_report_before_any_answer_writes_valid_json(invoke, benchmark_files, tmp_path: Path) -> None:
     images, labels, masks = benchmark_files(12, 64)
     directory = tmp_path / "proj"
-    assert invoke("init", directory, "--images", images, "--labels", labels, "--masks", masks, "--target", "object").exit_code == 0
+    assert (
+        invoke(
+            "init", directory, "--images", images, "--labels", labels, "--masks", masks, "--target", "object"
+        ).exit_code
+        == 0
+    )
     assert invoke("propose", directory).exit_code == 0
     result = invoke("report", directory)
     assert result.exit_code == 0, result.output
@@ -352,7 +362,9 @@ def test_propose_outside_a_project_is_refused(invoke, tmp_path: Path) -> None:
     assert missing.exit_code == EXIT_ERROR and mentions(missing.stderr, "not a crowdpatch project")
 
 
-def test_simulate_without_ground_truth_masks_is_refused_with_the_reason(invoke, benchmark_files, tmp_path: Path) -> None:
+def test_simulate_without_ground_truth_masks_is_refused_with_the_reason(
+    invoke, benchmark_files, tmp_path: Path
+) -> None:
     images, labels, _ = benchmark_files(12, 64)
     directory = tmp_path / "proj"
     assert invoke("init", directory, "--images", images, "--labels", labels, "--target", "object").exit_code == 0
@@ -365,7 +377,9 @@ def test_simulate_without_ground_truth_masks_is_refused_with_the_reason(invoke, 
 
 
 def test_planner_options_are_stored_and_checked(run_cli, tmp_path: Path) -> None:
-    made = run_cli("init", tmp_path / "a", "--builtin", "--images-count", "8", "--planner", "adaptive", "--budget-seconds", "30")
+    made = run_cli(
+        "init", tmp_path / "a", "--builtin", "--images-count", "8", "--planner", "adaptive", "--budget-seconds", "30"
+    )
     assert made.returncode == 0, made.stderr
     config = load_config(tmp_path / "a")
     assert config.crowd.planner == "adaptive" and config.adaptive.budget_seconds == 30
@@ -379,8 +393,12 @@ def test_report_curves_plots_every_planner_against_polygons(run_cli, tmp_path: P
     for planner, iou, seconds in (("fixed", 0.55, 130.0), ("fixed", 0.45, 40.0), ("adaptive", 0.5, 60.0)):
         run = tmp_path / f"{planner}-{seconds:g}"
         run.mkdir()
-        summary = {"dataset": "grabcut", "mask_iou": {"patch": iou}, "modeled_seconds_per_image": {"patch": seconds, "polygon": 79.0},
-                   "settings": {"planner": planner, "presentation": "grid", "grid_size": 8, "budget_seconds": None}}
+        summary = {
+            "dataset": "grabcut",
+            "mask_iou": {"patch": iou},
+            "modeled_seconds_per_image": {"patch": seconds, "polygon": 79.0},
+            "settings": {"planner": planner, "presentation": "grid", "grid_size": 8, "budget_seconds": None},
+        }
         (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
         runs.append(run)
     args = [a for run in runs for a in ("--curves", run)]

@@ -38,10 +38,14 @@ def decide_yes(session, project, task_id: int) -> None:
 
 
 def neighbours_sharing_children(session, image_id: int) -> tuple[TaskRow, TaskRow]:
-    windows = session.scalars(select(TaskRow).where(TaskRow.image_id == image_id, TaskRow.kind == "patch", TaskRow.level == 1)).all()
+    windows = session.scalars(
+        select(TaskRow).where(TaskRow.image_id == image_id, TaskRow.kind == "patch", TaskRow.level == 1)
+    ).all()
     for a in windows:
         for b in windows:
-            shared = {str(k) for k in children(WindowKey.parse(a.key))} & {str(k) for k in children(WindowKey.parse(b.key))}
+            shared = {str(k) for k in children(WindowKey.parse(a.key))} & {
+                str(k) for k in children(WindowKey.parse(b.key))
+            }
             if a.id < b.id and shared:
                 return a, b
     raise AssertionError("no two level-1 windows share a child")
@@ -76,7 +80,13 @@ def test_neighbouring_yes_decisions_committed_together_create_each_shared_child_
     # Commit the first only once the second is blocked behind it (or already done): the overlap is certain.
     with project.engine.connect() as probe:
         while racer.is_alive():
-            if backend and probe.scalar(text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend[0]}) == "Lock":
+            if (
+                backend
+                and probe.scalar(
+                    text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend[0]}
+                )
+                == "Lock"
+            ):
                 break
             time.sleep(0.01)
     holding.commit()
@@ -84,6 +94,10 @@ def test_neighbouring_yes_decisions_committed_together_create_each_shared_child_
     racer.join(60)
     assert not failure, repr(failure[0])
     with project.sessions() as session:
-        keys = session.scalars(select(TaskRow.key).where(TaskRow.image_id == image_id, TaskRow.kind == "patch", TaskRow.level == 2)).all()
-    expected = {str(k) for k in children(WindowKey.parse(first.key))} | {str(k) for k in children(WindowKey.parse(second.key))}
+        keys = session.scalars(
+            select(TaskRow.key).where(TaskRow.image_id == image_id, TaskRow.kind == "patch", TaskRow.level == 2)
+        ).all()
+    expected = {str(k) for k in children(WindowKey.parse(first.key))} | {
+        str(k) for k in children(WindowKey.parse(second.key))
+    }
     assert sorted(keys) == sorted(expected)

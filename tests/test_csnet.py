@@ -130,8 +130,13 @@ def _tiny_onnx(path: Path, probability: bool) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Tiny().eval(), (torch.zeros(1, 3, 32, 48),), str(path), dynamo=False,
-            input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            Tiny().eval(),
+            (torch.zeros(1, 3, 32, 48),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
         )
     return path
 

@@ -52,7 +52,9 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A tiny 1-bit PNG whose header claims ``width`` x ``height``: a bomb that costs nothing to write."""
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -137,7 +139,11 @@ def test_exif_rotated_jpeg_comes_back_upright(tmp_path: Path) -> None:
     ("image", "fmt", "expected"),
     [
         (Image.fromarray(np.array([[0, 128, 255]], np.uint8)), "png", [[0, 0, 0], [128, 128, 128], [255, 255, 255]]),
-        (Image.fromarray(np.array([[0, 32896, 65535]], np.uint16)), "png", [[0, 0, 0], [128, 128, 128], [255, 255, 255]]),
+        (
+            Image.fromarray(np.array([[0, 32896, 65535]], np.uint16)),
+            "png",
+            [[0, 0, 0], [128, 128, 128], [255, 255, 255]],
+        ),
         (
             Image.fromarray(np.array([[[255, 0, 0, 255], [255, 0, 0, 0], [0, 0, 0, 128]]], np.uint8)),
             "png",
@@ -204,7 +210,9 @@ def test_folder_without_csv_lists_every_image_recursively_and_sorted(tmp_path: P
         Path("sub/c.webp"),
         Path("sub/deeper/d.tiff"),
     ]
-    assert all(r.label is None and r.split == "train" and r.mask_path is None and r.path.is_absolute() for r in load.records)
+    assert all(
+        r.label is None and r.split == "train" and r.mask_path is None and r.path.is_absolute() for r in load.records
+    )
     assert load.problems == []
 
 
@@ -365,7 +373,9 @@ def test_train_agreement_matches_the_spec_and_val_and_test_are_balanced(benchmar
     for split in ("val", "test"):
         groups = [(r["label"], r["background"]) for r in rows if r["split"] == split]
         assert len(groups) == 40
-        assert {g: groups.count(g) for g in set(groups)} == {g: 10 for g in [*agrees, ("blob", "water"), ("star", "land")]}
+        assert {g: groups.count(g) for g in set(groups)} == {
+            g: 10 for g in [*agrees, ("blob", "water"), ("star", "land")]
+        }
 
 
 def test_generated_benchmark_loads_back_with_a_binary_mask_per_image(benchmark: Benchmark) -> None:
@@ -424,7 +434,10 @@ def test_cutout_source_without_image_mask_pairs_is_refused(tmp_path: Path) -> No
     (empty / "masks").mkdir()
     spec = BenchmarkSpec(
         n_images=4,
-        cutouts=(CutoutSource("a", full / "images", full / "masks"), CutoutSource("b", empty / "images", empty / "masks")),
+        cutouts=(
+            CutoutSource("a", full / "images", full / "masks"),
+            CutoutSource("b", empty / "images", empty / "masks"),
+        ),
     )
     with pytest.raises(ValueError, match="'b': no image/mask pairs"):
         generate_benchmark(tmp_path / "out", spec)

@@ -15,7 +15,6 @@ from crowdpatch.cli import EXIT_ERROR
 from crowdpatch.config import load_config
 from crowdpatch.project import Project
 from crowdpatch.store.models import TaskRow
-
 from helpers.masks import voc_palette
 
 

@@ -16,8 +16,10 @@ RUN = {
 
 
 def test_a_typical_run_gives_iou_time_speed_and_saliency_alone():
-    assert headline(RUN) == ("Crowd masks: IoU 0.66 at 66 s of modeled human time per image, 1.2x faster than polygons; "
-                             "saliency alone: 0.55.")
+    assert headline(RUN) == (
+        "Crowd masks: IoU 0.66 at 66 s of modeled human time per image, 1.2x faster than polygons; "
+        "saliency alone: 0.55."
+    )
 
 
 def test_measured_times_are_called_measured():
@@ -46,17 +48,34 @@ def test_an_incomplete_run_names_its_open_questions():
 
 
 def test_a_run_without_answers_says_so_instead_of_a_cost():
-    text = headline({**RUN, "answers": 0, "modeled_seconds_per_image": {"patch": 0.0, "polygon": 79.0},
-                     "speedup_vs_polygon": None, "mask_iou": {"patch": None}, "complete": False, "open_questions": 80})
+    text = headline(
+        {
+            **RUN,
+            "answers": 0,
+            "modeled_seconds_per_image": {"patch": 0.0, "polygon": 79.0},
+            "speedup_vs_polygon": None,
+            "mask_iou": {"patch": None},
+            "complete": False,
+            "open_questions": 80,
+        }
+    )
     assert text == "No answers yet for 40 images (run `crowdpatch simulate`, or serve workers)."
 
 
 def test_the_demo_adds_the_adaptive_planner_and_the_training_result():
-    demo = {**RUN, "adaptive": {"mask_iou": 0.7, "modeled_seconds_per_image": 7.4, "speedup_vs_polygon": 10.7},
-            "accuracy": {"none": {"mean": 0.6, "worst_group": 0.22}, "patch": {"mean": 0.99, "worst_group": 0.99},
-                         "gt": {"mean": 1.0, "worst_group": 1.0}}}
+    demo = {
+        **RUN,
+        "adaptive": {"mask_iou": 0.7, "modeled_seconds_per_image": 7.4, "speedup_vs_polygon": 10.7},
+        "accuracy": {
+            "none": {"mean": 0.6, "worst_group": 0.22},
+            "patch": {"mean": 0.99, "worst_group": 0.99},
+            "gt": {"mean": 1.0, "worst_group": 1.0},
+        },
+    }
     text = headline(demo)
     assert text.startswith("Crowd masks (fixed planner): IoU 0.66 at 66 s")
     assert "adaptive planner: IoU 0.70 at 7.4 s, 11x faster than polygons" in text
-    assert text.endswith("worst-group accuracy 0.22 with plain training, 0.99 with crowd masks, 1.00 with ground-truth masks.")
+    assert text.endswith(
+        "worst-group accuracy 0.22 with plain training, 0.99 with crowd masks, 1.00 with ground-truth masks."
+    )
     assert ". " not in text  # one sentence

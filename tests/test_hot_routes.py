@@ -46,7 +46,12 @@ def script(client: TestClient, project_name: str) -> list[tuple[int, object]]:
         results.append(comparable(response))
         return response
 
-    token = record(client.post(f"/api/v1/projects/{project_name}/sessions", json={"platform": "prolific", "worker_id": "w", "study_id": "s"})).json()["token"]
+    token = record(
+        client.post(
+            f"/api/v1/projects/{project_name}/sessions",
+            json={"platform": "prolific", "worker_id": "w", "study_id": "s"},
+        )
+    ).json()["token"]
     auth = {"Authorization": f"Bearer {token}"}
     post = {**auth, "Content-Type": "application/json"}
     record(client.get("/api/v1/tasks/next"))  # no token: 401
@@ -55,17 +60,42 @@ def script(client: TestClient, project_name: str) -> list[tuple[int, object]]:
     record(client.get("/api/v1/tasks/next", params={"exclude": "x" * 401}, headers=auth))  # too long: 422
     record(client.get("/api/v1/tasks/next", params={"exclude": task["task_id"], "other": "1"}, headers=auth))
     answer = {"task_id": task["task_id"], "answer": "yes", "client_id": "c-1", "client_ms": 1200}
-    for raw in (b'{"task_id": ', b"[]", json.dumps({**answer, "extra": 1}).encode(),
-                json.dumps({**answer, "answer": {"polygon": [[1, 2], [3, 4], [5, float("nan")]]}}).encode(),
-                json.dumps({**answer, "client_ms": -1}).encode()):
+    for raw in (
+        b'{"task_id": ',
+        b"[]",
+        json.dumps({**answer, "extra": 1}).encode(),
+        json.dumps({**answer, "answer": {"polygon": [[1, 2], [3, 4], [5, float("nan")]]}}).encode(),
+        json.dumps({**answer, "client_ms": -1}).encode(),
+    ):
         record(client.post("/api/v1/answers", content=raw, headers=post))  # malformed: 422, FastAPI's error list
-    record(client.post("/api/v1/answers", content=b'{"task_id": "x"}', headers={"Authorization": "Bearer nope", "Content-Type": "application/json"}))
-    record(client.post("/api/v1/answers", content=json.dumps(answer).encode(), headers={**auth, "Content-Type": "text/plain"}))
-    record(client.post("/api/v1/answers", content=json.dumps(answer).encode(), headers={**auth, "Content-Type": "application/json; charset=utf-8"}))
+    record(
+        client.post(
+            "/api/v1/answers",
+            content=b'{"task_id": "x"}',
+            headers={"Authorization": "Bearer nope", "Content-Type": "application/json"},
+        )
+    )
+    record(
+        client.post(
+            "/api/v1/answers", content=json.dumps(answer).encode(), headers={**auth, "Content-Type": "text/plain"}
+        )
+    )
+    record(
+        client.post(
+            "/api/v1/answers",
+            content=json.dumps(answer).encode(),
+            headers={**auth, "Content-Type": "application/json; charset=utf-8"},
+        )
+    )
     record(client.post("/api/v1/answers", content=json.dumps(answer).encode(), headers=post))  # the replay: 200
     record(client.post("/api/v1/answers", json={**answer, "client_id": "c-2"}, headers=post))  # answered already: 409
-    following = record(client.post("/api/v1/answers", json={
-        "task_id": held["task_id"], "answer": "no", "client_id": "c-3", "client_ms": 900, "next": True}, headers=post)).json()
+    following = record(
+        client.post(
+            "/api/v1/answers",
+            json={"task_id": held["task_id"], "answer": "no", "client_id": "c-3", "client_ms": 900, "next": True},
+            headers=post,
+        )
+    ).json()
     assert following["next_status"] == "task"
     record(client.get("/api/v1/answers", headers=auth))  # wrong method: 405
     return results
@@ -76,7 +106,9 @@ def two_projects(make_project):
     def no_gold(config) -> None:
         config.crowd.gold_rate = 0.0  # gold questions are mixed in at random
 
-    return make_project(n_images=3, name="fast", configure=no_gold), make_project(n_images=3, name="fast_twin", configure=no_gold)
+    return make_project(n_images=3, name="fast", configure=no_gold), make_project(
+        n_images=3, name="fast_twin", configure=no_gold
+    )
 
 
 def test_the_fast_routes_answer_every_request_as_the_fastapi_routes_do(two_projects, monkeypatch):
@@ -88,7 +120,15 @@ def test_the_fast_routes_answer_every_request_as_the_fastapi_routes_do(two_proje
         fast = script(client, "fast")
     with TestClient(create_app(plain_project, fast_routes=False)) as client:
         plain = script(client, "fast_twin")
-    assert [status for status, _ in fast] == [201, 401, 200, 200, 422, 200] + [422] * 5 + [401, 422, 201, 200, 409, 201, 405]
+    assert [status for status, _ in fast] == [201, 401, 200, 200, 422, 200] + [422] * 5 + [
+        401,
+        422,
+        201,
+        200,
+        409,
+        201,
+        405,
+    ]
     assert fast == plain
     # The fast routes took every well-formed request and handed on exactly those they do not read themselves.
     well_formed = json.dumps({"task_id": "1", "answer": "yes", "client_id": "c-1", "client_ms": 1200}).encode()

@@ -25,15 +25,24 @@ def _polygon_task(task_id: int, image: str, points: list[list[float]], width: in
     return {
         "id": task_id,
         "data": {"image": image},
-        "annotations": [{
-            "id": task_id,
-            "was_cancelled": False,
-            "result": [{
-                "id": "p1", "type": "polygonlabels", "from_name": "label", "to_name": "image",
-                "original_width": width, "original_height": height, "image_rotation": 0,
-                "value": {"points": points, "polygonlabels": ["object"], "closed": True},
-            }],
-        }],
+        "annotations": [
+            {
+                "id": task_id,
+                "was_cancelled": False,
+                "result": [
+                    {
+                        "id": "p1",
+                        "type": "polygonlabels",
+                        "from_name": "label",
+                        "to_name": "image",
+                        "original_width": width,
+                        "original_height": height,
+                        "image_rotation": 0,
+                        "value": {"points": points, "polygonlabels": ["object"], "closed": True},
+                    }
+                ],
+            }
+        ],
     }
 
 
@@ -68,18 +77,30 @@ def test_import_writes_polygon_and_brush_masks_and_reports_empty_tasks(tmp_path:
         "data": {"image": "/data/local-files/?d=photos/cat%201.jpg"},
         "annotations": [
             {"id": 9, "was_cancelled": True, "result": []},
-            {"id": 10, "result": [{
-                "type": "brushlabels", "original_width": 8, "original_height": 4,
-                "value": {"format": "rle", "rle": encode_brush(brush), "brushlabels": ["object"]},
-            }, {"type": "choices", "value": {"choices": ["cat"]}}]},
+            {
+                "id": 10,
+                "result": [
+                    {
+                        "type": "brushlabels",
+                        "original_width": 8,
+                        "original_height": 4,
+                        "value": {"format": "rle", "rle": encode_brush(brush), "brushlabels": ["object"]},
+                    },
+                    {"type": "choices", "value": {"choices": ["cat"]}},
+                ],
+            },
         ],
     }
     export = tmp_path / "project-1-at-2026.json"
-    export.write_text(json.dumps([
-        _polygon_task(1, "http://host/images/dog.jpg", [[25, 0], [75, 0], [75, 50], [25, 50]]),
-        brush_task,
-        {"id": 3, "data": {"image": "http://host/images/empty.jpg"}, "annotations": []},
-    ]))
+    export.write_text(
+        json.dumps(
+            [
+                _polygon_task(1, "http://host/images/dog.jpg", [[25, 0], [75, 0], [75, 50], [25, 50]]),
+                brush_task,
+                {"id": 3, "data": {"image": "http://host/images/empty.jpg"}, "annotations": []},
+            ]
+        )
+    )
     written, problems = import_masks(export, tmp_path / "masks")
     assert sorted(p.name for p in written) == ["cat 1.png", "dog.png"]
     dog = np.asarray(Image.open(tmp_path / "masks" / "dog.png"))
@@ -125,7 +146,15 @@ def test_cli_import_and_export(tmp_path: Path, invoke) -> None:
     result = invoke("label-studio", "import", export, "--out", tmp_path / "masks")
     assert result.exit_code == 0, result.stderr
     assert "wrote 1 masks" in result.stdout
-    result = invoke("label-studio", "export", tmp_path / "masks", "--images-url-prefix", "http://h/i/", "--out", tmp_path / "tasks.json")
+    result = invoke(
+        "label-studio",
+        "export",
+        tmp_path / "masks",
+        "--images-url-prefix",
+        "http://h/i/",
+        "--out",
+        tmp_path / "tasks.json",
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "tasks.json").read_text())[0]["data"]["image"] == "http://h/i/dog.jpg"
     bad = tmp_path / "bad.json"

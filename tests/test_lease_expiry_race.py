@@ -18,10 +18,9 @@ from multiprocessing import get_context
 import pytest
 from sqlalchemy import select
 
-
-from crowdpatch.crowd.votes import votes_target
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
+from crowdpatch.crowd.votes import votes_target
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow
@@ -96,7 +95,10 @@ def in_processes(directory: str, jobs: list[tuple[str, int, list[int]]]) -> list
 def test_expired_leases_are_reissued_once_and_never_over_ask(postgres_schema, make_project):
     project = make_project(n_images=16, size=64, configure=lambda config: configure(config, postgres_schema))
     walkers = [register_worker(project.sessions, project.id, "simulated", f"walker-{i}", {}).id for i in range(12)]
-    racers = [register_worker(project.sessions, project.id, "simulated", f"racer-{i}", {}).id for i in range(PROCESSES * THREADS)]
+    racers = [
+        register_worker(project.sessions, project.id, "simulated", f"racer-{i}", {}).id
+        for i in range(PROCESSES * THREADS)
+    ]
 
     # Phase A: in this process, before the race; every lease it makes expires at T0 + LEASE_SECONDS.
     early = planner_at(project, T0)

@@ -211,7 +211,9 @@ def test_positions_counts_the_windows_per_side_at_half_window_stride(level: int)
     assert window_box(region, WindowKey(level, count - 1, count - 1)).y1 == region.y1
     # The children of a whole level are exactly the next level.
     every_child = {kid for ix in range(count) for iy in range(count) for kid in children(WindowKey(level, ix, iy))}
-    assert every_child == {WindowKey(level + 1, ix, iy) for ix in range(positions(level + 1)) for iy in range(positions(level + 1))}
+    assert every_child == {
+        WindowKey(level + 1, ix, iy) for ix in range(positions(level + 1)) for iy in range(positions(level + 1))
+    }
 
 
 # -- grid cells -------------------------------------------------------------------------------------
@@ -255,7 +257,9 @@ def test_window_key_text_round_trips(data, level: int) -> None:
     assert str(key) == f"{key.level}:{key.ix}:{key.iy}"
 
 
-@pytest.mark.parametrize("level, ix, iy", [(0, 0, 0), (-1, 0, 0), (1, -1, 0), (1, 0, -1), (1, 3, 0), (1, 0, 3), (2, 7, 0)])
+@pytest.mark.parametrize(
+    "level, ix, iy", [(0, 0, 0), (-1, 0, 0), (1, -1, 0), (1, 0, -1), (1, 3, 0), (1, 0, 3), (2, 7, 0)]
+)
 def test_window_key_outside_its_lattice_is_refused(level: int, ix: int, iy: int) -> None:
     with pytest.raises(ValueError):
         WindowKey(level, ix, iy)

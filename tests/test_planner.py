@@ -59,7 +59,9 @@ def add_workers(project: Project, n: int) -> list[int]:
 
 
 def make_planner(project: Project, seed: int = 0) -> MemoryDispatcher:
-    return MemoryDispatcher(project.sessions, project.id, project.config, np.random.default_rng(seed), SimulatedClock(NOW))
+    return MemoryDispatcher(
+        project.sessions, project.id, project.config, np.random.default_rng(seed), SimulatedClock(NOW)
+    )
 
 
 def ask(planner: MemoryDispatcher, worker: int, at: float) -> Assignment | None:
@@ -68,7 +70,9 @@ def ask(planner: MemoryDispatcher, worker: int, at: float) -> Assignment | None:
     return planner.next_task(worker)
 
 
-def submit(planner: MemoryDispatcher, worker: int, task_id: int, value: Any, client_id: str | None = None) -> StoredAnswer:
+def submit(
+    planner: MemoryDispatcher, worker: int, task_id: int, value: Any, client_id: str | None = None
+) -> StoredAnswer:
     return planner.submit(
         worker,
         task_id,
@@ -79,7 +83,9 @@ def submit(planner: MemoryDispatcher, worker: int, task_id: int, value: Any, cli
     )
 
 
-def decide(planner: MemoryDispatcher, workers: Iterator[int], values: list[Any]) -> tuple[Assignment, list[StoredAnswer]]:
+def decide(
+    planner: MemoryDispatcher, workers: Iterator[int], values: list[Any]
+) -> tuple[Assignment, list[StoredAnswer]]:
     """Fresh workers all take the front question of the queue, then answer ``values`` in order."""
     takers = [next(workers) for _ in values]
     assignments = [planner.next_task(worker) for worker in takers]
@@ -99,7 +105,9 @@ def answers_of(project: Project, task_id: int) -> int:
 
 def tasks_where(project: Project, *conditions) -> list[TaskRow]:
     with project.sessions() as session:
-        return list(session.scalars(select(TaskRow).where(TaskRow.project_id == project.id, *conditions).order_by(TaskRow.id)))
+        return list(
+            session.scalars(select(TaskRow).where(TaskRow.project_id == project.id, *conditions).order_by(TaskRow.id))
+        )
 
 
 # -- order -----------------------------------------------------------------------------------------
@@ -119,7 +127,9 @@ def test_verification_questions_are_leased_before_any_patch_question(make_projec
                 leased.append((worker, assignment))
     kinds = [a.kind for _, a in leased]
     assert kinds.count("verify") == 2 * len(verify), "with no answer yet a question wants the 2 votes of an early stop"
-    assert kinds == sorted(kinds, key=lambda kind: kind != "verify"), "a patch question was leased before a verification"
+    assert kinds == sorted(kinds, key=lambda kind: kind != "verify"), (
+        "a patch question was leased before a verification"
+    )
 
     for worker, assignment in leased:
         submit(planner, worker, assignment.task_id, "yes")
@@ -166,7 +176,7 @@ def test_a_worker_never_gets_the_same_question_twice(make_project) -> None:
         config.crowd.gold_rate = 0.3
 
     project = make_project(configure=frequent_gold)
-    worker, = add_workers(project, 1)
+    (worker,) = add_workers(project, 1)
     planner = make_planner(project)
     gold = {t.id: t.gold_answer for t in tasks_where(project, TaskRow.kind == "gold")}
     seen = []
@@ -354,7 +364,7 @@ def test_an_answer_from_a_worker_never_leased_the_task_is_rejected(make_project)
 def test_answers_to_unknown_tasks_malformed_or_repeated_are_rejected(make_project) -> None:
     project = make_project(configure=no_gold)
     planner = make_planner(project)
-    holder, = add_workers(project, 1)
+    (holder,) = add_workers(project, 1)
     assignment = planner.next_task(holder)
     with pytest.raises(AnswerRejected):
         submit(planner, holder, 10**9, "yes")

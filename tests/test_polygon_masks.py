@@ -28,7 +28,7 @@ def test_a_rectangle_along_pixel_edges_fills_exactly_its_pixels(x, y, w, h):
     width, height = 64, 48
     mask = fill_polygon([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], width, height)
     expected = np.zeros((height, width), dtype=bool)
-    expected[y:y + h, x:x + w] = True
+    expected[y : y + h, x : x + w] = True
     assert np.array_equal(mask, expected)
 
 
@@ -62,15 +62,28 @@ def test_polygon_answers_are_exported_beside_the_patch_masks_with_their_iou(make
             gt = load_mask(Path(image.mask_path), (image.width, image.height))
         rows, cols = np.nonzero(gt)
         # The object's bounding box, drawn along pixel edges: its IoU with GT is known independently.
-        box = [[cols.min(), rows.min()], [cols.max() + 1, rows.min()], [cols.max() + 1, rows.max() + 1], [cols.min(), rows.max() + 1]]
+        box = [
+            [cols.min(), rows.min()],
+            [cols.max() + 1, rows.min()],
+            [cols.max() + 1, rows.max() + 1],
+            [cols.min(), rows.max() + 1],
+        ]
         drawn = np.zeros_like(gt, dtype=bool)
-        drawn[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        drawn[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
         expected[task.image_id] = mask_iou(drawn, gt)
-        planner.submit(drawer, task.task_id, {"polygon": [[float(x), float(y)] for x, y in box]}, client_id=f"p{task.task_id}", client_ms=60_000)
+        planner.submit(
+            drawer,
+            task.task_id,
+            {"polygon": [[float(x), float(y)] for x, y in box]},
+            client_id=f"p{task.task_id}",
+            client_ms=60_000,
+        )
     assert len(expected) == 3
     stats = build_masks(project, ("png",))
     with project.sessions() as session:
-        rows = session.execute(select(MaskRow.image_id, MaskRow.file, MaskRow.iou).where(MaskRow.source == "polygon")).all()
+        rows = session.execute(
+            select(MaskRow.image_id, MaskRow.file, MaskRow.iou).where(MaskRow.source == "polygon")
+        ).all()
         names = {image.id: Path(image.path).stem for image in session.scalars(select(ImageRow))}
     assert {image_id: iou for image_id, _, iou in rows} == expected
     for image_id, file, _ in rows:
@@ -87,11 +100,18 @@ def test_the_export_endpoint_writes_polygon_masks_too(make_project):
         key = {"X-API-Key": project.config.server.effective_api_key()}
         base = f"/api/v1/projects/{project.config.name}"
         assert client.post(f"{base}/polygon-tasks", headers=key).json()["created"] == 2
-        token = client.post(f"{base}/sessions", json={"platform": "prolific", "worker_id": "d", "study_id": "s",
-                                                       "session_id": "x", "mode": "polygon"}).json()["token"]
+        token = client.post(
+            f"{base}/sessions",
+            json={"platform": "prolific", "worker_id": "d", "study_id": "s", "session_id": "x", "mode": "polygon"},
+        ).json()["token"]
         auth = {"Authorization": f"Bearer {token}"}
         task = client.get("/api/v1/tasks/next", headers=auth).json()
-        body = {"task_id": task["task_id"], "answer": {"polygon": [[0, 0], [32, 0], [32, 32], [0, 32]]}, "client_id": "p", "client_ms": 5000}
+        body = {
+            "task_id": task["task_id"],
+            "answer": {"polygon": [[0, 0], [32, 0], [32, 32], [0, 32]]},
+            "client_id": "p",
+            "client_ms": 5000,
+        }
         assert client.post("/api/v1/answers", json=body, headers=auth).status_code == 201
         summary = client.post(f"{base}/export", json={"formats": ["png"]}, headers=key).json()["summary"]
     assert summary["polygon_masks"] == 1

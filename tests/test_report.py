@@ -23,7 +23,9 @@ from crowdpatch.workflow import sample_figures
 SIZE = 96
 
 
-def make_sample(name: str = "horse_001", *, with_gt: bool = True, height: int = SIZE, width: int = SIZE) -> SampleFigure:
+def make_sample(
+    name: str = "horse_001", *, with_gt: bool = True, height: int = SIZE, width: int = SIZE
+) -> SampleFigure:
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:height, :width]
     obj = ((xx - 50) / 30.0) ** 2 + ((yy - 45) / 18.0) ** 2 < 1
@@ -65,7 +67,9 @@ def grouped(*samples: SampleFigure) -> list[tuple[str, SampleFigure]]:
 
 
 def test_report_writes_three_panels_per_sample_and_two_without_ground_truth(tmp_path):
-    page = write_report(tmp_path / "report", "Run 1", SUMMARY, grouped(make_sample("a"), make_sample("b", with_gt=False)))
+    page = write_report(
+        tmp_path / "report", "Run 1", SUMMARY, grouped(make_sample("a"), make_sample("b", with_gt=False))
+    )
     assert page == tmp_path / "report" / "index.html"
     pngs = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
     assert pngs == ["a-asked.png", "a-mask.png", "a-truth.png", "b-asked.png", "b-mask.png"]
@@ -78,7 +82,7 @@ def test_report_writes_three_panels_per_sample_and_two_without_ground_truth(tmp_
 
 def test_report_starts_with_the_headline_and_keeps_raw_keys_in_a_closed_details_at_the_bottom(tmp_path):
     text = write_report(tmp_path, "Run", SUMMARY, grouped(make_sample())).read_text(encoding="utf-8")
-    body = text[text.index("<body>"):]
+    body = text[text.index("<body>") :]
     first_paragraph = re.search(r"<p[^>]*>(.*?)</p>", body).group(1)
     assert first_paragraph == headline(SUMMARY)
     assert first_paragraph.startswith("Crowd masks: IoU 0.66 at 93 s of modeled human time per image")
@@ -89,8 +93,15 @@ def test_report_starts_with_the_headline_and_keeps_raw_keys_in_a_closed_details_
 
 
 def test_report_has_a_cost_figure_with_every_planner_when_there_is_an_iou(tmp_path):
-    summary = {**SUMMARY, "adaptive": {"mask_iou": 0.6, "modeled_seconds_per_image": 40.0, "speedup_vs_polygon": 2.0,
-                                       "answers_per_image": 9.0}}
+    summary = {
+        **SUMMARY,
+        "adaptive": {
+            "mask_iou": 0.6,
+            "modeled_seconds_per_image": 40.0,
+            "speedup_vs_polygon": 2.0,
+            "answers_per_image": 9.0,
+        },
+    }
     text = write_report(tmp_path, "Run", summary, []).read_text(encoding="utf-8")
     assert 'src="cost.png"' in text and (tmp_path / "cost.png").stat().st_size > 0
     assert "crowd, adaptive planner" in text and "crowd, fixed planner" in text and "saliency alone" in text
@@ -101,9 +112,12 @@ def test_report_has_a_cost_figure_with_every_planner_when_there_is_an_iou(tmp_pa
 
 
 def test_report_shows_training_results_inline(tmp_path):
-    summary = {**SUMMARY, "accuracy": {"none": {"mean": 0.6, "worst_group": 0.22}, "patch": {"mean": 0.98, "worst_group": 0.97}},
-               "attention_energy_in_mask": {"none": 0.2, "patch": 0.7},
-               "training": {"model": "smallcnn", "loss": "bgswap+cam", "epochs": 30, "image_size": 64}}
+    summary = {
+        **SUMMARY,
+        "accuracy": {"none": {"mean": 0.6, "worst_group": 0.22}, "patch": {"mean": 0.98, "worst_group": 0.97}},
+        "attention_energy_in_mask": {"none": 0.2, "patch": 0.7},
+        "training": {"model": "smallcnn", "loss": "bgswap+cam", "epochs": 30, "image_size": 64},
+    }
     training = TrainingFigures("experiment/worst_group.png", "experiment/cams.png", "experiment/index.html")
     text = write_report(tmp_path, "Run", summary, [], training=training).read_text(encoding="utf-8")
     assert "Training against the shortcut" in text
@@ -122,8 +136,12 @@ def test_report_escapes_names_titles_and_notes(tmp_path):
 
 
 def test_report_says_how_times_were_obtained(tmp_path):
-    assert re.search(r"Times in this report are MODELED", write_report(tmp_path, "Run", SUMMARY, []).read_text(encoding="utf-8"))
-    assert "MEASURED" in write_report(tmp_path, "Run", {**SUMMARY, "times_are": "measured"}, []).read_text(encoding="utf-8")
+    assert re.search(
+        r"Times in this report are MODELED", write_report(tmp_path, "Run", SUMMARY, []).read_text(encoding="utf-8")
+    )
+    assert "MEASURED" in write_report(tmp_path, "Run", {**SUMMARY, "times_are": "measured"}, []).read_text(
+        encoding="utf-8"
+    )
     assert "MIXED" in write_report(tmp_path, "Run", {**SUMMARY, "times_are": "mixed"}, []).read_text(encoding="utf-8")
 
 
@@ -147,11 +165,17 @@ def test_figures_with_duplicate_names_do_not_overwrite_each_other(tmp_path):
 def test_a_second_report_removes_the_panels_of_samples_it_no_longer_shows(tmp_path):
     write_report(tmp_path, "Run", SUMMARY, grouped(make_sample("old")))
     write_report(tmp_path, "Run", SUMMARY, grouped(make_sample("new")))
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["new-asked.png", "new-mask.png", "new-truth.png"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "new-asked.png",
+        "new-mask.png",
+        "new-truth.png",
+    ]
 
 
-@pytest.mark.parametrize(("height", "width", "expected"), [(96, 96, (400, 400)), (60, 120, (400, 200)),
-                                                           (300, 900, (720, 240)), (640, 480, (480, 640))])
+@pytest.mark.parametrize(
+    ("height", "width", "expected"),
+    [(96, 96, (400, 400)), (60, 120, (400, 200)), (300, 900, (720, 240)), (640, 480, (480, 640))],
+)
 def test_panels_keep_the_photo_aspect_ratio_and_are_at_least_400_px_wide(tmp_path, height, width, expected):
     paths = render_sample(make_sample(height=height, width=width), tmp_path, "s")
     assert sorted(paths) == ["asked", "mask", "truth"]
@@ -223,7 +247,9 @@ def test_report_samples_show_the_refined_mask_that_was_scored_and_written(make_p
     for _, sample in samples:
         stat = next(s for s in stats if s.name == sample.name)
         with project.sessions() as session:
-            stored = session.scalar(select(MaskRow.file).where(MaskRow.image_id == stat.image_id, MaskRow.source == "patch"))
+            stored = session.scalar(
+                select(MaskRow.file).where(MaskRow.image_id == stat.image_id, MaskRow.source == "patch")
+            )
         with Image.open(stored) as png:
             assert np.array_equal(np.rint(sample.mask * 255), np.asarray(png, dtype=float))
         assert mask_iou(binarize(sample.mask, sample.threshold), sample.gt_mask) == pytest.approx(stat.iou, abs=0.01)

@@ -69,7 +69,9 @@ def check_store_consistent(db: Path, *, early_stop: bool = True) -> dict[str, in
         for task_id, worker_id, value in connection.execute("SELECT task_id, worker_id, value FROM answer ORDER BY id"):
             if task_id in tasks and worker_id not in banned:
                 votes[task_id].append(json.loads(value))
-        regions = {row[0]: Box.from_list(json.loads(row[1])) for row in connection.execute("SELECT id, box FROM region")}
+        regions = {
+            row[0]: Box.from_list(json.loads(row[1])) for row in connection.execute("SELECT id, box FROM region")
+        }
         keys_per_region: dict[int, set[str]] = defaultdict(set)
         for region_id, key in connection.execute("SELECT region_id, key FROM task WHERE kind = 'patch'"):
             keys_per_region[region_id].add(key)

@@ -34,11 +34,15 @@ def served_schema(make_project):
     project = make_project(n_images=3, size=48, configure=fuzzed)
     app = create_app(project)
     with TestClient(app) as client:
-        opened = client.post(f"/api/v1/projects/{project.config.name}/sessions",
-                             json={"platform": "prolific", "worker_id": "fuzzer", "study_id": "s", "session_id": "x"})
+        opened = client.post(
+            f"/api/v1/projects/{project.config.name}/sessions",
+            json={"platform": "prolific", "worker_id": "fuzzer", "study_id": "s", "session_id": "x"},
+        )
         assert opened.status_code == 201
-        client.post(f"/api/v1/projects/{project.config.name}/polygon-tasks",
-                    headers={"X-API-Key": project.config.server.effective_api_key()})
+        client.post(
+            f"/api/v1/projects/{project.config.name}/polygon-tasks",
+            headers={"X-API-Key": project.config.server.effective_api_key()},
+        )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     schema.credentials = {  # type: ignore[attr-defined]
         "X-API-Key": project.config.server.effective_api_key(),
@@ -63,7 +67,13 @@ def fuzz(schema, max_examples: int, credentials: dict[str, str] | None) -> Count
     calls: Counter[str] = Counter()
     for operation in operations(schema):
 
-        @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+        @settings(
+            max_examples=max_examples,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         @given(case=operation.as_strategy())
         def no_server_error(case) -> None:
             if case.path_parameters and "project" in case.path_parameters:
@@ -72,8 +82,10 @@ def fuzz(schema, max_examples: int, credentials: dict[str, str] | None) -> Count
             case.call_and_validate(headers=credentials, checks=[not_a_server_error])
 
         no_server_error()
-    print(f"\nschemathesis: {sum(calls.values())} requests over {len(calls)} operations, max_examples={max_examples}, "
-          f"credentials {'valid' if credentials else 'as generated'}")
+    print(
+        f"\nschemathesis: {sum(calls.values())} requests over {len(calls)} operations, max_examples={max_examples}, "
+        f"credentials {'valid' if credentials else 'as generated'}"
+    )
     for name, count in sorted(calls.items()):
         print(f"  {count:4d}  {name}")
     return calls
@@ -81,7 +93,11 @@ def fuzz(schema, max_examples: int, credentials: dict[str, str] | None) -> Count
 
 def test_no_generated_request_with_valid_credentials_gets_a_server_error(served_schema):
     credentials = served_schema.credentials
-    calls = fuzz(served_schema, MAX_EXAMPLES, {"X-API-Key": credentials["X-API-Key"], "Authorization": credentials["Authorization"]})
+    calls = fuzz(
+        served_schema,
+        MAX_EXAMPLES,
+        {"X-API-Key": credentials["X-API-Key"], "Authorization": credentials["Authorization"]},
+    )
     assert len(calls) == len(operations(served_schema)) >= 10
 
 

@@ -40,8 +40,14 @@ def open_session(client, project, worker: str) -> dict[str, str]:
 
 def as_assignment(task: dict) -> Assignment:
     return Assignment(
-        task_id=int(task["task_id"]), kind=task["kind"], image_id=task["image_id"], box=Box.from_list(task["box"]),
-        grid_size=task.get("grid_size"), question=task["question"], lease_expires_at=0.0, variant=task.get("variant"),
+        task_id=int(task["task_id"]),
+        kind=task["kind"],
+        image_id=task["image_id"],
+        box=Box.from_list(task["box"]),
+        grid_size=task.get("grid_size"),
+        question=task["question"],
+        lease_expires_at=0.0,
+        variant=task.get("variant"),
         active_cells=tuple(task["active_cells"]) if task.get("active_cells") is not None else None,
     )
 
@@ -66,7 +72,11 @@ def test_adaptive_questions_are_served_answered_and_never_over_asked(make_projec
                 break
             for auth, task in taken:
                 assignment = as_assignment(task)
-                seen["outline" if task.get("variant") == "outline" else task["kind"] + (" round" if task.get("active_cells") else "")] += 1
+                seen[
+                    "outline"
+                    if task.get("variant") == "outline"
+                    else task["kind"] + (" round" if task.get("active_cells") else "")
+                ] += 1
                 if task.get("variant") == "outline":
                     image = client.get(task["image_url"])
                     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
@@ -74,12 +84,22 @@ def test_adaptive_questions_are_served_answered_and_never_over_asked(make_projec
                 if task.get("active_cells") and not rounds_checked:
                     locked = sorted(set(range(task["grid_size"] ** 2)) - set(task["active_cells"]))
                     if locked:
-                        bad = {"task_id": task["task_id"], "answer": {"cells": [locked[0]]}, "client_id": f"bad{next(_ids)}", "client_ms": 900}
+                        bad = {
+                            "task_id": task["task_id"],
+                            "answer": {"cells": [locked[0]]},
+                            "client_id": f"bad{next(_ids)}",
+                            "client_ms": 900,
+                        }
                         refused = client.post("/api/v1/answers", json=bad, headers=auth)
                         assert refused.status_code == 422 and "not shown" in refused.text
                         rounds_checked = True
                 value, seconds = simulated_answer(assignment, honest, oracles, project, rng)
-                body = {"task_id": task["task_id"], "answer": value, "client_id": f"c{next(_ids)}", "client_ms": int(seconds * 1000)}
+                body = {
+                    "task_id": task["task_id"],
+                    "answer": value,
+                    "client_id": f"c{next(_ids)}",
+                    "client_ms": int(seconds * 1000),
+                }
                 stored = client.post("/api/v1/answers", json=body, headers=auth)
                 assert stored.status_code == 201, stored.text
     assert seen["verify"] and seen["grid"] and seen["outline"] and seen["grid round"], seen

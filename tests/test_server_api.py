@@ -59,9 +59,11 @@ def test_answers_to_tasks_not_leased_are_409_and_malformed_bodies_422(served):
     task = client.get("/api/v1/tasks/next", headers=alice).json()
     stolen = {"task_id": task["task_id"], "answer": "no", "client_id": "b-1", "client_ms": 900}
     assert client.post("/api/v1/answers", json=stolen, headers=bob).status_code == 409
-    for bad in ({"task_id": task["task_id"], "answer": "maybe", "client_id": "a", "client_ms": 1},
-                {"task_id": task["task_id"], "answer": "yes", "client_ms": 1},
-                {"task_id": "x", "answer": "yes", "client_id": "a", "client_ms": 1}):
+    for bad in (
+        {"task_id": task["task_id"], "answer": "maybe", "client_id": "a", "client_ms": 1},
+        {"task_id": task["task_id"], "answer": "yes", "client_ms": 1},
+        {"task_id": "x", "answer": "yes", "client_id": "a", "client_ms": 1},
+    ):
         assert client.post("/api/v1/answers", json=bad, headers=alice).status_code == 422
     assert client.get("/api/v1/tasks/next").status_code == 401
 
@@ -89,18 +91,30 @@ def test_undo_takes_back_the_last_answer_while_its_question_is_open(served):
     project, client = served
     auth = open_session(client, project)
     task = client.get("/api/v1/tasks/next", headers=auth).json()
-    client.post("/api/v1/answers", json={"task_id": task["task_id"], "answer": "yes", "client_id": "u1", "client_ms": 800}, headers=auth)
+    client.post(
+        "/api/v1/answers",
+        json={"task_id": task["task_id"], "answer": "yes", "client_id": "u1", "client_ms": 800},
+        headers=auth,
+    )
     back = client.post("/api/v1/answers/undo", headers=auth)
     assert back.status_code == 200 and back.json()["task_id"] == task["task_id"]
     with project.sessions() as session:
         assert session.scalar(select(func.count()).select_from(AnswerRow)) == 0
-    redo = client.post("/api/v1/answers", json={"task_id": task["task_id"], "answer": "no", "client_id": "u2", "client_ms": 700}, headers=auth)
+    redo = client.post(
+        "/api/v1/answers",
+        json={"task_id": task["task_id"], "answer": "no", "client_id": "u2", "client_ms": 700},
+        headers=auth,
+    )
     assert redo.status_code == 201
     # A second worker agrees with "no": the question closes, and the answer can no longer be undone.
     other = open_session(client, project, "p2")
     task2 = client.get("/api/v1/tasks/next", headers=other).json()
     assert task2["task_id"] == task["task_id"]
-    client.post("/api/v1/answers", json={"task_id": task2["task_id"], "answer": "no", "client_id": "u3", "client_ms": 700}, headers=other)
+    client.post(
+        "/api/v1/answers",
+        json={"task_id": task2["task_id"], "answer": "no", "client_id": "u3", "client_ms": 700},
+        headers=other,
+    )
     assert client.post("/api/v1/answers/undo", headers=other).status_code == 409
 
 
@@ -110,7 +124,11 @@ def test_a_session_ends_after_its_answers_with_the_platforms_completion(served):
     auth = open_session(client, project)
     for i in range(2):
         task = client.get("/api/v1/tasks/next", headers=auth).json()
-        result = client.post("/api/v1/answers", json={"task_id": task["task_id"], "answer": "yes", "client_id": f"d{i}", "client_ms": 900}, headers=auth).json()
+        result = client.post(
+            "/api/v1/answers",
+            json={"task_id": task["task_id"], "answer": "yes", "client_id": f"d{i}", "client_ms": 900},
+            headers=auth,
+        ).json()
     assert result["session_complete"]
     assert client.get("/api/v1/tasks/next", headers=auth).status_code == 204
     done = client.post("/api/v1/sessions/complete", headers=auth).json()
@@ -127,7 +145,11 @@ def test_too_fast_workers_are_stopped_politely(make_project):
         auth = open_session(client, project)
         for i in range(3):
             task = client.get("/api/v1/tasks/next", headers=auth).json()
-            client.post("/api/v1/answers", json={"task_id": task["task_id"], "answer": "yes", "client_id": f"f{i}", "client_ms": 50}, headers=auth)
+            client.post(
+                "/api/v1/answers",
+                json={"task_id": task["task_id"], "answer": "yes", "client_id": f"f{i}", "client_ms": 50},
+                headers=auth,
+            )
         stopped = client.get("/api/v1/tasks/next", headers=auth)
     assert stopped.status_code == 403 and "Thank you" in stopped.json()["detail"]
     with project.sessions() as session:
@@ -139,6 +161,7 @@ def test_concurrent_workers_never_over_ask_a_question_on_sqlite(make_project):
     project.config.server.answers_per_session = 1000
     acknowledged: list[str] = []
     with TestClient(create_app(project)) as client:
+
         def work(name: str) -> None:
             auth = open_session(client, project, name)
             for i in range(400):
@@ -147,7 +170,11 @@ def test_concurrent_workers_never_over_ask_a_question_on_sqlite(make_project):
                     return
                 task = response.json()
                 answer = "yes" if (hash(name) + i) % 3 else "no"
-                posted = client.post("/api/v1/answers", json={"task_id": task["task_id"], "answer": answer, "client_id": f"{name}-{i}", "client_ms": 900}, headers=auth)
+                posted = client.post(
+                    "/api/v1/answers",
+                    json={"task_id": task["task_id"], "answer": answer, "client_id": f"{name}-{i}", "client_ms": 900},
+                    headers=auth,
+                )
                 if posted.status_code == 201:
                     acknowledged.append(f"{name}-{i}")
 
@@ -160,7 +187,9 @@ def test_concurrent_workers_never_over_ask_a_question_on_sqlite(make_project):
         stored = set(session.scalars(select(AnswerRow.client_id)))
         per_task = Counter(session.scalars(select(AnswerRow.task_id)))
         for task in session.scalars(select(TaskRow)):
-            values = list(session.scalars(select(AnswerRow.value).where(AnswerRow.task_id == task.id).order_by(AnswerRow.id)))
+            values = list(
+                session.scalars(select(AnswerRow.value).where(AnswerRow.task_id == task.id).order_by(AnswerRow.id))
+            )
             assert per_task[task.id] <= max(votes_target(values, task.votes_wanted, True), 2)
     assert set(acknowledged) <= stored and len(acknowledged) == len(stored) > 0
 
@@ -180,18 +209,24 @@ def test_a_database_at_revision_0001_upgrades_in_place_and_its_questions_are_ser
     assert "leased_at" not in {c["name"] for c in inspect(engine).get_columns("lease")}
     with engine.begin() as c:
         c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
-        c.execute(text(
-            "INSERT INTO image (id, project_id, path, width, height, split, groups, stage)"
-            " VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
-        ))
-        c.execute(text(
-            "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
-            " VALUES (1, 1, 1, 'verify', 'verify', 0, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
-        ))
-        c.execute(text(
-            "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast,"
-            " banned, created_at) VALUES (1, 1, 'local', 'w', '{}', 0, 0, 0, 0, '2026-01-01')"
-        ))
+        c.execute(
+            text(
+                "INSERT INTO image (id, project_id, path, width, height, split, groups, stage)"
+                " VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
+                " VALUES (1, 1, 1, 'verify', 'verify', 0, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast,"
+                " banned, created_at) VALUES (1, 1, 'local', 'w', '{}', 0, 0, 0, 0, '2026-01-01')"
+            )
+        )
     engine.dispose()
     _, sessions = open_database(url)
     clock = SimulatedClock(100.0)
@@ -214,9 +249,19 @@ def test_a_polygon_answer_is_validated_stored_and_its_measured_time_reaches_the_
     auth = open_session(client, project, "drawer", mode="polygon")
     task = client.get("/api/v1/tasks/next", headers=auth).json()
     assert task["kind"] == "polygon"
-    outside = {"task_id": task["task_id"], "answer": {"polygon": [[0, 0], [500, 0], [5, 5]]}, "client_id": "p0", "client_ms": 1}
+    outside = {
+        "task_id": task["task_id"],
+        "answer": {"polygon": [[0, 0], [500, 0], [5, 5]]},
+        "client_id": "p0",
+        "client_ms": 1,
+    }
     assert client.post("/api/v1/answers", json=outside, headers=auth).status_code == 422
-    drawn = {"task_id": task["task_id"], "answer": {"polygon": [[1, 1], [30, 2], [20, 40]]}, "client_id": "p1", "client_ms": 42_000}
+    drawn = {
+        "task_id": task["task_id"],
+        "answer": {"polygon": [[1, 1], [30, 2], [20, 40]]},
+        "client_id": "p1",
+        "client_ms": 42_000,
+    }
     assert client.post("/api/v1/answers", json=drawn, headers=auth).status_code == 201
     summary = client.post(f"{base}/export", json={"formats": ["png"]}, headers=key).json()["summary"]
     assert summary["polygon_seconds_are"] == "measured"
@@ -224,7 +269,14 @@ def test_a_polygon_answer_is_validated_stored_and_its_measured_time_reaches_the_
 
 
 def answer_and_next(client, auth, task, value="yes", client_id="n", client_ms=1500, **extra):
-    body = {"task_id": task["task_id"], "answer": value, "client_id": client_id, "client_ms": client_ms, "next": True, **extra}
+    body = {
+        "task_id": task["task_id"],
+        "answer": value,
+        "client_id": client_id,
+        "client_ms": client_ms,
+        "next": True,
+        **extra,
+    }
     return client.post("/api/v1/answers", json=body, headers=auth)
 
 
@@ -240,14 +292,20 @@ def test_an_answer_can_bring_the_next_question_in_the_same_round_trip(served):
     assert result["next_status"] == "task" and following["task_id"] not in (first["task_id"], shown["task_id"])
     assert following["kind"] == "verify" and client.get(following["image_url"]).status_code == 200
     with project.sessions() as session:
-        leased = set(session.scalars(select(LeaseRow.task_id).where(LeaseRow.worker_id == session.scalar(select(WorkerRow.id)))))
+        leased = set(
+            session.scalars(select(LeaseRow.task_id).where(LeaseRow.worker_id == session.scalar(select(WorkerRow.id))))
+        )
         assert session.scalar(select(func.count()).select_from(AnswerRow).where(AnswerRow.client_id == "n-1")) == 1
     assert leased == {int(shown["task_id"]), int(following["task_id"])}
     # A replay stores nothing and hands back the question already held, not a third one.
     replay = answer_and_next(client, auth, first, client_id="n-1", exclude=[shown["task_id"]])
     assert replay.status_code == 200 and replay.json()["next"]["task_id"] == following["task_id"]
     # Without "next" the answer is as before.
-    plain = client.post("/api/v1/answers", json={"task_id": shown["task_id"], "answer": "no", "client_id": "n-2", "client_ms": 900}, headers=auth)
+    plain = client.post(
+        "/api/v1/answers",
+        json={"task_id": shown["task_id"], "answer": "no", "client_id": "n-2", "client_ms": 900},
+        headers=auth,
+    )
     assert plain.status_code == 201 and plain.json()["next"] is None and plain.json()["next_status"] is None
 
 
@@ -267,7 +325,10 @@ def test_the_next_question_with_an_answer_says_why_there_is_none(served):
     stopped = answer_and_next(client, fast, second, client_id="s-2", client_ms=40)
     assert stopped.status_code == 201 and stopped.json()["next_status"] == "stopped"
     with project.sessions() as session:
-        assert session.scalar(select(func.count()).select_from(AnswerRow).where(AnswerRow.client_id.in_(["s-1", "s-2"]))) == 2
+        assert (
+            session.scalar(select(func.count()).select_from(AnswerRow).where(AnswerRow.client_id.in_(["s-1", "s-2"])))
+            == 2
+        )
 
 
 def test_a_bad_exclude_list_is_a_422(served):
@@ -301,7 +362,9 @@ def test_a_serving_process_freezes_its_startup_objects(make_project):
         "create_app(project); plain = gc.get_freeze_count()\n"
         "serving_app(project); print(plain, gc.get_freeze_count())\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(project.directory)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(project.directory)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     plain, served = map(int, result.stdout.split())
     assert plain == 0

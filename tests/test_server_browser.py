@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
 playwright_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -69,7 +71,9 @@ def verify_all_but_one_image(project) -> None:
         worker = register_worker(project.sessions, project.id, "local", name, {})
         for task_id in tasks:
             with project.sessions.begin() as session:
-                session.add(LeaseRow(task_id=task_id, worker_id=worker.id, expires_at=time.time() + 60, leased_at=time.time()))
+                session.add(
+                    LeaseRow(task_id=task_id, worker_id=worker.id, expires_at=time.time() + 60, leased_at=time.time())
+                )
             planner.submit(worker.id, task_id, "yes", client_id=f"{name}-{task_id}", client_ms=1200)
 
 
@@ -96,7 +100,9 @@ def live(make_project):
 
 
 def shown_task(page) -> str:
-    page.wait_for_function("document.getElementById('frame').dataset.taskId && document.body.dataset.shown === document.getElementById('frame').dataset.taskId")
+    page.wait_for_function(
+        "document.getElementById('frame').dataset.taskId && document.body.dataset.shown === document.getElementById('frame').dataset.taskId"
+    )
     return page.locator("#frame").get_attribute("data-task-id")
 
 
@@ -142,7 +148,9 @@ def test_a_prolific_worker_answers_undoes_and_is_redirected_with_the_completion_
 
 def test_an_mturk_preview_shows_the_instructions_and_no_answer_buttons(live, page, screenshots):
     server = live()
-    page.goto(f"{server.url}/w/{server.project.config.name}?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1&workerId=")
+    page.goto(
+        f"{server.url}/w/{server.project.config.name}?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1&workerId="
+    )
     expect(page.get_by_text("This is a preview")).to_be_visible()
     assert page.get_by_role("button", name=re.compile("^(Yes|No|Start)")).count() == 0
     page.screenshot(path=screenshots / "mturk-preview.png", full_page=True)
@@ -205,15 +213,25 @@ def test_a_boundary_round_locks_the_decided_cells(live, page, screenshots):
     with server.project.sessions.begin() as session:
         region = session.scalar(select(ImageRow).order_by(ImageRow.id)).regions[0]
         round_task = TaskRow(
-            project_id=server.project.id, image_id=region.image_id, region_id=region.id, kind="grid", key="grid:boundary-test",
-            level=2, box=list(region.box), grid_size=4, votes_wanted=1, spec={"resolution": 4, "active": active},
+            project_id=server.project.id,
+            image_id=region.image_id,
+            region_id=region.id,
+            kind="grid",
+            key="grid:boundary-test",
+            level=2,
+            box=list(region.box),
+            grid_size=4,
+            votes_wanted=1,
+            spec={"resolution": 4, "active": active},
             reason="boundary round (test)",
         )
         session.add(round_task)
         session.flush()
         round_id = round_task.id
     page.goto(f"{server.url}/w/{server.project.config.name}?PROLIFIC_PID=b1&STUDY_ID=s&SESSION_ID=s")
-    page.route("https://app.prolific.com/**", lambda route: route.fulfill(body="done"))  # the round may be the last task
+    page.route(
+        "https://app.prolific.com/**", lambda route: route.fulfill(body="done")
+    )  # the round may be the last task
     page.get_by_role("button", name="Start").click()
     task = shown_task(page)
     while task != str(round_id):  # outline checks and the last verification come first: say yes
@@ -315,7 +333,9 @@ def test_the_worker_page_names_the_target_and_shows_the_photo_as_wide_as_it_fits
     try:
         invite = make_invite(project.config.server.invite_secret, "lab")
         for width, height, ratio in ((1280, 900, 1), (390, 844, 3)):
-            context = page.context.browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=ratio)
+            context = page.context.browser.new_context(
+                viewport={"width": width, "height": height}, device_scale_factor=ratio
+            )
             phone = context.new_page()
             phone.goto(f"{server.url}/w/horses?invite={invite}&worker=viewer-{width}")
             expect(phone.get_by_role("heading", name="Find the horse")).to_be_visible()
@@ -329,7 +349,9 @@ def test_the_worker_page_names_the_target_and_shows_the_photo_as_wide_as_it_fits
                 assert shown["width"] >= 720
             else:
                 assert shown["width"] >= width - 30
-            assert abs(shown["natural"] - round(shown["width"] * ratio)) <= ratio  # drawn by the server at the size shown
+            assert (
+                abs(shown["natural"] - round(shown["width"] * ratio)) <= ratio
+            )  # drawn by the server at the size shown
             assert shown["bottom"] <= height and shown["page"] <= width  # whole in view, nothing to scroll sideways
             context.close()
     finally:
@@ -345,15 +367,19 @@ def test_the_examples_are_drawn_like_the_tasks_and_grid_lines_have_a_halo(photo_
     try:
         page.set_viewport_size({"width": 1280, "height": 900})
         page.goto(f"{server.url}/w/horses?PROLIFIC_PID=ex1&STUDY_ID=s&SESSION_ID=s")
-        page.wait_for_function("[...document.querySelectorAll('.example img')].every((img) => img.complete && img.naturalWidth > 0)")
+        page.wait_for_function(
+            "[...document.querySelectorAll('.example img')].every((img) => img.complete && img.naturalWidth > 0)"
+        )
         page.screenshot(path=screenshots / "serving-instructions-1280.png", full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.screenshot(path=screenshots / "serving-instructions-390.png", full_page=True)
         page.set_viewport_size({"width": 1280, "height": 900})
         example_cells = page.locator(".example .cells div")
-        assert example_cells.count() == project.config.patches.grid_size ** 2
-        on = page.evaluate("[...document.querySelectorAll('.example .cells div.on')].map((cell) => Number(cell.dataset.cell))")
+        assert example_cells.count() == project.config.patches.grid_size**2
+        on = page.evaluate(
+            "[...document.querySelectorAll('.example .cells div.on')].map((cell) => Number(cell.dataset.cell))"
+        )
         assert on == grid_cells_on(project.config.patches.grid_size)
         example_lines = page.locator(".example svg.lines path.line").get_attribute("d")
 
@@ -371,13 +397,20 @@ def test_the_examples_are_drawn_like_the_tasks_and_grid_lines_have_a_halo(photo_
                     (region.right - frame.left) / frame.width, (region.bottom - frame.top) / frame.height]; }""")
         leased = page.evaluate("window.crowdpatch.current")
         (vx0, vy0, vx1, vy1), (x0, y0, x1, y1) = leased["view_box"], leased["box"]
-        expected = [(x0 - vx0) / (vx1 - vx0), (y0 - vy0) / (vy1 - vy0), (x1 - vx0) / (vx1 - vx0), (y1 - vy0) / (vy1 - vy0)]
+        expected = [
+            (x0 - vx0) / (vx1 - vx0),
+            (y0 - vy0) / (vy1 - vy0),
+            (x1 - vx0) / (vx1 - vx0),
+            (y1 - vy0) / (vy1 - vy0),
+        ]
         assert placed == pytest.approx(expected, abs=0.01)  # the cells lie over the region the picture shows
         assert page.locator("#grid-lines path.line").get_attribute("d") == example_lines  # the same drawing
         widths = page.evaluate("""() => ['halo', 'line'].map((name) =>
             getComputedStyle(document.querySelector('#grid-lines path.' + name)).strokeWidth)""")
         assert widths == ["4px", "2px"]
-        assert page.evaluate("getComputedStyle(document.querySelector('#grid-lines path.halo')).stroke").startswith("rgba(0, 0, 0")
+        assert page.evaluate("getComputedStyle(document.querySelector('#grid-lines path.halo')).stroke").startswith(
+            "rgba(0, 0, 0"
+        )
     finally:
         server.stop()
 
@@ -388,7 +421,9 @@ def too_fast_stops_after_three(config) -> None:
     config.crowd.min_seconds_per_answer = 60.0  # every real answer is "too fast"
 
 
-def test_a_worker_stopped_by_quality_control_sees_the_stop_page_with_the_code_the_dashboard_lists(photo_project, page, screenshots):
+def test_a_worker_stopped_by_quality_control_sees_the_stop_page_with_the_code_the_dashboard_lists(
+    photo_project, page, screenshots
+):
     project = photo_project(too_fast_stops_after_three)
     server = LiveServer(project)
     try:
@@ -405,9 +440,13 @@ def test_a_worker_stopped_by_quality_control_sees_the_stop_page_with_the_code_th
         page.set_viewport_size({"width": 1280, "height": 900})
         page.screenshot(path=screenshots / "serving-stopped-1280.png", full_page=True)
         key = project.config.server.effective_api_key()
-        listed = page.request.get(f"{server.url}/api/v1/projects/horses/dashboard", headers={"X-API-Key": key}).json()["workers"]
+        listed = page.request.get(f"{server.url}/api/v1/projects/horses/dashboard", headers={"X-API-Key": key}).json()[
+            "workers"
+        ]
         row = next(row for row in listed if row["worker"] == "lab-member-3")
-        assert page.locator("#stopped-code").inner_text() == row["completion_code"] and row["stopped_reason"] == "too_fast"
+        assert (
+            page.locator("#stopped-code").inner_text() == row["completion_code"] and row["stopped_reason"] == "too_fast"
+        )
     finally:
         server.stop()
 
@@ -417,27 +456,39 @@ def test_a_link_without_an_invite_opens_a_page_that_says_so(live, page, screensh
     page.goto(f"{server.url}/w/{server.project.config.name}")
     expect(page.get_by_role("heading", name="Invite needed")).to_be_visible()
     expect(page.get_by_text("crowdpatch serve prints a ready invite link")).to_be_visible()
-    assert page.get_by_role("button", name="Start").count() == 0 or not page.get_by_role("button", name="Start").is_visible()
+    assert (
+        page.get_by_role("button", name="Start").count() == 0
+        or not page.get_by_role("button", name="Start").is_visible()
+    )
     page.screenshot(path=screenshots / "serving-invite-needed-1280.png", full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=screenshots / "serving-invite-needed-390.png", full_page=True)
 
 
-def test_the_dashboard_shows_who_was_stopped_long_ids_on_one_line_and_masks_over_their_photos(photo_project, page, screenshots):
+def test_the_dashboard_shows_who_was_stopped_long_ids_on_one_line_and_masks_over_their_photos(
+    photo_project, page, screenshots
+):
     project = photo_project(lambda config: setattr(config.crowd, "gold_rate", 0.0))
-    verify_all_but_one_image(project)  # two helpers (at 1.2 s an answer); from now on answers under a minute stop a worker
+    verify_all_but_one_image(
+        project
+    )  # two helpers (at 1.2 s an answer); from now on answers under a minute stop a worker
     too_fast_stops_after_three(project.config)
     long_id = "5f2b9c1e8a7d4e3f9b0c1d2e" * 3
     server = LiveServer(project)
     try:
-        opened = page.request.post(f"{server.url}/api/v1/projects/horses/sessions",
-                                   data={"platform": "prolific", "worker_id": long_id, "study_id": "s", "session_id": "x"})
+        opened = page.request.post(
+            f"{server.url}/api/v1/projects/horses/sessions",
+            data={"platform": "prolific", "worker_id": long_id, "study_id": "s", "session_id": "x"},
+        )
         auth = {"Authorization": f"Bearer {opened.json()['token']}"}
         for index in range(3):
             task = page.request.get(f"{server.url}/api/v1/tasks/next", headers=auth).json()
             value = {"cells": []} if task["kind"] == "grid" else "no"
-            stored = page.request.post(f"{server.url}/api/v1/answers", headers=auth,
-                                       data={"task_id": task["task_id"], "answer": value, "client_id": f"l{index}", "client_ms": 700})
+            stored = page.request.post(
+                f"{server.url}/api/v1/answers",
+                headers=auth,
+                data={"task_id": task["task_id"], "answer": value, "client_id": f"l{index}", "client_ms": 700},
+            )
             assert stored.status == 201, stored.text()
         key = project.config.server.effective_api_key()
         for width in (1280, 390):
@@ -449,11 +500,17 @@ def test_the_dashboard_shows_who_was_stopped_long_ids_on_one_line_and_masks_over
             cell = row.locator("td.worker")
             assert cell.get_attribute("title") == long_id
             assert cell.evaluate("(td) => td.scrollWidth > td.clientWidth")  # cut with an ellipsis, not wrapped
-            heights = page.evaluate("[...document.querySelectorAll('#workers tr')].slice(1).map((tr) => tr.getBoundingClientRect().height)")
+            heights = page.evaluate(
+                "[...document.querySelectorAll('#workers tr')].slice(1).map((tr) => tr.getBoundingClientRect().height)"
+            )
             assert max(heights) - min(heights) < 1
-            page.wait_for_function("document.querySelectorAll('#previews img').length > 0 && "
-                                   "[...document.querySelectorAll('#previews img')].every((img) => img.complete && img.naturalWidth > 0)")
-            ratios = page.evaluate("[...document.querySelectorAll('#previews img')].map((img) => img.naturalWidth / img.naturalHeight)")
+            page.wait_for_function(
+                "document.querySelectorAll('#previews img').length > 0 && "
+                "[...document.querySelectorAll('#previews img')].every((img) => img.complete && img.naturalWidth > 0)"
+            )
+            ratios = page.evaluate(
+                "[...document.querySelectorAll('#previews img')].map((img) => img.naturalWidth / img.naturalHeight)"
+            )
             assert all(abs(ratio - 320 / 200) < 0.02 for ratio in ratios)
             captions = page.locator("#previews figcaption").all_inner_texts()
             assert all(re.search(r"photo-\d\.png", text) and re.search(r"\d+ answers", text) for text in captions)
@@ -463,7 +520,9 @@ def test_the_dashboard_shows_who_was_stopped_long_ids_on_one_line_and_masks_over
         server.stop()
 
 
-def test_a_stopped_prolific_worker_gets_the_way_back_with_the_code_only_where_the_study_pays(photo_project, page, screenshots):
+def test_a_stopped_prolific_worker_gets_the_way_back_with_the_code_only_where_the_study_pays(
+    photo_project, page, screenshots
+):
     project = photo_project(too_fast_stops_after_three)
     server = LiveServer(project)
     try:

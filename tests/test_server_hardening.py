@@ -56,7 +56,9 @@ def test_a_tampered_session_token_is_401(served):
     fields[0] += 1  # claim to be another worker, keeping the signature
     forged = f"{_b64(json.dumps(fields).encode())}.{signature}"
     flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
-    foreign = issue_session("not-this-projects-secret", WorkerSession(fields[0] - 1, project.id, "prolific", "patch", time.time() + 60))
+    foreign = issue_session(
+        "not-this-projects-secret", WorkerSession(fields[0] - 1, project.id, "prolific", "patch", time.time() + 60)
+    )
     for bad in (forged, flipped, foreign, "no-dot-at-all", "é.é"):
         response = client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {bad}".encode("latin-1")})
         assert response.status_code == 401, (bad, response.status_code)
@@ -65,7 +67,11 @@ def test_a_tampered_session_token_is_401(served):
 def test_requester_routes_and_dashboard_need_the_api_key_even_odd_ones(served):
     project, client = served
     name = project.config.name
-    for url in (f"/api/v1/projects/{name}/progress", f"/api/v1/projects/{name}/dashboard", f"/api/v1/projects/{name}/answers.csv"):
+    for url in (
+        f"/api/v1/projects/{name}/progress",
+        f"/api/v1/projects/{name}/dashboard",
+        f"/api/v1/projects/{name}/answers.csv",
+    ):
         assert client.get(url).status_code == 401
         # Non-ASCII must be refused like any wrong key (compare_digest on str would raise: a 500).
         for wrong in ("wrong", "é" * 20, project.config.server.effective_api_key() + "x"):
@@ -73,7 +79,10 @@ def test_requester_routes_and_dashboard_need_the_api_key_even_odd_ones(served):
         assert client.get(url, headers=api_key(project)).status_code == 200
     assert client.get(f"/admin/{name}").status_code == 401
     assert client.get(f"/admin/{name}", params={"key": "é"}).status_code == 401
-    assert client.post(f"/api/v1/projects/{name}/sessions", json={"platform": "simulated", "worker_id": "s"}).status_code == 401
+    assert (
+        client.post(f"/api/v1/projects/{name}/sessions", json={"platform": "simulated", "worker_id": "s"}).status_code
+        == 401
+    )
 
 
 # -- image links ----------------------------------------------------------------------------------
@@ -88,13 +97,28 @@ def test_an_image_link_works_only_for_its_worker_and_task(served):
     alice_worker = int(task["image_url"].split("w=")[1].split("&")[0])
     signature = task["image_url"].split("s=")[1]
     # Alice's signature on Bob's id, on another task, or altered: all refused.
-    assert client.get(f"/api/v1/tasks/{task['task_id']}/image", params={"w": bob_worker, "s": signature}).status_code == 403
+    assert (
+        client.get(f"/api/v1/tasks/{task['task_id']}/image", params={"w": bob_worker, "s": signature}).status_code
+        == 403
+    )
     other_task = int(task["task_id"]) + 1
-    assert client.get(f"/api/v1/tasks/{other_task}/image", params={"w": alice_worker, "s": signature}).status_code == 403
-    assert client.get(f"/api/v1/tasks/{task['task_id']}/image", params={"w": alice_worker, "s": signature[:-1] + "é"}).status_code == 403
+    assert (
+        client.get(f"/api/v1/tasks/{other_task}/image", params={"w": alice_worker, "s": signature}).status_code == 403
+    )
+    assert (
+        client.get(
+            f"/api/v1/tasks/{task['task_id']}/image", params={"w": alice_worker, "s": signature[:-1] + "é"}
+        ).status_code
+        == 403
+    )
     # A validly signed link to a task this project does not have: no image.
     secret = project.config.server.session_secret
-    assert client.get("/api/v1/tasks/999999/image", params={"w": alice_worker, "s": image_signature(secret, 999999, alice_worker)}).status_code == 404
+    assert (
+        client.get(
+            "/api/v1/tasks/999999/image", params={"w": alice_worker, "s": image_signature(secret, 999999, alice_worker)}
+        ).status_code
+        == 404
+    )
     assert client.get(task["image_url"] + "x").status_code in (403, 422)
     assert client.get(task["image_url"].replace("part=context", "") + "&part=../../crowdpatch.toml").status_code == 422
 
@@ -151,12 +175,14 @@ def test_a_body_over_the_limit_is_413_by_length_and_when_streamed(served):
 
     def chunks():  # no Content-Length: the middleware must count what arrives
         for start in range(0, len(big), 512):
-            yield big[start:start + 512]
+            yield big[start : start + 512]
 
     streamed = client.post("/api/v1/answers", content=chunks(), headers={**auth, "Content-Type": "application/json"})
     assert streamed.status_code == 413 and streamed.json()["detail"] == declared.json()["detail"]
     small = json.dumps({"task_id": task["task_id"], "answer": "yes", "client_id": "c-1", "client_ms": 5}).encode()
-    ok = client.post("/api/v1/answers", content=iter([small[:10], small[10:]]), headers={**auth, "Content-Type": "application/json"})
+    ok = client.post(
+        "/api/v1/answers", content=iter([small[:10], small[10:]]), headers={**auth, "Content-Type": "application/json"}
+    )
     assert ok.status_code == 201, ok.text
 
 
@@ -184,7 +210,10 @@ def test_polygons_are_capped_finite_and_inside_the_image(served):
     assert post([[1, 1], [2], [3, 1]], "one-coordinate").status_code == 422
     assert post([[1, 1], [w + 5, 2], [3, 1]], "outside").status_code == 422
     nan = f'{{"task_id": "{task["task_id"]}", "answer": {{"polygon": [[1, 1], [NaN, 2], [3, 1]]}}, "client_id": "nan", "client_ms": 10}}'
-    assert client.post("/api/v1/answers", content=nan, headers={**auth, "Content-Type": "application/json"}).status_code == 422
+    assert (
+        client.post("/api/v1/answers", content=nan, headers={**auth, "Content-Type": "application/json"}).status_code
+        == 422
+    )
     assert post(ring[:MAX_POLYGON_POINTS], "at-the-cap").status_code == 201
 
 
@@ -196,13 +225,25 @@ def test_out_of_range_ids_and_foreign_submit_urls_are_422_not_500(served):
     assert client.get(f"/api/v1/tasks/{2**70}/image", params={"w": 1, "s": "x"}).status_code == 422
     assert client.get(f"/api/v1/projects/{name}/masks/{2**70}.png", headers=key).status_code == 422
     assert client.get("/api/v1/tasks/next", params={"exclude": "1," * 500}, headers=auth).status_code == 422
-    assert client.post("/api/v1/answers", json={"task_id": "1", "answer": {"cells": [-1]}, "client_id": "c", "client_ms": 1},
-                       headers=auth).status_code == 422
+    assert (
+        client.post(
+            "/api/v1/answers",
+            json={"task_id": "1", "answer": {"cells": [-1]}, "client_id": "c", "client_ms": 1},
+            headers=auth,
+        ).status_code
+        == 422
+    )
     sessions = f"/api/v1/projects/{name}/sessions"
     for submit_to in ("javascript:alert(1)", "https://evil.example", "https://www.mturk.com.evil.example"):
         body = {"platform": "mturk", "worker_id": "m", "assignment_id": "A", "hit_id": "H", "turk_submit_to": submit_to}
         assert client.post(sessions, json=body).status_code == 422, submit_to
-    body = {"platform": "mturk", "worker_id": "m", "assignment_id": "A", "hit_id": "H", "turk_submit_to": "https://workersandbox.mturk.com"}
+    body = {
+        "platform": "mturk",
+        "worker_id": "m",
+        "assignment_id": "A",
+        "hit_id": "H",
+        "turk_submit_to": "https://workersandbox.mturk.com",
+    }
     assert client.post(sessions, json=body).status_code == 201
 
 
@@ -248,7 +289,10 @@ def test_an_address_without_credentials_is_limited_and_simulated_workers_are_not
     assert statuses == [200, 200, 429]
     assert "this address" in client.get("/openapi.json").json()["detail"]
     # Wrong keys count against the address: API keys cannot be guessed at full speed.
-    assert client.get(f"/api/v1/projects/{project.config.name}/progress", headers={"X-API-Key": "guess"}).status_code == 429
+    assert (
+        client.get(f"/api/v1/projects/{project.config.name}/progress", headers={"X-API-Key": "guess"}).status_code
+        == 429
+    )
     assert [client.get("/api/v1/tasks/next", headers=simulated).status_code for _ in range(5)] == [200] * 5
 
 
@@ -256,13 +300,19 @@ def test_an_address_without_credentials_is_limited_and_simulated_workers_are_not
 
 
 def test_no_cors_by_default_and_only_configured_origins_when_set(make_project):
-    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}
+    preflight = {
+        "Origin": "https://evil.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     project = make_project(n_images=2, size=64, configure=quiet)
     with TestClient(create_app(project)) as client:
         response = client.options("/api/v1/answers", headers=preflight)
         assert "access-control-allow-origin" not in response.headers
-        assert "access-control-allow-origin" not in client.get("/openapi.json", headers={"Origin": "https://evil.example"}).headers
+        assert (
+            "access-control-allow-origin"
+            not in client.get("/openapi.json", headers={"Origin": "https://evil.example"}).headers
+        )
     project.config.server.cors_origins = ["https://study.example"]
     with TestClient(create_app(project)) as client:
         allowed = client.options("/api/v1/answers", headers={**preflight, "Origin": "https://study.example"})
@@ -281,8 +331,11 @@ def test_responses_carry_safe_headers_and_no_cookies(served):
         "dashboard": client.get(f"/admin/{name}", params={"key": project.config.server.effective_api_key()}),
         "task": task,
         "image": client.get(task.json()["image_url"]),
-        "answer": client.post("/api/v1/answers", json={"task_id": task.json()["task_id"], "answer": "yes", "client_id": "k", "client_ms": 9},
-                              headers=auth),
+        "answer": client.post(
+            "/api/v1/answers",
+            json={"task_id": task.json()["task_id"], "answer": "yes", "client_id": "k", "client_ms": 9},
+            headers=auth,
+        ),
         "error": client.get("/api/v1/tasks/next"),
     }
     for what, response in responses.items():

@@ -54,8 +54,11 @@ def open_session(client, project, **body) -> dict[str, str]:
 def answer_three(client, auth) -> None:
     for i in range(3):
         task = client.get("/api/v1/tasks/next", headers=auth).json()
-        stored = client.post("/api/v1/answers", headers=auth,
-                             json={"task_id": task["task_id"], "answer": "yes", "client_id": f"c{i}", "client_ms": 900})
+        stored = client.post(
+            "/api/v1/answers",
+            headers=auth,
+            json={"task_id": task["task_id"], "answer": "yes", "client_id": f"c{i}", "client_ms": 900},
+        )
         assert stored.status_code == 201
 
 
@@ -74,11 +77,15 @@ def test_a_worker_page_without_an_invite_says_an_invite_is_needed_and_how_to_get
     assert "<title>Invite needed</title>" in page.text and ">Invite needed</h2>" in page.text
     assert '<section id="refused">' in page.text and '<section id="intro" hidden>' in page.text
     assert "crowdpatch serve prints a ready invite link" in page.text
-    refused = client.post(f"/api/v1/projects/{project.config.name}/sessions", json={"platform": "local", "worker_id": "w"})
+    refused = client.post(
+        f"/api/v1/projects/{project.config.name}/sessions", json={"platform": "local", "worker_id": "w"}
+    )
     assert refused.status_code == 403
     assert refused.json()["reason"] == "invite_needed" and refused.json()["title"] == "Invite needed"
-    cut = client.post(f"/api/v1/projects/{project.config.name}/sessions",
-                      json={"platform": "local", "worker_id": "w", "invite": "lab.wrong"})
+    cut = client.post(
+        f"/api/v1/projects/{project.config.name}/sessions",
+        json={"platform": "local", "worker_id": "w", "invite": "lab.wrong"},
+    )
     assert cut.json()["reason"] == "invite_needed" and "not valid" in cut.json()["detail"]
 
 
@@ -93,7 +100,9 @@ def test_an_invited_worker_page_shows_the_instructions_and_an_unknown_study_says
 
 def test_an_expired_session_is_refused_as_expired(served):
     project, client = served()
-    expired = issue_session(project.config.server.session_secret, WorkerSession(1, project.id, "prolific", "patch", time.time() - 1))
+    expired = issue_session(
+        project.config.server.session_secret, WorkerSession(1, project.id, "prolific", "patch", time.time() - 1)
+    )
     response = client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401
     assert response.json()["reason"] == "session_expired" and response.json()["title"] == "Session expired"
@@ -169,9 +178,19 @@ def test_a_grid_picture_shows_its_region_in_the_view_the_task_names(photo_projec
     with TestClient(create_app(project)) as client:
         for worker in ("v1", "v2"):  # two agreeing "yes" decide a verification: the regions get their grids
             auth = open_session(client, project, platform="prolific", worker_id=worker, study_id="s", session_id="x")
-            while (leased := client.get("/api/v1/tasks/next", headers=auth)).status_code == 200 and (task := leased.json())["kind"] == "verify":
-                client.post("/api/v1/answers", headers=auth,
-                            json={"task_id": task["task_id"], "answer": "yes", "client_id": f"{worker}-{task['task_id']}", "client_ms": 900})
+            while (leased := client.get("/api/v1/tasks/next", headers=auth)).status_code == 200 and (
+                task := leased.json()
+            )["kind"] == "verify":
+                client.post(
+                    "/api/v1/answers",
+                    headers=auth,
+                    json={
+                        "task_id": task["task_id"],
+                        "answer": "yes",
+                        "client_id": f"{worker}-{task['task_id']}",
+                        "client_ms": 900,
+                    },
+                )
         assert task["kind"] == "grid"
         view, box = Box.from_list(task["view_box"]), Box.from_list(task["box"])
         assert view.contains(box) and view == images.view_box("grid", box, task["image_width"], task["image_height"])
@@ -206,7 +225,13 @@ def test_outlines_are_thick_yellow_on_a_dark_halo_so_they_show_on_foliage():
     _, (_, halo_out), (_, line), (_, halo_in), _ = across
     assert line >= images.OUTLINE_CSS_PX and halo_out >= 2 and halo_in >= 2
     thumb = images.render_context(foliage, Box(40, 20, 60, 30), width=200, dpr=1.0)
-    assert [name for name, _ in runs(profile_across(thumb, row=50, x0=60, x1=100))] == ["green", "dark", "yellow", "dark", "green"]
+    assert [name for name, _ in runs(profile_across(thumb, row=50, x0=60, x1=100))] == [
+        "green",
+        "dark",
+        "yellow",
+        "dark",
+        "green",
+    ]
 
 
 # -- dashboard --------------------------------------------------------------------------------------
@@ -219,12 +244,16 @@ def test_mask_previews_are_the_photo_at_its_aspect_ratio_with_its_name_and_answe
     with project.sessions.begin() as session:  # previews list the images in patch labeling: put all three there
         for row in session.scalars(select(ImageRow)):
             row.stage = "patch"
-    previews = client.get(f"/api/v1/projects/{project.config.name}/dashboard", headers=api_key(project)).json()["previews"]
+    previews = client.get(f"/api/v1/projects/{project.config.name}/dashboard", headers=api_key(project)).json()[
+        "previews"
+    ]
     assert len(previews) == 3 and sum(p["answers"] for p in previews) == 3
     with project.sessions() as session:
         paths = {row.id: row.path for row in session.scalars(select(ImageRow))}
     for preview in previews:
         assert paths[preview["image_id"]].endswith(preview["name"])
-        picture = client.get(f"/api/v1/projects/{project.config.name}/previews/{preview['image_id']}.jpg?px=220&dpr=2",
-                             headers=api_key(project))
+        picture = client.get(
+            f"/api/v1/projects/{project.config.name}/previews/{preview['image_id']}.jpg?px=220&dpr=2",
+            headers=api_key(project),
+        )
         assert jpeg_size(picture) == (440, round(440 * preview["height"] / preview["width"]))

@@ -9,11 +9,11 @@ from collections import defaultdict
 
 import httpx
 import pytest
+from sqlalchemy import select
+
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.simulate.http import simulate_via_http_async
 from crowdpatch.store.models import AnswerRow, TaskRow
-from sqlalchemy import select
-
 from helpers.loops import run_in_fresh_loop
 from helpers.postgres import fresh_schema
 
@@ -48,11 +48,14 @@ def shared_database(request):
 
 
 @pytest.mark.slow
-def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_database, make_project, start_cli, tmp_path):
+def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(
+    shared_database, make_project, start_cli, tmp_path
+):
     """On SQLite the processes take turns at the one writer (``store.writer_lock``); on PostgreSQL, row locks.
 
     Both ways of running several processes: a second ``serve`` command, which itself runs ``--workers 2``.
     """
+
     def configure(config):
         config.db_url = shared_database
         config.crowd.lease_seconds = 30
@@ -72,10 +75,12 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_d
         key = project.config.server.effective_api_key()
 
         async def crowd():
-            return await asyncio.gather(*(
-                simulate_via_http_async(url, project.config.name, key, 25, project=project, seed=k, max_seconds=90)
-                for k, url in enumerate(urls)
-            ))
+            return await asyncio.gather(
+                *(
+                    simulate_via_http_async(url, project.config.name, key, 25, project=project, seed=k, max_seconds=90)
+                    for k, url in enumerate(urls)
+                )
+            )
 
         reports = run_in_fresh_loop(crowd)
     finally:
@@ -94,4 +99,7 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(shared_d
     for task in tasks:
         answers = values.get(task.id, [])
         # Each answer was wanted when it came: the k-th (from 0) only while k < the target of those before it.
-        assert all(k < votes_target(answers[:k], task.votes_wanted, True) for k in range(len(answers))), (task.id, answers)
+        assert all(k < votes_target(answers[:k], task.votes_wanted, True) for k in range(len(answers))), (
+            task.id,
+            answers,
+        )

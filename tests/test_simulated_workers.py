@@ -10,11 +10,10 @@ from hypothesis.extra.numpy import arrays
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import SimulationConfig, TimeModel
+from crowdpatch.crowd.dispatch.rules import AnswerRejected, validate_answer
 from crowdpatch.crowd.gold import GOLD_YES_COVERAGE, gold_windows
 from crowdpatch.crowd.kinds import NO, YES
-from crowdpatch.crowd.votes import majority
-from crowdpatch.crowd.dispatch.rules import AnswerRejected, validate_answer
-from crowdpatch.crowd.votes import votes_target
+from crowdpatch.crowd.votes import majority, votes_target
 from crowdpatch.datasets.masks import MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT
 from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.simulate.workers import (
@@ -111,7 +110,9 @@ def test_spammers_alternate_between_random_and_always_yes() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(coverage=st.floats(0, 1), threshold=st.floats(0, 1), seed=st.integers(0, 1000))
-def test_a_noiseless_honest_worker_says_yes_exactly_when_coverage_reaches_its_threshold(coverage, threshold, seed) -> None:
+def test_a_noiseless_honest_worker_says_yes_exactly_when_coverage_reaches_its_threshold(
+    coverage, threshold, seed
+) -> None:
     worker = honest(threshold)
     assert answer_window(worker, coverage, np.random.default_rng(seed)) == (coverage >= threshold)
 
@@ -202,7 +203,15 @@ def test_votes_target_without_early_stop_or_with_few_votes() -> None:
 
 @pytest.mark.parametrize(
     "values, decision",
-    [([YES], YES), ([NO], NO), ([YES, NO], YES), ([NO, YES], YES), ([YES, YES, NO], YES), ([NO, NO, YES], NO), ([], YES)],
+    [
+        ([YES], YES),
+        ([NO], NO),
+        ([YES, NO], YES),
+        ([NO, YES], YES),
+        ([YES, YES, NO], YES),
+        ([NO, NO, YES], NO),
+        ([], YES),
+    ],
 )
 def test_majority_breaks_ties_towards_yes_so_the_window_is_refined(values: list[str], decision: str) -> None:
     assert majority(values) == decision
@@ -224,7 +233,17 @@ def test_a_grid_answer_is_normalized_to_sorted_unique_cells() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [YES, None, [], {"cells": None}, {"cells": "1,2"}, {"cells": [1.0]}, {"cells": ["1"]}, {"cells": [True]}, {"clicks": [1]}],
+    [
+        YES,
+        None,
+        [],
+        {"cells": None},
+        {"cells": "1,2"},
+        {"cells": [1.0]},
+        {"cells": ["1"]},
+        {"cells": [True]},
+        {"clicks": [1]},
+    ],
 )
 def test_malformed_grid_answers_are_rejected(value) -> None:
     with pytest.raises(AnswerRejected):

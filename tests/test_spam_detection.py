@@ -39,7 +39,9 @@ def outcomes(project) -> list[tuple[str, str | None, int]]:
     return [(attributes["kind"], reason, answers) for attributes, reason, answers in rows]
 
 
-def spam_crowd(presentation: str, kind: str, gold_rate: float, spammers: float = 0.25, error: float = 0.1, seed: int = 0):
+def spam_crowd(
+    presentation: str, kind: str, gold_rate: float, spammers: float = 0.25, error: float = 0.1, seed: int = 0
+):
     """A ``make_project`` configure hook: 8 simulated workers, ``spammers`` of them of ``kind``."""
 
     def configure(config: ProjectConfig) -> None:
@@ -140,13 +142,31 @@ def test_the_constant_rule_stops_a_worker_always_answering_no_to_any_yes_no_ques
         session.flush()
         stopped = []
         for i in range(rules.constant_run_answers):
-            task = TaskRow(project_id=project.id, image_id=region.image_id, region_id=region.id, kind=kind, key=f"q{i}",
-                           level=2, box=[0, 0, 8, 8], votes_wanted=3)
+            task = TaskRow(
+                project_id=project.id,
+                image_id=region.image_id,
+                region_id=region.id,
+                kind=kind,
+                key=f"q{i}",
+                level=2,
+                box=[0, 0, 8, 8],
+                votes_wanted=3,
+            )
             session.add(task)
             session.flush()
             for worker, value in ((others[0], "yes"), (others[1], "yes"), (spammer, "no")):
-                session.add(AnswerRow(task_id=task.id, worker_id=worker.id, value=value, client_id=f"{worker.external_id}-{i}",
-                                      shown_at=0.0, answered_at=2.0, seconds=2.0, time_source="modeled"))
+                session.add(
+                    AnswerRow(
+                        task_id=task.id,
+                        worker_id=worker.id,
+                        value=value,
+                        client_id=f"{worker.external_id}-{i}",
+                        shown_at=0.0,
+                        answered_at=2.0,
+                        seconds=2.0,
+                        time_source="modeled",
+                    )
+                )
             stopped.append(record_answer_quality(spammer, GivenAnswer(kind, "no", 2.0), rules))
     # Stopped by the answer that makes the run long enough, with the crowd saying "yes" to every one of them.
     assert stopped == [False] * (rules.constant_run_answers - 1) + [True]
@@ -156,7 +176,9 @@ def test_the_constant_rule_stops_a_worker_always_answering_no_to_any_yes_no_ques
 # -- in the simulation -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("presentation", "kind"), [("single", "always_no"), ("grid", "always_yes"), ("grid", "always_no")])
+@pytest.mark.parametrize(
+    ("presentation", "kind"), [("single", "always_no"), ("grid", "always_yes"), ("grid", "always_no")]
+)
 def test_a_constant_answer_worker_is_stopped_with_reason_constant(make_project, presentation: str, kind: str) -> None:
     """Without gold, only the constant rule can stop them: it must, before they run out of questions.
 

@@ -6,14 +6,14 @@ import random
 from collections import Counter
 
 import pytest
+from sqlalchemy import create_engine, inspect, select, text
+
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import alembic_config, normalize_url
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
-from sqlalchemy import create_engine, inspect, select, text
-
 from helpers.postgres import fresh_schema
 
 
@@ -42,14 +42,18 @@ def true_counts(project) -> dict[int, tuple[int, int]]:
     """Open question id -> (answers of workers not stopped, lease rows), counted from the rows."""
     with project.sessions() as session:
         banned = set(session.scalars(select(WorkerRow.id).where(WorkerRow.banned)))
-        answers = Counter(t for t, w in session.execute(select(AnswerRow.task_id, AnswerRow.worker_id)) if w not in banned)
+        answers = Counter(
+            t for t, w in session.execute(select(AnswerRow.task_id, AnswerRow.worker_id)) if w not in banned
+        )
         leases = Counter(session.scalars(select(LeaseRow.task_id)))
         return {t: (answers[t], leases[t]) for t in session.scalars(select(TaskRow.id).where(TaskRow.state == "open"))}
 
 
 def stored_counts(project) -> dict[int, tuple[int, int]]:
     with project.sessions() as session:
-        rows = session.execute(select(TaskRow.id, TaskRow.answers_count, TaskRow.leases_count).where(TaskRow.state == "open"))
+        rows = session.execute(
+            select(TaskRow.id, TaskRow.answers_count, TaskRow.leases_count).where(TaskRow.state == "open")
+        )
         return {t: (a, l) for t, a, l in rows}
 
 
@@ -85,7 +89,9 @@ def test_counters_stay_equal_to_the_rows_while_a_crowd_answers_late_and_abandons
     assert planner.sync_counters() == 0
     with project.sessions() as session:
         for task in session.scalars(select(TaskRow).where(TaskRow.kind != "gold")):
-            values = list(session.scalars(select(AnswerRow.value).where(AnswerRow.task_id == task.id).order_by(AnswerRow.id)))
+            values = list(
+                session.scalars(select(AnswerRow.value).where(AnswerRow.task_id == task.id).order_by(AnswerRow.id))
+            )
             assert len(values) <= votes_target(values, task.votes_wanted, True), task.id
     assert refused > 0, "some leases should have been handed on before their late answer came"
 
@@ -148,8 +154,19 @@ def test_answers_stored_by_another_writer_are_counted_when_the_planner_starts(ma
     with project.sessions.begin() as session:
         task_id = session.scalar(select(TaskRow.id).where(TaskRow.kind == "verify").order_by(TaskRow.id).limit(1))
         for worker, value in ((alice, "yes"), (bob, "no")):
-            session.add(AnswerRow(task_id=task_id, worker_id=worker, value=value, client_id=f"x{worker}", shown_at=0.0,
-                                  answered_at=1.0, client_ms=900, seconds=0.9, time_source="measured"))
+            session.add(
+                AnswerRow(
+                    task_id=task_id,
+                    worker_id=worker,
+                    value=value,
+                    client_id=f"x{worker}",
+                    shown_at=0.0,
+                    answered_at=1.0,
+                    client_ms=900,
+                    seconds=0.9,
+                    time_source="measured",
+                )
+            )
     DatabaseDispatcher(project.sessions, project.id, project.config)
     with project.sessions() as session:
         task = session.get(TaskRow, task_id)
@@ -171,7 +188,10 @@ def test_a_stopped_workers_answers_stop_counting_and_its_leases_free_their_slots
     stored = planner.submit(hasty, first.task_id, "yes", client_id="fast", client_ms=50)
     assert stored.worker_stopped
     with project.sessions() as session:
-        rows = {t.id: (t.answers_count, t.leases_count) for t in session.scalars(select(TaskRow).where(TaskRow.id.in_([first.task_id, second.task_id])))}
+        rows = {
+            t.id: (t.answers_count, t.leases_count)
+            for t in session.scalars(select(TaskRow).where(TaskRow.id.in_([first.task_id, second.task_id])))
+        }
         assert session.scalar(select(LeaseRow.id).where(LeaseRow.worker_id == hasty)) is None
     assert rows == {first.task_id: (0, 0), second.task_id: (0, 0)}
     assert stored_counts(project) == true_counts(project)
@@ -193,7 +213,9 @@ def test_handing_on_expired_leases_starts_from_the_expired_ones_not_the_open_que
     planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     reclaim = planner.hand_out["patch"].reclaim[0].compiled(project.engine.dialect)
     with project.engine.connect() as connection:
-        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + reclaim.sql, reclaim.bound({"project": 1, "worker": 1, "now": 0.0}))
+        rows = connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + reclaim.sql, reclaim.bound({"project": 1, "worker": 1, "now": 0.0})
+        )
         plan = [str(row[-1]) for row in rows]
     lease_step = next(i for i, step in enumerate(plan) if "ix_lease_expires_at" in step)
     task_step = next(i for i, step in enumerate(plan) if step.startswith("SEARCH t USING INTEGER PRIMARY KEY"))
@@ -216,10 +238,18 @@ def test_a_window_closed_by_no_votes_is_decided_without_follow_ups_and_finishes_
         if not handed:
             break
         for worker, task in handed:
-            planner.submit(worker, task.task_id, "yes" if task.kind == "verify" else "no", client_id=f"{worker}-{task.task_id}", client_ms=1500)
+            planner.submit(
+                worker,
+                task.task_id,
+                "yes" if task.kind == "verify" else "no",
+                client_id=f"{worker}-{task.task_id}",
+                client_ms=1500,
+            )
         rounds += 1
     with project.sessions() as session:
-        windows = session.execute(select(TaskRow.state, TaskRow.decision, TaskRow.level).where(TaskRow.kind == "patch")).all()
+        windows = session.execute(
+            select(TaskRow.state, TaskRow.decision, TaskRow.level).where(TaskRow.kind == "patch")
+        ).all()
         stage = session.scalar(text("SELECT stage FROM image"))
     assert windows and all(state == "done" and decision == "no" and level == 1 for state, decision, level in windows)
     assert stage == "done" and rounds > 0
@@ -243,23 +273,36 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
     engine = create_engine(url)
     with engine.begin() as c:
         c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
-        c.execute(text("INSERT INTO image (id, project_id, path, width, height, split, groups, stage) VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"))
+        c.execute(
+            text(
+                "INSERT INTO image (id, project_id, path, width, height, split, groups, stage) VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
+            )
+        )
         for task_id, kind in ((1, "verify"), (2, "patch"), (3, "patch")):
-            c.execute(text(
-                "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
-                " VALUES (:id, 1, 1, :kind, :key, 1, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
-            ), {"id": task_id, "kind": kind, "key": f"k{task_id}"})
+            c.execute(
+                text(
+                    "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
+                    " VALUES (:id, 1, 1, :kind, :key, 1, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
+                ),
+                {"id": task_id, "kind": kind, "key": f"k{task_id}"},
+            )
         for worker_id, banned in ((1, 0), (2, 0), (3, 1)):
-            c.execute(text(
-                "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast, banned, created_at)"
-                " VALUES (:id, 1, 'local', :ext, '{}', 0, 0, 0, :banned, '2026-01-01')"
-            ), {"id": worker_id, "ext": f"w{worker_id}", "banned": bool(banned)})
+            c.execute(
+                text(
+                    "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast, banned, created_at)"
+                    " VALUES (:id, 1, 'local', :ext, '{}', 0, 0, 0, :banned, '2026-01-01')"
+                ),
+                {"id": worker_id, "ext": f"w{worker_id}", "banned": bool(banned)},
+            )
         answers = ((1, 1, '"yes"'), (1, 2, '"no"'), (2, 1, '"yes"'), (2, 3, '"no"'), (2, 2, '"yes"'))
         for n, (task_id, worker_id, value) in enumerate(answers):
-            c.execute(text(
-                "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, seconds, time_source)"
-                " VALUES (:t, :w, :v, :c, 0, 1, 1, 'measured')"
-            ), {"t": task_id, "w": worker_id, "v": value, "c": f"c{n}"})
+            c.execute(
+                text(
+                    "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, seconds, time_source)"
+                    " VALUES (:t, :w, :v, :c, 0, 1, 1, 'measured')"
+                ),
+                {"t": task_id, "w": worker_id, "v": value, "c": f"c{n}"},
+            )
         c.execute(text("INSERT INTO lease (task_id, worker_id, expires_at) VALUES (3, 1, 5.0), (3, 2, 6.0)"))
     from crowdpatch.store import open_database
 
@@ -267,7 +310,9 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
     new_engine, _ = open_database(url)
     assert "ix_task_queue" in {i["name"] for i in inspect(new_engine).get_indexes("task")}
     with new_engine.connect() as c:
-        rows = c.execute(text("SELECT id, priority, answers_count, leases_count, answers_disagree FROM task ORDER BY id")).all()
+        rows = c.execute(
+            text("SELECT id, priority, answers_count, leases_count, answers_disagree FROM task ORDER BY id")
+        ).all()
     # Task 2: the stopped worker's "no" does not count, so its two counting answers agree.
     assert [tuple(r) for r in rows] == [(1, 0, 2, 0, True), (2, 1, 2, 0, False), (3, 1, 0, 2, False)]
     new_engine.dispose()
@@ -283,6 +328,7 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
     from crowdpatch.store import open_database
 
     with fresh_schema() as url:
+
         def single_one_vote(config) -> None:
             one_vote(config)
             config.patches.presentation = "single"
@@ -296,15 +342,21 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
             planner.submit(c, task.task_id, "yes", client_id=f"v{task.task_id}", client_ms=900)
         with project.sessions() as session:
             level_one = {
-                t.key: t.id for t in session.scalars(select(TaskRow).where(TaskRow.level == 1, TaskRow.state == "open"))
+                t.key: t.id
+                for t in session.scalars(select(TaskRow).where(TaskRow.level == 1, TaskRow.state == "open"))
                 if task is None or t.id != task.task_id  # not the one c now holds
             }
         pair = next(
-            (k1, k2) for k1 in level_one for k2 in level_one
-            if k1 < k2 and {str(k) for k in children(WindowKey.parse(k1))} & {str(k) for k in children(WindowKey.parse(k2))}
+            (k1, k2)
+            for k1 in level_one
+            for k2 in level_one
+            if k1 < k2
+            and {str(k) for k in children(WindowKey.parse(k1))} & {str(k) for k in children(WindowKey.parse(k2))}
         )
         first, second = level_one[pair[0]], level_one[pair[1]]
-        other = DatabaseDispatcher(*open_database(project.config.db_url)[1:], project.id, project.config)  # a second "process"
+        other = DatabaseDispatcher(
+            *open_database(project.config.db_url)[1:], project.id, project.config
+        )  # a second "process"
         with project.sessions.begin() as session:
             for worker, task_id in ((a, first), (b, second)):
                 session.add(LeaseRow(task_id=task_id, worker_id=worker, expires_at=1e12, leased_at=0.0))
@@ -338,19 +390,23 @@ def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_ans
         two.join(10)
         assert not errors, errors
         with project.sessions() as session:
-            assert set(session.scalars(select(AnswerRow.task_id).where(AnswerRow.client_id.like("race%")))) == {first, second}
+            assert set(session.scalars(select(AnswerRow.task_id).where(AnswerRow.client_id.like("race%")))) == {
+                first,
+                second,
+            }
             keys = Counter(session.execute(select(TaskRow.region_id, TaskRow.key).where(TaskRow.level == 2)).all())
         assert keys and max(keys.values()) == 1
 
 
 def test_undoing_an_answer_takes_it_out_of_the_workers_quality_counters(make_project):
     """Undo is the exact inverse of what the answer did to its worker: gold record, speed, answer count, run."""
+
     def gold_first(config) -> None:
         config.crowd.gold_rate = 1.0
 
     project = make_project(n_images=4, size=64, configure=gold_first)
     planner = DatabaseDispatcher(project.sessions, project.id, project.config, rng=random.Random(0))
-    worker, = workers(project, 1)
+    (worker,) = workers(project, 1)
 
     def counters() -> tuple:
         with project.sessions() as session:

@@ -125,7 +125,9 @@ def test_cam_spatial_mean_plus_head_bias_equals_the_logit() -> None:
             classes = torch.full((4,), cls)
             cam = model.class_activation_map(out.features, classes)
             assert cam.shape == (4, 8, 8)
-            torch.testing.assert_close(cam.mean(dim=(1, 2)) + model.head.bias[cls], out.logits[:, cls], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                cam.mean(dim=(1, 2)) + model.head.bias[cls], out.logits[:, cls], atol=1e-5, rtol=1e-5
+            )
 
 
 def _torchvision_name(key: str) -> str:
@@ -550,7 +552,9 @@ def test_patch_guide_uses_the_crowd_soft_masks(crowd_project) -> None:
     with crowd_project.sessions() as session:
         files = dict(
             session.execute(
-                select(ImageRow.path, MaskRow.file).join(MaskRow, (MaskRow.image_id == ImageRow.id) & (MaskRow.source == "patch"))
+                select(ImageRow.path, MaskRow.file).join(
+                    MaskRow, (MaskRow.image_id == ImageRow.id) & (MaskRow.source == "patch")
+                )
             ).all()
         )
     splits = load_splits(crowd_project, "patch", 32)
@@ -587,7 +591,17 @@ def test_patch_guide_before_masks_exist_says_to_run_masks(make_project) -> None:
 
 
 def tiny_config(**changes) -> TrainConfig:
-    return TrainConfig(**{"guide": "gt", "loss": "bgswap+cam", "epochs": 2, "batch_size": 16, "image_size": 32, "device": "cpu", **changes})
+    return TrainConfig(
+        **{
+            "guide": "gt",
+            "loss": "bgswap+cam",
+            "epochs": 2,
+            "batch_size": 16,
+            "image_size": 32,
+            "device": "cpu",
+            **changes,
+        }
+    )
 
 
 def test_tiny_fit_reports_val_and_test_metrics_and_two_epochs_of_history() -> None:
@@ -601,7 +615,9 @@ def test_tiny_fit_reports_val_and_test_metrics_and_two_epochs_of_history() -> No
         assert set(metrics["per_group"]) == set(GROUP_NAMES)
     model = create_model("smallcnn", 2, 32)
     model.load_state_dict(result.state_dict)
-    assert evaluate(model, make_splits()["test"], torch.device("cpu"))["accuracy"] == pytest.approx(result.test["accuracy"])
+    assert evaluate(model, make_splits()["test"], torch.device("cpu"))["accuracy"] == pytest.approx(
+        result.test["accuracy"]
+    )
 
 
 def test_fit_selects_the_epoch_with_the_best_val_worst_group() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -22,7 +23,6 @@ from crowdpatch.train.data import GUIDES
 from crowdpatch.train.losses import AUGMENTATIONS, PENALTIES
 from crowdpatch.train.models import create_model
 from crowdpatch.train.tensors import SplitTensors, save_splits
-
 from helpers.cli import cli_env, squash
 
 METRICS = ("accuracy", "worst_group", "energy_in_mask", "pointing_game", "cam_iou")
@@ -81,11 +81,26 @@ def test_help_lists_the_guides_and_the_losses(invoke, command: str) -> None:
 
 
 @pytest.mark.slow
-def test_train_subprocess_writes_metrics_and_weights_of_the_run(run_cli, labelled_project: Path, tmp_path: Path) -> None:
+def test_train_subprocess_writes_metrics_and_weights_of_the_run(
+    run_cli, labelled_project: Path, tmp_path: Path
+) -> None:
     runs = tmp_path / "runs"
     result = run_cli(
-        "train", labelled_project, "--guide", "gt", "--epochs", 1, "--image-size", 32, "--batch-size", 8,
-        "--device", "cpu", "--runs", runs, timeout=180,
+        "train",
+        labelled_project,
+        "--guide",
+        "gt",
+        "--epochs",
+        1,
+        "--image-size",
+        32,
+        "--batch-size",
+        8,
+        "--device",
+        "cpu",
+        "--runs",
+        runs,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     run = runs / "gt-bgswap_cam-smallcnn-seed0"
@@ -106,18 +121,50 @@ def test_train_default_runs_go_into_the_project(invoke, labelled_project: Path) 
     assert (labelled_project / "runs" / "none-none-smallcnn-seed0" / "metrics.json").is_file()
 
 
-def test_train_with_an_unknown_guide_or_loss_fails_with_the_reason(invoke, labelled_project: Path, tmp_path: Path) -> None:
+def test_train_with_an_unknown_guide_or_loss_fails_with_the_reason(
+    invoke, labelled_project: Path, tmp_path: Path
+) -> None:
     result = invoke("train", labelled_project, "--guide", "polygons", "--epochs", 1, "--runs", tmp_path)
     assert result.exit_code == 1 and "unknownguide'polygons'" in squash(result.stderr)
-    result = invoke("train", labelled_project, "--guide", "gt", "--loss", "cam+dropout", "--epochs", 1,
-                    "--image-size", 32, "--device", "cpu", "--runs", tmp_path)
+    result = invoke(
+        "train",
+        labelled_project,
+        "--guide",
+        "gt",
+        "--loss",
+        "cam+dropout",
+        "--epochs",
+        1,
+        "--image-size",
+        32,
+        "--device",
+        "cpu",
+        "--runs",
+        tmp_path,
+    )
     assert result.exit_code == 1 and "unknownloss'dropout'" in squash(result.stderr)
     assert not list(tmp_path.iterdir())
 
 
-def test_train_with_a_missing_weights_file_fails_with_the_reason(invoke, labelled_project: Path, tmp_path: Path) -> None:
-    result = invoke("train", labelled_project, "--guide", "gt", "--epochs", 1, "--image-size", 32, "--device", "cpu",
-                    "--weights", tmp_path / "nowhere.pt", "--runs", tmp_path / "runs")
+def test_train_with_a_missing_weights_file_fails_with_the_reason(
+    invoke, labelled_project: Path, tmp_path: Path
+) -> None:
+    result = invoke(
+        "train",
+        labelled_project,
+        "--guide",
+        "gt",
+        "--epochs",
+        1,
+        "--image-size",
+        32,
+        "--device",
+        "cpu",
+        "--weights",
+        tmp_path / "nowhere.pt",
+        "--runs",
+        tmp_path / "runs",
+    )
     assert result.exit_code == 1 and "no such weights file" in result.stderr
 
 
@@ -141,25 +188,75 @@ def assert_experiment_written(out: Path, guides: list[str]) -> dict:
 
 def test_experiment_writes_table_plots_and_page(invoke, labelled_project: Path, tmp_path: Path) -> None:
     out = tmp_path / "experiment"
-    result = invoke("experiment", labelled_project, "--guides", "none,gt", "--seeds", 1, "--epochs", 1,
-                    "--image-size", 32, "--device", "cpu", "--out", out)
+    result = invoke(
+        "experiment",
+        labelled_project,
+        "--guides",
+        "none,gt",
+        "--seeds",
+        1,
+        "--epochs",
+        1,
+        "--image-size",
+        32,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert_experiment_written(out, ["none", "gt"])
     assert "| none |" in result.stdout and "| gt |" in result.stdout
 
 
-def test_experiment_from_exported_tensors_gives_the_same_kind_of_table(invoke, labelled_project: Path, tmp_path: Path) -> None:
+def test_experiment_from_exported_tensors_gives_the_same_kind_of_table(
+    invoke, labelled_project: Path, tmp_path: Path
+) -> None:
     tensors = tmp_path / "experiment.pt"
-    result = invoke("experiment", labelled_project, "--guides", "none,gt", "--image-size", 32, "--export-tensors", tensors)
+    result = invoke(
+        "experiment", labelled_project, "--guides", "none,gt", "--image-size", 32, "--export-tensors", tensors
+    )
     assert result.exit_code == 0, result.output
     assert tensors.is_file() and [p.name for p in tmp_path.iterdir()] == ["experiment.pt"]
 
     from_project = tmp_path / "from-project"
-    assert invoke("experiment", labelled_project, "--guides", "none,gt", "--seeds", 1, "--epochs", 1,
-                  "--image-size", 32, "--device", "cpu", "--out", from_project).exit_code == 0
+    assert (
+        invoke(
+            "experiment",
+            labelled_project,
+            "--guides",
+            "none,gt",
+            "--seeds",
+            1,
+            "--epochs",
+            1,
+            "--image-size",
+            32,
+            "--device",
+            "cpu",
+            "--out",
+            from_project,
+        ).exit_code
+        == 0
+    )
     from_tensors = tmp_path / "from-tensors"
-    result = invoke("experiment", "--tensors", tensors, "--guides", "none,gt", "--seeds", 1, "--epochs", 1,
-                    "--image-size", 32, "--device", "cpu", "--out", from_tensors)
+    result = invoke(
+        "experiment",
+        "--tensors",
+        tensors,
+        "--guides",
+        "none,gt",
+        "--seeds",
+        1,
+        "--epochs",
+        1,
+        "--image-size",
+        32,
+        "--device",
+        "cpu",
+        "--out",
+        from_tensors,
+    )
     assert result.exit_code == 0, result.output
     expected = assert_experiment_written(from_project, ["none", "gt"])
     got = assert_experiment_written(from_tensors, ["none", "gt"])
@@ -184,9 +281,14 @@ def tiny_tensors_file(path: Path, n: int = 32, size: int = 32) -> Path:
             gt[i, :, top : top + size // 2, left : left + size // 2] = 1
         images = torch.randn(count, 3, size, size, generator=g) * 0.3 + gt * (1 + labels.float())[:, None, None, None]
         return SplitTensors(
-            images=images, labels=labels, groups=labels * 2 + (torch.arange(count) // 2) % 2,
-            guides=(gt == 1).float() if guided else torch.zeros_like(gt), has_guide=torch.full((count,), guided), gt=gt,
-            class_names=["a", "b"], group_names=["a|bg=0", "a|bg=1", "b|bg=0", "b|bg=1"],
+            images=images,
+            labels=labels,
+            groups=labels * 2 + (torch.arange(count) // 2) % 2,
+            guides=(gt == 1).float() if guided else torch.zeros_like(gt),
+            has_guide=torch.full((count,), guided),
+            gt=gt,
+            class_names=["a", "b"],
+            group_names=["a|bg=0", "a|bg=1", "b|bg=0", "b|bg=1"],
             names=[f"{i:05d}.png" for i in range(count)],
         )
 
@@ -199,16 +301,47 @@ def test_torchrun_two_cpu_processes_train_and_only_rank_0_writes_the_run(tmp_pat
     tensors = tiny_tensors_file(tmp_path / "splits.pt")
     runs = tmp_path / "runs"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "crowdpatch.train", "--tensors", str(tensors), "--guide", "gt", "--epochs", "1",
-        "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--runs", str(runs),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "crowdpatch.train",
+        "--tensors",
+        str(tensors),
+        "--guide",
+        "gt",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--runs",
+        str(runs),
     ]
     env = {**cli_env(), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
+    result = subprocess.run(
+        command,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert [p.name for p in runs.iterdir()] == ["gt-bgswap_cam-smallcnn-seed0"]
     metrics = strict_json(runs / "gt-bgswap_cam-smallcnn-seed0" / "metrics.json")
     assert len(metrics["history"]) == 1 and 0.0 <= metrics["test"]["worst_group"] <= 1.0
     assert result.stdout.count("run written to") == 1
-    assert not (tmp_path / "runs" / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["runs", "splits.pt"]
+    assert not (tmp_path / "runs" / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "runs",
+        "splits.pt",
+    ]
     assert os.path.getsize(runs / "gt-bgswap_cam-smallcnn-seed0" / "model.pt") > 0

@@ -6,9 +6,9 @@ import json
 
 import httpx
 import pytest
+
 from crowdpatch.server.app import create_app
 from crowdpatch.simulate.http import NO_REPLY, HttpxTransport, Retry, WorkerClient
-
 from helpers.loops import run_in_fresh_loop
 
 

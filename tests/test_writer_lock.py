@@ -19,7 +19,9 @@ def test_a_second_process_waits_for_the_first_ones_transaction_and_never_leases_
     first = DatabaseDispatcher(project.sessions, project.id, project.config)
     # A second "process": its own engine, connection pool and writer lock on the same file.
     second = DatabaseDispatcher(open_database(str(project.engine.url))[1], project.id, project.config)
-    alice, bob, carol = (register_worker(project.sessions, project.id, "local", name, {}).id for name in ("alice", "bob", "carol"))
+    alice, bob, carol = (
+        register_worker(project.sessions, project.id, "local", name, {}).id for name in ("alice", "bob", "carol")
+    )
     for planner in (first, second):  # each has swept its expired leases (a write) and now only reads before leasing
         planner.next_task(carol)
     picked, release = threading.Event(), threading.Event()

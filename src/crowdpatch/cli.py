@@ -10,13 +10,20 @@ from pathlib import Path
 from typing import Annotated, Callable, Iterator, NoReturn, Optional
 
 import typer
-from sqlalchemy.exc import DBAPIError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from crowdpatch.config import CONFIG_FILENAME, ConfigError, ProjectConfig
-from crowdpatch.datasets import BenchmarkSpec, CutoutSource, DatasetError, InputProblem, generate_benchmark, load_folder_dataset
+from crowdpatch.datasets import (
+    BenchmarkSpec,
+    CutoutSource,
+    DatasetError,
+    InputProblem,
+    generate_benchmark,
+    load_folder_dataset,
+)
 from crowdpatch.project import Project, ProjectError
 from crowdpatch.simulate.run import SimulationError
 
@@ -61,7 +68,13 @@ class RichProgress:
 
     @contextmanager
     def step(self, name: str, total: int | None) -> Iterator[Callable[..., None]]:
-        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn()]
+        columns = [
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ]
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task(name, total=total)
             yield lambda n=1, *_: progress.advance(task, n)
@@ -96,8 +109,10 @@ def storage_errors(directory: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, DBAPIError) as exc:
-        fail(f"project {directory}: {storage_error_message(exc)}; what was stored before is kept, "
-             "fix this and run the command again")
+        fail(
+            f"project {directory}: {storage_error_message(exc)}; what was stored before is kept, "
+            "fix this and run the command again"
+        )
 
 
 def report_problems(problems: list, what: str) -> int:
@@ -132,7 +147,9 @@ def apply_planner(config: ProjectConfig, planner: "PlannerName", budget_seconds:
 
 def images_proposed(counts: dict[str, int]) -> int:
     """Images past step 1 (neither new nor in error), from :meth:`Project.counts`."""
-    return sum(n for key, n in counts.items() if key.startswith("images_") and key not in ("images_new", "images_error"))
+    return sum(
+        n for key, n in counts.items() if key.startswith("images_") and key not in ("images_new", "images_error")
+    )
 
 
 def open_project(directory: Path) -> Project:
@@ -146,26 +163,57 @@ def open_project(directory: Path) -> Project:
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Project directory to create; its name is the project's name.")],
-    builtin: Annotated[bool, typer.Option("--builtin", help="Use the built-in biased benchmark (written to DIR/data).")] = False,
+    builtin: Annotated[
+        bool, typer.Option("--builtin", help="Use the built-in biased benchmark (written to DIR/data).")
+    ] = False,
     images_count: Annotated[int, typer.Option(help="Images in the built-in benchmark.")] = 1500,
     image_size: Annotated[int, typer.Option(help="Side in pixels of built-in benchmark images.")] = 64,
-    agreement: Annotated[float, typer.Option(help="Share of built-in training images whose background agrees with the class.")] = 0.99,
-    cutouts: Annotated[Optional[list[str]], typer.Option(
-        help="Real cut-outs instead of procedural shapes, twice: LABEL=IMAGES_DIR:MASKS_DIR (one class each).")] = None,
+    agreement: Annotated[
+        float, typer.Option(help="Share of built-in training images whose background agrees with the class.")
+    ] = 0.99,
+    cutouts: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Real cut-outs instead of procedural shapes, twice: LABEL=IMAGES_DIR:MASKS_DIR (one class each)."
+        ),
+    ] = None,
     images: Annotated[Optional[Path], typer.Option(help="Folder of images.")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="CSV with columns path,label [,split] [,group columns...].")] = None,
-    masks: Annotated[Optional[Path], typer.Option(help="Folder of ground-truth masks with the images' file stems (for simulation, gold and IoU).")] = None,
-    target: Annotated[Optional[str], typer.Option(
-        help="What workers look for ('Find the <target>'). Default: the labels' one class (horse, or horse/not_horse); "
-        "asked for when the labels do not name one.")] = None,
-    presentation: Annotated[Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")] = Presentation.grid,
+    labels: Annotated[
+        Optional[Path], typer.Option(help="CSV with columns path,label [,split] [,group columns...].")
+    ] = None,
+    masks: Annotated[
+        Optional[Path],
+        typer.Option(help="Folder of ground-truth masks with the images' file stems (for simulation, gold and IoU)."),
+    ] = None,
+    target: Annotated[
+        Optional[str],
+        typer.Option(
+            help="What workers look for ('Find the <target>'). Default: the labels' one class (horse, or horse/not_horse); "
+            "asked for when the labels do not name one."
+        ),
+    ] = None,
+    presentation: Annotated[
+        Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")
+    ] = Presentation.grid,
     max_depth: Annotated[int, typer.Option(help="Deepest lattice level asked (single presentation).")] = 2,
     grid_size: Annotated[int, typer.Option(help="Cells per side of a grid screen.")] = 8,
     votes: Annotated[int, typer.Option(help="Votes wanted per question (stops at 2 when they agree).")] = 3,
-    planner: Annotated[PlannerName, typer.Option(help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups).")] = PlannerName.fixed,
-    budget_seconds: Annotated[Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")] = None,
-    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights).")] = "spectral",
-    weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one (csnet, onnx).")] = None,
+    planner: Annotated[
+        PlannerName,
+        typer.Option(
+            help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
+        ),
+    ] = PlannerName.fixed,
+    budget_seconds: Annotated[
+        Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")
+    ] = None,
+    saliency: Annotated[
+        str,
+        typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights)."),
+    ] = "spectral",
+    weights: Annotated[
+        Optional[Path], typer.Option(help="Model file for a saliency backend that needs one (csnet, onnx).")
+    ] = None,
     db: Annotated[Optional[str], typer.Option(help="Database URL (default: SQLite crowdpatch.db in DIR).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the benchmark, gold and simulated workers.")] = 0,
 ) -> None:
@@ -176,18 +224,31 @@ def init(
         fail(f"{directory} is already a crowdpatch project; use it, or choose a new directory")
     if builtin:
         try:
-            spec = BenchmarkSpec(n_images=images_count, size=image_size, agreement=agreement, seed=seed,
-                                 cutouts=tuple(parse_cutout(text) for text in cutouts or ()))
+            spec = BenchmarkSpec(
+                n_images=images_count,
+                size=image_size,
+                agreement=agreement,
+                seed=seed,
+                cutouts=tuple(parse_cutout(text) for text in cutouts or ()),
+            )
         except ValueError as exc:
             fail(str(exc))
-        with storage_errors(directory), RichProgress().step("generating the built-in benchmark", images_count) as advance:
+        with (
+            storage_errors(directory),
+            RichProgress().step("generating the built-in benchmark", images_count) as advance,
+        ):
             labels = generate_benchmark(directory / "data", spec, advance)
         images, masks = directory / "data" / "images", directory / "data" / "masks"
     try:
         dataset = load_folder_dataset(images, labels, masks)
         target = target or ("object" if builtin else choose_target(dataset))
-        config = ProjectConfig(name=directory.resolve().name, target=target, db_url=db, images_dir=str(images.resolve()),
-                               masks_dir=str(masks.resolve()) if masks else None)
+        config = ProjectConfig(
+            name=directory.resolve().name,
+            target=target,
+            db_url=db,
+            images_dir=str(images.resolve()),
+            masks_dir=str(masks.resolve()) if masks else None,
+        )
         config.patches.presentation = presentation.value
         config.patches.max_depth = max_depth
         config.patches.grid_size = grid_size
@@ -236,8 +297,10 @@ def print_mask_survey(report) -> None:
     if report.without_mask:
         names = report.without_mask
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-        console.print(f"[yellow]warning:[/] {len(names)} images have no mask in the masks folder ({shown}): "
-                      "they get no IoU and no gold question")
+        console.print(
+            f"[yellow]warning:[/] {len(names)} images have no mask in the masks folder ({shown}): "
+            "they get no IoU and no gold question"
+        )
 
 
 @app.command()
@@ -266,8 +329,12 @@ def simulate(
     workers: Annotated[Optional[int], typer.Option(help="Simulated workers answering in parallel.")] = None,
     worker_error: Annotated[Optional[float], typer.Option(help="Mean flip rate of a worker's answers.")] = None,
     spammers: Annotated[Optional[float], typer.Option(help="Share of spammer workers.")] = None,
-    max_answers: Annotated[Optional[int], typer.Option(help="Stop after this many answers (run again to go on).")] = None,
-    via: Annotated[Optional[str], typer.Option(help="Answer through a running server's HTTP API at this URL (rehearsal, load).")] = None,
+    max_answers: Annotated[
+        Optional[int], typer.Option(help="Stop after this many answers (run again to go on).")
+    ] = None,
+    via: Annotated[
+        Optional[str], typer.Option(help="Answer through a running server's HTTP API at this URL (rehearsal, load).")
+    ] = None,
 ) -> None:
     """Answer the open questions with simulated workers (modeled times); resumable."""
     from crowdpatch.simulate.run import run_simulation
@@ -304,7 +371,9 @@ def simulate(
 @app.command()
 def masks(
     directory: Annotated[Path, typer.Argument(help="Project directory.")],
-    export: Annotated[list[ExportFormat], typer.Option(help="Export formats (repeat the option): png, npy, coco.")] = [ExportFormat.png],
+    export: Annotated[list[ExportFormat], typer.Option(help="Export formats (repeat the option): png, npy, coco.")] = [
+        ExportFormat.png
+    ],
     method: Annotated[Optional[Method], typer.Option(help="Aggregation: ds (Dawid-Skene), mv, glad.")] = None,
 ) -> None:
     """Aggregate the votes into soft and binary attention masks and export them to DIR/masks."""
@@ -324,7 +393,9 @@ def masks(
     polygons = f" and {summary['polygon_masks']} polygon masks (masks/polygon)" if summary["polygon_masks"] else ""
     out.print(f"{len(stats)} masks{polygons} written to {project.path('masks')}")
     print_outcome(summary)
-    raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable; the masks are written)"))
+    raise typer.Exit(
+        report_problems(problems, "IoU scores (ground-truth or saliency file unreadable; the masks are written)")
+    )
 
 
 @app.command()
@@ -339,7 +410,15 @@ def status(directory: Annotated[Path, typer.Argument(help="Project directory.")]
     out.print(table)
 
 
-WORKER_COLUMNS = {"gold_seen": "gold", "gold_accuracy": "gold acc", "agreement": "agree", "yes_rate": "yes", "median_seconds": "median s", "too_fast": "fast", "stopped_reason": "stopped by"}
+WORKER_COLUMNS = {
+    "gold_seen": "gold",
+    "gold_accuracy": "gold acc",
+    "agreement": "agree",
+    "yes_rate": "yes",
+    "median_seconds": "median s",
+    "too_fast": "fast",
+    "stopped_reason": "stopped by",
+}
 
 
 @app.command()
@@ -358,7 +437,9 @@ def workers(
     if frame.empty:
         out.print("no worker has answered yet")
         return
-    table = Table(title=f"workers of {project.config.name} (agreement: with the {project.config.aggregation.method} aggregate)")
+    table = Table(
+        title=f"workers of {project.config.name} (agreement: with the {project.config.aggregation.method} aggregate)"
+    )
     shown = frame.drop(columns=["platform"]).rename(columns=WORKER_COLUMNS)
     for column in shown.columns:
         table.add_column(column, justify="left" if column == "worker" else "right")
@@ -372,11 +453,19 @@ def workers(
 
 @app.command()
 def report(
-    directory: Annotated[Optional[Path], typer.Argument(help="Project directory (writes DIR/report and DIR/summary.json).")] = None,
-    curves: Annotated[Optional[list[Path]], typer.Option(
-        help="Run folders (bench-masks / demo --out) or summary.json files: plot human-seconds per image against mask IoU, "
-        "one curve per planner, with the polygon reference. Repeat for every run.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where --curves writes curves.png and curves.md.")] = None,
+    directory: Annotated[
+        Optional[Path], typer.Argument(help="Project directory (writes DIR/report and DIR/summary.json).")
+    ] = None,
+    curves: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            help="Run folders (bench-masks / demo --out) or summary.json files: plot human-seconds per image against mask IoU, "
+            "one curve per planner, with the polygon reference. Repeat for every run."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="Where --curves writes curves.png and curves.md.")
+    ] = None,
 ) -> None:
     """Write a project's report and summary, or (--curves) the cost curves of several runs on one figure."""
     if curves:
@@ -408,7 +497,9 @@ def report(
     with storage_errors(directory):
         stats = build_masks(project, (), problems=problems)
         summary = summarize(project, stats)
-        summary_path, report_path = write_outputs(project, project.directory, f"crowdpatch: {project.config.name}", summary, stats, [])
+        summary_path, report_path = write_outputs(
+            project, project.directory, f"crowdpatch: {project.config.name}", summary, stats, []
+        )
     print_outcome(summary)
     out.print(f"report: {report_path}\nsummary: {summary_path}")
     raise typer.Exit(report_problems(problems, "IoU scores (ground-truth or saliency file unreadable)"))
@@ -416,8 +507,13 @@ def report(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Output directory (data, project, summary.json, report/). "
-                                          "Run again with the same options to resume.")] = Path("demo-out"),
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Output directory (data, project, summary.json, report/). Run again with the same options to resume.",
+        ),
+    ] = Path("demo-out"),
     quick: Annotated[bool, typer.Option("--quick", help="24 small images, no training: under a minute.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the benchmark and the simulated crowd.")] = 0,
     images: Annotated[Optional[int], typer.Option(help="Override the number of benchmark images.")] = None,
@@ -439,23 +535,44 @@ def demo(
 @app.command("bench-masks")
 def bench_masks(
     images: Annotated[Path, typer.Option(help="Folder of images.")],
-    masks: Annotated[Path, typer.Option(help="Folder of GT masks with the same stems (may be smaller than the images).")],
+    masks: Annotated[
+        Path, typer.Option(help="Folder of GT masks with the same stems (may be smaller than the images).")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    presentation: Annotated[Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")] = Presentation.grid,
-    saliency: Annotated[str, typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights).")] = "spectral",
+    presentation: Annotated[
+        Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")
+    ] = Presentation.grid,
+    saliency: Annotated[
+        str,
+        typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights)."),
+    ] = "spectral",
     weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one.")] = None,
     worker_error: Annotated[float, typer.Option()] = 0.1,
     spammers: Annotated[float, typer.Option()] = 0.1,
     votes: Annotated[int, typer.Option()] = 3,
-    planner: Annotated[PlannerName, typer.Option(help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups).")] = PlannerName.fixed,
-    budget_seconds: Annotated[Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Dataset name in summary.json and cost curves (default: the images folder's name).")] = None,
+    planner: Annotated[
+        PlannerName,
+        typer.Option(
+            help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
+        ),
+    ] = PlannerName.fixed,
+    budget_seconds: Annotated[
+        Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")
+    ] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option(help="Dataset name in summary.json and cost curves (default: the images folder's name)."),
+    ] = None,
     max_depth: Annotated[int, typer.Option()] = 2,
     grid_size: Annotated[int, typer.Option()] = 8,
     workers: Annotated[int, typer.Option(help="Simulated workers.")] = 20,
     method: Annotated[Method, typer.Option()] = Method.ds,
-    proposer: Annotated[str, typer.Option(help="Regions to verify: 'clusters' of the saliency map or 'bing' objectness boxes.")] = "clusters",
-    proposer_model: Annotated[Optional[Path], typer.Option(help="Folder of the BING model files (for --proposer bing).")] = None,
+    proposer: Annotated[
+        str, typer.Option(help="Regions to verify: 'clusters' of the saliency map or 'bing' objectness boxes.")
+    ] = "clusters",
+    proposer_model: Annotated[
+        Optional[Path], typer.Option(help="Folder of the BING model files (for --proposer bing).")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:

@@ -34,9 +34,12 @@ class SaliencyConfig(_Section):
     top_k: int = Field(3, ge=1, description="Keep at most this many clusters, by saliency mass.")
     padding: float = Field(0.15, ge=0, description="Each cluster box grows by this share of its side on every side.")
     proposer: Literal["clusters", "bing"] = Field(
-        "clusters", description="Regions to verify: 'clusters' of the saliency map, or 'bing' objectness boxes (OpenCV contrib)."
+        "clusters",
+        description="Regions to verify: 'clusters' of the saliency map, or 'bing' objectness boxes (OpenCV contrib).",
     )
-    proposer_model: str | None = Field(None, description="Folder of the BING model files (ObjNessB2W8*.yml.gz) for proposer 'bing'.")
+    proposer_model: str | None = Field(
+        None, description="Folder of the BING model files (ObjNessB2W8*.yml.gz) for proposer 'bing'."
+    )
 
 
 class PatchConfig(_Section):
@@ -47,13 +50,19 @@ class PatchConfig(_Section):
         description="'grid': one screen of cells, click all with the target (default: cheaper per unit of mask quality, "
         "see docs/benchmarks.md). 'single': one window per screen, yes/no (the paper).",
     )
-    max_depth: int = Field(2, ge=1, le=8, description="Deepest lattice level asked (level 1 = 3 x 3 windows of half the region's side).")
-    min_side: int = Field(8, ge=2, description="A window is not subdivided when its children would be narrower than this (pixels).")
+    max_depth: int = Field(
+        2, ge=1, le=8, description="Deepest lattice level asked (level 1 = 3 x 3 windows of half the region's side)."
+    )
+    min_side: int = Field(
+        8, ge=2, description="A window is not subdivided when its children would be narrower than this (pixels)."
+    )
     grid_size: int = Field(8, ge=2, le=32, description="Cells per side of one grid screen.")
     combine: Literal["min", "mean"] = Field(
         "min", description="How the finest windows covering a pixel combine: 'min' = object only where they agree."
     )
-    mask_threshold: float = Field(0.5, gt=0, lt=1, description="Soft-mask value at or above which a pixel is object in the binary mask.")
+    mask_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Soft-mask value at or above which a pixel is object in the binary mask."
+    )
     refine: Literal["none", "grabcut"] = Field(
         "grabcut",
         description="'grabcut': snap the mask to the image's edges within one cell of the crowd's boundary (OpenCV GrabCut, "
@@ -71,29 +80,51 @@ class CrowdConfig(_Section):
     )
     votes: int = Field(3, ge=1, description="Votes wanted per question.")
     early_stop: bool = Field(True, description="Stop asking a question once its first two votes agree.")
-    gold_rate: float = Field(0.05, ge=0, le=1, description="Share of a worker's questions that are gold (known-answer) checks.")
-    lease_seconds: int = Field(120, ge=1, description="How long a worker holds a question before it is offered to others.")
-    spammer_gold_accuracy: float = Field(0.5, gt=0, lt=1, description="Gold accuracy of a worker who does not look (yes/no at random).")
+    gold_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of a worker's questions that are gold (known-answer) checks."
+    )
+    lease_seconds: int = Field(
+        120, ge=1, description="How long a worker holds a question before it is offered to others."
+    )
+    spammer_gold_accuracy: float = Field(
+        0.5, gt=0, lt=1, description="Gold accuracy of a worker who does not look (yes/no at random)."
+    )
     honest_gold_accuracy: float = Field(0.85, gt=0, lt=1, description="Gold accuracy expected of an honest worker.")
     false_ban_rate: float = Field(
-        0.01, gt=0, lt=0.5, description="Accepted chance of banning an honest worker (Wald's sequential test between the two accuracies)."
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="Accepted chance of banning an honest worker (Wald's sequential test between the two accuracies).",
     )
     min_seconds_per_answer: float = Field(0.3, ge=0, description="Answers faster than this are flagged as too fast.")
     too_fast_stop_share: float = Field(
-        0.5, gt=0, le=1, description="A worker whose share of too-fast answers reaches this is stopped (after too_fast_min_answers)."
+        0.5,
+        gt=0,
+        le=1,
+        description="A worker whose share of too-fast answers reaches this is stopped (after too_fast_min_answers).",
     )
-    too_fast_min_answers: int = Field(10, ge=1, description="Answers a worker gives before the too-fast rule can stop it.")
+    too_fast_min_answers: int = Field(
+        10, ge=1, description="Answers a worker gives before the too-fast rule can stop it."
+    )
     constant_run_answers: int = Field(
-        12, ge=2, description="A worker whose last this-many yes/no answers (gold aside) are all the same is checked against the crowd."
+        12,
+        ge=2,
+        description="A worker whose last this-many yes/no answers (gold aside) are all the same is checked against the crowd.",
     )
     constant_run_grid_answers: int = Field(
-        5, ge=2, description="The same for grid screens: this many identical cell sets in a row (e.g. always none, always all)."
+        5,
+        ge=2,
+        description="The same for grid screens: this many identical cell sets in a row (e.g. always none, always all).",
     )
     constant_min_crowd_answers: int = Field(
-        5, ge=1, description="Questions of the run that other workers answered, needed before the constant rule may stop anyone."
+        5,
+        ge=1,
+        description="Questions of the run that other workers answered, needed before the constant rule may stop anyone.",
     )
     constant_min_disagreement: float = Field(
-        0.5, gt=0, le=1,
+        0.5,
+        gt=0,
+        le=1,
         description="A constant run stops the worker when on at least this share of its questions the other workers' "
         "majority answered differently: the crowd saw different things where the worker kept answering the same.",
     )
@@ -111,30 +142,51 @@ class AdaptiveConfig(_Section):
         lt=1,
         description="A verification or outline check (a whole region rides on it) is decided once this sure either way.",
     )
-    max_votes: int = Field(3, ge=1, description="Most answers bought for one question (or cell) while it stays uncertain.")
+    max_votes: int = Field(
+        3, ge=1, description="Most answers bought for one question (or cell) while it stays uncertain."
+    )
     prior_weight: float = Field(
-        4.0, gt=0, description="Pseudo-answers behind a worker's assumed accuracy (crowd.honest_gold_accuracy) before its gold says more."
+        4.0,
+        gt=0,
+        description="Pseudo-answers behind a worker's assumed accuracy (crowd.honest_gold_accuracy) before its gold says more.",
     )
     outline: bool = Field(
-        True, description="Ask 'does this outline cover the <target> well?' about the saliency mask of a verified region first."
+        True,
+        description="Ask 'does this outline cover the <target> well?' about the saliency mask of a verified region first.",
     )
     outline_min_rate: float = Field(
-        0.2, ge=0, le=1, description="Stop asking outline questions once fewer than this share of them is accepted (after outline_min_seen)."
+        0.2,
+        ge=0,
+        le=1,
+        description="Stop asking outline questions once fewer than this share of them is accepted (after outline_min_seen).",
     )
-    outline_min_seen: int = Field(10, ge=1, description="Outline decisions seen before their acceptance rate can switch them off.")
+    outline_min_seen: int = Field(
+        10, ge=1, description="Outline decisions seen before their acceptance rate can switch them off."
+    )
     saliency_prior: float = Field(
-        0.3, ge=0, lt=0.5, description="How far the saliency map moves a grid cell's prior from 0.5 (0 = ignore the map)."
+        0.3,
+        ge=0,
+        lt=0.5,
+        description="How far the saliency map moves a grid cell's prior from 0.5 (0 = ignore the map).",
     )
     neighbour_prior: float = Field(
         0.35, ge=0, lt=0.5, description="How far a cell's 8 neighbours' current verdicts move its prior from 0.5."
     )
     first_look: int = Field(
-        4, ge=2, le=32, description="Cells per side of the first, coarse grid vote; the boundary rounds use patches.grid_size."
+        4,
+        ge=2,
+        le=32,
+        description="Cells per side of the first, coarse grid vote; the boundary rounds use patches.grid_size.",
     )
     coarse_weight: float = Field(
-        0.75, gt=0, le=1, description="Share of an answer's weight a coarse cell's vote lends to each finer cell under it."
+        0.75,
+        gt=0,
+        le=1,
+        description="Share of an answer's weight a coarse cell's vote lends to each finer cell under it.",
     )
-    max_rounds: int = Field(4, ge=0, description="Most boundary rounds (grid screens of only the uncertain cells) per region.")
+    max_rounds: int = Field(
+        4, ge=0, description="Most boundary rounds (grid screens of only the uncertain cells) per region."
+    )
     max_cell_questions: int = Field(16, ge=0, description="Most single-cell yes/no follow-ups per region.")
     budget_seconds: float | None = Field(
         None, gt=0, description="Human seconds per image the planner may spend (modeled or measured); none = no budget."
@@ -144,15 +196,21 @@ class AdaptiveConfig(_Section):
 class AggregationConfig(_Section):
     """Votes -> per-question posteriors (crowd-kit) -> masks."""
 
-    method: Literal["ds", "mv", "glad"] = Field("ds", description="crowd-kit aggregator: Dawid-Skene, majority vote or GLAD.")
-    drop_banned: bool = Field(True, description="Ignore the answers of banned workers (else they are kept and weighted by the model).")
+    method: Literal["ds", "mv", "glad"] = Field(
+        "ds", description="crowd-kit aggregator: Dawid-Skene, majority vote or GLAD."
+    )
+    drop_banned: bool = Field(
+        True, description="Ignore the answers of banned workers (else they are kept and weighted by the model)."
+    )
 
 
 class TimeModel(_Section):
     """Median human seconds per action, from the literature (SPEC 'human time model')."""
 
     yes_no: float = Field(1.6, description="Yes/no verification of one item (Papadopoulos et al. 2016).")
-    grid_screen: float = Field(10.3, description="One grid-selection screen of up to grid_base_cells cells (Searles et al. 2023, reCAPTCHAv2).")
+    grid_screen: float = Field(
+        10.3, description="One grid-selection screen of up to grid_base_cells cells (Searles et al. 2023, reCAPTCHAv2)."
+    )
     grid_base_cells: int = Field(16, description="Cells covered by grid_screen.")
     grid_extra_cell: float = Field(0.64, description="Seconds per cell beyond grid_base_cells (our assumption).")
     polygon: float = Field(79.0, description="One polygon per object (COCO, Lin et al. 2014).")
@@ -171,7 +229,9 @@ class SimulationConfig(_Section):
     workers: int = Field(20, ge=1, description="Simulated workers answering in parallel.")
     worker_error: float = Field(0.1, ge=0, le=0.5, description="Mean per-worker probability of flipping an answer.")
     spammers: float = Field(0.1, ge=0, le=1, description="Share of workers who are spammers (of the spammer_kinds).")
-    threshold_low: float = Field(0.05, ge=0, le=1, description="Lowest per-worker 'yes' threshold (share of a window covered by the object).")
+    threshold_low: float = Field(
+        0.05, ge=0, le=1, description="Lowest per-worker 'yes' threshold (share of a window covered by the object)."
+    )
     threshold_high: float = Field(0.3, ge=0, le=1, description="Highest per-worker 'yes' threshold.")
     seed: int = Field(0, description="Seed for workers, answers and times.")
     spammer_kinds: list[Literal["random", "always_yes", "always_no", "too_fast"]] = Field(
@@ -198,13 +258,19 @@ class ServerConfig(_Section):
         default_factory=_default_api_key,
         description="Requester API key (dashboard, progress, exports). CROWDPATCH_API_KEY overrides it; generated at init otherwise.",
     )
-    session_secret: str = Field(default_factory=_secret, description="Signs worker session tokens and image links (HMAC-SHA256).")
-    invite_secret: str = Field(default_factory=_secret, description="Signs local invite tokens and local completion codes.")
+    session_secret: str = Field(
+        default_factory=_secret, description="Signs worker session tokens and image links (HMAC-SHA256)."
+    )
+    invite_secret: str = Field(
+        default_factory=_secret, description="Signs local invite tokens and local completion codes."
+    )
     prolific_completion_code: str = Field(
-        default_factory=lambda: secrets.token_hex(4).upper(), description="Completion code of the Prolific study (set it to the study's)."
+        default_factory=lambda: secrets.token_hex(4).upper(),
+        description="Completion code of the Prolific study (set it to the study's).",
     )
     prolific_complete_url: str = Field(
-        "https://app.prolific.com/submissions/complete?cc={code}", description="Where a finished Prolific worker is sent."
+        "https://app.prolific.com/submissions/complete?cc={code}",
+        description="Where a finished Prolific worker is sent.",
     )
     answers_per_session: int = Field(20, ge=1, description="Answers one worker session gives before it is completed.")
     pay_stopped_workers: bool = Field(
@@ -217,16 +283,26 @@ class ServerConfig(_Section):
     polygon_votes: int = Field(1, ge=1, description="Polygons wanted per image in polygon mode (the baseline study).")
     session_hours: float = Field(12.0, gt=0, description="How long a worker's session token stays valid.")
     max_body_bytes: int = Field(
-        65_536, ge=1_024, description="Largest request body accepted (bytes, streamed or not); larger ones get 413. A 1,000-point polygon is ~25 KB."
+        65_536,
+        ge=1_024,
+        description="Largest request body accepted (bytes, streamed or not); larger ones get 413. A 1,000-point polygon is ~25 KB.",
     )
     rate_limit_worker_per_second: float = Field(
-        10.0, ge=0, description="Sustained requests per second one worker session may make (0: no limit). A real worker makes ~3 per answer; simulated workers (opened with the API key) are not limited."
+        10.0,
+        ge=0,
+        description="Sustained requests per second one worker session may make (0: no limit). A real worker makes ~3 per answer; simulated workers (opened with the API key) are not limited.",
     )
-    rate_limit_worker_burst: int = Field(30, ge=1, description="Requests one worker may make at once before the per-second rate applies.")
+    rate_limit_worker_burst: int = Field(
+        30, ge=1, description="Requests one worker may make at once before the per-second rate applies."
+    )
     rate_limit_ip_per_second: float = Field(
-        50.0, ge=0, description="Sustained requests per second from one IP address that carry no worker token or API key (0: no limit)."
+        50.0,
+        ge=0,
+        description="Sustained requests per second from one IP address that carry no worker token or API key (0: no limit).",
     )
-    rate_limit_ip_burst: int = Field(200, ge=1, description="Burst allowed per IP address: a lab behind one NAT opening its sessions together.")
+    rate_limit_ip_burst: int = Field(
+        200, ge=1, description="Burst allowed per IP address: a lab behind one NAT opening its sessions together."
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser page served elsewhere; empty: same origin only (no CORS headers).",
@@ -244,7 +320,9 @@ class ProjectConfig(_Section):
 
     name: str
     target: str = Field("object", description="What workers look for: 'Is part of the <target> here?'.")
-    db_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file crowdpatch.db in the project directory.")
+    db_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file crowdpatch.db in the project directory."
+    )
     images_dir: str | None = Field(None, description="Folder the image paths are relative to.")
     masks_dir: str | None = Field(None, description="Optional folder of ground-truth masks (same file stem).")
     saliency: SaliencyConfig = SaliencyConfig()

@@ -30,7 +30,9 @@ def _survey_mask(report: IngestReport, record: ImageRecord, size: tuple[int, int
         report.masks.unreadable.append((str(record.mask_path), exc.reason))
 
 
-def add_images(project: Project, records: list[ImageRecord], progress: Callable[[int], None] | None = None) -> IngestReport:
+def add_images(
+    project: Project, records: list[ImageRecord], progress: Callable[[int], None] | None = None
+) -> IngestReport:
     """Register images (header read only); unreadable ones are reported, the rest are added.
 
     Every added image's ground-truth mask is read once, so the report can say how the set was

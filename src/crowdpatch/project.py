@@ -40,7 +40,9 @@ class Project:
         return cls.open(directory, engine=engine, sessions=sessions)
 
     @classmethod
-    def open(cls, directory: Path, engine: Engine | None = None, sessions: sessionmaker[Session] | None = None) -> "Project":
+    def open(
+        cls, directory: Path, engine: Engine | None = None, sessions: sessionmaker[Session] | None = None
+    ) -> "Project":
         directory = Path(directory)
         config = load_config(directory)
         if engine is None or sessions is None:

@@ -121,7 +121,11 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
         if clusters:
             for cluster in clusters:
                 region = RegionRow(
-                    image_id=row.id, source="saliency", box=cluster.box.as_list(), outline=cluster.outline, mass=cluster.mass
+                    image_id=row.id,
+                    source="saliency",
+                    box=cluster.box.as_list(),
+                    outline=cluster.outline,
+                    mass=cluster.mass,
                 )
                 session.add(region)
                 session.flush()
@@ -129,7 +133,9 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
             image_row.stage = "verify"
             report.clusters += len(clusters)
         else:
-            region = RegionRow(image_id=row.id, source="whole", box=Box.whole(width, height).as_list(), verdict="accepted")
+            region = RegionRow(
+                image_id=row.id, source="whole", box=Box.whole(width, height).as_list(), verdict="accepted"
+            )
             session.add(region)
             session.flush()
             policy.region_questions(session, project.id, row.id, region, config)

@@ -26,9 +26,14 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
     """The ``summary.json`` of a run (see README for every key)."""
     config = project.config
     with project.sessions() as session:
-        images = session.scalar(
-            select(func.count()).select_from(ImageRow).where(ImageRow.project_id == project.id, ImageRow.stage != "error")
-        ) or 0
+        images = (
+            session.scalar(
+                select(func.count())
+                .select_from(ImageRow)
+                .where(ImageRow.project_id == project.id, ImageRow.stage != "error")
+            )
+            or 0
+        )
         per_kind = session.execute(
             select(TaskRow.kind, func.count(AnswerRow.id), func.sum(AnswerRow.seconds))
             .join(TaskRow, TaskRow.id == AnswerRow.task_id)
@@ -40,31 +45,53 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
                 select(AnswerRow.time_source).join(TaskRow).where(TaskRow.project_id == project.id).distinct()
             )
         )
-        questions = session.scalar(
-            select(func.count()).select_from(TaskRow).where(TaskRow.project_id == project.id, TaskRow.kind != "gold")
-        ) or 0
-        open_questions = session.scalar(
-            select(func.count()).select_from(TaskRow).where(
-                TaskRow.project_id == project.id, TaskRow.kind != "gold", TaskRow.state == "open"
+        questions = (
+            session.scalar(
+                select(func.count())
+                .select_from(TaskRow)
+                .where(TaskRow.project_id == project.id, TaskRow.kind != "gold")
             )
-        ) or 0
-        not_proposed = session.scalar(
-            select(func.count()).select_from(ImageRow).where(ImageRow.project_id == project.id, ImageRow.stage == "new")
-        ) or 0
-        banned = session.scalar(
-            select(func.count()).select_from(WorkerRow).where(WorkerRow.project_id == project.id, WorkerRow.banned)
-        ) or 0
+            or 0
+        )
+        open_questions = (
+            session.scalar(
+                select(func.count())
+                .select_from(TaskRow)
+                .where(TaskRow.project_id == project.id, TaskRow.kind != "gold", TaskRow.state == "open")
+            )
+            or 0
+        )
+        not_proposed = (
+            session.scalar(
+                select(func.count())
+                .select_from(ImageRow)
+                .where(ImageRow.project_id == project.id, ImageRow.stage == "new")
+            )
+            or 0
+        )
+        banned = (
+            session.scalar(
+                select(func.count()).select_from(WorkerRow).where(WorkerRow.project_id == project.id, WorkerRow.banned)
+            )
+            or 0
+        )
         simulated = session.execute(
             select(WorkerRow.attributes, WorkerRow.banned).where(
                 WorkerRow.project_id == project.id, WorkerRow.platform == "simulated"
             )
         ).all()
-        workers = session.scalar(
-            select(func.count(func.distinct(AnswerRow.worker_id))).join(TaskRow).where(TaskRow.project_id == project.id)
-        ) or 0
+        workers = (
+            session.scalar(
+                select(func.count(func.distinct(AnswerRow.worker_id)))
+                .join(TaskRow)
+                .where(TaskRow.project_id == project.id)
+            )
+            or 0
+        )
         # Masks of the polygon baseline study (masks/polygons.py), recorded when the masks were built.
         polygon_masks = session.scalars(
-            select(MaskRow.iou).join(ImageRow, ImageRow.id == MaskRow.image_id)
+            select(MaskRow.iou)
+            .join(ImageRow, ImageRow.id == MaskRow.image_id)
             .where(ImageRow.project_id == project.id, MaskRow.source == "polygon")
         ).all()
     answers = sum(count for _, count, _ in per_kind)
@@ -87,7 +114,8 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         "modeled_seconds_per_image": {"patch": per_image, "polygon": polygon},
         "speedup_vs_polygon": polygon / per_image if per_image else None,
         "mask_iou": {
-            "patch": _mean(ious), "saliency": _mean(saliency_ious),
+            "patch": _mean(ious),
+            "saliency": _mean(saliency_ious),
             "polygon": _mean([iou for iou in polygon_masks if iou is not None]),
         },
         "images_scored": len(ious),
@@ -166,20 +194,30 @@ def headline(summary: dict[str, Any]) -> str:
         clauses = [f"No answers yet for {summary['images']} images (run `crowdpatch simulate`, or serve workers)"]
     else:
         quality = f"IoU {iou['patch']:.2f} at " if iou.get("patch") is not None else ""
-        clauses = [(f"{who}: {quality}{_seconds(seconds.get('patch'))} of {_human_time(times_are)} per image, "
-                    f"{_versus_polygons(summary.get('speedup_vs_polygon'))}")]
+        clauses = [
+            (
+                f"{who}: {quality}{_seconds(seconds.get('patch'))} of {_human_time(times_are)} per image, "
+                f"{_versus_polygons(summary.get('speedup_vs_polygon'))}"
+            )
+        ]
         if iou.get("patch") is None:
             clauses[0] += " (no ground truth, so no IoU)"
     if adaptive and adaptive.get("modeled_seconds_per_image"):
         quality = f"IoU {adaptive['mask_iou']:.2f} at " if adaptive.get("mask_iou") is not None else ""
         speedup = adaptive.get("speedup_vs_polygon")
-        clauses.append(f"adaptive planner: {quality}{_seconds(adaptive['modeled_seconds_per_image'])}, {_versus_polygons(speedup)}")
+        clauses.append(
+            f"adaptive planner: {quality}{_seconds(adaptive['modeled_seconds_per_image'])}, {_versus_polygons(speedup)}"
+        )
     if iou.get("saliency") is not None:
         clauses.append(f"saliency alone: {iou['saliency']:.2f}")
     accuracy = summary.get("accuracy") or {}
     if accuracy:
         named = {"none": "plain training", "patch": "crowd masks", "saliency": "saliency", "gt": "ground-truth masks"}
-        parts = [f"{accuracy[g]['worst_group']:.2f} with {named.get(g, g)}" for g in accuracy if accuracy[g].get("worst_group") is not None]
+        parts = [
+            f"{accuracy[g]['worst_group']:.2f} with {named.get(g, g)}"
+            for g in accuracy
+            if accuracy[g].get("worst_group") is not None
+        ]
         if parts:
             clauses.append("worst-group accuracy " + ", ".join(parts))
     note = incomplete_note(summary)

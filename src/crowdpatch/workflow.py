@@ -16,7 +16,15 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from crowdpatch.config import CONFIG_FILENAME, ProjectConfig
-from crowdpatch.datasets import BenchmarkSpec, DatasetLoad, InputProblem, generate_benchmark, load_folder_dataset, load_mask, load_rgb
+from crowdpatch.datasets import (
+    BenchmarkSpec,
+    DatasetLoad,
+    InputProblem,
+    generate_benchmark,
+    load_folder_dataset,
+    load_mask,
+    load_rgb,
+)
 from crowdpatch.ingest import IngestReport, add_images
 from crowdpatch.masks.build import MaskBuilder, MaskStats, build_masks
 from crowdpatch.project import Project
@@ -57,7 +65,9 @@ class RunResult:
     problems: list[str]
 
 
-def create_project(directory: Path, config: ProjectConfig, dataset: DatasetLoad, progress: StepProgress) -> tuple[Project, IngestReport]:
+def create_project(
+    directory: Path, config: ProjectConfig, dataset: DatasetLoad, progress: StepProgress
+) -> tuple[Project, IngestReport]:
     project = Project.create(directory, config)
     with progress.step("registering images", len(dataset.records)) as advance:
         report = add_images(project, dataset.records, advance)
@@ -65,8 +75,9 @@ def create_project(directory: Path, config: ProjectConfig, dataset: DatasetLoad,
     return project, report
 
 
-def run_pipeline(project: Project, progress: StepProgress, workers: int | None = None,
-                 label: str = "") -> tuple[ProposeReport, SimulationReport, list[MaskStats]]:
+def run_pipeline(
+    project: Project, progress: StepProgress, workers: int | None = None, label: str = ""
+) -> tuple[ProposeReport, SimulationReport, list[MaskStats]]:
     """propose -> simulate -> masks on an existing project; each step resumes where it stopped.
 
     ``label`` names the pass in every progress line (the demo runs two planners on the same images).
@@ -110,9 +121,14 @@ class FinishedImages:
     def update(self) -> None:
         self.checked = time.monotonic()
         with self.project.sessions() as session:
-            done = session.scalar(
-                select(func.count()).select_from(ImageRow).where(ImageRow.project_id == self.project.id, ImageRow.stage == "done")
-            ) or 0
+            done = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(ImageRow)
+                    .where(ImageRow.project_id == self.project.id, ImageRow.stage == "done")
+                )
+                or 0
+            )
         if done > self.shown:
             self.advance(done - self.shown)
             self.shown = done
@@ -128,7 +144,9 @@ def _stored_soft_mask(project: Project, builder: MaskBuilder, image: ImageRow) -
     return builder.refined(builder.image_mask(image.id), image.path)
 
 
-def sample_figures(project: Project, stats: list[MaskStats], per_group: int = REPORT_PER_GROUP) -> list[tuple[str, SampleFigure]]:
+def sample_figures(
+    project: Project, stats: list[MaskStats], per_group: int = REPORT_PER_GROUP
+) -> list[tuple[str, SampleFigure]]:
     """The report's samples: the best, median and worst masks by IoU (see :func:`pick_samples`), with their group."""
     builder = MaskBuilder(project)
     threshold = project.config.patches.mask_threshold
@@ -139,17 +157,22 @@ def sample_figures(project: Project, stats: list[MaskStats], per_group: int = RE
             image = session.get(ImageRow, stat.image_id)
             gt = load_mask(Path(image.mask_path), (image.width, image.height)) if image.mask_path else None
             mask = builder.image_mask(stat.image_id)
-            samples.append((group, SampleFigure(
-                name=stat.name,
-                image=load_rgb(Path(image.path)),
-                regions=mask.regions,
-                windows=[AskedWindow(w.box, w.level, w.posterior) for w in mask.windows],
-                mask=_stored_soft_mask(project, builder, image),
-                gt_mask=gt,
-                iou=stat.iou,
-                saliency_iou=stat.saliency_iou,
-                threshold=threshold,
-            )))
+            samples.append(
+                (
+                    group,
+                    SampleFigure(
+                        name=stat.name,
+                        image=load_rgb(Path(image.path)),
+                        regions=mask.regions,
+                        windows=[AskedWindow(w.box, w.level, w.posterior) for w in mask.windows],
+                        mask=_stored_soft_mask(project, builder, image),
+                        gt_mask=gt,
+                        iou=stat.iou,
+                        saliency_iou=stat.saliency_iou,
+                        threshold=threshold,
+                    ),
+                )
+            )
     return samples
 
 
@@ -160,8 +183,15 @@ def write_summary(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_outputs(project: Project, out: Path, title: str, summary: dict[str, Any], stats: list[MaskStats], notes: list[str],
-                  training: TrainingFigures | None = None) -> tuple[Path, Path]:
+def write_outputs(
+    project: Project,
+    out: Path,
+    title: str,
+    summary: dict[str, Any],
+    stats: list[MaskStats],
+    notes: list[str],
+    training: TrainingFigures | None = None,
+) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     summary_path = write_summary(summary, out / "summary.json")
     report_path = write_report(out / "report", title, summary, sample_figures(project, stats), notes, training)
@@ -178,28 +208,44 @@ def simulated_latency(project: Project) -> float:
     """Simulated wall-clock from the first question shown to the last answer, over every run of the simulation."""
     with project.sessions() as session:
         first, last = session.execute(
-            select(func.min(AnswerRow.shown_at), func.max(AnswerRow.answered_at)).join(TaskRow).where(TaskRow.project_id == project.id)
+            select(func.min(AnswerRow.shown_at), func.max(AnswerRow.answered_at))
+            .join(TaskRow)
+            .where(TaskRow.project_id == project.id)
         ).one()
     return float(last - first) if first is not None and last is not None else 0.0
 
 
 def run_notes(project: Project, summary: dict[str, Any], problems: list[str]) -> list[str]:
     return [
-        (f"{summary['workers']} simulated workers, {summary['workers_banned']} banned on gold; "
-         f"latency {summary.get('latency_seconds', 0.0):.0f} s of simulated wall-clock."),
-        ("Human times are modeled from the literature (config [time_model]); polygon = "
-         f"{project.config.time_model.polygon:g} s per object."),
+        (
+            f"{summary['workers']} simulated workers, {summary['workers_banned']} banned on gold; "
+            f"latency {summary.get('latency_seconds', 0.0):.0f} s of simulated wall-clock."
+        ),
+        (
+            "Human times are modeled from the literature (config [time_model]); polygon = "
+            f"{project.config.time_model.polygon:g} s per object."
+        ),
         *[f"input problem: {p}" for p in problems],
     ]
 
 
-def _finish(project: Project, out: Path, title: str, ingest: IngestReport, proposal: ProposeReport,
-            simulation: SimulationReport, stats: list[MaskStats], extra: dict[str, Any] | None = None,
-            training: TrainingFigures | None = None) -> RunResult:
+def _finish(
+    project: Project,
+    out: Path,
+    title: str,
+    ingest: IngestReport,
+    proposal: ProposeReport,
+    simulation: SimulationReport,
+    stats: list[MaskStats],
+    extra: dict[str, Any] | None = None,
+    training: TrainingFigures | None = None,
+) -> RunResult:
     summary = summarize(project, stats, simulated_latency(project))
     summary.update(extra or {})
     problems = [str(p) for p in ingest.problems + proposal.problems]
-    summary_path, report_path = write_outputs(project, out, title, summary, stats, run_notes(project, summary, problems), training)
+    summary_path, report_path = write_outputs(
+        project, out, title, summary, stats, run_notes(project, summary, problems), training
+    )
     return RunResult(summary, summary_path, report_path, ingest, proposal, simulation, problems)
 
 
@@ -239,9 +285,13 @@ def prepare_demo_folder(out: Path, spec: BenchmarkSpec, fresh: bool) -> None:
             except json.JSONDecodeError:
                 held = None
             if held != wanted:
-                described = ", ".join(f"{k} {v}" for k, v in held.items()) if isinstance(held, dict) else "unknown options"
-                raise DemoError(f"{out} holds a demo made with {described}; run it with those options to resume it, "
-                                "or add --fresh to delete it and start over")
+                described = (
+                    ", ".join(f"{k} {v}" for k, v in held.items()) if isinstance(held, dict) else "unknown options"
+                )
+                raise DemoError(
+                    f"{out} holds a demo made with {described}; run it with those options to resume it, "
+                    "or add --fresh to delete it and start over"
+                )
     elif out.exists() and any(out.iterdir()):
         raise DemoError(f"{out} is not empty and holds no demo ({DEMO_MANIFEST} missing); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -249,18 +299,29 @@ def prepare_demo_folder(out: Path, spec: BenchmarkSpec, fresh: bool) -> None:
         manifest.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
 
 
-def open_or_create_project(directory: Path, config: ProjectConfig, dataset: DatasetLoad,
-                           progress: StepProgress, label: str = "") -> tuple[Project, IngestReport]:
+def open_or_create_project(
+    directory: Path, config: ProjectConfig, dataset: DatasetLoad, progress: StepProgress, label: str = ""
+) -> tuple[Project, IngestReport]:
     """The project in ``directory``, created from ``config`` unless it exists; images not yet registered are added."""
     project = Project.open(directory) if (directory / CONFIG_FILENAME).is_file() else Project.create(directory, config)
-    with progress.step(f"{label}: registering images" if label else "registering images", len(dataset.records)) as advance:
+    with progress.step(
+        f"{label}: registering images" if label else "registering images", len(dataset.records)
+    ) as advance:
         report = add_images(project, dataset.records, advance)
     report.problems[:0] = dataset.problems
     return project, report
 
 
-def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: int | None = None,
-             train: bool | None = None, epochs: int = DEMO_EPOCHS, fresh: bool = False) -> RunResult:
+def run_demo(
+    out: Path,
+    quick: bool,
+    seed: int,
+    progress: StepProgress,
+    images: int | None = None,
+    train: bool | None = None,
+    epochs: int = DEMO_EPOCHS,
+    fresh: bool = False,
+) -> RunResult:
     """The built-in biased benchmark end to end with a simulated crowd, in ``out``.
 
     The same images are answered under the fixed planner and the adaptive one; the full demo
@@ -295,7 +356,9 @@ def run_demo(out: Path, quick: bool, seed: int, progress: StepProgress, images: 
     return _finish(project, out, "crowdpatch demo", ingest, proposal, simulation, stats, extra, training)
 
 
-def run_adaptive_twin(project: Project, directory: Path, dataset: DatasetLoad, progress: StepProgress) -> tuple[Project, dict[str, Any]]:
+def run_adaptive_twin(
+    project: Project, directory: Path, dataset: DatasetLoad, progress: StepProgress
+) -> tuple[Project, dict[str, Any]]:
     """The same images and simulated crowd under the adaptive planner: its project and the summary's ``adaptive`` figures."""
     config = project.config.model_copy(deep=True)
     config.name = f"{config.name}-adaptive"
@@ -316,8 +379,9 @@ GUIDE_NAMES = {"none": "no mask", "patch": "fixed planner's masks", "gt": "groun
 ADAPTIVE_GUIDE = "patch (adaptive)"
 
 
-def train_or_reuse(config: TrainConfig, splits: Callable[[], dict], runs_dir: Path, progress: StepProgress,
-                   label: str) -> tuple[dict, dict]:
+def train_or_reuse(
+    config: TrainConfig, splits: Callable[[], dict], runs_dir: Path, progress: StepProgress, label: str
+) -> tuple[dict, dict]:
     """One training run's record and weights: read from ``runs_dir/<run>/`` when a run with this exact config is stored there."""
     import torch
 
@@ -362,7 +426,9 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def train_guides(project: Project, twin: Project, out: Path, seed: int, epochs: int, progress: StepProgress) -> dict[str, Any]:
+def train_guides(
+    project: Project, twin: Project, out: Path, seed: int, epochs: int, progress: StepProgress
+) -> dict[str, Any]:
     """One classifier per demo guide and one on the adaptive planner's masks; the summary keys `accuracy`,
     `attention_energy_in_mask`, `training` and `adaptive_training` (what goes under `adaptive`), and the
     experiment's figures in ``out``."""
@@ -372,13 +438,20 @@ def train_guides(project: Project, twin: Project, out: Path, seed: int, epochs: 
 
     base = TrainConfig(epochs=epochs, seed=seed, image_size=64, batch_size=DEMO_BATCH_SIZE)
     experiment = ExperimentResult()
-    plan = [(project, guide, GUIDE_NAMES[guide]) for guide in DEMO_GUIDES] + [(twin, "patch", "adaptive planner's masks")]
+    plan = [(project, guide, GUIDE_NAMES[guide]) for guide in DEMO_GUIDES] + [
+        (twin, "patch", "adaptive planner's masks")
+    ]
     adaptive_record = None
     for number, (source, guide, name) in enumerate(plan, start=1):
         config = TrainConfig(**{**base.to_dict(), "guide": guide})
         label = f"training {number}/{len(plan)}: {name}"
-        record, weights = train_or_reuse(config, lambda source=source, guide=guide: load_splits(source, guide, base.image_size),
-                                         source.path("runs"), progress, label)
+        record, weights = train_or_reuse(
+            config,
+            lambda source=source, guide=guide: load_splits(source, guide, base.image_size),
+            source.path("runs"),
+            progress,
+            label,
+        )
         if source is twin:
             adaptive_record = record
             experiment.models[ADAPTIVE_GUIDE] = weights
@@ -393,17 +466,33 @@ def train_guides(project: Project, twin: Project, out: Path, seed: int, epochs: 
     return {
         "accuracy": {g: {"mean": t["accuracy"], "worst_group": t["worst_group"]} for g, t in tests.items()},
         "attention_energy_in_mask": {g: t["energy_in_mask"] for g, t in tests.items()},
-        "training": {"model": base.model, "loss": base.loss, "epochs": epochs, "batch_size": base.batch_size,
-                     "image_size": base.image_size, "report": str(out / "index.html")},
+        "training": {
+            "model": base.model,
+            "loss": base.loss,
+            "epochs": epochs,
+            "batch_size": base.batch_size,
+            "image_size": base.image_size,
+            "report": str(out / "index.html"),
+        },
         "adaptive_training": {
-            "accuracy": {"mean": adaptive_record["test"]["accuracy"], "worst_group": adaptive_record["test"]["worst_group"]},
+            "accuracy": {
+                "mean": adaptive_record["test"]["accuracy"],
+                "worst_group": adaptive_record["test"]["worst_group"],
+            },
             "attention_energy_in_mask": adaptive_record["test"]["energy_in_mask"],
         },
     }
 
 
-def run_bench_masks(images: Path, masks: Path, out: Path, config: ProjectConfig, progress: StepProgress,
-                    limit: int | None = None, name: str | None = None) -> RunResult:
+def run_bench_masks(
+    images: Path,
+    masks: Path,
+    out: Path,
+    config: ProjectConfig,
+    progress: StepProgress,
+    limit: int | None = None,
+    name: str | None = None,
+) -> RunResult:
     """The simulated pipeline on a folder of real images with GT masks."""
     dataset = load_folder_dataset(images, None, masks)
     missing = [r for r in dataset.records if r.mask_path is None]
@@ -413,8 +502,16 @@ def run_bench_masks(images: Path, masks: Path, out: Path, config: ProjectConfig,
     project, ingest = create_project(Path(out) / "project", config, dataset, progress)
     ingest.problems.extend(_no_mask(r) for r in missing)
     proposal, simulation, stats = run_pipeline(project, progress)
-    return _finish(project, Path(out), f"bench-masks: {images}", ingest, proposal, simulation, stats,
-                   {"dataset": name or Path(images).name})
+    return _finish(
+        project,
+        Path(out),
+        f"bench-masks: {images}",
+        ingest,
+        proposal,
+        simulation,
+        stats,
+        {"dataset": name or Path(images).name},
+    )
 
 
 def _no_mask(record) -> InputProblem:

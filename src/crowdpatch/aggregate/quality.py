@@ -16,12 +16,27 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
     cell); agreement counts a vote as agreeing when it is on the side of 0.5 the aggregate is on.
     """
     workers = session.execute(
-        select(WorkerRow.id, WorkerRow.platform, WorkerRow.external_id, WorkerRow.gold_seen, WorkerRow.gold_correct,
-               WorkerRow.too_fast, WorkerRow.banned, WorkerRow.stopped_reason).where(WorkerRow.project_id == project_id)
+        select(
+            WorkerRow.id,
+            WorkerRow.platform,
+            WorkerRow.external_id,
+            WorkerRow.gold_seen,
+            WorkerRow.gold_correct,
+            WorkerRow.too_fast,
+            WorkerRow.banned,
+            WorkerRow.stopped_reason,
+        ).where(WorkerRow.project_id == project_id)
     ).all()
     answers = pd.DataFrame(
         session.execute(
-            select(AnswerRow.worker_id, AnswerRow.task_id, AnswerRow.value, AnswerRow.seconds, TaskRow.kind, TaskRow.grid_size)
+            select(
+                AnswerRow.worker_id,
+                AnswerRow.task_id,
+                AnswerRow.value,
+                AnswerRow.seconds,
+                TaskRow.kind,
+                TaskRow.grid_size,
+            )
             .join(TaskRow, TaskRow.id == AnswerRow.task_id)
             .where(TaskRow.project_id == project_id)
         ).all(),
@@ -53,7 +68,9 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
 
 def _votes(answers: pd.DataFrame):
     """(question key, 1/0) for every patch answer and every cell of every grid answer."""
-    for task_id, value, kind, grid_size in zip(answers["task_id"], answers["value"], answers["kind"], answers["grid_size"]):
+    for task_id, value, kind, grid_size in zip(
+        answers["task_id"], answers["value"], answers["kind"], answers["grid_size"]
+    ):
         if kind == "patch":
             yield str(task_id), int(value == "yes")
         elif kind == "grid" and isinstance(value, dict):

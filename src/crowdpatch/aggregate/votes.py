@@ -65,7 +65,13 @@ def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -
     """One row per (question, worker) vote: columns ``task`` (window or cell key), ``worker``, ``label`` (1 = yes)."""
     query = (
         select(
-            AnswerRow.task_id, AnswerRow.worker_id, AnswerRow.value, TaskRow.kind, TaskRow.grid_size, TaskRow.key, TaskRow.parent_id,
+            AnswerRow.task_id,
+            AnswerRow.worker_id,
+            AnswerRow.value,
+            TaskRow.kind,
+            TaskRow.grid_size,
+            TaskRow.key,
+            TaskRow.parent_id,
             TaskRow.spec,
         )
         .join(TaskRow, TaskRow.id == AnswerRow.task_id)
@@ -81,7 +87,10 @@ def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -
             rows.append((f"{parent_id}:{key.split(':')[1]}", str(worker_id), int(value == "yes")))
         elif kind == "grid":
             root = parent_id or task_id
-            rows.extend((f"{root}:{cell}", str(worker_id), int(label)) for cell, label in grid_votes(value, grid_size or 1, spec))
+            rows.extend(
+                (f"{root}:{cell}", str(worker_id), int(label))
+                for cell, label in grid_votes(value, grid_size or 1, spec)
+            )
         else:
             rows.append((str(task_id), str(worker_id), int(value == "yes")))
     return pd.DataFrame(rows, columns=["task", "worker", "label"])

@@ -20,7 +20,9 @@ GOLD_NO_COVERAGE = 0.0
 GOLD_PER_IMAGE = 2
 
 
-def gold_windows(gt_mask: np.ndarray, rng: np.random.Generator, per_image: int = GOLD_PER_IMAGE) -> list[tuple[Box, str]]:
+def gold_windows(
+    gt_mask: np.ndarray, rng: np.random.Generator, per_image: int = GOLD_PER_IMAGE
+) -> list[tuple[Box, str]]:
     """Up to ``per_image`` clear windows over the whole image (about half yes, half no); none without an object."""
     if not np.any(gt_mask == MASK_OBJECT):
         return []

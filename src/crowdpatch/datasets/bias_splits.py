@@ -167,7 +167,9 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], dict[str, dict[str, b
         if not fields:
             continue
         if len(fields) != len(names) + 1:
-            raise BiasSplitError(f"{path}:{number}: {len(fields) - 1} values, expected {len(names)} (one per attribute)")
+            raise BiasSplitError(
+                f"{path}:{number}: {len(fields) - 1} values, expected {len(names)} (one per attribute)"
+            )
         if any(v not in ("1", "-1") for v in fields[1:]):
             raise BiasSplitError(f"{path}:{number}: attribute values must be 1 or -1")
         values[fields[0]] = {name: v == "1" for name, v in zip(names, fields[1:])}
@@ -342,12 +344,19 @@ def build_waterbirds(metadata_file: Path) -> list[SplitRow]:
         reader = csv.DictReader(handle)
         missing = [c for c in WATERBIRDS_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise BiasSplitError(f"{metadata_file}: missing column(s) {', '.join(missing)} (header: {', '.join(reader.fieldnames or [])})")
+            raise BiasSplitError(
+                f"{metadata_file}: missing column(s) {', '.join(missing)} (header: {', '.join(reader.fieldnames or [])})"
+            )
         rows = []
         for record in reader:
             line = reader.line_num
             y, split, place = record["y"], record["split"], record["place"]
-            if y not in ("0", "1") or place not in ("0", "1") or split not in CELEBA_SPLITS or not record["img_filename"]:
+            if (
+                y not in ("0", "1")
+                or place not in ("0", "1")
+                or split not in CELEBA_SPLITS
+                or not record["img_filename"]
+            ):
                 raise BiasSplitError(
                     f"{metadata_file}:{line}: expected y, place in 0|1, split in 0|1|2 and a file name, "
                     f"got y={y!r} split={split!r} place={place!r} img_filename={record['img_filename']!r}"

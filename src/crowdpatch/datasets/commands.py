@@ -24,7 +24,9 @@ label_studio_app = typer.Typer(
 
 Out = Annotated[Path, typer.Option(help="Folder to write labels.csv (and masks/) into.")]
 Seed = Annotated[int, typer.Option(help="Seed of the sampling; the same seed gives the same split.")]
-Correlation = Annotated[float, typer.Option(min=0.0, max=1.0, help="Training rate at which the label co-occurs with the bias attribute.")]
+Correlation = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Training rate at which the label co-occurs with the bias attribute.")
+]
 
 
 def _fail(exc: Exception) -> None:
@@ -48,22 +50,35 @@ def _finish(rows, out: Path, images: Path, group: str, masks: Path | None = None
 
 @build_split_app.command("celeba")
 def celeba_command(
-    root: Annotated[Path, typer.Argument(help="CelebA folder holding list_attr_celeba.txt, list_eval_partition.txt and img_align_celeba/.")],
+    root: Annotated[
+        Path,
+        typer.Argument(
+            help="CelebA folder holding list_attr_celeba.txt, list_eval_partition.txt and img_align_celeba/."
+        ),
+    ],
     out: Out,
     target: Annotated[str, typer.Option(help="Attribute to classify (e.g. Mustache).")] = "Mustache",
     bias: Annotated[str, typer.Option(help="Attribute it co-occurs with in train (e.g. Male).")] = "Male",
     correlation: Correlation = 0.95,
     seed: Seed = 0,
     max_train_per_class: Annotated[Optional[int], typer.Option(help="Cap on training images per label.")] = None,
-    max_eval_per_group: Annotated[Optional[int], typer.Option(help="Cap on val/test images per (label, bias) group.")] = None,
+    max_eval_per_group: Annotated[
+        Optional[int], typer.Option(help="Cap on val/test images per (label, bias) group.")
+    ] = None,
 ) -> None:
     """CelebA: train from partition 0 at --correlation; val (1) and test (2) balanced over (target, bias)."""
     from crowdpatch.datasets.bias_splits import build_celeba
 
     try:
         rows = build_celeba(
-            root / "list_attr_celeba.txt", root / "list_eval_partition.txt", target, bias, correlation, seed,
-            max_train_per_class, max_eval_per_group,
+            root / "list_attr_celeba.txt",
+            root / "list_eval_partition.txt",
+            target,
+            bias,
+            correlation,
+            seed,
+            max_train_per_class,
+            max_eval_per_group,
         )
     except DatasetError as exc:
         _fail(exc)
@@ -79,7 +94,9 @@ def coco_command(
     context: Annotated[str, typer.Option(help="Category it co-occurs with in train.")] = "person",
     correlation: Correlation = 0.95,
     seed: Seed = 0,
-    val_fraction: Annotated[float, typer.Option(help="Share of the smallest (target, context) group put in val, from each group.")] = 0.15,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of the smallest (target, context) group put in val, from each group.")
+    ] = 0.15,
     test_fraction: Annotated[float, typer.Option(help="The same for test.")] = 0.15,
     max_train_per_class: Annotated[Optional[int], typer.Option(help="Cap on training images per label.")] = None,
 ) -> None:
@@ -131,7 +148,10 @@ def label_studio_import_command(
 @label_studio_app.command("export")
 def label_studio_export_command(
     masks: Annotated[Path, typer.Argument(help="Folder of binary mask PNGs (crowdpatch masks, 0/255).")],
-    images_url_prefix: Annotated[str, typer.Option(help="URL the images are served under; the task's image is PREFIX + mask stem + --image-suffix.")],
+    images_url_prefix: Annotated[
+        str,
+        typer.Option(help="URL the images are served under; the task's image is PREFIX + mask stem + --image-suffix."),
+    ],
     out: Annotated[Path, typer.Option(help="Tasks JSON to write (import it in Label Studio).")],
     image_suffix: Annotated[str, typer.Option(help="Image file extension appended to each mask stem.")] = ".jpg",
     label: Annotated[str, typer.Option(help="Brush label name (a <Label> of the project's <BrushLabels>).")] = "object",

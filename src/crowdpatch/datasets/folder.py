@@ -73,7 +73,9 @@ def _is_image_file(path: Path) -> bool:
 def _image_files(folder: Path) -> list[Path]:
     """Image files under ``folder``, recursively, sorted; hidden files (e.g. macOS ``._x.jpg``) are skipped."""
     return sorted(
-        p for p in folder.rglob("*") if _is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if _is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
@@ -120,7 +122,9 @@ def _read_csv(labels_csv: Path) -> tuple[list[str], list[tuple[int, list[str]]]]
     header = [name.strip() for name in header]
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
-        raise DatasetError(f"{labels_csv}: missing required column(s) {', '.join(missing)} (header: {', '.join(header)})")
+        raise DatasetError(
+            f"{labels_csv}: missing required column(s) {', '.join(missing)} (header: {', '.join(header)})"
+        )
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise DatasetError(f"{labels_csv}: duplicated column(s) {', '.join(duplicated)}")
@@ -173,7 +177,9 @@ def _records_from_csv(
     return found, problems
 
 
-def _records_from_folder(images_dir: Path, check_images: bool) -> tuple[list[tuple[str, ImageRecord]], list[InputProblem]]:
+def _records_from_folder(
+    images_dir: Path, check_images: bool
+) -> tuple[list[tuple[str, ImageRecord]], list[InputProblem]]:
     found: list[tuple[str, ImageRecord]] = []
     problems: list[InputProblem] = []
     for path in _image_files(images_dir):
@@ -193,9 +199,7 @@ def target_from_labels(labels: set[str | None]) -> str | None:
     """The target a labelled dataset is about, when its labels name exactly one: ``{horse}`` or
     ``{horse, not_horse}`` give ``horse``; several classes, or none, give None (the user must say)."""
     names = {label for label in labels if label}
-    positives = {
-        name for name in names if not any(name.lower().startswith(prefix) for prefix in NEGATIVE_PREFIXES)
-    }
+    positives = {name for name in names if not any(name.lower().startswith(prefix) for prefix in NEGATIVE_PREFIXES)}
     if len(positives) != 1:
         return None
     (target,) = positives

@@ -64,7 +64,8 @@ def _open_checked(path: Path, max_pixels: int) -> Iterator[Image.Image]:
         width, height = image.size
         if width * height > max_pixels:
             raise ImageLoadError(
-                path, f"decompression bomb: {width} x {height} = {width * height} pixels exceeds the limit of {max_pixels}"
+                path,
+                f"decompression bomb: {width} x {height} = {width * height} pixels exceeds the limit of {max_pixels}",
             )
         yield image
 

@@ -211,7 +211,9 @@ class MaskSurvey:
         """One line, e.g. '40 masks: palette, objects in 40'."""
         if not self.total:
             return "no ground-truth masks"
-        kinds = ", ".join(f"{kind} ({n})" if len(self.encodings) > 1 else kind for kind, n in self.encodings.most_common())
+        kinds = ", ".join(
+            f"{kind} ({n})" if len(self.encodings) > 1 else kind for kind, n in self.encodings.most_common()
+        )
         return f"{self.total} masks: {kinds}, objects in {self.with_object}"
 
     def warnings(self) -> list[str]:
@@ -224,7 +226,9 @@ class MaskSurvey:
                 "check how the masks mark the object (palette index, value or colour)"
             )
         elif self.empty:
-            lines.append(f"{len(self.empty)} ground truths hold no object ({_examples(self.empty)}): they are scored apart")
+            lines.append(
+                f"{len(self.empty)} ground truths hold no object ({_examples(self.empty)}): they are scored apart"
+            )
         if self.all_void:
             lines.append(
                 f"{len(self.all_void)} masks are all 'void' or ignore ({_examples(self.all_void)}): those images have no usable "

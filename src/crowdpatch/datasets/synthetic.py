@@ -147,7 +147,9 @@ def render_background(kind: str, size: int, rng: np.random.Generator) -> np.ndar
             angle = np.pi / 2 + rng.normal(0.0, 0.35)
             wavelength = size * rng.uniform(0.12, 0.35)
             wobble = 0.8 * np.sin(2 * np.pi * xx / (size * rng.uniform(0.3, 0.8)) + rng.uniform(0, 2 * np.pi))
-            waves += np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / wavelength + wobble + rng.uniform(0, 2 * np.pi))
+            waves += np.sin(
+                2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / wavelength + wobble + rng.uniform(0, 2 * np.pi)
+            )
         shade = waves / 3
         highlight = 60.0 * np.clip(shade - 0.6, 0.0, None)
         image = base * (1 + 0.2 * shade)[:, :, None] + highlight[:, :, None]
@@ -157,7 +159,9 @@ def render_background(kind: str, size: int, rng: np.random.Generator) -> np.ndar
         brown = rng.uniform((105, 75, 35), (150, 110, 70)).astype(np.float32)
         cells = int(rng.integers(3, 7))
         coarse = cv2.resize(rng.random((cells, cells), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
-        fine = cv2.resize(rng.random((cells * 3, cells * 3), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+        fine = cv2.resize(
+            rng.random((cells * 3, cells * 3), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+        )
         weight = np.clip((0.75 * coarse + 0.25 * fine - 0.5) * 3 + 0.5, 0.0, 1.0)[:, :, None]
         image = green * (1 - weight) + brown * weight
         image += rng.normal(0.0, 9.0, (size, size, 1)) + rng.normal(0.0, 3.0, (size, size, 3))
@@ -234,7 +238,9 @@ class CutoutPool:
             if image.suffix.lower() in IMAGE_EXTENSIONS and image.stem in masks
         ]
         if not self.pairs:
-            raise ValueError(f"cut-out source {source.label!r}: no image/mask pairs in {source.images_dir} and {source.masks_dir}")
+            raise ValueError(
+                f"cut-out source {source.label!r}: no image/mask pairs in {source.images_dir} and {source.masks_dir}"
+            )
         self.source = source
         self.max_side = max_side
         self.cache: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}

@@ -25,13 +25,13 @@ from crowdpatch.masks.export import (
     write_soft_png,
 )
 from crowdpatch.masks.metrics import has_object, mask_iou
-from crowdpatch.saliency.outline import outline_mask, salient_pixels
-from crowdpatch.masks.refine import grabcut_refine, refined_soft
 from crowdpatch.masks.polygons import build_polygon_masks
+from crowdpatch.masks.refine import grabcut_refine, refined_soft
 from crowdpatch.patches.lattice import WindowKey, grid_cells
 from crowdpatch.patches.rasterize import binarize, rasterize_cells, rasterize_windows
 from crowdpatch.project import Project
 from crowdpatch.saliency.clusters import resolve_threshold
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.saliency.stored import load_saliency
 from crowdpatch.store.models import ImageRow, MaskRow, RegionRow, TaskRow
 
@@ -86,7 +86,9 @@ class MaskBuilder:
         self.posteriors: pd.Series = posteriors(votes, project.config.aggregation.method)
         self.adaptive = project.config.crowd.planner == "adaptive"
         with project.sessions() as session:
-            paths = dict(session.execute(select(ImageRow.id, ImageRow.path).where(ImageRow.project_id == project.id)).all())
+            paths = dict(
+                session.execute(select(ImageRow.id, ImageRow.path).where(ImageRow.project_id == project.id)).all()
+            )
         self.names = mask_names(paths, project.config.images_dir)
         """Each image's output file name: its input's stem, told apart when stems repeat."""
 
@@ -96,7 +98,9 @@ class MaskBuilder:
             image = session.get(ImageRow, image_id)
             shape = (image.height, image.width)
             regions = session.scalars(
-                select(RegionRow).where(RegionRow.image_id == image_id, RegionRow.verdict == "accepted").order_by(RegionRow.id)
+                select(RegionRow)
+                .where(RegionRow.image_id == image_id, RegionRow.verdict == "accepted")
+                .order_by(RegionRow.id)
             ).all()
             soft = np.zeros(shape, dtype=np.float32)
             windows: list[WindowPosterior] = []
@@ -105,7 +109,9 @@ class MaskBuilder:
                 box = Box.from_list(region.box)
                 boxes.append(box)
                 tasks = session.scalars(
-                    select(TaskRow).where(TaskRow.region_id == region.id, TaskRow.kind.in_(("patch", "grid", "outline")))
+                    select(TaskRow).where(
+                        TaskRow.region_id == region.id, TaskRow.kind.in_(("patch", "grid", "outline"))
+                    )
                 ).all()
                 window_p: dict[WindowKey, float] = {}
                 answered = False
@@ -193,7 +199,9 @@ def build_masks(
     out = project.path("masks")
     with project.sessions() as session:
         images = session.execute(
-            select(ImageRow.id, ImageRow.path, ImageRow.mask_path, ImageRow.saliency_path, ImageRow.width, ImageRow.height)
+            select(
+                ImageRow.id, ImageRow.path, ImageRow.mask_path, ImageRow.saliency_path, ImageRow.width, ImageRow.height
+            )
             .where(ImageRow.project_id == project.id, ImageRow.stage.notin_(("new", "error")))
             .order_by(ImageRow.id)
         ).all()

@@ -13,8 +13,8 @@ import json
 import os
 import re
 import tempfile
-from collections import Counter
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

@@ -43,12 +43,22 @@ def grabcut_refine(rgb: np.ndarray, binary: np.ndarray, band: int) -> np.ndarray
     else:
         small_rgb, small = rgb, binary
     labels = trimap(small, band)
-    if not ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).any() or not ((labels == cv2.GC_BGD) | (labels == cv2.GC_PR_BGD)).any():
+    if (
+        not ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).any()
+        or not ((labels == cv2.GC_BGD) | (labels == cv2.GC_PR_BGD)).any()
+    ):
         return binary
     background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
     try:
-        cv2.grabCut(cv2.cvtColor(np.ascontiguousarray(small_rgb), cv2.COLOR_RGB2BGR), labels, None, background, foreground,
-                    ITERATIONS, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(
+            cv2.cvtColor(np.ascontiguousarray(small_rgb), cv2.COLOR_RGB2BGR),
+            labels,
+            None,
+            background,
+            foreground,
+            ITERATIONS,
+            cv2.GC_INIT_WITH_MASK,
+        )
     except cv2.error:
         # Degenerate colour statistics (e.g. a flat image): keep the crowd's mask.
         return binary

@@ -4,4 +4,12 @@ from crowdpatch.report.figures import AskedWindow, SampleFigure, build_panels, r
 from crowdpatch.report.html import TrainingFigures, write_report
 from crowdpatch.report.selection import pick_samples
 
-__all__ = ["AskedWindow", "SampleFigure", "TrainingFigures", "build_panels", "pick_samples", "render_sample", "write_report"]
+__all__ = [
+    "AskedWindow",
+    "SampleFigure",
+    "TrainingFigures",
+    "build_panels",
+    "pick_samples",
+    "render_sample",
+    "write_report",
+]

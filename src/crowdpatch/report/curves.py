@@ -38,7 +38,11 @@ def point_from_summary(summary: dict[str, Any], dataset: str) -> CurvePoint | No
     settings = summary.get("settings", {})
     planner = settings.get("planner", "fixed")
     budget = settings.get("budget_seconds")
-    label = f"grid {settings.get('grid_size')}" if settings.get("presentation") == "grid" else f"depth {settings.get('max_depth')}"
+    label = (
+        f"grid {settings.get('grid_size')}"
+        if settings.get("presentation") == "grid"
+        else f"depth {settings.get('max_depth')}"
+    )
     if budget:
         label += f", budget {budget:g} s"
     return CurvePoint(planner, dataset, float(seconds), float(iou), label)
@@ -52,7 +56,9 @@ def summary_points(summary: dict[str, Any], dataset: str) -> list[CurvePoint]:
         points.append(point)
     adaptive = summary.get("adaptive")
     if adaptive and adaptive.get("mask_iou") is not None:
-        points.append(CurvePoint("adaptive", dataset, adaptive["modeled_seconds_per_image"], adaptive["mask_iou"], "demo"))
+        points.append(
+            CurvePoint("adaptive", dataset, adaptive["modeled_seconds_per_image"], adaptive["mask_iou"], "demo")
+        )
     return points
 
 
@@ -71,8 +77,14 @@ def load_points(paths: Iterable[Path]) -> list[CurvePoint]:
     return points
 
 
-def plot_curves(points: list[CurvePoint], polygon_seconds: float, path: Path,
-                polygon_iou: float | None = None, saliency_iou: float | None = None, annotate: bool = False) -> Path:
+def plot_curves(
+    points: list[CurvePoint],
+    polygon_seconds: float,
+    path: Path,
+    polygon_iou: float | None = None,
+    saliency_iou: float | None = None,
+    annotate: bool = False,
+) -> Path:
     """One figure: a line per (planner, dataset), sorted by cost, and the polygon cost as a vertical line.
 
     ``polygon_iou`` also marks the polygon reference as a point (1.0 when polygons are the ground
@@ -92,14 +104,29 @@ def plot_curves(points: list[CurvePoint], polygon_seconds: float, path: Path,
         # One colour per dataset, one line style per planner: the gap between planners reads at a glance.
         style = "-o" if planner == "adaptive" else "--s"
         colour = f"C{datasets.index(dataset) % 10}"
-        ax.plot([p.seconds for p in members], [p.iou for p in members], style, color=colour, label=f"{planner} ({dataset})")
+        ax.plot(
+            [p.seconds for p in members], [p.iou for p in members], style, color=colour, label=f"{planner} ({dataset})"
+        )
         if annotate:
             for p in members:
-                ax.annotate(f"{planner}: {p.seconds:.0f} s, IoU {p.iou:.2f}", (p.seconds, p.iou), xytext=(6, -12),
-                            textcoords="offset points", fontsize=8, color=colour)
+                ax.annotate(
+                    f"{planner}: {p.seconds:.0f} s, IoU {p.iou:.2f}",
+                    (p.seconds, p.iou),
+                    xytext=(6, -12),
+                    textcoords="offset points",
+                    fontsize=8,
+                    color=colour,
+                )
     ax.axvline(polygon_seconds, color="black", linestyle=":", label=f"polygon ({polygon_seconds:g} s per object)")
     if polygon_iou is not None:
-        ax.plot([polygon_seconds], [polygon_iou], "*", color="black", markersize=12, label=f"polygon mask (IoU {polygon_iou:.2f})")
+        ax.plot(
+            [polygon_seconds],
+            [polygon_iou],
+            "*",
+            color="black",
+            markersize=12,
+            label=f"polygon mask (IoU {polygon_iou:.2f})",
+        )
     if saliency_iou is not None:
         ax.axhline(saliency_iou, color="grey", linestyle="-.", label=f"saliency alone, 0 s (IoU {saliency_iou:.2f})")
     ax.set_xscale("log")
@@ -125,5 +152,7 @@ def curves_table(points: list[CurvePoint], polygon_seconds: float) -> str:
     """The same points as a Markdown table, cheapest first per curve."""
     lines = ["| planner | dataset | point | s/image | vs polygon | mask IoU |", "|---|---|---|---|---|---|"]
     for p in sorted(points, key=lambda p: (p.dataset, p.planner, p.seconds)):
-        lines.append(f"| {p.planner} | {p.dataset} | {p.label} | {p.seconds:.1f} | {polygon_seconds / p.seconds:.2f}x | {p.iou:.3f} |")
+        lines.append(
+            f"| {p.planner} | {p.dataset} | {p.label} | {p.seconds:.1f} | {polygon_seconds / p.seconds:.2f}x | {p.iou:.3f} |"
+        )
     return "\n".join(lines)

@@ -142,8 +142,9 @@ def _dim_outside(image: np.ndarray, inside: np.ndarray) -> np.ndarray:
 
 def _outline(ax, values: np.ndarray, level: float, colour: str, width: float, dashed: bool = False) -> None:
     if values.min() < level <= values.max():
-        contour = ax.contour(values, levels=[level], colors=[colour], linewidths=width,
-                             linestyles="dashed" if dashed else "solid")
+        contour = ax.contour(
+            values, levels=[level], colors=[colour], linewidths=width, linestyles="dashed" if dashed else "solid"
+        )
         contour.set(path_effects=_halo(width))
 
 
@@ -172,8 +173,13 @@ def build_panels(sample: SampleFigure) -> dict[str, Figure]:
     # Slightly dimmed, so the red / green outlines of the questions stay legible over any colours.
     ax.imshow(_dim_outside(image, np.full((height, width), 0.75)), interpolation="nearest", aspect="auto")
     _draw_windows(ax, sample.windows)
-    regions = PolyCollection([_box_polygon(r) for r in sample.regions], closed=True, facecolors="none",
-                             edgecolors=REGION_COLOUR, linewidths=2.0)
+    regions = PolyCollection(
+        [_box_polygon(r) for r in sample.regions],
+        closed=True,
+        facecolors="none",
+        edgecolors=REGION_COLOUR,
+        linewidths=2.0,
+    )
     regions.set(path_effects=_halo(2.0))
     ax.add_collection(regions)
     _finish_axes(ax, height, width)

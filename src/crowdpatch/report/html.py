@@ -140,23 +140,40 @@ def _overview_table(summary: Mapping) -> list[str]:
         return []
     esc = html.escape
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = ["<tr>" + "".join(f'<td class="{"name" if j == 0 else "value"}">{esc(cell)}</td>' for j, cell in enumerate(row)) + "</tr>"
-            for row in rows]
-    explained = "s/image: human seconds per image; x polygon is how many times faster than tracing a polygon (below 1: slower)."
+    body = [
+        "<tr>"
+        + "".join(f'<td class="{"name" if j == 0 else "value"}">{esc(cell)}</td>' for j, cell in enumerate(row))
+        + "</tr>"
+        for row in rows
+    ]
+    explained = (
+        "s/image: human seconds per image; x polygon is how many times faster than tracing a polygon (below 1: slower)."
+    )
     if len(columns) == len(COLUMNS):
-        explained += (" Worst group: the test accuracy, on the group it does worst on, of a classifier"
-                      " trained with that mask.")
-    return ["<h2>At a glance</h2>", '<div class="scroll"><table>', f"<tr>{head}</tr>", *body, "</table></div>",
-            f"<p>{esc(explained)}</p>"]
+        explained += (
+            " Worst group: the test accuracy, on the group it does worst on, of a classifier trained with that mask."
+        )
+    return [
+        "<h2>At a glance</h2>",
+        '<div class="scroll"><table>',
+        f"<tr>{head}</tr>",
+        *body,
+        "</table></div>",
+        f"<p>{esc(explained)}</p>",
+    ]
 
 
 def _cost_section(summary: Mapping, cost_figure: str | None) -> list[str]:
     if cost_figure is None:
         return []
-    return ["<h2>Cost against mask quality</h2>",
-            (f'<figure><img src="{html.escape(quote(cost_figure))}" alt="human seconds per image against mask IoU">'
-             "<figcaption>Each planner's human seconds per image against its mask IoU; saliency alone costs no human "
-             "time; the polygon reference is what tracing the object would cost.</figcaption></figure>")]
+    return [
+        "<h2>Cost against mask quality</h2>",
+        (
+            f'<figure><img src="{html.escape(quote(cost_figure))}" alt="human seconds per image against mask IoU">'
+            "<figcaption>Each planner's human seconds per image against its mask IoU; saliency alone costs no human "
+            "time; the polygon reference is what tracing the object would cost.</figcaption></figure>"
+        ),
+    ]
 
 
 def _training_section(summary: Mapping, training: TrainingFigures | None) -> list[str]:
@@ -166,40 +183,69 @@ def _training_section(summary: Mapping, training: TrainingFigures | None) -> lis
     esc = html.escape
     energy = summary.get("attention_energy_in_mask") or {}
     settings = summary.get("training") or {}
-    names = {"none": "none (plain training)", "patch": "crowd, fixed planner", "gt": "ground truth", "saliency": "saliency alone"}
-    rows = [(names.get(guide, guide), figures.get("mean"), figures.get("worst_group"), energy.get(guide))
-            for guide, figures in accuracy.items()]
+    names = {
+        "none": "none (plain training)",
+        "patch": "crowd, fixed planner",
+        "gt": "ground truth",
+        "saliency": "saliency alone",
+    }
+    rows = [
+        (names.get(guide, guide), figures.get("mean"), figures.get("worst_group"), energy.get(guide))
+        for guide, figures in accuracy.items()
+    ]
     adaptive = summary.get("adaptive") or {}
     if isinstance(adaptive.get("accuracy"), Mapping):
-        rows.append(("crowd, adaptive planner", adaptive["accuracy"].get("mean"), adaptive["accuracy"].get("worst_group"),
-                     adaptive.get("attention_energy_in_mask")))
-    parts = ["<h2>Training against the shortcut</h2>",
-             (f"<p>A {esc(str(settings.get('model', 'small')))} classifier trained "
-              f"{esc(str(settings.get('epochs', '')))} epochs per guide (loss {esc(str(settings.get('loss', '')))}); "
-              "test images balanced over (class, background) groups. Worst group: accuracy on the group the classifier "
-              "does worst on; CAM on object: share of its class activation map on the object.</p>"),
-             '<div class="scroll"><table><tr><th>guide</th><th>accuracy</th><th>worst group</th><th>CAM on object</th></tr>',
-             *(f'<tr><td>{esc(name)}</td>' + "".join(f'<td class="value">{_fraction(x)}</td>' for x in (a, w, e)) + "</tr>"
-               for name, a, w, e in rows),
-             "</table></div>"]
+        rows.append(
+            (
+                "crowd, adaptive planner",
+                adaptive["accuracy"].get("mean"),
+                adaptive["accuracy"].get("worst_group"),
+                adaptive.get("attention_energy_in_mask"),
+            )
+        )
+    parts = [
+        "<h2>Training against the shortcut</h2>",
+        (
+            f"<p>A {esc(str(settings.get('model', 'small')))} classifier trained "
+            f"{esc(str(settings.get('epochs', '')))} epochs per guide (loss {esc(str(settings.get('loss', '')))}); "
+            "test images balanced over (class, background) groups. Worst group: accuracy on the group the classifier "
+            "does worst on; CAM on object: share of its class activation map on the object.</p>"
+        ),
+        '<div class="scroll"><table><tr><th>guide</th><th>accuracy</th><th>worst group</th><th>CAM on object</th></tr>',
+        *(
+            f"<tr><td>{esc(name)}</td>" + "".join(f'<td class="value">{_fraction(x)}</td>' for x in (a, w, e)) + "</tr>"
+            for name, a, w, e in rows
+        ),
+        "</table></div>",
+    ]
     if training is not None:
         charts = []
         if training.bar_chart:
-            charts.append(f'<figure><img src="{esc(quote(training.bar_chart))}" alt="worst-group accuracy per guide">'
-                          "<figcaption>Test worst-group accuracy per guide.</figcaption></figure>")
+            charts.append(
+                f'<figure><img src="{esc(quote(training.bar_chart))}" alt="worst-group accuracy per guide">'
+                "<figcaption>Test worst-group accuracy per guide.</figcaption></figure>"
+            )
         if training.cams:
-            charts.append(f'<figure><img src="{esc(quote(training.cams))}" alt="class activation maps per guide">'
-                          "<figcaption>Where each classifier looks (class activation maps) on test images whose "
-                          "background disagrees with their class; top row: the images.</figcaption></figure>")
+            charts.append(
+                f'<figure><img src="{esc(quote(training.cams))}" alt="class activation maps per guide">'
+                "<figcaption>Where each classifier looks (class activation maps) on test images whose "
+                "background disagrees with their class; top row: the images.</figcaption></figure>"
+            )
         if charts:
             parts += ['<div class="charts">', *charts, "</div>"]
         if training.page:
-            parts.append(f'<p><a href="{esc(quote(training.page))}">The experiment\'s own page</a> (per-metric table).</p>')
+            parts.append(
+                f'<p><a href="{esc(quote(training.page))}">The experiment\'s own page</a> (per-metric table).</p>'
+            )
     return parts
 
 
 def _fraction(value: object) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else "n/a"
+    return (
+        f"{value:.2f}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else "n/a"
+    )
 
 
 def _sample_section(figures: Sequence[tuple[str, SampleFigure, Mapping[str, str]]]) -> list[str]:
@@ -224,8 +270,10 @@ def _sample_section(figures: Sequence[tuple[str, SampleFigure, Mapping[str, str]
             caption = PANEL_CAPTIONS[panel].format(windows=len(sample.windows))
             if panel == "truth" and np.any(np.asarray(sample.gt_mask) == GT_IGNORE):
                 caption += "; orange = ignored band"
-            parts.append(f'<figure><img src="{esc(quote(src))}" alt="{esc(sample.name)}: {esc(panel)}" '
-                         f'width="{width}" height="{height}"><figcaption>{esc(caption)}</figcaption></figure>')
+            parts.append(
+                f'<figure><img src="{esc(quote(src))}" alt="{esc(sample.name)}: {esc(panel)}" '
+                f'width="{width}" height="{height}"><figcaption>{esc(caption)}</figcaption></figure>'
+            )
         parts += ["</div>", "</section>"]
     return parts
 
@@ -276,8 +324,14 @@ def plot_cost(summary: Mapping, path: Path) -> Path | None:
     seconds = summary.get("measured_seconds_per_image") or summary.get("modeled_seconds_per_image") or {}
     iou = summary.get("mask_iou") or {}
     polygon_iou = iou.get("polygon") if iou.get("polygon") is not None else 1.0
-    return plot_curves(points, float(seconds.get("polygon", 79.0)), path, polygon_iou=polygon_iou,
-                       saliency_iou=iou.get("saliency"), annotate=True)
+    return plot_curves(
+        points,
+        float(seconds.get("polygon", 79.0)),
+        path,
+        polygon_iou=polygon_iou,
+        saliency_iou=iou.get("saliency"),
+        annotate=True,
+    )
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

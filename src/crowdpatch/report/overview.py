@@ -48,18 +48,40 @@ def overview_rows(summary: dict[str, Any]) -> list[OverviewRow]:
     if "none" in accuracy:
         rows.append(OverviewRow("none (plain training)", None, None, None, _worst_group(accuracy["none"])))
     if iou.get("saliency") is not None or "saliency" in accuracy:
-        rows.append(OverviewRow("saliency alone", iou.get("saliency"), 0.0, None, _worst_group(accuracy.get("saliency"))))
+        rows.append(
+            OverviewRow("saliency alone", iou.get("saliency"), 0.0, None, _worst_group(accuracy.get("saliency")))
+        )
     if summary.get("answers"):
-        rows.append(OverviewRow(f"crowd, {planner} planner", iou.get("patch"), seconds.get("patch"),
-                                summary.get("speedup_vs_polygon"), _worst_group(accuracy.get("patch"))))
+        rows.append(
+            OverviewRow(
+                f"crowd, {planner} planner",
+                iou.get("patch"),
+                seconds.get("patch"),
+                summary.get("speedup_vs_polygon"),
+                _worst_group(accuracy.get("patch")),
+            )
+        )
     adaptive = summary.get("adaptive")
     if adaptive:
-        rows.append(OverviewRow("crowd, adaptive planner", adaptive.get("mask_iou"), adaptive.get("modeled_seconds_per_image"),
-                                adaptive.get("speedup_vs_polygon"), _worst_group(adaptive.get("accuracy"))))
+        rows.append(
+            OverviewRow(
+                "crowd, adaptive planner",
+                adaptive.get("mask_iou"),
+                adaptive.get("modeled_seconds_per_image"),
+                adaptive.get("speedup_vs_polygon"),
+                _worst_group(adaptive.get("accuracy")),
+            )
+        )
     if seconds.get("polygon") is not None:
         # A polygon traced on the object is the ground truth unless a baseline study measured its IoU.
-        polygon_iou = iou.get("polygon") if iou.get("polygon") is not None else (1.0 if iou.get("patch") is not None else None)
-        rows.append(OverviewRow("polygon (ground truth)", polygon_iou, seconds["polygon"], 1.0, _worst_group(accuracy.get("gt"))))
+        polygon_iou = (
+            iou.get("polygon") if iou.get("polygon") is not None else (1.0 if iou.get("patch") is not None else None)
+        )
+        rows.append(
+            OverviewRow(
+                "polygon (ground truth)", polygon_iou, seconds["polygon"], 1.0, _worst_group(accuracy.get("gt"))
+            )
+        )
     return rows
 
 

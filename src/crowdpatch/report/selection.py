@@ -22,8 +22,8 @@ def pick_samples(ious: Sequence[float | None], per_group: int = PER_GROUP) -> li
     start = max(0, min(count - per_group, count // 2 - per_group // 2))
     groups = {
         BEST: scored[:per_group],
-        WORST: scored[max(per_group, count - per_group):],
-        MEDIAN: scored[start:start + per_group],
+        WORST: scored[max(per_group, count - per_group) :],
+        MEDIAN: scored[start : start + per_group],
     }
     taken: set[int] = set()
     picked: dict[str, list[int]] = {}

@@ -12,9 +12,9 @@ from crowdpatch.saliency.base import (
     normalize_unit,
     register_backend,
 )
+from crowdpatch.saliency.clusters import Cluster, clusters_from_config, extract_clusters, resolve_threshold
 from crowdpatch.saliency.csnet import CSNetBackend
 from crowdpatch.saliency.onnx_backend import ONNXBackend
-from crowdpatch.saliency.clusters import Cluster, clusters_from_config, extract_clusters, resolve_threshold
 from crowdpatch.saliency.opencv_static import FineGrainedBackend, OpenCVStaticBackend, SpectralResidualBackend
 from crowdpatch.saliency.oracle import GroundTruthBackend
 

@@ -30,7 +30,9 @@ def box_iou(a: Box, b: Box) -> float:
 class BingProposer:
     """The top boxes of OpenCV's BING, after non-maximum suppression and size limits."""
 
-    def __init__(self, model_dir: str | Path, top_k: int = 3, min_area: float = 0.01, max_area: float = 0.9, nms_iou: float = 0.5):
+    def __init__(
+        self, model_dir: str | Path, top_k: int = 3, min_area: float = 0.01, max_area: float = 0.9, nms_iou: float = 0.5
+    ):
         model_dir = Path(model_dir)
         missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
         if missing:
@@ -49,7 +51,12 @@ class BingProposer:
         kept: list[Box] = []
         # BING returns its boxes ranked, best first.
         for x0, y0, x1, y1 in boxes.reshape(-1, 4):
-            left, top, right, bottom = max(0, int(x0)), max(0, int(y0)), min(width, int(x1) + 1), min(height, int(y1) + 1)
+            left, top, right, bottom = (
+                max(0, int(x0)),
+                max(0, int(y0)),
+                min(width, int(x1) + 1),
+                min(height, int(y1) + 1),
+            )
             if right <= left or bottom <= top:
                 continue
             box = Box(left, top, right, bottom)
@@ -61,7 +68,12 @@ class BingProposer:
             if len(kept) == self.top_k:
                 break
         return [
-            Cluster(box=box, component_box=box, mass=float(self.top_k - rank), area=box.area,
-                    outline=[[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]])
+            Cluster(
+                box=box,
+                component_box=box,
+                mass=float(self.top_k - rank),
+                area=box.area,
+                outline=[[box.x0, box.y0], [box.x1, box.y0], [box.x1, box.y1], [box.x0, box.y1]],
+            )
             for rank, box in enumerate(kept)
         ]

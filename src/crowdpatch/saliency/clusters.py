@@ -101,9 +101,7 @@ def clusters_from_config(saliency: np.ndarray, cfg: SaliencyConfig) -> list[Clus
             raise ValueError(
                 f"saliency.threshold must be 'adaptive' or a number in [0, 1], got {cfg.threshold!r}"
             ) from None
-    return extract_clusters(
-        saliency, threshold=threshold, min_area=cfg.min_area, top_k=cfg.top_k, padding=cfg.padding
-    )
+    return extract_clusters(saliency, threshold=threshold, min_area=cfg.min_area, top_k=cfg.top_k, padding=cfg.padding)
 
 
 def _cluster(
@@ -112,7 +110,7 @@ def _cluster(
     height, width = labels.shape
     x, y = int(stat[cv2.CC_STAT_LEFT]), int(stat[cv2.CC_STAT_TOP])
     component_box = Box(x, y, x + int(stat[cv2.CC_STAT_WIDTH]), y + int(stat[cv2.CC_STAT_HEIGHT]))
-    component = (labels[component_box.y0 : component_box.y1, component_box.x0 : component_box.x1] == label)
+    component = labels[component_box.y0 : component_box.y1, component_box.x0 : component_box.x1] == label
     contours, _ = cv2.findContours(
         component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y)
     )

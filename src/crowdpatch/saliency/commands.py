@@ -11,9 +11,13 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("export-onnx")
     def export_onnx_command(
-        weights: Annotated[Path, typer.Option(help="Official CSNet checkpoint (e.g. csnet-L-x2.pth.tar; not shipped).")],
+        weights: Annotated[
+            Path, typer.Option(help="Official CSNet checkpoint (e.g. csnet-L-x2.pth.tar; not shipped).")
+        ],
         out: Annotated[Path, typer.Option(help="ONNX file to write.")],
-        layer_config: Annotated[Optional[Path], typer.Option(help="Layout JSON (default: <checkpoint>.layer_config.json next to it).")] = None,
+        layer_config: Annotated[
+            Optional[Path], typer.Option(help="Layout JSON (default: <checkpoint>.layer_config.json next to it).")
+        ] = None,
         input_size: Annotated[int, typer.Option(help="Square input size in px (a multiple of 16).")] = 224,
     ) -> None:
         """Export CSNet to ONNX (input `image` N x 3 x S x S ImageNet-normalised, output `logits`);

@@ -146,7 +146,9 @@ class _DepthwiseWeight(nn.Module):
 class ILBlock(nn.Module):
     """gOctConv (``conv1x1``, 3x3 when ``wide``) then two per-scale depthwise 3x3 layers."""
 
-    def __init__(self, in_widths: Sequence[int], out_widths: Sequence[int], stride: int = 1, wide: bool = False) -> None:
+    def __init__(
+        self, in_widths: Sequence[int], out_widths: Sequence[int], stride: int = 1, wide: bool = False
+    ) -> None:
         super().__init__()
         kernel = 3 if (wide or stride == 2) else 1
         self.conv1x1 = GOctConvBNPReLU(in_widths, out_widths, kernel, stride)

@@ -61,7 +61,9 @@ def maps_to_images(maps: np.ndarray, images: Sequence[np.ndarray]) -> list[np.nd
     out = []
     for saliency, image in zip(maps, images):
         height, width = image.shape[:2]
-        resized = cv2.resize(np.ascontiguousarray(saliency, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(
+            np.ascontiguousarray(saliency, np.float32), (width, height), interpolation=cv2.INTER_LINEAR
+        )
         out.append(np.clip(resized, 0.0, 1.0).astype(np.float32))
     return out
 

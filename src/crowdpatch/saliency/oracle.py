@@ -12,6 +12,7 @@ import numpy as np
 
 from crowdpatch.saliency.base import SaliencyBackend, check_rgb_image, register_backend
 
+
 @register_backend("gt")
 class GroundTruthBackend(SaliencyBackend):
     """Object pixels (mask value 1) are 1.0; background (0) and ignore (255) pixels are 0.0.

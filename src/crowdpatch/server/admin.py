@@ -39,12 +39,22 @@ def dashboard(project: str, state: State) -> dict:
     live = state.live_masks
     workers = live.workers()
     with state.project.sessions() as session:
-        locals_ = dict(session.execute(select(WorkerRow.external_id, WorkerRow.id).where(
-            WorkerRow.project_id == state.project.id, WorkerRow.platform == "local")).all())
+        locals_ = dict(
+            session.execute(
+                select(WorkerRow.external_id, WorkerRow.id).where(
+                    WorkerRow.project_id == state.project.id, WorkerRow.platform == "local"
+                )
+            ).all()
+        )
     for row in workers:
         if row["platform"] == "local":
             row["completion_code"] = local_completion_code(state.server.invite_secret, locals_[row["worker"]])
-    return {"progress": progress(state.project), "pace": pace(state.project), "workers": workers, "previews": live.preview_images()}
+    return {
+        "progress": progress(state.project),
+        "pace": pace(state.project),
+        "workers": workers,
+        "previews": live.preview_images(),
+    }
 
 
 @router.get("/masks/{image_id}.png", response_class=Response)
@@ -75,7 +85,9 @@ def mask_over_photo(
             raise HTTPException(404, "no such image")
         path = row.path
     soft = state.live_masks.builder().image_mask(image_id).soft
-    return Response(images.mask_preview(path, soft, px, dpr), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    return Response(
+        images.mask_preview(path, soft, px, dpr), media_type="image/jpeg", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.post("/export")
@@ -94,19 +106,49 @@ def answers_csv(project: str, state: State) -> Response:
     check_project(state, project)
     buffer = io.StringIO()
     out = csv.writer(buffer)
-    out.writerow(["answer_id", "task_id", "kind", "image_id", "worker", "platform", "value", "seconds", "time_source", "client_ms", "answered_at"])
+    out.writerow(
+        [
+            "answer_id",
+            "task_id",
+            "kind",
+            "image_id",
+            "worker",
+            "platform",
+            "value",
+            "seconds",
+            "time_source",
+            "client_ms",
+            "answered_at",
+        ]
+    )
     with state.project.sessions() as session:
         for row in session.execute(
-            select(AnswerRow.id, AnswerRow.task_id, TaskRow.kind, TaskRow.image_id, WorkerRow.external_id, WorkerRow.platform,
-                   AnswerRow.value, AnswerRow.seconds, AnswerRow.time_source, AnswerRow.client_ms, AnswerRow.answered_at)
-            .join(TaskRow, TaskRow.id == AnswerRow.task_id).join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
-            .where(TaskRow.project_id == state.project.id).order_by(AnswerRow.id)
+            select(
+                AnswerRow.id,
+                AnswerRow.task_id,
+                TaskRow.kind,
+                TaskRow.image_id,
+                WorkerRow.external_id,
+                WorkerRow.platform,
+                AnswerRow.value,
+                AnswerRow.seconds,
+                AnswerRow.time_source,
+                AnswerRow.client_ms,
+                AnswerRow.answered_at,
+            )
+            .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+            .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
+            .where(TaskRow.project_id == state.project.id)
+            .order_by(AnswerRow.id)
         ):
             values = list(row)
             values[6] = json.dumps(values[6])
             out.writerow(values)
-    return Response(buffer.getvalue(), media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{project}-answers.csv"'})
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{project}-answers.csv"'},
+    )
 
 
 @router.post("/invites")

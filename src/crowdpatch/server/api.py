@@ -21,21 +21,48 @@ from sqlalchemy import select
 from starlette.routing import BaseRoute, Match
 
 from crowdpatch.boxes import Box
-from crowdpatch.saliency.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.crowd.dispatch.database import NextTask
 from crowdpatch.crowd.dispatch.rules import (
-    AnswerRejected, Assignment, NewAnswer, NotLeased, SessionComplete, TooManyHeld, WorkerStopped,
+    AnswerRejected,
+    Assignment,
+    NewAnswer,
+    NotLeased,
+    SessionComplete,
+    TooManyHeld,
+    WorkerStopped,
 )
 from crowdpatch.crowd.kinds import shown_kind
+from crowdpatch.saliency.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.server import images, refusals
 from crowdpatch.server.limits import Message, Receive, Scope, Send
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.refusals import WorkerRefused
-from crowdpatch.server.schemas import AnswerRequest, AnswerResponse, CompletionResponse, SessionRequest, SessionResponse, TaskResponse
-from crowdpatch.server.state import (
-    AUTHORIZATION_DOC, ServerState, State, Worker, authenticate, check_project, requester, server_state,
+from crowdpatch.server.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    CompletionResponse,
+    SessionRequest,
+    SessionResponse,
+    TaskResponse,
 )
-from crowdpatch.server.tokens import BadToken, WorkerSession, check_invite, constant_time_equal, image_signature, issue_session
+from crowdpatch.server.state import (
+    AUTHORIZATION_DOC,
+    ServerState,
+    State,
+    Worker,
+    authenticate,
+    check_project,
+    requester,
+    server_state,
+)
+from crowdpatch.server.tokens import (
+    BadToken,
+    WorkerSession,
+    check_invite,
+    constant_time_equal,
+    image_signature,
+    issue_session,
+)
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
 
 API = "/api/v1"
@@ -51,6 +78,7 @@ DB_INT_MAX = 2**31 - 1
 
 MAX_EXCLUDE = 400
 """Longest ``exclude`` query of ``GET /tasks/next`` (a client shows a few task ids at most)."""
+
 
 @router.post("/projects/{project}/sessions", status_code=201, response_model=SessionResponse)
 def open_session(
@@ -77,7 +105,9 @@ def open_session(
     if row.banned:
         raise refusals.stopped(body.platform, state.server)
     server = state.server
-    session = WorkerSession(row.id, state.project.id, body.platform, body.mode, time.time() + server.session_hours * 3600)
+    session = WorkerSession(
+        row.id, state.project.id, body.platform, body.mode, time.time() + server.session_hours * 3600
+    )
     return SessionResponse(
         token=issue_session(server.session_secret, session),
         mode=body.mode,
@@ -137,12 +167,17 @@ def session_quota(state: ServerState, worker: WorkerSession) -> int | None:
 
 
 @router.get(
-    NEXT_TASK, response_model=TaskResponse, responses={204: {"description": "nothing left for this worker"}}, openapi_extra=AUTHORIZATION_DOC
+    NEXT_TASK,
+    response_model=TaskResponse,
+    responses={204: {"description": "nothing left for this worker"}},
+    openapi_extra=AUTHORIZATION_DOC,
 )
 async def next_task(
     request: Request,
     worker: Worker,
-    exclude: Annotated[str, Query(max_length=MAX_EXCLUDE, description="Comma-separated task ids already on screen.")] = "",
+    exclude: Annotated[
+        str, Query(max_length=MAX_EXCLUDE, description="Comma-separated task ids already on screen.")
+    ] = "",
 ) -> Response:
     """Lease the next question to this worker (204: nothing left, or the session's answers are given)."""
     return await lease_next(server_state(request), worker, exclude)
@@ -153,7 +188,9 @@ async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) ->
     quota = session_quota(state, worker)
     skip = tuple(int(t) for t in exclude.split(",") if t.strip().isdigit())
     try:
-        assignment = await in_dispatcher(state, state.dispatcher.next_task, worker.worker_id, worker.mode, skip, max_answers=quota)
+        assignment = await in_dispatcher(
+            state, state.dispatcher.next_task, worker.worker_id, worker.mode, skip, max_answers=quota
+        )
     except SessionComplete:
         return Response(status_code=204)
     except WorkerStopped as exc:
@@ -171,7 +208,11 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
 
 
 @router.post(
-    ANSWERS, status_code=201, response_model=AnswerResponse, responses={200: {"model": AnswerResponse}}, openapi_extra=AUTHORIZATION_DOC
+    ANSWERS,
+    status_code=201,
+    response_model=AnswerResponse,
+    responses={200: {"model": AnswerResponse}},
+    openapi_extra=AUTHORIZATION_DOC,
 )
 async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> Response:
     """Store an answer; the same ``client_id`` again returns 200 and the same body, storing nothing."""
@@ -181,13 +222,19 @@ async def post_answer(body: AnswerRequest, request: Request, worker: Worker) -> 
 async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRequest) -> Response:
     """``POST /answers`` once its request is read (by FastAPI, or by its :class:`FastRoute`)."""
     source = "modeled" if worker.platform == "simulated" else "measured"
-    answer = NewAnswer(worker.worker_id, int(body.task_id), body.value(), body.client_id, body.client_ms, time_source=source)
+    answer = NewAnswer(
+        worker.worker_id, int(body.task_id), body.value(), body.client_id, body.client_ms, time_source=source
+    )
     following: NextTask | None = None
     try:
         if body.next:
             stored, following = await in_dispatcher(
-                state, state.dispatcher.submit_and_next, answer,
-                mode=worker.mode, exclude=tuple(int(t) for t in body.exclude), max_answers=session_quota(state, worker),
+                state,
+                state.dispatcher.submit_and_next,
+                answer,
+                mode=worker.mode,
+                exclude=tuple(int(t) for t in body.exclude),
+                max_answers=session_quota(state, worker),
             )
         else:
             stored = await in_dispatcher(state, state.dispatcher.store, answer)
@@ -243,7 +290,9 @@ def task_image(
     w: Annotated[int, Query(ge=1, le=DB_INT_MAX)],
     s: Annotated[str, Query(max_length=64)],
     part: Literal["main", "context"] = "main",
-    px: Annotated[float | None, Query(ge=16, le=4096, description="Width the picture is shown at, in CSS pixels.")] = None,
+    px: Annotated[
+        float | None, Query(ge=16, le=4096, description="Width the picture is shown at, in CSS pixels.")
+    ] = None,
     dpr: Annotated[float, Query(ge=1, le=4, description="The screen's device pixels per CSS pixel.")] = 1.0,
 ) -> Response:
     """The picture of a task, by a signed link (``image_url`` / ``context_url`` of the task), drawn at ``px`` x ``dpr`` pixels wide.

@@ -20,11 +20,16 @@ def register(app: typer.Typer) -> None:
         directory: Annotated[Path, typer.Argument(help="Project directory.")],
         host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="TCP port (0: any free port; the links name the one taken).")] = 8000,
-        db: Annotated[Optional[str], typer.Option(help="Database URL (default: the project's); PostgreSQL for several processes.")] = None,
-        workers: Annotated[int, typer.Option(
-            help="Server processes. On SQLite they take turns writing (one writer at a time, by a file lock); "
-                 "PostgreSQL also serves processes on several machines.",
-        )] = 1,
+        db: Annotated[
+            Optional[str], typer.Option(help="Database URL (default: the project's); PostgreSQL for several processes.")
+        ] = None,
+        workers: Annotated[
+            int,
+            typer.Option(
+                help="Server processes. On SQLite they take turns writing (one writer at a time, by a file lock); "
+                "PostgreSQL also serves processes on several machines.",
+            ),
+        ] = 1,
     ) -> None:
         """Serve real workers (Prolific, MTurk, local invites) and the requester dashboard.
 
@@ -65,7 +70,9 @@ def register(app: typer.Typer) -> None:
             if db:
                 os.environ[ENV_DB] = db
             try:
-                uvicorn.run("crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, **quiet)
+                uvicorn.run(
+                    "crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, **quiet
+                )
             except SystemExit as exc:  # uvicorn's own startup failure (exit 3), which here means "input skipped"
                 if exc.code in (0, None):
                     raise
@@ -85,8 +92,12 @@ def print_links(config: ProjectConfig, base: str) -> None:
     name, key = config.name, config.server.effective_api_key()
     invite = make_invite(config.server.invite_secret, LOCAL_INVITE_LABEL)
     typer.echo(f"crowdpatch: serving {name} on {base}")
-    typer.echo(f"  invite link:  {worker_link(base, name, 'local', invite)}   (open it, or send it to the people you invite)")
+    typer.echo(
+        f"  invite link:  {worker_link(base, name, 'local', invite)}   (open it, or send it to the people you invite)"
+    )
     typer.echo(f"  Prolific:     {worker_link(base, name, 'prolific')}")
-    typer.echo(f"  MTurk:        {worker_link(base, name, 'mturk')}   (ExternalQuestion URL; opened without MTurk it asks for an invite)")
+    typer.echo(
+        f"  MTurk:        {worker_link(base, name, 'mturk')}   (ExternalQuestion URL; opened without MTurk it asks for an invite)"
+    )
     typer.echo(f"  dashboard:    {base}/admin/{name}?key={key}")
     typer.echo(f"  API key:      {key}")

@@ -19,7 +19,9 @@ from crowdpatch.boxes import Box
 from crowdpatch.saliency.outline import outline_polygons
 from crowdpatch.server import images
 
-ExampleName = Literal["verify-yes", "verify-no", "grid", "patch-yes", "patch-no", "patch-yes-context", "patch-no-context"]
+ExampleName = Literal[
+    "verify-yes", "verify-no", "grid", "patch-yes", "patch-no", "patch-yes-context", "patch-no-context"
+]
 
 SCENE_WIDTH, SCENE_HEIGHT = 640, 480
 OUTLINE_MARGIN_PX = 12
@@ -72,7 +74,9 @@ def scene() -> Scene:
     sky = np.array([150, 190, 235]) * (1 - 0.4 * ys) + np.array([215, 230, 245]) * 0.4 * ys
     photo = np.broadcast_to(sky, (SCENE_HEIGHT, SCENE_WIDTH, 3)).astype(np.float32).copy()
     ground = np.arange(SCENE_HEIGHT) >= SCENE_HEIGHT * 0.38
-    coarse = cv2.resize(rng.random((SCENE_HEIGHT // 8, SCENE_WIDTH // 8)), (SCENE_WIDTH, SCENE_HEIGHT), interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(
+        rng.random((SCENE_HEIGHT // 8, SCENE_WIDTH // 8)), (SCENE_WIDTH, SCENE_HEIGHT), interpolation=cv2.INTER_CUBIC
+    )
     leaves = np.clip(0.6 * coarse + 0.4 * rng.random((SCENE_HEIGHT, SCENE_WIDTH)), 0, 1)
     green = np.stack([40 + 50 * leaves, 95 + 90 * leaves, 30 + 35 * leaves], axis=-1)
     photo[ground] = green[ground]

@@ -95,8 +95,13 @@ def view_box(shown_kind: str, box: Box, width: int, height: int) -> Box:
     smaller. A grid's region grows to at most GRID_VIEW_GROWTH times its side: its cells stay large enough to tap."""
     if shown_kind in ("verify", "polygon"):
         return Box.whole(width, height)
+
     def span(low: int, high: int, limit: int) -> tuple[int, int]:
-        wanted = MIN_VIEW_SOURCE_PX if shown_kind != "grid" else min(MIN_VIEW_SOURCE_PX, round((high - low) * GRID_VIEW_GROWTH))
+        wanted = (
+            MIN_VIEW_SOURCE_PX
+            if shown_kind != "grid"
+            else min(MIN_VIEW_SOURCE_PX, round((high - low) * GRID_VIEW_GROWTH))
+        )
         size = min(max(high - low, wanted), limit)
         start = max(0, min(low - (size - (high - low)) // 2, limit - size))
         return start, start + size
@@ -114,9 +119,16 @@ def render_patch(image: Image.Image, box: Box, view: Box, width: int, dpr: float
     if view == box:
         return shown
     scale = width / view.width
-    inner = [(box.x0 - view.x0) * scale, (box.y0 - view.y0) * scale, (box.x1 - view.x0) * scale, (box.y1 - view.y0) * scale]
+    inner = [
+        (box.x0 - view.x0) * scale,
+        (box.y0 - view.y0) * scale,
+        (box.x1 - view.x0) * scale,
+        (box.y1 - view.y0) * scale,
+    ]
     lit = Image.new("L", shown.size, 0)
-    ImageDraw.Draw(lit).rectangle([round(inner[0]), round(inner[1]), round(inner[2]) - 1, round(inner[3]) - 1], fill=255)
+    ImageDraw.Draw(lit).rectangle(
+        [round(inner[0]), round(inner[1]), round(inner[2]) - 1, round(inner[3]) - 1], fill=255
+    )
     shown = Image.composite(shown, Image.eval(shown, lambda v: int(v * SURROUNDINGS_BRIGHTNESS)), lit)
     line = OUTLINE_CSS_PX * dpr
     reach = line * (0.5 + HALO_CSS_PX / OUTLINE_CSS_PX)  # the halo's outer edge from the line's middle
@@ -134,7 +146,9 @@ def render_context(image: Image.Image, box: Box, width: int, dpr: float) -> Imag
     return shown
 
 
-def render_outlined(image: Image.Image, box: Box, outlines: list[list[list[int]]], width: int, dpr: float) -> Image.Image:
+def render_outlined(
+    image: Image.Image, box: Box, outlines: list[list[list[int]]], width: int, dpr: float
+) -> Image.Image:
     """The whole image with a cluster (or a saliency mask) outlined: its contours when known, else its box."""
     shown = resampled(image, whole_box(image), width)
     scale = width / image.width
@@ -168,7 +182,11 @@ def context(path: str, box: Box, css_px: float = CONTEXT_CSS_PX, dpr: float = 1.
 
 @lru_cache(maxsize=RENDERED_CACHE_SIZE)
 def outlined(path: str, box: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-    return jpeg(render_outlined(_image(path), box, [list(map(list, outline)) for outline in outlines], device_width(css_px, dpr), dpr))
+    return jpeg(
+        render_outlined(
+            _image(path), box, [list(map(list, outline)) for outline in outlines], device_width(css_px, dpr), dpr
+        )
+    )
 
 
 @lru_cache(maxsize=RENDERED_CACHE_SIZE)

@@ -167,7 +167,11 @@ class RateLimit:
         image = IMAGE_PATH.match(str(scope.get("path", "")))
         if worker is None and image is not None:
             w, s = (query.get("w") or [""])[0], (query.get("s") or [""])[0]
-            if w.isdigit() and len(w) <= 18 and constant_time_equal(s, image_signature(config.session_secret, int(image[1]), int(w))):
+            if (
+                w.isdigit()
+                and len(w) <= 18
+                and constant_time_equal(s, image_signature(config.session_secret, int(image[1]), int(w)))
+            ):
                 worker = int(w)
         if worker is not None:
             return f"worker:{worker}", config.rate_limit_worker_per_second, config.rate_limit_worker_burst

@@ -28,7 +28,10 @@ def worker_page(project: str, request: Request, state: State) -> HTMLResponse:
     """The worker page; opened without a platform's parameters or an invite, it says an invite is needed, and how to get one."""
     config = state.project.config
     if project != state.name:
-        refusal, status = refusal_body("not_found", f"There is no study named {project!r} here: check the link you were given."), 404
+        refusal, status = (
+            refusal_body("not_found", f"There is no study named {project!r} here: check the link you were given."),
+            404,
+        )
     elif not any(request.query_params.get(name) for name in ARRIVAL_PARAMETERS):
         refusal, status = refusal_body("invite_needed", INVITE_MISSING), 403
     else:
@@ -36,10 +39,16 @@ def worker_page(project: str, request: Request, state: State) -> HTMLResponse:
     return templates.TemplateResponse(
         request,
         "worker.html",
-        {"project": project, "target": config.target, "presentation": config.patches.presentation,
-         "answers_per_session": config.server.answers_per_session, "refusal": refusal,
-         "grid_size": config.patches.grid_size, "example_cells": examples.grid_cells_on(config.patches.grid_size),
-         "questions": {kind: question_text(kind, config.target) for kind in ("verify", "grid", "patch")}},
+        {
+            "project": project,
+            "target": config.target,
+            "presentation": config.patches.presentation,
+            "answers_per_session": config.server.answers_per_session,
+            "refusal": refusal,
+            "grid_size": config.patches.grid_size,
+            "example_cells": examples.grid_cells_on(config.patches.grid_size),
+            "questions": {kind: question_text(kind, config.target) for kind in ("verify", "grid", "patch")},
+        },
         status_code=status,
     )
 
@@ -63,6 +72,8 @@ def dashboard_page(project: str, request: Request, state: State, key: str = "") 
     check_project(state, project)
     valid = bool(key) and constant_time_equal(key, state.server.effective_api_key())
     return templates.TemplateResponse(
-        request, "admin.html", {"project": project, "target": state.project.config.target, "valid": valid},
+        request,
+        "admin.html",
+        {"project": project, "target": state.project.config.target, "valid": valid},
         status_code=200 if valid else 401,
     )

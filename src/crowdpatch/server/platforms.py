@@ -16,21 +16,29 @@ from crowdpatch.store.models import WorkerRow
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 
 
-def register_worker(sessions: sessionmaker[Session], project_id: int, platform: str, external_id: str, attributes: dict[str, Any]) -> WorkerRow:
+def register_worker(
+    sessions: sessionmaker[Session], project_id: int, platform: str, external_id: str, attributes: dict[str, Any]
+) -> WorkerRow:
     """The worker row for (platform, external id), created on first arrival; safe against concurrent arrivals."""
     for _ in range(2):
         with sessions.begin() as session:
             row = session.scalar(
                 select(WorkerRow).where(
-                    WorkerRow.project_id == project_id, WorkerRow.platform == platform, WorkerRow.external_id == external_id
+                    WorkerRow.project_id == project_id,
+                    WorkerRow.platform == platform,
+                    WorkerRow.external_id == external_id,
                 )
             )
             if row is not None:
                 row.attributes = {**(row.attributes or {}), **{k: v for k, v in attributes.items() if v is not None}}
                 return row
             try:
-                row = WorkerRow(project_id=project_id, platform=platform, external_id=external_id,
-                                attributes={k: v for k, v in attributes.items() if v is not None})
+                row = WorkerRow(
+                    project_id=project_id,
+                    platform=platform,
+                    external_id=external_id,
+                    attributes={k: v for k, v in attributes.items() if v is not None},
+                )
                 session.add(row)
                 session.flush()
                 return row
@@ -51,7 +59,10 @@ def completion(platform: str, worker: WorkerRow, server: ServerConfig) -> dict[s
             "platform": platform,
             "code": None,
             "submit_url": f"{base}/mturk/externalSubmit",
-            "fields": {"assignmentId": attributes.get("assignment_id", ""), "answers": str(attributes.get("answers", ""))},
+            "fields": {
+                "assignmentId": attributes.get("assignment_id", ""),
+                "answers": str(attributes.get("answers", "")),
+            },
         }
     return {"platform": platform, "code": local_completion_code(server.invite_secret, worker.id)}
 

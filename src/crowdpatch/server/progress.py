@@ -29,13 +29,17 @@ def progress(project: Project) -> dict[str, Any]:
         )
         questions: dict[str, dict[str, int]] = {}
         for kind, state, count in session.execute(
-            select(TaskRow.kind, TaskRow.state, func.count()).where(TaskRow.project_id == project.id).group_by(TaskRow.kind, TaskRow.state)
+            select(TaskRow.kind, TaskRow.state, func.count())
+            .where(TaskRow.project_id == project.id)
+            .group_by(TaskRow.kind, TaskRow.state)
         ):
             questions.setdefault(kind, {"open": 0, "done": 0})[state] = count
         answers = dict(
             session.execute(
-                select(TaskRow.kind, func.count(AnswerRow.id)).join(TaskRow, TaskRow.id == AnswerRow.task_id)
-                .where(TaskRow.project_id == project.id).group_by(TaskRow.kind)
+                select(TaskRow.kind, func.count(AnswerRow.id))
+                .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+                .where(TaskRow.project_id == project.id)
+                .group_by(TaskRow.kind)
             ).all()
         )
     return {"images": stages, "questions": questions, "answers": sum(answers.values()), "answers_by_kind": answers}
@@ -103,14 +107,26 @@ class LiveMasks:
                 .order_by(ImageRow.stage.desc(), ImageRow.id)
                 .limit(limit)
             ).all()
-            answers = dict(
-                session.execute(
-                    select(TaskRow.image_id, func.count(AnswerRow.id)).join(AnswerRow, AnswerRow.task_id == TaskRow.id)
-                    .where(TaskRow.image_id.in_([row.id for row in rows])).group_by(TaskRow.image_id)
-                ).all()
-            ) if rows else {}
+            answers = (
+                dict(
+                    session.execute(
+                        select(TaskRow.image_id, func.count(AnswerRow.id))
+                        .join(AnswerRow, AnswerRow.task_id == TaskRow.id)
+                        .where(TaskRow.image_id.in_([row.id for row in rows]))
+                        .group_by(TaskRow.image_id)
+                    ).all()
+                )
+                if rows
+                else {}
+            )
         return [
-            {"image_id": row.id, "name": PurePath(row.path).name, "width": row.width, "height": row.height,
-             "stage": row.stage, "answers": answers.get(row.id, 0)}
+            {
+                "image_id": row.id,
+                "name": PurePath(row.path).name,
+                "width": row.width,
+                "height": row.height,
+                "stage": row.stage,
+                "answers": answers.get(row.id, 0),
+            }
             for row in rows
         ]

@@ -26,10 +26,14 @@ TITLES: dict[Reason, str] = {
     "not_found": "Study not found",
 }
 
-INVITE_MISSING = "This page opens with an invite link (one that ends in ?invite=...): ask whoever sent you here for yours."
+INVITE_MISSING = (
+    "This page opens with an invite link (one that ends in ?invite=...): ask whoever sent you here for yours."
+)
 INVITE_INVALID = "This invite link is not valid for this study: it may have been cut short, or belong to another study."
-INVITE_HINT = ("Running this study? crowdpatch serve prints a ready invite link when it starts, "
-               "and the dashboard makes more (Links for workers).")
+INVITE_HINT = (
+    "Running this study? crowdpatch serve prints a ready invite link when it starts, "
+    "and the dashboard makes more (Links for workers)."
+)
 STOPPED = (
     "Your answers did not pass this study's quality checks (questions with known answers, answering speed, "
     "or the same answer again and again), so no more questions can be offered to you. Thank you for your time."
@@ -41,8 +45,15 @@ PREVIEW = "Accept the HIT first: a preview cannot answer."
 class WorkerRefused(HTTPException):
     """A worker's request refused for a reason the worker page explains on a page of its own."""
 
-    def __init__(self, status_code: int, reason: Reason, detail: str, *, code_offered: bool = False,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        reason: Reason,
+        detail: str,
+        *,
+        code_offered: bool = False,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(status_code, detail, headers)
         self.reason: Reason = reason
         self.code_offered = code_offered
@@ -74,4 +85,6 @@ def refusal_body(reason: Reason, detail: str, code_offered: bool = False) -> dic
 
 async def worker_refused(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WorkerRefused)
-    return JSONResponse(refusal_body(exc.reason, str(exc.detail), exc.code_offered), status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        refusal_body(exc.reason, str(exc.detail), exc.code_offered), status_code=exc.status_code, headers=exc.headers
+    )

@@ -79,9 +79,13 @@ class AnswerRequest(_Body):
     answer: Literal["yes", "no"] | Cells | Polygon
     client_id: str = Field(min_length=1, max_length=100)
     client_ms: int = Field(ge=0, le=86_400_000)
-    next: bool = Field(False, description="Also lease the next question and return it as `next` (one round trip instead of two).")
+    next: bool = Field(
+        False, description="Also lease the next question and return it as `next` (one round trip instead of two)."
+    )
     exclude: list[Annotated[str, Field(pattern=r"^\d{1,18}$")]] = Field(
-        default_factory=list, max_length=8, description="With `next`: task ids already on screen (as `GET /tasks/next?exclude=`)."
+        default_factory=list,
+        max_length=8,
+        description="With `next`: task ids already on screen (as `GET /tasks/next?exclude=`).",
     )
 
     def value(self) -> Any:

@@ -50,10 +50,17 @@ def server_state(request: Request) -> ServerState:
     return request.app.state.crowdpatch
 
 
-AUTHORIZATION_DOC = {"parameters": [{
-    "name": "authorization", "in": "header", "required": False,
-    "description": "`Bearer <token>` of the worker's session.", "schema": {"type": "string"},
-}]}
+AUTHORIZATION_DOC = {
+    "parameters": [
+        {
+            "name": "authorization",
+            "in": "header",
+            "required": False,
+            "description": "`Bearer <token>` of the worker's session.",
+            "schema": {"type": "string"},
+        }
+    ]
+}
 """OpenAPI of the header :func:`worker_session` reads itself (``openapi_extra`` of the worker's endpoints)."""
 
 

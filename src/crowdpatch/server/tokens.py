@@ -51,7 +51,9 @@ class WorkerSession:
 
 
 def issue_session(secret: str, session: WorkerSession) -> str:
-    body = _b64(json.dumps([session.worker_id, session.project_id, session.platform, session.mode, session.expires_at]).encode())
+    body = _b64(
+        json.dumps([session.worker_id, session.project_id, session.platform, session.mode, session.expires_at]).encode()
+    )
     return f"{body}.{sign(secret, 'session:' + body)}"
 
 

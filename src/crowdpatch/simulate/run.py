@@ -15,15 +15,15 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import func, select
 
+from crowdpatch.boxes import Box
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
 from crowdpatch.crowd.dispatch.rules import AnswerRejected, Assignment
 from crowdpatch.datasets import load_mask
-from crowdpatch.boxes import Box
 from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.masks.metrics import mask_iou
-from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
+from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.simulate.workers import (
     SimulatedWorker,
     answer_grid,
@@ -55,13 +55,18 @@ def ensure_workers(project: Project, count: int) -> list[tuple[int, SimulatedWor
     """The project's first ``count`` simulated workers, drawn once and kept in the store."""
     with project.sessions.begin() as session:
         rows = session.scalars(
-            select(WorkerRow).where(WorkerRow.project_id == project.id, WorkerRow.platform == "simulated").order_by(WorkerRow.id)
+            select(WorkerRow)
+            .where(WorkerRow.project_id == project.id, WorkerRow.platform == "simulated")
+            .order_by(WorkerRow.id)
         ).all()
         if len(rows) < count:
             rng = np.random.default_rng([project.config.simulation.seed, len(rows)])
             for worker in draw_workers(project.config.simulation, count - len(rows), rng, start=len(rows)):
                 row = WorkerRow(
-                    project_id=project.id, platform="simulated", external_id=worker.external_id, attributes=worker.as_attributes()
+                    project_id=project.id,
+                    platform="simulated",
+                    external_id=worker.external_id,
+                    attributes=worker.as_attributes(),
                 )
                 session.add(row)
                 rows.append(row)
@@ -77,9 +82,9 @@ class _Oracles:
             self.sources = {
                 image_id: (mask_path, width, height)
                 for image_id, mask_path, width, height, _ in session.execute(
-                    select(ImageRow.id, ImageRow.mask_path, ImageRow.width, ImageRow.height, ImageRow.saliency_path).where(
-                        ImageRow.project_id == project.id, ImageRow.stage != "error"
-                    )
+                    select(
+                        ImageRow.id, ImageRow.mask_path, ImageRow.width, ImageRow.height, ImageRow.saliency_path
+                    ).where(ImageRow.project_id == project.id, ImageRow.stage != "error")
                 )
             }
         missing = [image_id for image_id, (mask_path, _, _) in self.sources.items() if not mask_path]
@@ -90,7 +95,9 @@ class _Oracles:
             )
         with project.sessions() as session:
             self.saliency = dict(
-                session.execute(select(ImageRow.id, ImageRow.saliency_path).where(ImageRow.project_id == project.id)).all()
+                session.execute(
+                    select(ImageRow.id, ImageRow.saliency_path).where(ImageRow.project_id == project.id)
+                ).all()
             )
         self.threshold = project.config.saliency.threshold
         self.cache: dict[int, CoverageOracle] = {}
@@ -152,12 +159,18 @@ def run_simulation(
     oracles = _Oracles(project)
     crew = ensure_workers(project, count)
     with project.sessions() as session:
-        done_before = session.scalar(
-            select(func.count()).select_from(AnswerRow).join(TaskRow).where(TaskRow.project_id == project.id)
-        ) or 0
-        clock = session.scalar(
-            select(func.max(AnswerRow.answered_at)).join(TaskRow).where(TaskRow.project_id == project.id)
-        ) or 0.0
+        done_before = (
+            session.scalar(
+                select(func.count()).select_from(AnswerRow).join(TaskRow).where(TaskRow.project_id == project.id)
+            )
+            or 0
+        )
+        clock = (
+            session.scalar(
+                select(func.max(AnswerRow.answered_at)).join(TaskRow).where(TaskRow.project_id == project.id)
+            )
+            or 0.0
+        )
     rng = np.random.default_rng([project.config.simulation.seed, done_before, 1])
     simulated = SimulatedClock(clock)
     dispatcher = MemoryDispatcher(project.sessions, project.id, project.config, rng, simulated)

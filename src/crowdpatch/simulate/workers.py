@@ -43,7 +43,9 @@ class SimulatedWorker:
         return cls(**{key: data[key] for key in ("external_id", "kind", "threshold", "error_rate", "speed")})
 
 
-def draw_workers(config: SimulationConfig, count: int, rng: np.random.Generator, start: int = 0) -> list[SimulatedWorker]:
+def draw_workers(
+    config: SimulationConfig, count: int, rng: np.random.Generator, start: int = 0
+) -> list[SimulatedWorker]:
     """``count`` workers; ``round(spammers * count)`` of them spammers, of ``config.spammer_kinds`` in turn."""
     n_spammers = round(config.spammers * count)
     spammer_slots = set(rng.choice(count, size=n_spammers, replace=False).tolist()) if n_spammers else set()

@@ -9,7 +9,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from crowdpatch.crowd.kinds import task_priority
@@ -90,12 +103,22 @@ class TaskRow(Base):
         Index("ix_task_open", "project_id", "state"),
         # Open questions in hand-out order; partial, so closed questions cost the queue nothing.
         Index(
-            "ix_task_queue", "project_id", "priority", "level", "id",
-            sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'"),
+            "ix_task_queue",
+            "project_id",
+            "priority",
+            "level",
+            "id",
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
         ),
         # "Is this image done?", asked whenever a question closes: a walk of the image's open
         # questions instead of all of them (hundreds per image, nearly all closed late in a study).
-        Index("ix_task_open_per_image", "image_id", sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'")),
+        Index(
+            "ix_task_open_per_image",
+            "image_id",
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -44,7 +44,9 @@ class WriterLock:
                 self._thread_lock.release()
                 raise
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         try:
             if self.path is not None:
                 fcntl.flock(self._file(), fcntl.LOCK_UN)

@@ -48,20 +48,31 @@ def _splits(project_dir: Optional[Path], tensors: Optional[Path], guide: str, si
 
 
 def train(
-    project_dir: Annotated[Optional[Path], typer.Argument(help="Project directory (or use --tensors).", show_default=False)] = None,
-    guide: Annotated[str, typer.Option(help="Attention masks from: none (plain training), saliency, patch (the crowd), gt.")] = "patch",
+    project_dir: Annotated[
+        Optional[Path], typer.Argument(help="Project directory (or use --tensors).", show_default=False)
+    ] = None,
+    guide: Annotated[
+        str, typer.Option(help="Attention masks from: none (plain training), saliency, patch (the crowd), gt.")
+    ] = "patch",
     loss: Annotated[str, typer.Option(help=LOSS_HELP)] = "bgswap+cam",
     weight: Annotated[float, typer.Option("--lambda", help="Weight of each penalty term.")] = 1.0,
     model: Annotated[str, typer.Option(help="smallcnn, resnet18, resnet34 or resnet50 (random init).")] = "smallcnn",
-    weights: Annotated[Optional[Path], typer.Option(help="Local checkpoint to start from (torchvision or ours); nothing is downloaded.")] = None,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option(help="Local checkpoint to start from (torchvision or ours); nothing is downloaded."),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size (per process under torchrun).")] = 64,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     image_size: Annotated[int, typer.Option(help="Images are resized to this square side.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed for initialization, batches and augmentation.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (bf16 mixed precision on CUDA).")] = "auto",
-    tensors: Annotated[Optional[Path], typer.Option(help="Train from a file written by --export-tensors instead of a project.")] = None,
-    export_tensors: Annotated[Optional[Path], typer.Option(help="Only write the project's splits (with this guide) to FILE and stop.")] = None,
+    tensors: Annotated[
+        Optional[Path], typer.Option(help="Train from a file written by --export-tensors instead of a project.")
+    ] = None,
+    export_tensors: Annotated[
+        Optional[Path], typer.Option(help="Only write the project's splits (with this guide) to FILE and stop.")
+    ] = None,
     runs: Annotated[Optional[Path], typer.Option(help="Where runs are written (default: PROJECT/runs).")] = None,
 ) -> None:
     """Train a classifier guided by attention masks; report accuracy, worst-group accuracy and attention quality."""
@@ -75,15 +86,36 @@ def train(
         save_splits(splits, export_tensors)
         out.print(f"wrote {export_tensors}")
         return
-    config = TrainConfig(guide=guide, loss=loss, weight=weight, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-                         image_size=image_size, seed=seed, device=device, weights=str(weights) if weights else None)
+    config = TrainConfig(
+        guide=guide,
+        loss=loss,
+        weight=weight,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        image_size=image_size,
+        seed=seed,
+        device=device,
+        weights=str(weights) if weights else None,
+    )
     runs_dir = runs or ((project_dir / "runs") if project_dir else Path("runs"))
-    columns = [TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("training {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    ]
     with reported_errors(), Progress(*columns, console=console, disable=not _is_main_rank()) as progress:
         task = progress.add_task(run_name(config), total=epochs, status="")
         result = train_and_save(
-            config, splits, runs_dir,
-            lambda epoch, record: progress.update(task, completed=epoch, status=f"val worst-group {record['val_worst_group']:.3f}"),
+            config,
+            splits,
+            runs_dir,
+            lambda epoch, record: progress.update(
+                task, completed=epoch, status=f"val worst-group {record['val_worst_group']:.3f}"
+            ),
         )
     if result is None:
         return
@@ -96,7 +128,10 @@ def train(
 
 
 def experiment(
-    project_dir: Annotated[Optional[Path], typer.Argument(help="Project directory (with patch masks for the 'patch' guide).", show_default=False)] = None,
+    project_dir: Annotated[
+        Optional[Path],
+        typer.Argument(help="Project directory (with patch masks for the 'patch' guide).", show_default=False),
+    ] = None,
     guides: Annotated[str, typer.Option(help="Comma-separated guides to compare.")] = "none,saliency,patch,gt",
     seeds: Annotated[int, typer.Option(help="Seeds per guide.")] = 3,
     loss: Annotated[str, typer.Option(help=LOSS_HELP)] = "bgswap+cam",
@@ -105,15 +140,20 @@ def experiment(
     epochs: Annotated[int, typer.Option(help="Training epochs per run.")] = 30,
     image_size: Annotated[int, typer.Option(help="Square side images are resized to.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: PROJECT/report/experiment).")] = None,
-    tensors: Annotated[Optional[Path], typer.Option(help="Run from a file written by --export-tensors instead of a project.")] = None,
-    export_tensors: Annotated[Optional[Path], typer.Option(help="Only write every guide's splits to FILE (for a GPU machine) and stop.")] = None,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="Output folder (default: PROJECT/report/experiment).")
+    ] = None,
+    tensors: Annotated[
+        Optional[Path], typer.Option(help="Run from a file written by --export-tensors instead of a project.")
+    ] = None,
+    export_tensors: Annotated[
+        Optional[Path], typer.Option(help="Only write every guide's splits to FILE (for a GPU machine) and stop.")
+    ] = None,
 ) -> None:
     """Compare guides over seeds (model chosen on validation worst-group accuracy); writes a table, plots and CAMs."""
     from crowdpatch.train.experiment import markdown_table, run_experiment, write_experiment
-    from crowdpatch.train.trainer import TrainConfig
-
     from crowdpatch.train.tensors import load_experiment_tensors, save_experiment_tensors
+    from crowdpatch.train.trainer import TrainConfig
 
     names = [g.strip() for g in guides.split(",") if g.strip()]
     if tensors is not None:
@@ -137,11 +177,17 @@ def experiment(
         out.print(f"wrote {export_tensors}")
         return
     base = TrainConfig(loss=loss, weight=weight, model=model, epochs=epochs, image_size=image_size, device=device)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         task = progress.add_task("experiment", total=len(names) * seeds)
         with reported_errors():
-            result = run_experiment(splits_by_guide, base, list(range(seeds)),
-                                    lambda message: (progress.advance(task), progress.console.print(message)))
+            result = run_experiment(
+                splits_by_guide,
+                base,
+                list(range(seeds)),
+                lambda message: (progress.advance(task), progress.console.print(message)),
+            )
     first = next(iter(splits_by_guide.values()))
     page = write_experiment(result, first.get("test") or first["val"], first["train"], base, out_dir or default_out, [])
     out.print(markdown_table(result.table))

@@ -25,6 +25,7 @@ GUIDES = ("none", "saliency", "patch", "gt")
 """Where the attention mask comes from: nowhere (plain training), the saliency map alone, the crowd's
 patch votes, or the ground truth (the upper bound a polygon annotation would give)."""
 
+
 def group_name(label: str, groups: dict) -> str:
     return "|".join([label, *(f"{k}={groups[k]}" for k in sorted(groups))])
 
@@ -35,7 +36,9 @@ def _resize(array: np.ndarray, size: int, resample: int) -> np.ndarray:
     return np.asarray(Image.fromarray(array).resize((size, size), resample))
 
 
-def load_splits(project: Project, guide: str, size: int, progress: Callable[[int], None] | None = None) -> dict[str, SplitTensors]:
+def load_splits(
+    project: Project, guide: str, size: int, progress: Callable[[int], None] | None = None
+) -> dict[str, SplitTensors]:
     """Every labelled image of the project, per split, with the ``guide`` masks (train split only)."""
     if guide not in GUIDES:
         raise ValueError(f"unknown guide {guide!r}; choose from {', '.join(GUIDES)}")
@@ -57,7 +60,9 @@ def load_splits(project: Project, guide: str, size: int, progress: Callable[[int
         raise ValueError("no patch masks yet: run 'crowdpatch masks' (after propose and simulate or serve) first")
     splits = {}
     for split, items in buckets.items():
-        splits[split] = _load_split(items, guide if split == "train" else "none", size, class_names, group_names, progress)
+        splits[split] = _load_split(
+            items, guide if split == "train" else "none", size, class_names, group_names, progress
+        )
     return splits
 
 

@@ -15,8 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from crowdpatch.train.tensors import SplitTensors
 from crowdpatch.train.models import AttentionNet
+from crowdpatch.train.tensors import SplitTensors
 
 
 def group_accuracy(predictions: torch.Tensor, split: SplitTensors) -> dict:
@@ -36,7 +36,9 @@ def group_accuracy(predictions: torch.Tensor, split: SplitTensors) -> dict:
 
 
 @torch.no_grad()
-def predict(model: AttentionNet, split: SplitTensors, device: torch.device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: AttentionNet, split: SplitTensors, device: torch.device, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes and true-class CAMs upsampled to the image size (on the CPU)."""
     model.eval()
     predictions, cams = [], []

@@ -100,12 +100,20 @@ def plot_worst_group(table: dict, path: Path) -> Path:
     return path
 
 
-def plot_cams(result: ExperimentResult, test: SplitTensors, train: SplitTensors, base: TrainConfig, path: Path, count: int = 6) -> Path:
+def plot_cams(
+    result: ExperimentResult, test: SplitTensors, train: SplitTensors, base: TrainConfig, path: Path, count: int = 6
+) -> Path:
     """CAM overlays on bias-conflicting test images (the groups where class and background disagree)."""
     device = resolve_device(base.device)
     conflicting = conflicting_indices(test, train)[:count]
     guides = list(result.models)
-    fig, axes = plt.subplots(len(guides) + 1, len(conflicting), figsize=(1.3 * len(conflicting), 1.4 * (len(guides) + 1)), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(
+        len(guides) + 1,
+        len(conflicting),
+        figsize=(1.3 * len(conflicting), 1.4 * (len(guides) + 1)),
+        dpi=90,
+        squeeze=False,
+    )
     subset = _subset(test, conflicting)
     pixels = denormalize(subset.images).permute(0, 2, 3, 1).numpy()
     for col in range(len(conflicting)):
@@ -141,15 +149,25 @@ def conflicting_indices(test: SplitTensors, train: SplitTensors) -> list[int]:
 def _subset(split: SplitTensors, indices: list[int]) -> SplitTensors:
     index = torch.tensor(indices, dtype=torch.long)
     return SplitTensors(
-        images=split.images[index], labels=split.labels[index], groups=split.groups[index], guides=split.guides[index],
-        has_guide=split.has_guide[index], gt=split.gt[index], class_names=split.class_names,
-        group_names=split.group_names, names=[split.names[i] for i in indices],
+        images=split.images[index],
+        labels=split.labels[index],
+        groups=split.groups[index],
+        guides=split.guides[index],
+        has_guide=split.has_guide[index],
+        gt=split.gt[index],
+        class_names=split.class_names,
+        group_names=split.group_names,
+        names=[split.names[i] for i in indices],
     )
 
 
-def write_experiment(result: ExperimentResult, test: SplitTensors, train: SplitTensors, base: TrainConfig, out: Path, notes: list[str]) -> Path:
+def write_experiment(
+    result: ExperimentResult, test: SplitTensors, train: SplitTensors, base: TrainConfig, out: Path, notes: list[str]
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"table": result.table, "runs": result.runs}, indent=2) + "\n", encoding="utf-8")
+    (out / "results.json").write_text(
+        json.dumps({"table": result.table, "runs": result.runs}, indent=2) + "\n", encoding="utf-8"
+    )
     bar = plot_worst_group(result.table, out / "worst_group.png")
     cams = plot_cams(result, test, train, base, out / "cams.png")
     rows = "".join(
@@ -162,9 +180,9 @@ def write_experiment(result: ExperimentResult, test: SplitTensors, train: SplitT
 <style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}td,th{{padding:.2rem .6rem;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>Attention guides against the shortcut</h1>
 <p>Test set balanced over (class, background) groups; model selected on validation worst-group accuracy;
-mean ± std over {len({r['config']['seed'] for r in result.runs})} seeds; model {html.escape(base.model)}, loss {html.escape(base.loss)}.</p>
-<table><tr><th>guide</th>{''.join(f'<th>{m}</th>' for m in METRICS)}</tr>{rows}</table>
-<ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
+mean ± std over {len({r["config"]["seed"] for r in result.runs})} seeds; model {html.escape(base.model)}, loss {html.escape(base.loss)}.</p>
+<table><tr><th>guide</th>{"".join(f"<th>{m}</th>" for m in METRICS)}</tr>{rows}</table>
+<ul>{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>
 <img src="{bar.name}" alt="worst-group accuracy per guide"><h2>Class activation maps on bias-conflicting test images</h2>
 <img src="{cams.name}" alt="CAM overlays"></body></html>"""
     path = out / "index.html"

@@ -86,6 +86,7 @@ class CamPenalty(Penalty):
 @LOSSES.register("gradcam")
 class GradCamPenalty(Penalty):
     """Grad-CAM (Selvaraju et al.) of the true class at an inner layer, outside the mask (after Yang et al. 2019)."""
+
     layer = "inner"
 
     def __call__(self, model, out, batch):
@@ -98,6 +99,7 @@ class GradCamPenalty(Penalty):
 @LOSSES.register("rrr")
 class RightReasonsPenalty(Penalty):
     """Ross et al. 2017: squared input gradient of the summed log-probabilities outside the mask."""
+
     needs_input_grad = True
 
     def __call__(self, model, out, batch):
@@ -114,6 +116,7 @@ class BackgroundSwap(Augmentation):
     The mask is used as a soft alpha, so an uncertain crowd mask blends instead of cutting; with
     probability ``1 - rate`` a sample is left as it is, so the model still sees real images.
     """
+
     rate = 0.5
 
     def __call__(self, batch, generator):
@@ -147,7 +150,9 @@ class PlainCrossEntropy(Augmentation):
 
 
 PENALTIES = {name: loss for name, loss in LOSSES.items() if issubclass(loss, Penalty)}
-AUGMENTATIONS = {name: loss for name, loss in LOSSES.items() if issubclass(loss, Augmentation) and loss is not PlainCrossEntropy}
+AUGMENTATIONS = {
+    name: loss for name, loss in LOSSES.items() if issubclass(loss, Augmentation) and loss is not PlainCrossEntropy
+}
 """The attention losses proper ("none" aside), by kind."""
 
 

@@ -59,8 +59,12 @@ class AttentionNet(nn.Module):
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -143,10 +147,18 @@ def load_weights(model: AttentionNet, path: Path) -> None:
         state = state["state_dict"]
     mapped = {_torchvision_key(key): value for key, value in state.items()}
     own = model.state_dict()
-    skipped = [k for k, v in mapped.items() if k in own and own[k].shape != v.shape and (k.startswith("head.") or k.startswith("stages.stem.0."))]
+    skipped = [
+        k
+        for k, v in mapped.items()
+        if k in own and own[k].shape != v.shape and (k.startswith("head.") or k.startswith("stages.stem.0."))
+    ]
     for key in skipped:
         del mapped[key]
-    wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in mapped.items() if k in own and own[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in mapped.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if wrong:
         raise ValueError(f"{path}: weights do not fit the model (shape mismatch: {wrong[:3]})")
     missing, unexpected = model.load_state_dict(mapped, strict=False)

@@ -46,7 +46,6 @@ class GuidedDataset(Dataset):
         return s.images[index], s.labels[index], s.groups[index], s.guides[index], s.has_guide[index]
 
 
-
 def denormalize(images: torch.Tensor) -> torch.Tensor:
     """Normalized tensors back to [0, 1] pixels (for figures)."""
     return (images * STD + MEAN).clamp(0, 1)
@@ -108,6 +107,8 @@ def load_experiment_tensors(path: Path) -> dict[str, dict[str, SplitTensors]]:
     result = {}
     for guide, masks in data["train_guides"].items():
         train = base["train"]
-        guided = SplitTensors(**{**train.__dict__, "guides": masks["guides"].float() / 255.0, "has_guide": masks["has_guide"]})
+        guided = SplitTensors(
+            **{**train.__dict__, "guides": masks["guides"].float() / 255.0, "has_guide": masks["has_guide"]}
+        )
         result[guide] = {**base, "train": guided}
     return result

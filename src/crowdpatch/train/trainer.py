@@ -19,10 +19,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from crowdpatch.train.tensors import GuidedDataset, SplitTensors
 from crowdpatch.train.evaluate import evaluate
 from crowdpatch.train.losses import Batch, build_objective
 from crowdpatch.train.models import create_model
+from crowdpatch.train.tensors import GuidedDataset, SplitTensors
 
 
 @dataclass
@@ -90,20 +90,30 @@ def fit(
     train = splits["train"]
     val = splits.get("val") or train
     test = splits.get("test") or val
-    model = create_model(config.model, len(train.class_names), config.image_size, Path(config.weights) if config.weights else None)
+    model = create_model(
+        config.model, len(train.class_names), config.image_size, Path(config.weights) if config.weights else None
+    )
     model.to(device)
     objective = build_objective(config.loss if config.guide != "none" else "none", config.weight, model)
     net = DistributedDataParallel(model) if world > 1 else model
-    sampler = DistributedSampler(GuidedDataset(train), world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    sampler = (
+        DistributedSampler(GuidedDataset(train), world, rank, shuffle=True, seed=config.seed) if world > 1 else None
+    )
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
-        GuidedDataset(train), batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-        generator=generator if sampler is None else None, drop_last=len(train) > config.batch_size,
+        GuidedDataset(train),
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
+        drop_last=len(train) > config.batch_size,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * len(loader)))
     # bf16 autocast is safe without loss scaling; on the CPU plain fp32 is faster for small models.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     augment_generator = torch.Generator().manual_seed(config.seed + 1)
     best_score, best_state, best_epoch, history = -math.inf, None, 0, []
     start = time.perf_counter()
@@ -125,7 +135,12 @@ def fit(
         if rank == 0:
             metrics = evaluate(model, val, device)
             losses = {key: float(value) for key, value in totals.items()}
-            record = {"epoch": epoch, **losses, "val_accuracy": metrics["accuracy"], "val_worst_group": metrics["worst_group"]}
+            record = {
+                "epoch": epoch,
+                **losses,
+                "val_accuracy": metrics["accuracy"],
+                "val_worst_group": metrics["worst_group"],
+            }
             history.append(record)
             if metrics["worst_group"] >= best_score:
                 best_score, best_epoch = metrics["worst_group"], epoch

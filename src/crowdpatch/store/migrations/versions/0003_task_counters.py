@@ -13,9 +13,8 @@ the first two counting answers.
 
 import json
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"
@@ -38,11 +37,13 @@ def upgrade() -> None:
         " leases_count = (SELECT count(*) FROM lease WHERE lease.task_id = task.id)"
     )
     bind = op.get_bind()
-    rows = bind.execute(sa.text(
-        "SELECT answer.task_id, answer.value FROM answer JOIN worker ON worker.id = answer.worker_id"
-        " JOIN task ON task.id = answer.task_id WHERE NOT worker.banned AND task.answers_count >= 2"
-        " ORDER BY answer.task_id, answer.id"
-    ))
+    rows = bind.execute(
+        sa.text(
+            "SELECT answer.task_id, answer.value FROM answer JOIN worker ON worker.id = answer.worker_id"
+            " JOIN task ON task.id = answer.task_id WHERE NOT worker.banned AND task.answers_count >= 2"
+            " ORDER BY answer.task_id, answer.id"
+        )
+    )
     as_text = bind.dialect.name == "sqlite"  # PostgreSQL's driver decodes json itself
     first_two: dict[int, list] = {}
     for task_id, value in rows:
@@ -52,12 +53,17 @@ def upgrade() -> None:
     disagree = [task_id for task_id, values in first_two.items() if values[0] != values[1]]
     if disagree:
         bind.execute(
-            sa.text("UPDATE task SET answers_disagree = :yes WHERE id IN :ids").bindparams(sa.bindparam("ids", expanding=True)),
+            sa.text("UPDATE task SET answers_disagree = :yes WHERE id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)
+            ),
             {"yes": True, "ids": disagree},
         )
     op.create_index(
-        "ix_task_queue", "task", ["project_id", "priority", "level", "id"],
-        sqlite_where=sa.text("state = 'open'"), postgresql_where=sa.text("state = 'open'"),
+        "ix_task_queue",
+        "task",
+        ["project_id", "priority", "level", "id"],
+        sqlite_where=sa.text("state = 'open'"),
+        postgresql_where=sa.text("state = 'open'"),
     )
 
 

@@ -4,9 +4,8 @@ Revision ID: 0005
 Revises: 0004
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0005"
 down_revision = "0004"
@@ -16,8 +15,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index(
-        "ix_task_open_per_image", "task", ["image_id"],
-        sqlite_where=sa.text("state = 'open'"), postgresql_where=sa.text("state = 'open'"),
+        "ix_task_open_per_image",
+        "task",
+        ["image_id"],
+        sqlite_where=sa.text("state = 'open'"),
+        postgresql_where=sa.text("state = 'open'"),
     )
 
 
