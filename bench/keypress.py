@@ -71,7 +71,8 @@ def main() -> None:
         page.get_by_role("button", name="Start").click()
         for i in range(args.answers + 1):
             page.wait_for_function(
-                "document.getElementById('frame').dataset.taskId && document.body.dataset.shown === document.getElementById('frame').dataset.taskId",
+                "document.getElementById('frame').dataset.taskId"
+                " && document.body.dataset.shown === document.getElementById('frame').dataset.taskId",
                 timeout=10_000,
             )
             if i == args.answers:
@@ -83,7 +84,8 @@ def main() -> None:
             kind = page.locator("#frame").get_attribute("data-kind")
             page.keyboard.press("Enter" if kind == "grid" else "y" if i % 2 else "n")
             page.wait_for_function(
-                f"document.getElementById('frame').dataset.taskId !== '{task}' || !document.getElementById('finished').hidden"
+                f"document.getElementById('frame').dataset.taskId !== '{task}'"
+                " || !document.getElementById('finished').hidden"
             )
             if page.locator("#finished").is_visible():
                 break  # this worker has seen every question it may answer
@@ -92,7 +94,8 @@ def main() -> None:
         browser.close()
     server.should_exit = True
     print(
-        f"{len(latencies)} answers, {args.think_ms:.0f} ms between shown and key press: key press -> next patch shown p50 {np.percentile(latencies, 50):.1f} ms, "
+        f"{len(latencies)} answers, {args.think_ms:.0f} ms between shown and key press: "
+        f"key press -> next patch shown p50 {np.percentile(latencies, 50):.1f} ms, "
         f"p95 {np.percentile(latencies, 95):.1f} ms, max {latencies.max():.1f} ms; "
         f"{waited} key presses found the next patch not yet decoded; load average {os.getloadavg()[0]:.2f}"
     )

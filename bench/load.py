@@ -429,14 +429,18 @@ def main() -> None:
     files = (out / "data" / "images", data, out / "data" / "masks")
     server_cores, client_cores = split_cores(args.server_cores)
     print(
-        f"host: {cpu_model()}; cores: {os.cpu_count()} (server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
+        f"host: {cpu_model()}; cores: {os.cpu_count()} "
+        f"(server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
         f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}"
     )
     print(
-        "| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms | server CPU ms/answer | PostgreSQL CPU ms/answer | generator CPU ms/answer | 409 | errors | load avg | steal % |"
+        "| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms "
+        "| server CPU ms/answer | PostgreSQL CPU ms/answer | generator CPU ms/answer "
+        "| 409 | errors | load avg | steal % |"
     )
     print(
-        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     for spec in args.backends:
         backend, _, processes = spec.partition(":")
@@ -473,9 +477,12 @@ def main() -> None:
             errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
             database = f"{result['database_cpu_ms_per_answer']:.2f}" if backend == "postgresql" else "-"
             print(
-                f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | {result['answers']}{exhausted} | "
+                f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | "
+                f"{result['answers']}{exhausted} | "
                 f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                f"{result['server_cpu_ms_per_answer']:.2f} | {database} | {result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | {os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |",
+                f"{result['server_cpu_ms_per_answer']:.2f} | {database} | "
+                f"{result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | "
+                f"{os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |",
                 flush=True,
             )
             if schema:

@@ -126,7 +126,11 @@ def main() -> None:
     (results / f"planner_curves_{args.saliency}.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     if args.write:
         limit = f", first {args.limit} images per dataset" if args.limit else ""
-        note = f"`python bench/planner_curves.py --saliency {args.saliency}{f' --limit {args.limit}' if args.limit else ''}`{limit}; 10% worker error, 10% spammers, seed {args.seed}."
+        option = f" --limit {args.limit}" if args.limit else ""
+        note = (
+            f"`python bench/planner_curves.py --saliency {args.saliency}{option}`{limit}; "
+            f"10% worker error, 10% spammers, seed {args.seed}."
+        )
         write_section(f"planner_curves:{args.saliency}", note + "\n\n" + text)
 
 

@@ -143,7 +143,8 @@ def main() -> None:
         for name in args.backends:
             result = evaluate(predictor(name, args.weights, args.onnx, args.batch, Path(workdir)), pairs, args.batch)
             print(
-                f"| {name} | {result['in']:.3f} | {result['out']:.3f} | {result['iou']:.3f} | {result['images_per_s']:.1f} |",
+                f"| {name} | {result['in']:.3f} | {result['out']:.3f} | {result['iou']:.3f} | "
+                f"{result['images_per_s']:.1f} |",
                 flush=True,
             )
 

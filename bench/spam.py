@@ -46,7 +46,7 @@ class WorkerOutcome:
 def simulate_crowd(
     data: Path, labels: Path, presentation: str, kind: str, worker_error: float, seed: int, workers: int, share: float
 ) -> list[WorkerOutcome]:
-    """One fresh project answered to the end by ``workers`` simulated workers, ``share`` of them spammers of ``kind``."""
+    """A fresh project answered to the end by ``workers`` simulated workers, ``share`` of them spammers of ``kind``."""
     config = ProjectConfig(name="spam", target="object", images_dir=str(data / "images"), masks_dir=str(data / "masks"))
     config.patches.presentation = presentation
     config.simulation.workers = workers

@@ -39,7 +39,10 @@ BenchmarkFiles = tuple[Path, Path, Path]
 
 @pytest.fixture(scope="session")
 def benchmark_files(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., BenchmarkFiles]:
-    """``benchmark_files(n, size)`` -> (images dir, labels.csv, masks dir) of the built-in benchmark, written once per session."""
+    """``benchmark_files(n, size)`` -> (images dir, labels.csv, masks dir) of the built-in benchmark.
+
+    Each benchmark is written once per session.
+    """
     cache: dict[tuple[int, int, int], BenchmarkFiles] = {}
 
     def make(n_images: int = 12, size: int = 64, seed: int = 0) -> BenchmarkFiles:
@@ -148,7 +151,10 @@ def invoke():
 
 @pytest.fixture(scope="session")
 def landscape_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three 320x200 'photos' (a brown object on foliage under a sky, cut three ways): wider than high, as most photos are."""
+    """Three 320x200 'photos' (a brown object on foliage under a sky, cut three ways).
+
+    They are wider than high, as most photos are.
+    """
     from PIL import ImageOps
 
     from crowdpatch.server.examples import scene
@@ -166,7 +172,10 @@ def landscape_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def photo_project(tmp_path: Path, landscape_photos: Path) -> Callable[..., Project]:
-    """``photo_project(configure=fn)``: a project named 'horses' looking for a horse in :func:`landscape_photos`, step 1 done."""
+    """``photo_project(configure=fn)``: a project named 'horses' looking for a horse in :func:`landscape_photos`.
+
+    Step 1 is done.
+    """
     projects: list[Project] = []
 
     def make(configure: Callable[[ProjectConfig], None] | None = None) -> Project:

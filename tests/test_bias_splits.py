@@ -220,7 +220,7 @@ def test_coco_splits_balance_eval_and_correlate_train(coco_file: Path) -> None:
     )
     # The smallest group (ball alone) has 2: one per group to val, one to test.
     assert _groups(rows, "val", "person") == {
-        (l, g): 1 for l in ("sports ball", "no sports ball") for g in ("yes", "no")
+        (label, group): 1 for label in ("sports ball", "no sports ball") for group in ("yes", "no")
     }
     assert _groups(rows, "test", "person") == _groups(rows, "val", "person")
     # Left for train: ball+person 6, ball alone 0, person alone 1, neither 8.

@@ -1,13 +1,13 @@
 """Two neighbouring windows decided "yes" at the same time on PostgreSQL (two server processes).
 
-Their lattices of children overlap, and a shared child is meant to be asked once. Each answer's
-transaction locks only its own question, then checks which children exist and inserts the rest,
-so the second transaction (READ COMMITTED) cannot see the first's uncommitted children: it inserts
-the same keys, waits on the unique index, and fails with a UniqueViolation, a 500 for that answer
-(seen 5 times in one ``bench/chaos.py`` PostgreSQL run, before the fix). The same gap let two last
-verification answers of one image each see the other still open, so neither created the image's
-patch questions. Closing a question locks the image row first (``closing.lock_image``), which
-serializes decisions per image: this test holds one decision open and checks the other waits for it.
+Their lattices of children overlap, and a shared child is meant to be asked once. Were each
+answer's transaction to lock only its own question, then check which children exist and insert the
+rest, the second transaction (READ COMMITTED) could not see the first's uncommitted children: it
+would insert the same keys, wait on the unique index, and fail with a UniqueViolation, a 500 for
+that answer. The same gap would let two last verification answers of one image each see the other
+still open, so that neither created the image's patch questions. Closing a question therefore locks
+the image row first (``closing.lock_image``), which serializes decisions per image: this test holds
+one decision open and checks the other waits for it.
 """
 
 from __future__ import annotations

@@ -134,7 +134,10 @@ def test_concurrent_answers_through_the_api_share_transactions_and_are_all_store
 def answer_everything(
     project, planner: DatabaseDispatcher | MemoryDispatcher, workers: list[int], rounds: int = 400
 ) -> None:
-    """Everyone answers "yes" to verification and to the windows whose corner's x + y is a multiple of 3 (some on every level)."""
+    """Everyone answers "yes" to verification and to the windows whose corner's x + y is a multiple of 3.
+
+    Some such windows are on every level.
+    """
     for step in range(rounds):
         handed = [(worker, planner.next_task(worker)) for worker in workers]
         handed = [(worker, task) for worker, task in handed if task is not None]

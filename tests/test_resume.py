@@ -62,7 +62,8 @@ def check_store_consistent(db: Path, *, early_stop: bool = True) -> dict[str, in
         tasks = {
             row[0]: row[1:]
             for row in connection.execute(
-                "SELECT id, kind, state, decision, votes_wanted, region_id, key, level, image_id FROM task WHERE kind != 'gold'"
+                "SELECT id, kind, state, decision, votes_wanted, region_id, key, level, image_id"
+                " FROM task WHERE kind != 'gold'"
             )
         }
         votes: dict[int, list[str]] = defaultdict(list)

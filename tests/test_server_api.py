@@ -217,13 +217,15 @@ def test_a_database_at_revision_0001_upgrades_in_place_and_its_questions_are_ser
         )
         c.execute(
             text(
-                "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
+                "INSERT INTO task"
+                " (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
                 " VALUES (1, 1, 1, 'verify', 'verify', 0, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
             )
         )
         c.execute(
             text(
-                "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast,"
+                "INSERT INTO worker"
+                " (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast,"
                 " banned, created_at) VALUES (1, 1, 'local', 'w', '{}', 0, 0, 0, 0, '2026-01-01')"
             )
         )

@@ -101,7 +101,8 @@ def live(make_project):
 
 def shown_task(page) -> str:
     page.wait_for_function(
-        "document.getElementById('frame').dataset.taskId && document.body.dataset.shown === document.getElementById('frame').dataset.taskId"
+        "document.getElementById('frame').dataset.taskId"
+        " && document.body.dataset.shown === document.getElementById('frame').dataset.taskId"
     )
     return page.locator("#frame").get_attribute("data-task-id")
 
@@ -342,8 +343,10 @@ def test_the_worker_page_names_the_target_and_shows_the_photo_as_wide_as_it_fits
             expect(phone).to_have_title("Find the horse")
             phone.get_by_role("button", name="Start").click()
             shown_task(phone)
-            shown = phone.evaluate("""() => { const img = document.getElementById('main'), box = img.getBoundingClientRect();
-                return {width: box.width, bottom: box.bottom, natural: img.naturalWidth, page: document.documentElement.scrollWidth}; }""")
+            shown = phone.evaluate("""() => { const img = document.getElementById('main'), \
+box = img.getBoundingClientRect();
+                return {width: box.width, bottom: box.bottom, natural: img.naturalWidth, \
+page: document.documentElement.scrollWidth}; }""")
             phone.screenshot(path=screenshots / f"serving-worker-task-{width}.png", full_page=True)
             if width == 1280:
                 assert shown["width"] >= 720
@@ -392,7 +395,8 @@ def test_the_examples_are_drawn_like_the_tasks_and_grid_lines_have_a_halo(photo_
         page.locator("#grid div").nth(9).click()
         page.screenshot(path=screenshots / "serving-grid-1280.png", full_page=True)
         placed = page.evaluate("""() => {
-            const frame = document.getElementById('frame').getBoundingClientRect(), region = document.getElementById('region').getBoundingClientRect();
+            const frame = document.getElementById('frame').getBoundingClientRect(), \
+region = document.getElementById('region').getBoundingClientRect();
             return [(region.left - frame.left) / frame.width, (region.top - frame.top) / frame.height,
                     (region.right - frame.left) / frame.width, (region.bottom - frame.top) / frame.height]; }""")
         leased = page.evaluate("window.crowdpatch.current")

@@ -1,4 +1,4 @@
-"""Issue 7, server side: tokens, keys, image links, body size, rate limits, CORS and headers, through the real ASGI app."""
+"""Server hardening: tokens, keys, image links, body size, rate limits, CORS and headers, through the real ASGI app."""
 
 from __future__ import annotations
 
@@ -209,7 +209,10 @@ def test_polygons_are_capped_finite_and_inside_the_image(served):
     assert post([[1, 1], [2, 2, 2], [3, 1]], "three-coordinates").status_code == 422
     assert post([[1, 1], [2], [3, 1]], "one-coordinate").status_code == 422
     assert post([[1, 1], [w + 5, 2], [3, 1]], "outside").status_code == 422
-    nan = f'{{"task_id": "{task["task_id"]}", "answer": {{"polygon": [[1, 1], [NaN, 2], [3, 1]]}}, "client_id": "nan", "client_ms": 10}}'
+    nan = (
+        f'{{"task_id": "{task["task_id"]}", "answer": {{"polygon": [[1, 1], [NaN, 2], [3, 1]]}}, '
+        '"client_id": "nan", "client_ms": 10}'
+    )
     assert (
         client.post("/api/v1/answers", content=nan, headers={**auth, "Content-Type": "application/json"}).status_code
         == 422

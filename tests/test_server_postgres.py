@@ -1,4 +1,7 @@
-"""Two server processes on one database (PostgreSQL, or one SQLite file), 50 concurrent simulated workers through the HTTP API."""
+"""Two server processes on one database (PostgreSQL, or one SQLite file).
+
+50 concurrent simulated workers answer through the HTTP API.
+"""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def stored_counts(project) -> dict[int, tuple[int, int]]:
         rows = session.execute(
             select(TaskRow.id, TaskRow.answers_count, TaskRow.leases_count).where(TaskRow.state == "open")
         )
-        return {t: (a, l) for t, a, l in rows}
+        return {task_id: (answers, leases) for task_id, answers, leases in rows}
 
 
 def test_counters_stay_equal_to_the_rows_while_a_crowd_answers_late_and_abandons_leases(make_project):
@@ -208,7 +208,11 @@ def test_the_hand_out_query_walks_the_open_question_index_without_sorting(make_p
 
 
 def test_handing_on_expired_leases_starts_from_the_expired_ones_not_the_open_questions(make_project):
-    """With thousands of open questions, walking them all per request to find (nearly always) no expired lease cost 4 ms."""
+    """The expired-lease query walks the lease index, not the open questions.
+
+    With thousands of open questions, walking them all on every request to find (nearly always) no expired
+    lease would make each request's cost grow with the project.
+    """
     project = make_project(n_images=2, size=64, configure=no_gold)
     planner = DatabaseDispatcher(project.sessions, project.id, project.config)
     reclaim = planner.hand_out["patch"].reclaim[0].compiled(project.engine.dialect)
@@ -275,13 +279,15 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
         c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
         c.execute(
             text(
-                "INSERT INTO image (id, project_id, path, width, height, split, groups, stage) VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
+                "INSERT INTO image (id, project_id, path, width, height, split, groups, stage)"
+                " VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
             )
         )
         for task_id, kind in ((1, "verify"), (2, "patch"), (3, "patch")):
             c.execute(
                 text(
-                    "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
+                    "INSERT INTO task"
+                    " (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
                     " VALUES (:id, 1, 1, :kind, :key, 1, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
                 ),
                 {"id": task_id, "kind": kind, "key": f"k{task_id}"},
@@ -289,8 +295,9 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
         for worker_id, banned in ((1, 0), (2, 0), (3, 1)):
             c.execute(
                 text(
-                    "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast, banned, created_at)"
-                    " VALUES (:id, 1, 'local', :ext, '{}', 0, 0, 0, :banned, '2026-01-01')"
+                    "INSERT INTO worker"
+                    " (id, project_id, platform, external_id, attributes, gold_seen, gold_correct, too_fast, banned,"
+                    " created_at) VALUES (:id, 1, 'local', :ext, '{}', 0, 0, 0, :banned, '2026-01-01')"
                 ),
                 {"id": worker_id, "ext": f"w{worker_id}", "banned": bool(banned)},
             )
@@ -298,7 +305,8 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
         for n, (task_id, worker_id, value) in enumerate(answers):
             c.execute(
                 text(
-                    "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, seconds, time_source)"
+                    "INSERT INTO answer"
+                    " (task_id, worker_id, value, client_id, shown_at, answered_at, seconds, time_source)"
                     " VALUES (:t, :w, :v, :c, 0, 1, 1, 'measured')"
                 ),
                 {"t": task_id, "w": worker_id, "v": value, "c": f"c{n}"},

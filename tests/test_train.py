@@ -255,7 +255,7 @@ def test_cam_penalty_is_zero_for_evidence_inside_the_mask_and_one_outside(smallc
 
 
 def test_cam_penalty_also_penalizes_negative_evidence_outside_the_mask(smallcnn) -> None:
-    """The evasion the SPEC warns about: positive evidence inside, the decision made by negative evidence outside."""
+    """Evading a positive-only penalty: positive evidence inside, the decision made by negative evidence outside."""
     labels = torch.tensor([0, 1])
     batch = Batch(torch.zeros(2, 3, 64, 64), labels, top_left_masks(2), torch.tensor([True, True]))
     negative_outside = hand_made_evidence(smallcnn, labels, [[(OUTSIDE_CELL, -1.0)], [(OUTSIDE_CELL, -1.0)]])

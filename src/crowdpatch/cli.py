@@ -188,8 +188,8 @@ def init(
     target: Annotated[
         Optional[str],
         typer.Option(
-            help="What workers look for ('Find the <target>'). Default: the labels' one class (horse, or horse/not_horse); "
-            "asked for when the labels do not name one."
+            help="What workers look for ('Find the <target>'). "
+            "Default: the labels' one class (horse, or horse/not_horse); asked for when the labels do not name one."
         ),
     ] = None,
     presentation: Annotated[
@@ -201,7 +201,8 @@ def init(
     planner: Annotated[
         PlannerName,
         typer.Option(
-            help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
+            help="fixed: the paper's questions, fixed redundancy. "
+            "adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
         ),
     ] = PlannerName.fixed,
     budget_seconds: Annotated[
@@ -459,8 +460,9 @@ def report(
     curves: Annotated[
         Optional[list[Path]],
         typer.Option(
-            help="Run folders (bench-masks / demo --out) or summary.json files: plot human-seconds per image against mask IoU, "
-            "one curve per planner, with the polygon reference. Repeat for every run."
+            help="Run folders (bench-masks / demo --out) or summary.json files: "
+            "plot human-seconds per image against mask IoU, one curve per planner, with the polygon reference. "
+            "Repeat for every run."
         ),
     ] = None,
     out_dir: Annotated[
@@ -553,7 +555,8 @@ def bench_masks(
     planner: Annotated[
         PlannerName,
         typer.Option(
-            help="fixed: the paper's questions, fixed redundancy. adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
+            help="fixed: the paper's questions, fixed redundancy. "
+            "adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
         ),
     ] = PlannerName.fixed,
     budget_seconds: Annotated[
@@ -611,7 +614,10 @@ def bench_masks(
 
 
 def print_outcome(summary: dict) -> None:
-    """A run's result at a glance: one row per way of getting a mask, then the headline sentence (the report's first line)."""
+    """A run's result at a glance.
+
+    One row per way of getting a mask, then the headline sentence (the report's first line).
+    """
     from crowdpatch.report.overview import overview_table
     from crowdpatch.summary import headline
 

@@ -1,7 +1,7 @@
 """Typed project configuration, stored as ``crowdpatch.toml`` in the project directory.
 
-Every default from the design (SPEC.md) is a field here, with a docstring saying where it comes
-from, so that no number that changes a result hides in code.
+Every default is a field here, with a description saying where it comes from, so that no number
+that changes a result hides in code.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class PatchConfig(_Section):
 
     presentation: Literal["single", "grid"] = Field(
         "grid",
-        description="'grid': one screen of cells, click all with the target (default: cheaper per unit of mask quality, "
-        "see docs/benchmarks.md). 'single': one window per screen, yes/no (the paper).",
+        description="'grid': one screen of cells, click all with the target "
+        "(default: cheaper per unit of mask quality, see docs/benchmarks.md). "
+        "'single': one window per screen, yes/no (the paper).",
     )
     max_depth: int = Field(
         2, ge=1, le=8, description="Deepest lattice level asked (level 1 = 3 x 3 windows of half the region's side)."
@@ -65,8 +66,8 @@ class PatchConfig(_Section):
     )
     refine: Literal["none", "grabcut"] = Field(
         "grabcut",
-        description="'grabcut': snap the mask to the image's edges within one cell of the crowd's boundary (OpenCV GrabCut, "
-        "no human time); 'none': the crowd's cells and windows as they are.",
+        description="'grabcut': snap the mask to the image's edges within one cell of the crowd's boundary "
+        "(OpenCV GrabCut, no human time); 'none': the crowd's cells and windows as they are.",
     )
 
 
@@ -75,7 +76,8 @@ class CrowdConfig(_Section):
 
     planner: Literal["fixed", "adaptive"] = Field(
         "fixed",
-        description="Which questions are asked: 'fixed' (the paper: every region's lattice or grid, fixed redundancy) or "
+        description="Which questions are asked: "
+        "'fixed' (the paper: every region's lattice or grid, fixed redundancy) or "
         "'adaptive' (saliency prior + answers so far decide what is worth asking next; see [adaptive]).",
     )
     votes: int = Field(3, ge=1, description="Votes wanted per question.")
@@ -109,7 +111,8 @@ class CrowdConfig(_Section):
     constant_run_answers: int = Field(
         12,
         ge=2,
-        description="A worker whose last this-many yes/no answers (gold aside) are all the same is checked against the crowd.",
+        description="A worker whose last this-many yes/no answers (gold aside) are all the same "
+        "is checked against the crowd.",
     )
     constant_run_grid_answers: int = Field(
         5,
@@ -119,7 +122,8 @@ class CrowdConfig(_Section):
     constant_min_crowd_answers: int = Field(
         5,
         ge=1,
-        description="Questions of the run that other workers answered, needed before the constant rule may stop anyone.",
+        description="Questions of the run that other workers answered, "
+        "needed before the constant rule may stop anyone.",
     )
     constant_min_disagreement: float = Field(
         0.5,
@@ -140,7 +144,8 @@ class AdaptiveConfig(_Section):
         0.95,
         gt=0.5,
         lt=1,
-        description="A verification or outline check (a whole region rides on it) is decided once this sure either way.",
+        description="A verification or outline check (a whole region rides on it) "
+        "is decided once this sure either way.",
     )
     max_votes: int = Field(
         3, ge=1, description="Most answers bought for one question (or cell) while it stays uncertain."
@@ -148,17 +153,20 @@ class AdaptiveConfig(_Section):
     prior_weight: float = Field(
         4.0,
         gt=0,
-        description="Pseudo-answers behind a worker's assumed accuracy (crowd.honest_gold_accuracy) before its gold says more.",
+        description="Pseudo-answers behind a worker's assumed accuracy (crowd.honest_gold_accuracy) "
+        "before its gold says more.",
     )
     outline: bool = Field(
         True,
-        description="Ask 'does this outline cover the <target> well?' about the saliency mask of a verified region first.",
+        description="Ask 'does this outline cover the <target> well?' "
+        "about the saliency mask of a verified region first.",
     )
     outline_min_rate: float = Field(
         0.2,
         ge=0,
         le=1,
-        description="Stop asking outline questions once fewer than this share of them is accepted (after outline_min_seen).",
+        description="Stop asking outline questions once fewer than this share of them is accepted "
+        "(after outline_min_seen).",
     )
     outline_min_seen: int = Field(
         10, ge=1, description="Outline decisions seen before their acceptance rate can switch them off."
@@ -205,7 +213,11 @@ class AggregationConfig(_Section):
 
 
 class TimeModel(_Section):
-    """Median human seconds per action, from the literature (SPEC 'human time model')."""
+    """Median human seconds per action, from the literature.
+
+    The fields name their sources (Papadopoulos et al. 2016, Searles et al. 2023, Lin et al. 2014); simulated
+    answer times are drawn from a lognormal around these medians.
+    """
 
     yes_no: float = Field(1.6, description="Yes/no verification of one item (Papadopoulos et al. 2016).")
     grid_screen: float = Field(
@@ -224,7 +236,7 @@ class TimeModel(_Section):
 
 
 class SimulationConfig(_Section):
-    """Simulated crowd (SPEC 'Simulated crowd and human time model')."""
+    """Simulated crowd: workers who answer from the ground-truth masks, and a share of spammers."""
 
     workers: int = Field(20, ge=1, description="Simulated workers answering in parallel.")
     worker_error: float = Field(0.1, ge=0, le=0.5, description="Mean per-worker probability of flipping an answer.")
@@ -256,7 +268,8 @@ class ServerConfig(_Section):
 
     api_key: str | None = Field(
         default_factory=_default_api_key,
-        description="Requester API key (dashboard, progress, exports). CROWDPATCH_API_KEY overrides it; generated at init otherwise.",
+        description="Requester API key (dashboard, progress, exports). "
+        "CROWDPATCH_API_KEY overrides it; generated at init otherwise.",
     )
     session_secret: str = Field(
         default_factory=_secret, description="Signs worker session tokens and image links (HMAC-SHA256)."
@@ -275,9 +288,10 @@ class ServerConfig(_Section):
     answers_per_session: int = Field(20, ge=1, description="Answers one worker session gives before it is completed.")
     pay_stopped_workers: bool = Field(
         False,
-        description="Whether a worker stopped by quality control still gets the completion code, so the platform pays for "
-        "the answers given (Prolific: prolific_completion_code behind a button on the stop page; MTurk: a button that "
-        "submits the HIT). false: the stop page says they were stopped, without a code, and /sessions/complete refuses them. "
+        description="Whether a worker stopped by quality control still gets the completion code, "
+        "so the platform pays for the answers given "
+        "(Prolific: prolific_completion_code behind a button on the stop page; MTurk: a button that submits the HIT). "
+        "false: the stop page says they were stopped, without a code, and /sessions/complete refuses them. "
         "Local invites always show their code: the dashboard lists it beside 'stopped by'.",
     )
     polygon_votes: int = Field(1, ge=1, description="Polygons wanted per image in polygon mode (the baseline study).")
@@ -285,12 +299,14 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(
         65_536,
         ge=1_024,
-        description="Largest request body accepted (bytes, streamed or not); larger ones get 413. A 1,000-point polygon is ~25 KB.",
+        description="Largest request body accepted (bytes, streamed or not); larger ones get 413. "
+        "A 1,000-point polygon is ~25 KB.",
     )
     rate_limit_worker_per_second: float = Field(
         10.0,
         ge=0,
-        description="Sustained requests per second one worker session may make (0: no limit). A real worker makes ~3 per answer; simulated workers (opened with the API key) are not limited.",
+        description="Sustained requests per second one worker session may make (0: no limit). "
+        "A real worker makes ~3 per answer; simulated workers (opened with the API key) are not limited.",
     )
     rate_limit_worker_burst: int = Field(
         30, ge=1, description="Requests one worker may make at once before the per-second rate applies."
@@ -298,14 +314,16 @@ class ServerConfig(_Section):
     rate_limit_ip_per_second: float = Field(
         50.0,
         ge=0,
-        description="Sustained requests per second from one IP address that carry no worker token or API key (0: no limit).",
+        description="Sustained requests per second from one IP address that carry no worker token or API key "
+        "(0: no limit).",
     )
     rate_limit_ip_burst: int = Field(
         200, ge=1, description="Burst allowed per IP address: a lab behind one NAT opening its sessions together."
     )
     cors_origins: list[str] = Field(
         default_factory=list,
-        description="Origins allowed to call the API from a browser page served elsewhere; empty: same origin only (no CORS headers).",
+        description="Origins allowed to call the API from a browser page served elsewhere; "
+        "empty: same origin only (no CORS headers).",
     )
 
     def effective_api_key(self) -> str:

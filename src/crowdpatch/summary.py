@@ -149,7 +149,10 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
 
 
 def _simulated_bans(workers: list) -> dict[str, int]:
-    """Who quality control stopped (gold, too fast, constant answers), by the simulated worker's true kind (only a simulation knows it)."""
+    """Who quality control stopped (gold, too fast, constant answers), by the simulated worker's true kind.
+
+    Only a simulation knows that kind.
+    """
     counts = {"spammers": 0, "spammers_banned": 0, "honest": 0, "honest_banned": 0}
     for attributes, banned in workers:
         kind = "honest" if attributes.get("kind") == "honest" else "spammers"

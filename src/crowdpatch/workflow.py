@@ -259,7 +259,8 @@ DEMO_GUIDES = ("none", "patch", "gt")
 DEMO_IMAGES = {True: 24, False: 300}
 DEMO_EPOCHS = 30
 DEMO_BATCH_SIZE = 16
-"""Small batches: the 180 training images give 11 steps an epoch, enough for the guided classifiers to learn the shapes."""
+"""Small batches: the 180 training images give 11 steps an epoch, enough for the guided classifiers to learn
+the shapes."""
 DEMO_MANIFEST = "demo.json"
 """What a demo folder was made with (images, seed): a second run with the same options resumes it."""
 
@@ -359,7 +360,10 @@ def run_demo(
 def run_adaptive_twin(
     project: Project, directory: Path, dataset: DatasetLoad, progress: StepProgress
 ) -> tuple[Project, dict[str, Any]]:
-    """The same images and simulated crowd under the adaptive planner: its project and the summary's ``adaptive`` figures."""
+    """The same images and simulated crowd under the adaptive planner.
+
+    Returns its project and the summary's ``adaptive`` figures.
+    """
     config = project.config.model_copy(deep=True)
     config.name = f"{config.name}-adaptive"
     config.crowd.planner = "adaptive"
@@ -382,7 +386,10 @@ ADAPTIVE_GUIDE = "patch (adaptive)"
 def train_or_reuse(
     config: TrainConfig, splits: Callable[[], dict], runs_dir: Path, progress: StepProgress, label: str
 ) -> tuple[dict, dict]:
-    """One training run's record and weights: read from ``runs_dir/<run>/`` when a run with this exact config is stored there."""
+    """One training run's record and weights.
+
+    Read from ``runs_dir/<run>/`` when a run with this exact config is stored there, else trained and stored there.
+    """
     import torch
 
     from crowdpatch.train.runner import result_record, run_name, write_run
@@ -407,8 +414,8 @@ def cpu_training_threads(default: int) -> int:
     """Intra-op threads for the demo's training on a CPU: one when other processes already keep every core busy.
 
     PyTorch's parallel kernels wait for all their threads at every operation; on busy cores those
-    waits dominate (the demo's small CNN trained 3x faster with one thread than with two, on 2 cores
-    at load average 7), while on idle cores more threads are faster.
+    waits dominate, so the demo's small CNN trains faster with one thread than with several, while on
+    idle cores more threads are faster.
     """
     cores = os.cpu_count() or 1
     return 1 if os.getloadavg()[0] >= cores else default

@@ -338,14 +338,18 @@ WATERBIRDS_COLUMNS = ("img_id", "img_filename", "y", "split", "place")
 
 
 def build_waterbirds(metadata_file: Path) -> list[SplitRow]:
-    """Waterbirds rows from ``metadata.csv``: label landbird | waterbird, group ``place`` (land | water), its own splits."""
+    """Waterbirds rows from ``metadata.csv``.
+
+    Label landbird | waterbird, group ``place`` (land | water), and the dataset's own splits.
+    """
     metadata_file = _require_file(metadata_file, "Waterbirds metadata.csv")
     with metadata_file.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in WATERBIRDS_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise BiasSplitError(
-                f"{metadata_file}: missing column(s) {', '.join(missing)} (header: {', '.join(reader.fieldnames or [])})"
+                f"{metadata_file}: missing column(s) {', '.join(missing)} "
+                f"(header: {', '.join(reader.fieldnames or [])})"
             )
         rows = []
         for record in reader:

@@ -100,7 +100,7 @@ def coco_command(
     test_fraction: Annotated[float, typer.Option(help="The same for test.")] = 0.15,
     max_train_per_class: Annotated[Optional[int], typer.Option(help="Cap on training images per label.")] = None,
 ) -> None:
-    """COCO: images with the target are positives; writes the target's masks (union of instances, 0/255 PNG) to OUT/masks/."""
+    """COCO: images with the target are positives; writes its masks (union of instances, 0/255 PNG) to OUT/masks/."""
     from crowdpatch.datasets.bias_splits import build_coco, load_coco, write_coco_masks
 
     try:

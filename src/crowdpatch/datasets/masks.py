@@ -222,7 +222,8 @@ class MaskSurvey:
         unusable = len(self.empty) + len(self.all_void)
         if self.total and unusable * 2 > self.total:
             lines.append(
-                f"most ground truths hold no object: {unusable} of {self.total} ({_examples(self.empty + self.all_void)}); "
+                f"most ground truths hold no object: {unusable} of {self.total} "
+                f"({_examples(self.empty + self.all_void)}); "
                 "check how the masks mark the object (palette index, value or colour)"
             )
         elif self.empty:
@@ -231,8 +232,8 @@ class MaskSurvey:
             )
         if self.all_void:
             lines.append(
-                f"{len(self.all_void)} masks are all 'void' or ignore ({_examples(self.all_void)}): those images have no usable "
-                "ground truth"
+                f"{len(self.all_void)} masks are all 'void' or ignore ({_examples(self.all_void)}): "
+                "those images have no usable ground truth"
             )
         if self.several_objects:
             lines.append(

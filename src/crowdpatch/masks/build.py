@@ -163,7 +163,7 @@ class MaskBuilder:
         return grid_posteriors(session, self.project.config, root).tolist()
 
     def refined(self, mask: ImageMask, image_path: str) -> np.ndarray:
-        """The soft mask snapped to the image's edges (``[patches] refine``), within one cell of the crowd's boundary."""
+        """The soft mask snapped to the image's edges (``[patches] refine``) within one cell of the crowd's boundary."""
         if self.project.config.patches.refine != "grabcut" or not mask.regions:
             return mask.soft
         threshold = self.project.config.patches.mask_threshold

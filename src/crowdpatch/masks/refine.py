@@ -18,7 +18,10 @@ ITERATIONS = 5
 
 
 def trimap(binary: np.ndarray, band: int) -> np.ndarray:
-    """GrabCut labels: sure object deeper than ``band`` inside, sure background farther than ``band`` outside, probable in between."""
+    """GrabCut labels for a binary mask.
+
+    Sure object deeper than ``band`` inside, sure background farther than ``band`` outside, probable in between.
+    """
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     inside = cv2.erode(binary.astype(np.uint8), kernel) > 0
     near = cv2.dilate(binary.astype(np.uint8), kernel) > 0
@@ -30,7 +33,10 @@ def trimap(binary: np.ndarray, band: int) -> np.ndarray:
 
 
 def grabcut_refine(rgb: np.ndarray, binary: np.ndarray, band: int) -> np.ndarray:
-    """The binary mask refined inside a ``band``-pixel band around its boundary; unchanged when there is nothing to refine."""
+    """The binary mask refined by GrabCut inside a ``band``-pixel band around its boundary.
+
+    Returned unchanged when there is nothing to refine.
+    """
     if not binary.any() or binary.all() or band < 1:
         return binary
     height, width = binary.shape
@@ -69,6 +75,9 @@ def grabcut_refine(rgb: np.ndarray, binary: np.ndarray, band: int) -> np.ndarray
 
 
 def refined_soft(soft: np.ndarray, refined: np.ndarray, threshold: float) -> np.ndarray:
-    """A soft mask that agrees with the refined binary mask at ``threshold`` and keeps the crowd's confidence elsewhere."""
+    """A soft mask that agrees with the refined binary mask at ``threshold``.
+
+    Elsewhere it keeps the crowd's confidence.
+    """
     below = np.nextafter(np.float32(threshold), np.float32(0))
     return np.where(refined, np.maximum(soft, threshold), np.minimum(soft, below)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The overlapping window lattice of step 2 (SPEC 'patches/').
+"""The overlapping window lattice of step 2.
 
 Level ``L`` cuts a region into windows of ``1 / 2**L`` of its side, placed at a stride of half
 a window (50% overlap): level 1 is the 3 x 3 lattice of half-side windows at quarter strides. A

@@ -3,7 +3,7 @@
 Votes are aggregated per window, never per pixel: a worker who never saw a window did not vote
 "no" on it. A pixel is then decided by the finest level of windows that covers it, and the
 overlap of those windows is used: with ``combine="min"`` a pixel is object only as far as every
-finest window over it agrees (SPEC's probe: averaging all levels at 0.5 dilates the mask badly).
+finest window over it agrees (averaging all levels and thresholding at 0.5 dilates the mask badly).
 """
 
 from __future__ import annotations

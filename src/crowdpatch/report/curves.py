@@ -153,6 +153,7 @@ def curves_table(points: list[CurvePoint], polygon_seconds: float) -> str:
     lines = ["| planner | dataset | point | s/image | vs polygon | mask IoU |", "|---|---|---|---|---|---|"]
     for p in sorted(points, key=lambda p: (p.dataset, p.planner, p.seconds)):
         lines.append(
-            f"| {p.planner} | {p.dataset} | {p.label} | {p.seconds:.1f} | {polygon_seconds / p.seconds:.2f}x | {p.iou:.3f} |"
+            f"| {p.planner} | {p.dataset} | {p.label} | {p.seconds:.1f} | "
+            f"{polygon_seconds / p.seconds:.2f}x | {p.iou:.3f} |"
         )
     return "\n".join(lines)

@@ -28,7 +28,8 @@ FIGURES_DIR = "figures"
 COST_FIGURE = "cost.png"
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px; padding: 0 16px; color: #222; line-height: 1.4; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px; padding: 0 16px; \
+color: #222; line-height: 1.4; }
 h1, li { overflow-wrap: anywhere; }
 .headline { font-size: 1.25em; font-weight: 600; margin: 0.5em 0 0.8em; }
 .times { padding: 0.4em 0.8em; background: #fff4d6; display: inline-block; }
@@ -354,8 +355,9 @@ def write_report(
     notes: Sequence[str] = (),
     training: TrainingFigures | None = None,
 ) -> Path:
-    """Write ``out_dir/index.html``, the cost figure and ``out_dir/figures/<name>-<panel>.png`` per sample; return the page.
+    """Write the report page and its figures; return the page.
 
+    Writes ``out_dir/index.html``, the cost figure and ``out_dir/figures/<name>-<panel>.png`` per sample.
     ``samples`` are (group, sample) pairs in the order shown (see :func:`pick_samples`);
     ``summary["times_are"]`` must say whether the times are "modeled" or "measured".
     """

@@ -37,7 +37,7 @@ class SaliencyBackend(ABC):
 
 BACKENDS: Registry[type[SaliencyBackend]] = Registry("saliency backend")
 register_backend = BACKENDS.register
-"""Class decorator with the backend's name: ``@register_backend("spectral")`` makes it ``create_backend("spectral")``."""
+"""Class decorator taking the backend's name: ``@register_backend("spectral")`` makes ``create_backend("spectral")``."""
 
 
 def create_backend(name: str, **options: object) -> SaliencyBackend:

@@ -1,6 +1,6 @@
 """Offline saliency from OpenCV's static saliency algorithms: the default that needs no files.
 
-Both backends run at several scales and fuse the maps by their mean (SPEC: 256 and 512 px by
+Both backends run at several scales and fuse the maps by their mean (256 and 512 px by
 default): a coarse scale finds whole objects, a fine one keeps their boundaries. The fused map is
 blurred lightly because spectral-residual maps are speckled (isolated high pixels on texture and
 edges) and fine-grained maps are edge-heavy; the speckles would otherwise become tiny connected

@@ -270,8 +270,8 @@ def undo(state: State, worker: Worker) -> TaskResponse:
 def complete(state: State, worker: Worker) -> CompletionResponse:
     """Finish the session: where to send the worker (Prolific), what to POST (MTurk), or a code (local).
 
-    A worker stopped by quality control gets it only where the study pays stopped workers (``[server].pay_stopped_workers``;
-    local invites always).
+    A worker stopped by quality control gets it only where the study pays stopped workers
+    (``[server].pay_stopped_workers``; local invites always).
     """
     with state.project.sessions.begin() as session:
         row = session.get(WorkerRow, worker.worker_id)
@@ -295,9 +295,10 @@ def task_image(
     ] = None,
     dpr: Annotated[float, Query(ge=1, le=4, description="The screen's device pixels per CSS pixel.")] = 1.0,
 ) -> Response:
-    """The picture of a task, by a signed link (``image_url`` / ``context_url`` of the task), drawn at ``px`` x ``dpr`` pixels wide.
+    """The picture of a task, drawn at ``px`` x ``dpr`` pixels wide.
 
-    The link names a task, never a file: the path comes from the store, for this project's tasks only.
+    The link (``image_url`` / ``context_url`` of the task) is signed and names a task, never a file: the path
+    comes from the store, for this project's tasks only.
     """
     if not constant_time_equal(s, image_signature(state.server.session_secret, task_id, w)):
         raise HTTPException(403, "invalid image link")

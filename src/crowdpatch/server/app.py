@@ -47,7 +47,7 @@ def telemetry_off() -> dict:
     """FastAPI's OpenTelemetry off, where this FastAPI has it (0.165 and later).
 
     Left on, it asks OpenTelemetry on every request whether a provider is configured (environment
-    lookups): 4% of the server's time per answer, for spans nobody here collects.
+    lookups): a measurable share of the server's time per answer, for spans nobody here collects.
     """
     if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
         return {}
@@ -58,9 +58,9 @@ def freeze_startup_objects() -> None:
     """Keep the objects that live as long as the server out of the garbage collector's full passes.
 
     The imported libraries, the app and the project are ~300,000 objects that the collector's
-    oldest generation walked whole, 155-175 ms each time, several times a second under load (the
-    objects of requests in flight survive the young collections and soon ask for another full
-    one): the p99 latency of every busy run (docs/benchmarks.md, "This version (stop 13)").
+    oldest generation would walk whole, several times a second under load (the objects of requests
+    in flight survive the young collections and soon ask for another full one): each such pause
+    stalls every request in flight and sets the p99 latency of a busy server (docs/benchmarks.md).
     Frozen (:func:`gc.freeze`) after one last collection, they are never walked again; what the
     requests create is collected as before. Only a serving process does this (``serve``, and each
     of its ``--workers`` processes): in a process that goes on building other things, such as a
@@ -86,7 +86,8 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
     app = FastAPI(
         title="crowdpatch",
         version="1",
-        description="Crowdsourced patch labeling: the worker API (sessions, tasks, answers) and the requester API (X-API-Key).",
+        description="Crowdsourced patch labeling: "
+        "the worker API (sessions, tasks, answers) and the requester API (X-API-Key).",
         lifespan=lifespan,
         routes=api.fast_routes() if fast_routes else None,
         **telemetry_off(),
@@ -99,7 +100,8 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    # Added innermost first: headers wrap every answer (429 and 413 included); floods are refused before bodies are read.
+    # Added innermost first: headers wrap every answer (429 and 413 included);
+    # floods are refused before bodies are read.
     install_error_handlers(app)
     add_cors(app, project.config.server)
     app.add_middleware(BodySizeLimit, config=project.config.server)

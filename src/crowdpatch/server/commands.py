@@ -11,7 +11,10 @@ import typer
 from crowdpatch.config import ProjectConfig
 
 LOCAL_INVITE_LABEL = "local"
-"""The label of the invite ``serve`` prints: the same invite as the dashboard's "Make links", so it is made once and reused."""
+"""The label of the invite ``serve`` prints.
+
+It is the same invite as the dashboard's "Make links", so it is made once and reused.
+"""
 
 
 def register(app: typer.Typer) -> None:
@@ -97,7 +100,8 @@ def print_links(config: ProjectConfig, base: str) -> None:
     )
     typer.echo(f"  Prolific:     {worker_link(base, name, 'prolific')}")
     typer.echo(
-        f"  MTurk:        {worker_link(base, name, 'mturk')}   (ExternalQuestion URL; opened without MTurk it asks for an invite)"
+        f"  MTurk:        {worker_link(base, name, 'mturk')}   "
+        "(ExternalQuestion URL; opened without MTurk it asks for an invite)"
     )
     typer.echo(f"  dashboard:    {base}/admin/{name}?key={key}")
     typer.echo(f"  API key:      {key}")

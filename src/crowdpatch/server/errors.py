@@ -1,8 +1,9 @@
 """The error answers: 422s that can always be written, and refusals the worker page explains.
 
 A validation error echoes the client's input back: FastAPI's default handler puts each offending
-value into the response, and JSON has no NaN or Infinity: a body such as ``[NaN, 2]`` (Python's parser accepts it) made the 422 itself fail as a
-500. Non-finite numbers are echoed as strings instead.
+value into the response, and JSON has no NaN or Infinity, so a body such as ``[NaN, 2]`` (Python's
+parser accepts it) would make the 422 itself fail as a 500. Non-finite numbers are therefore echoed
+as strings.
 """
 
 from __future__ import annotations

@@ -55,14 +55,20 @@ def _api_key(config: ServerConfig) -> str:
 
 
 class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` mid-stream; FastAPI re-raises HTTPExceptions met while parsing a body, so it becomes the 413."""
+    """Raised from ``receive`` mid-stream.
+
+    FastAPI re-raises HTTPExceptions met while parsing a body, so it becomes the 413.
+    """
 
     def __init__(self, limit: int):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
 class BodySizeLimit:
-    """413 for a body over ``[server].max_body_bytes``: by its declared length at once, else by counting streamed bytes."""
+    """413 for a body over ``[server].max_body_bytes``.
+
+    Refused by its declared length at once, else by counting the streamed bytes.
+    """
 
     def __init__(self, app: ASGIApp, config: ServerConfig):
         self.app = app
@@ -190,7 +196,10 @@ class RateLimit:
                 if wait > 0:
                     retry_after = max(1, math.ceil(wait))
                     who = "this worker session" if key.startswith("worker:") else "this address"
-                    detail = f"too many requests from {who}: at most {rate:g} per second (bursts of {burst}); retry after {retry_after} s"
+                    detail = (
+                        f"too many requests from {who}: at most {rate:g} per second (bursts of {burst}); "
+                        f"retry after {retry_after} s"
+                    )
                     await send_json(send, 429, detail, {"Retry-After": str(retry_after)})
                     return
         await self.app(scope, receive, send)

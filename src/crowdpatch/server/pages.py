@@ -1,4 +1,7 @@
-"""HTML pages: the worker page ``/w/<project>`` (with its instruction examples) and the requester dashboard ``/admin/<project>``."""
+"""HTML pages: the worker page and the requester dashboard.
+
+The worker page ``/w/<project>`` comes with its instruction examples; the dashboard is ``/admin/<project>``.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,10 @@ ARRIVAL_PARAMETERS = ("PROLIFIC_PID", "assignmentId", "invite")
 
 @router.get("/w/{project}", response_class=HTMLResponse)
 def worker_page(project: str, request: Request, state: State) -> HTMLResponse:
-    """The worker page; opened without a platform's parameters or an invite, it says an invite is needed, and how to get one."""
+    """The worker page.
+
+    Opened without a platform's parameters or an invite, it says an invite is needed, and how to get one.
+    """
     config = state.project.config
     if project != state.name:
         refusal, status = (

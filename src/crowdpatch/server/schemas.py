@@ -101,7 +101,9 @@ class AnswerResponse(BaseModel):
     answers_given: int
     session_complete: bool
     worker_stopped: bool = False
-    """True when quality control has stopped this worker (this answer included): no more questions; ``GET /tasks/next`` says why (403)."""
+    """True when quality control has stopped this worker (this answer included): no more questions;
+    ``GET /tasks/next`` says why (403).
+    """
     next: TaskResponse | None = None
     """The next question, when the request asked for it (``"next": true``) and there is one."""
     next_status: NextStatus | None = None

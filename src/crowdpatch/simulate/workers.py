@@ -1,4 +1,4 @@
-"""Simulated crowd workers that answer from ground-truth masks (SPEC 'Simulated crowd').
+"""Simulated crowd workers that answer from ground-truth masks.
 
 A worker says "yes" to a window when the share of it covered by the object reaches its own
 threshold, then flips the answer with its own error rate. Spammers do not look: they answer at

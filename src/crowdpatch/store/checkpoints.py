@@ -2,11 +2,11 @@
 
 SQLite copies its write-ahead log back into the database file (a checkpoint, with an fsync) in
 whichever commit first finds the log over 1,000 pages. In the server that commit holds the one
-writer's lock, so every answer in flight waits for the disk: on this project's development machine
-the checkpoints cut the answers per second by a third and put 150-200 ms into the p99 latency
-(bench/load.py, docs/benchmarks.md). Served, the database is checkpointed once a second by this
-thread instead, ``PASSIVE`` (it never waits for, nor blocks, the writer); the commit-time checkpoint
-stays as a backstop at a much larger log (``BACKSTOP_PAGES``), should this thread fall behind.
+writer's lock, so every answer in flight waits for the disk: the checkpoints cost answers per
+second and put their fsync into the p99 latency (bench/load.py, docs/benchmarks.md). Served, the
+database is checkpointed once a second by this thread instead, ``PASSIVE`` (it never waits for,
+nor blocks, the writer); the commit-time checkpoint stays as a backstop at a much larger log
+(``BACKSTOP_PAGES``), should this thread fall behind.
 Durability is unchanged: a commit is in the log before it is acknowledged either way.
 """
 

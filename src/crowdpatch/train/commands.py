@@ -122,7 +122,8 @@ def train(
     test = result.test
     out.print(
         f"{run_name(config)}: best epoch {result.best_epoch}; test accuracy {test['accuracy']:.3f}, "
-        f"worst group {test['worst_group']:.3f}, CAM energy in mask {test['energy_in_mask']:.3f} ({result.device}, {result.seconds:.0f} s)"
+        f"worst group {test['worst_group']:.3f}, CAM energy in mask {test['energy_in_mask']:.3f} "
+        f"({result.device}, {result.seconds:.0f} s)"
     )
     out.print(f"run written to {runs_dir / run_name(config)}")
 

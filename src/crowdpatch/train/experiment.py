@@ -177,13 +177,16 @@ def write_experiment(
         for guide, metrics in result.table.items()
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>crowdpatch experiment</title>
-<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}td,th{{padding:.2rem .6rem;border-bottom:1px solid #ddd}}</style></head><body>
+<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}\
+td,th{{padding:.2rem .6rem;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>Attention guides against the shortcut</h1>
 <p>Test set balanced over (class, background) groups; model selected on validation worst-group accuracy;
-mean ± std over {len({r["config"]["seed"] for r in result.runs})} seeds; model {html.escape(base.model)}, loss {html.escape(base.loss)}.</p>
+mean ± std over {len({r["config"]["seed"] for r in result.runs})} seeds; \
+model {html.escape(base.model)}, loss {html.escape(base.loss)}.</p>
 <table><tr><th>guide</th>{"".join(f"<th>{m}</th>" for m in METRICS)}</tr>{rows}</table>
 <ul>{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>
-<img src="{bar.name}" alt="worst-group accuracy per guide"><h2>Class activation maps on bias-conflicting test images</h2>
+<img src="{bar.name}" alt="worst-group accuracy per guide">\
+<h2>Class activation maps on bias-conflicting test images</h2>
 <img src="{cams.name}" alt="CAM overlays"></body></html>"""
     path = out / "index.html"
     tmp = path.with_suffix(".tmp")

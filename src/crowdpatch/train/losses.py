@@ -1,9 +1,9 @@
 """Attention losses, each a small registered class (the DomainBed habit), combined by name: "bgswap+cam".
 
 A *penalty* adds ``weight * value`` to the cross-entropy; an *augmentation* changes the batch
-before the forward pass. Probes (SPEC) show a penalty on positive evidence alone is evaded (the
-model predicts through negative evidence outside the mask), so the map penalties here penalize
-evidence of both signs: the absolute class-margin map.
+before the forward pass. A penalty on positive evidence alone is evaded (the model predicts
+through negative evidence outside the mask), so the map penalties here penalize evidence of both
+signs: the absolute class-margin map.
 """
 
 from __future__ import annotations
