@@ -42,8 +42,14 @@ def _adaptive(config: ProjectConfig) -> None:
     config.crowd.planner = "adaptive"
 
 
+def _precise(config: ProjectConfig) -> None:
+    config.crowd.planner = "precise"
+
+
 CONFIGURATIONS: dict[str, list[Callable[[ProjectConfig], None]]] = {
     "default": [],
+    "precise": [_precise],
+    "precise-csnet": [_precise, _csnet],
     "adaptive": [_adaptive],
     "fixed-csnet": [_csnet],
     "adaptive-csnet": [_adaptive, _csnet],
@@ -69,7 +75,9 @@ def mixed_set(out: Path, per_set: int, seed: int) -> tuple[Path, Path]:
     return images, masks
 
 
-def run(dataset: str, folders: tuple[Path, Path], name: str, limit: int | None, seed: int, out: Path) -> dict:
+def run(
+    dataset: str, folders: tuple[Path, Path], name: str, limit: int | None, seed: int, out: Path, keep: bool = False
+) -> dict:
     config = ProjectConfig(name="bench", target="object")
     config.simulation.seed = seed
     for change in CONFIGURATIONS[name]:
@@ -78,7 +86,8 @@ def run(dataset: str, folders: tuple[Path, Path], name: str, limit: int | None, 
     shutil.rmtree(target, ignore_errors=True)
     start = time.perf_counter()
     result = run_bench_masks(folders[0], folders[1], target, config, SilentProgress(), limit, dataset)
-    shutil.rmtree(target / "project", ignore_errors=True)  # keep the summary and the report, not the database
+    if not keep:
+        shutil.rmtree(target / "project", ignore_errors=True)  # keep the summary and the report, not the database
     summary = result.summary
     seconds = summary["modeled_seconds_per_image"]["patch"]
     by_kind = summary["seconds_per_image_by_kind"]
@@ -104,6 +113,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=[*MASK_DATASETS, "mixed"])
     parser.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep each run's project (its database and candidates)")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "crowdpatch_mask_quality")
     parser.add_argument(
         "--write",
@@ -117,7 +127,7 @@ def main() -> None:
     rows = []
     for dataset, pair in folders.items():
         for name in args.configs:
-            row = run(dataset, pair, name, args.limit, args.seed, args.out)
+            row = run(dataset, pair, name, args.limit, args.seed, args.out, args.keep)
             rows.append(row)
             print(markdown_table([row], skip=("summary",)).splitlines()[-1], flush=True)
     first = {row["dataset"]: row["mask IoU"] or 0.0 for row in rows if row["configuration"] == args.configs[0]}

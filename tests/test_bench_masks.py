@@ -43,15 +43,29 @@ def test_bench_masks_single_presentation_on_real_photos(
     run_cli, shared_data: Path, tmp_path: Path, dataset: str
 ) -> None:
     out = tmp_path / "bench"
-    summary = bench(run_cli, shared_data, dataset, out, "--presentation", "single")
+    summary = bench(run_cli, shared_data, dataset, out, "--planner", "fixed", "--presentation", "single")
     check_summary(summary, "single")
     assert summary["answers_by_kind"].get("patch", 0) > 0
     assert len(list((out / "project" / "masks" / "binary").glob("*.png"))) == LIMIT
 
 
 @pytest.mark.slow
-def test_bench_masks_uses_the_grid_presentation_by_default(run_cli, shared_data: Path, tmp_path: Path) -> None:
-    summary = bench(run_cli, shared_data, "weizmann_horse", tmp_path / "bench")
+def test_bench_masks_fixed_planner_uses_the_grid_presentation_by_default(
+    run_cli, shared_data: Path, tmp_path: Path
+) -> None:
+    summary = bench(run_cli, shared_data, "weizmann_horse", tmp_path / "bench", "--planner", "fixed")
     check_summary(summary, "grid")
     assert summary["answers_by_kind"].get("grid", 0) > 0
     assert "patch" not in summary["answers_by_kind"], "grid presentation asks no single windows"
+
+
+@pytest.mark.slow
+def test_bench_masks_runs_the_precise_planner_by_default(run_cli, shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    summary = bench(run_cli, shared_data, "grabcut", out)
+    check_summary(summary, "grid")
+    assert summary["settings"]["planner"] == "precise"
+    asked = summary["answers_by_kind"]
+    assert asked.get("extreme", 0) >= LIMIT and asked.get("pick", 0) >= 1
+    assert summary["complete"]
+    assert list((out / "project" / "candidates").glob("*.png")), "the candidate masks are kept beside the project"

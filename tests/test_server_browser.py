@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -17,14 +16,14 @@ if not CHROMIUM.exists():
         f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
     )
 playwright_api = pytest.importorskip("playwright.sync_api")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher  # noqa: E402
 from crowdpatch.crowd.questions import add_polygon_tasks_for_images  # noqa: E402
-from crowdpatch.server.app import create_app  # noqa: E402
 from crowdpatch.server.platforms import register_worker  # noqa: E402
 from crowdpatch.server.tokens import make_invite  # noqa: E402
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow, WorkerRow  # noqa: E402
+from helpers.live_server import LiveServer  # noqa: E402
 
 expect = playwright_api.expect
 
@@ -40,25 +39,6 @@ def screenshots(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("CROWDPATCH_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-class LiveServer:
-    def __init__(self, project):
-        self.project = project
-        config = uvicorn.Config(create_app(project), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def verify_all_but_one_image(project) -> None:

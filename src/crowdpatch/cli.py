@@ -44,11 +44,38 @@ out = Console()
 class PlannerName(str, Enum):
     fixed = "fixed"
     adaptive = "adaptive"
+    precise = "precise"
+
+
+DEFAULT_PLANNER = PlannerName.precise
+"""The best planner that needs no downloaded file, by the measurements in docs/benchmarks.md ("Mask quality")."""
+
+PlannerOption = Annotated[
+    PlannerName,
+    typer.Option(
+        help="precise: the target's four ends, then a pick among masks drawn from them and clicks on their errors. "
+        "fixed: the paper's questions, fixed redundancy. "
+        "adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
+    ),
+]
+BudgetOption = Annotated[Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")]
+SaliencyOption = Annotated[
+    str,
+    typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights)."),
+]
+WeightsOption = Annotated[
+    Optional[Path], typer.Option(help="Model file for a saliency backend that needs one (csnet, onnx).")
+]
 
 
 class Presentation(str, Enum):
     single = "single"
     grid = "grid"
+
+
+PresentationOption = Annotated[
+    Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")
+]
 
 
 class Method(str, Enum):
@@ -145,6 +172,17 @@ def apply_planner(config: ProjectConfig, planner: "PlannerName", budget_seconds:
     config.adaptive.budget_seconds = budget_seconds
 
 
+def propose_line(report) -> str:
+    """What step 1 asked: clusters to verify, or the questions asked of whole images, and gold."""
+    parts = [f"{report.clusters} clusters to verify"] if report.clusters or not report.whole_image else []
+    if report.first_questions:
+        asked = ", ".join(f"{count} {kind}" for kind, count in sorted(report.first_questions.items()))
+        parts.append(f"{report.whole_image} asked whole ({asked} questions)")
+    elif report.whole_image:
+        parts.append(f"{report.whole_image} without a cluster (whole image)")
+    return f"{report.processed} images: " + ", ".join([*parts, f"{report.gold} gold questions"])
+
+
 def images_proposed(counts: dict[str, int]) -> int:
     """Images past step 1 (neither new nor in error), from :meth:`Project.counts`."""
     return sum(
@@ -192,29 +230,14 @@ def init(
             "Default: the labels' one class (horse, or horse/not_horse); asked for when the labels do not name one."
         ),
     ] = None,
-    presentation: Annotated[
-        Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")
-    ] = Presentation.grid,
+    presentation: PresentationOption = Presentation.grid,
     max_depth: Annotated[int, typer.Option(help="Deepest lattice level asked (single presentation).")] = 2,
     grid_size: Annotated[int, typer.Option(help="Cells per side of a grid screen.")] = 8,
     votes: Annotated[int, typer.Option(help="Votes wanted per question (stops at 2 when they agree).")] = 3,
-    planner: Annotated[
-        PlannerName,
-        typer.Option(
-            help="fixed: the paper's questions, fixed redundancy. "
-            "adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
-        ),
-    ] = PlannerName.fixed,
-    budget_seconds: Annotated[
-        Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")
-    ] = None,
-    saliency: Annotated[
-        str,
-        typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights)."),
-    ] = "spectral",
-    weights: Annotated[
-        Optional[Path], typer.Option(help="Model file for a saliency backend that needs one (csnet, onnx).")
-    ] = None,
+    planner: PlannerOption = DEFAULT_PLANNER,
+    budget_seconds: BudgetOption = None,
+    saliency: SaliencyOption = "spectral",
+    weights: WeightsOption = None,
     db: Annotated[Optional[str], typer.Option(help="Database URL (default: SQLite crowdpatch.db in DIR).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the benchmark, gold and simulated workers.")] = 0,
 ) -> None:
@@ -317,10 +340,7 @@ def propose(directory: Annotated[Path, typer.Argument(help="Project directory.")
         return
     with storage_errors(directory), RichProgress().step("step 1: saliency clusters", todo) as advance:
         report = run_propose(project, advance)
-    out.print(
-        f"{report.processed} images: {report.clusters} clusters to verify, {report.whole_image} without a cluster "
-        f"(whole image), {report.gold} gold questions"
-    )
+    out.print(propose_line(report))
     raise typer.Exit(report_problems(report.problems, "images"))
 
 
@@ -541,27 +561,14 @@ def bench_masks(
         Path, typer.Option(help="Folder of GT masks with the same stems (may be smaller than the images).")
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    presentation: Annotated[
-        Presentation, typer.Option(help="grid: one screen of cells per region; single: one window per question.")
-    ] = Presentation.grid,
-    saliency: Annotated[
-        str,
-        typer.Option(help="Saliency backend: spectral, finegrained, gt, csnet or onnx (the last two need --weights)."),
-    ] = "spectral",
-    weights: Annotated[Optional[Path], typer.Option(help="Model file for a saliency backend that needs one.")] = None,
+    presentation: PresentationOption = Presentation.grid,
+    saliency: SaliencyOption = "spectral",
+    weights: WeightsOption = None,
     worker_error: Annotated[float, typer.Option()] = 0.1,
     spammers: Annotated[float, typer.Option()] = 0.1,
     votes: Annotated[int, typer.Option()] = 3,
-    planner: Annotated[
-        PlannerName,
-        typer.Option(
-            help="fixed: the paper's questions, fixed redundancy. "
-            "adaptive: ask only what is expected to change the mask (saliency prior, outline check, follow-ups)."
-        ),
-    ] = PlannerName.fixed,
-    budget_seconds: Annotated[
-        Optional[float], typer.Option(help="Adaptive planner: most human seconds spent per image.")
-    ] = None,
+    planner: PlannerOption = DEFAULT_PLANNER,
+    budget_seconds: BudgetOption = None,
     name: Annotated[
         Optional[str],
         typer.Option(help="Dataset name in summary.json and cost curves (default: the images folder's name)."),

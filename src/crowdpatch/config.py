@@ -74,11 +74,12 @@ class PatchConfig(_Section):
 class CrowdConfig(_Section):
     """Task planning and quality control."""
 
-    planner: Literal["fixed", "adaptive"] = Field(
+    planner: Literal["fixed", "adaptive", "precise"] = Field(
         "fixed",
         description="Which questions are asked: "
         "'fixed' (the paper: every region's lattice or grid, fixed redundancy) or "
-        "'adaptive' (saliency prior + answers so far decide what is worth asking next; see [adaptive]).",
+        "'adaptive' (saliency prior + answers so far decide what is worth asking next; see [adaptive]) or "
+        "'precise' (the target's extreme points, then a pick among masks computed from them; [adaptive] applies).",
     )
     votes: int = Field(3, ge=1, description="Votes wanted per question.")
     early_stop: bool = Field(True, description="Stop asking a question once its first two votes agree.")
@@ -201,6 +202,19 @@ class AdaptiveConfig(_Section):
     )
 
 
+class PreciseConfig(_Section):
+    """The precise planner: extreme points, a pick among candidate masks, clicks on its errors (crowd.planner =
+    'precise')."""
+
+    correction_rounds: int = Field(
+        2,
+        ge=0,
+        le=5,
+        description="Rounds of 'click where the outline is wrong' after a pick (each by another worker; "
+        "a round answered 'fits' ends them).",
+    )
+
+
 class AggregationConfig(_Section):
     """Votes -> per-question posteriors (crowd-kit) -> masks."""
 
@@ -226,9 +240,23 @@ class TimeModel(_Section):
     grid_base_cells: int = Field(16, description="Cells covered by grid_screen.")
     grid_extra_cell: float = Field(0.64, description="Seconds per cell beyond grid_base_cells (our assumption).")
     polygon: float = Field(79.0, description="One polygon per object (COCO, Lin et al. 2014).")
-    box_extreme: float = Field(7.0, description="Bounding box by extreme clicking.")
+    box_extreme: float = Field(
+        7.0, description="The four extreme points of one object (Papadopoulos et al. 2017, extreme clicking)."
+    )
+    pick_option: float = Field(
+        1.6, description="Judging one outline of a pick screen: a yes/no verification per outline shown."
+    )
+    click: float = Field(2.4, description="One click on a point of an object (Bearman et al. 2016).")
     box_drawn: float = Field(34.5, description="Drawn bounding box.")
     sigma: float = Field(0.5, gt=0, description="Lognormal sigma of simulated answer times.")
+
+    def correction_median(self, clicks: int) -> float:
+        """Median seconds to judge an outline (a yes/no) and click ``clicks`` of its errors."""
+        return self.yes_no + self.click * clicks
+
+    def pick_median(self, options: int) -> float:
+        """Median seconds for a pick among ``options`` outlines."""
+        return self.pick_option * options
 
     def grid_median(self, cells: int) -> float:
         """Median seconds for one grid screen with ``cells`` cells."""
@@ -347,6 +375,7 @@ class ProjectConfig(_Section):
     patches: PatchConfig = PatchConfig()
     crowd: CrowdConfig = CrowdConfig()
     adaptive: AdaptiveConfig = AdaptiveConfig()
+    precise: PreciseConfig = PreciseConfig()
     aggregation: AggregationConfig = AggregationConfig()
     time_model: TimeModel = TimeModel()
     simulation: SimulationConfig = SimulationConfig()

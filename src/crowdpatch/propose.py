@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ from crowdpatch.crowd.policies import policy_for
 from crowdpatch.crowd.questions import add_gold_task, add_verify_task
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
 from crowdpatch.project import Project
-from crowdpatch.saliency import SaliencyBackend, clusters_from_config, create_backend
+from crowdpatch.saliency import backend_from_config, clusters_from_config
 from crowdpatch.saliency.bing import BingProposer
 from crowdpatch.store.models import ImageRow, RegionRow
 
@@ -28,18 +29,11 @@ class ProposeReport:
     processed: int = 0
     clusters: int = 0
     whole_image: int = 0
+    """Images asked about whole: no saliency cluster, or a policy that localizes the target itself (precise)."""
     gold: int = 0
+    first_questions: Counter = field(default_factory=Counter)
+    """Questions asked of whole images, by kind (extreme points, outline checks, grids)."""
     problems: list[InputProblem] = field(default_factory=list)
-
-
-def make_backend(project: Project) -> SaliencyBackend:
-    cfg = project.config.saliency
-    options: dict = {}
-    if cfg.backend in ("spectral", "finegrained"):
-        options["scales"] = tuple(cfg.scales)
-    if cfg.weights:
-        options["weights"] = cfg.weights
-    return create_backend(cfg.backend, **options)
 
 
 def make_proposer(project: Project) -> Callable[[np.ndarray], list] | None:
@@ -58,7 +52,7 @@ def saliency_file(project: Project, image_id: int) -> Path:
 
 def propose(project: Project, progress: Callable[[int], None] | None = None) -> ProposeReport:
     """Run step 1 on every image not proposed yet (so a killed run resumes where it stopped)."""
-    backend = make_backend(project)
+    backend = backend_from_config(project.config.saliency)
     proposer = make_proposer(project)
     report = ProposeReport()
     with project.sessions() as session:
@@ -118,7 +112,7 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
         image_row = session.get(ImageRow, row.id)
         image_row.saliency_path = str(path)
         image_row.width, image_row.height = width, height
-        if clusters:
+        if clusters and policy.verifies_clusters:
             for cluster in clusters:
                 region = RegionRow(
                     image_id=row.id,
@@ -138,7 +132,8 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
             )
             session.add(region)
             session.flush()
-            policy.region_questions(session, project.id, row.id, region, config)
+            asked = policy.region_questions(session, project.id, row.id, region, config)
+            report.first_questions.update(task.kind for task in asked)
             image_row.stage = "patch"
             report.whole_image += 1
         if gt is not None and config.crowd.gold_rate > 0:

@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from crowdpatch.crowd.kinds import EXTREME
+from crowdpatch.crowd.policies.precise import ABSENT
 from crowdpatch.masks.build import MaskStats
 from crowdpatch.project import Project
 from crowdpatch.store.models import AnswerRow, ImageRow, MaskRow, TaskRow, WorkerRow
@@ -88,6 +90,15 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
             )
             or 0
         )
+        # The precise policy's "not here" verdicts: images the crowd says show no target (they get no mask).
+        crowd_absent = (
+            session.scalar(
+                select(func.count(func.distinct(TaskRow.image_id))).where(
+                    TaskRow.project_id == project.id, TaskRow.kind == EXTREME, TaskRow.decision == ABSENT
+                )
+            )
+            or 0
+        )
         # Masks of the polygon baseline study (masks/polygons.py), recorded when the masks were built.
         polygon_masks = session.scalars(
             select(MaskRow.iou)
@@ -120,6 +131,7 @@ def summarize(project: Project, stats: list[MaskStats], latency_seconds: float |
         },
         "images_scored": len(ious),
         "images_without_object_in_truth": sum(1 for s in stats if s.truth_empty),
+        "images_without_target_by_crowd": crowd_absent,
         "polygon_masks": len(polygon_masks),
         "seconds_per_image_by_kind": {kind: (total or 0.0) / images for kind, _, total in per_kind} if images else {},
         "answers_by_kind": {kind: count for kind, count, _ in per_kind},

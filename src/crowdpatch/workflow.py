@@ -170,6 +170,8 @@ def sample_figures(
                         iou=stat.iou,
                         saliency_iou=stat.saliency_iou,
                         threshold=threshold,
+                        points=mask.points,
+                        clicks=mask.clicks,
                     ),
                 )
             )

@@ -1,9 +1,10 @@
 """Every kind of question a project asks, and what each kind is, in one place.
 
 A question's kind is stored on its row (``task.kind``). Whatever depends on it reads it here: how a
-worker is shown the question (the API knows four kinds), how it is answered (yes/no, grid cells, a
-polygon), what it asks, where it comes in the hand-out order, and whether it is part of the mask
-pipeline. This module imports nothing of the package, so the store's schema can read it too.
+worker is shown the question (the API knows seven kinds), how it is answered (yes/no, grid cells, a
+polygon, four extreme points, a pick among outlines, clicks on an outline's errors), what it asks,
+where it comes in the hand-out order, and whether it is part of the mask pipeline. This module
+imports nothing of the package, so the store's schema can read it too.
 """
 
 from __future__ import annotations
@@ -11,19 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Form = Literal["yes_no", "grid", "polygon"]
+Form = Literal["yes_no", "grid", "polygon", "points", "choice", "clicks"]
 
 YES, NO = "yes", "no"
 """The two answers of a yes/no question."""
 
 VERIFY, OUTLINE, PATCH, GRID, CELL, GOLD, POLYGON = "verify", "outline", "patch", "grid", "cell", "gold", "polygon"
+EXTREME, PICK, CORRECT = "extreme", "pick", "correct"
+
+NOT_HERE = "not_here"
+"""The key of an extreme-points answer that says the image shows no target: ``{"not_here": true}``."""
 
 
 @dataclass(frozen=True)
 class Kind:
     name: str
     form: Form
-    """How it is answered: "yes" / "no", the grid cells clicked, or a polygon."""
+    """How it is answered: "yes" / "no", the grid cells clicked, a polygon, ``{"points": [[x, y] x 4]}``
+    (or ``{"not_here": true}``), ``{"choice": k}`` (``null``: none of the outlines is on the target), or
+    ``{"clicks": [[x, y], ...]}`` on an outline's errors (none: it fits)."""
     question: str
     """What a worker reads; ``{target}`` is the project's target ("horse")."""
     shown_as: str | None = None
@@ -56,6 +63,27 @@ KINDS: dict[str, Kind] = {
             priority=-1,
         ),
         Kind(VERIFY, "yes_no", "Is the {target} inside the highlighted area?", priority=0),
+        Kind(
+            EXTREME,
+            "points",
+            "Click the four ends of the {target} in this order: top, bottom, left, right."
+            " No {target}? Answer 'not here'.",
+            priority=0,
+        ),
+        # A pick or a correction finishes an image: before new images' extreme points.
+        Kind(
+            PICK,
+            "choice",
+            "Which outline is closest to the {target}? If none is on the {target}, answer 'none'.",
+            priority=-1,
+        ),
+        Kind(
+            CORRECT,
+            "clicks",
+            "Click where the outline is wrong: on a part of the {target} left outside it, or on something inside it"
+            " that is not the {target}. If it fits, answer 'fits'.",
+            priority=-1,
+        ),
         Kind(PATCH, "yes_no", _PATCH_QUESTION),
         Kind(GRID, "grid", "Click every cell that shows part of the {target}."),
         Kind(CELL, "yes_no", _PATCH_QUESTION, shown_as=PATCH),

@@ -1,4 +1,5 @@
-"""Creating question rows: verifications, outline checks, patch windows, grids and their follow-ups, gold, polygons.
+"""Creating question rows: verifications, outline checks, extreme points and picks, patch windows, grids and their
+follow-ups, gold, polygons.
 
 Every question records in ``reason`` why it was asked, so a requester can follow the policy that
 asked it. What to ask is the policies' business (:mod:`crowdpatch.crowd.policies`); this module only
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.kinds import CELL, GOLD, GRID, OUTLINE, PATCH, POLYGON, VERIFY
+from crowdpatch.crowd.kinds import CELL, CORRECT, EXTREME, GOLD, GRID, OUTLINE, PATCH, PICK, POLYGON, VERIFY
 from crowdpatch.patches.lattice import WindowKey, window_box
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
 from crowdpatch.store.sql import Statement
@@ -97,6 +98,53 @@ def add_outline_task(session: Session, project_id: int, image_id: int, region: R
     return _ask(
         session, (project_id, image_id, region.id), OUTLINE, "outline", 0, box.as_list(), votes_wanted=1, reason=reason
     )
+
+
+def add_extreme_task(
+    session: Session, project_id: int, image_id: int, region: RegionRow, attempt: int, reason: str
+) -> TaskRow:
+    """Extreme points of the target over the whole region (``attempt``: 1, or 2 when the first points led nowhere)."""
+    place = (project_id, image_id, region.id)
+    return _ask(session, place, EXTREME, f"extreme:{attempt}", 0, list(region.box), votes_wanted=1, reason=reason)
+
+
+def add_pick_task(
+    session: Session, extreme: TaskRow, points: list[list[float]], view: Box, candidates: list[str], reason: str
+) -> TaskRow:
+    """A pick among the candidate masks computed from ``points`` (shown over ``view``, the points' padded box)."""
+    spec = {"points": points, "candidates": candidates}
+    key = f"pick:{extreme.key.split(':')[1]}"
+    return _ask(
+        session, _family(extreme), PICK, key, 1, view.as_list(),
+        parent_id=extreme.id, votes_wanted=1, spec=spec, reason=reason,
+    )  # fmt: skip
+
+
+def add_correct_task(
+    session: Session,
+    source: TaskRow,
+    candidate: str,
+    rounds: list[list[list[float]]],
+    outline: tuple[list[list[float]], Box, str] | None = None,
+) -> TaskRow:
+    """Clicks on the errors of a mask, corrected by the earlier ``rounds`` of clicks.
+
+    The mask is the ``candidate`` a pick (``source``) chose, shown over the pick's view; or an accepted saliency
+    outline (``source`` the outline check, ``outline`` = its extreme points, the view, the saliency map's path).
+    """
+    if outline is None:
+        spec = {"points": source.spec["points"], "pick": source.id, "candidate": candidate, "rounds": rounds}
+        view = source.box
+    else:
+        points, box, saliency = outline
+        spec = {"points": points, "pick": source.id, "candidate": candidate, "rounds": rounds, "saliency": saliency}
+        view = box.as_list()
+    number = len(rounds) + 1
+    reason = f"round {number}: where is the outline of the chosen mask wrong?"
+    return _ask(
+        session, _family(source), CORRECT, f"correct:{source.id}:{number}", 1 + number, view,
+        parent_id=source.id, votes_wanted=1, spec=spec, reason=reason,
+    )  # fmt: skip
 
 
 def add_gold_task(session: Session, project_id: int, image_id: int, index: int, box: Box, answer: str) -> TaskRow:

@@ -12,9 +12,12 @@ from sqlalchemy import select
 
 from crowdpatch.aggregate import collect_votes, posteriors
 from crowdpatch.boxes import Box
+from crowdpatch.crowd.kinds import CORRECT, EXTREME, GRID, OUTLINE, PATCH, PICK
 from crowdpatch.crowd.policies.posteriors import grid_posteriors
 from crowdpatch.crowd.questions import grid_resolution
 from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rgb
+from crowdpatch.masks.candidate_store import CandidateStore
+from crowdpatch.masks.candidates import CANDIDATE_NAMES
 from crowdpatch.masks.export import (
     CocoImage,
     mask_names,
@@ -56,6 +59,32 @@ class ImageMask:
     soft: np.ndarray
     regions: list[Box]
     windows: list[WindowPosterior] = field(default_factory=list)
+    picked: bool = False
+    """The mask is a candidate a worker picked (already drawn along the image's edges: not refined again)."""
+    points: list[list[float]] = field(default_factory=list)
+    """The extreme points it was drawn from (precise planner)."""
+    clicks: list[list[float]] = field(default_factory=list)
+    """The clicks of its correction rounds."""
+
+
+def _last_correction(tasks: list[TaskRow]) -> TaskRow | None:
+    """The image's last correction round answered, or None."""
+    corrections = [task for task in tasks if task.kind == CORRECT and task.state == "done"]
+    return max(corrections, key=lambda task: len(task.spec["rounds"])) if corrections else None
+
+
+def _rounds(correction: TaskRow) -> list[list[list[float]]]:
+    """Every round's clicks up to and including this correction's own answer."""
+    return [*correction.spec["rounds"], *([correction.spec["answered"]] if "answered" in correction.spec else [])]
+
+
+def _asked_points(tasks: list[TaskRow]) -> tuple[list[list[float]], list[list[float]]]:
+    """The extreme points the image's mask was drawn from, and every correction round's clicks (for the report)."""
+    last = _last_correction(tasks)
+    if last is not None:
+        return last.spec["points"], [click for clicks in _rounds(last) for click in clicks]
+    picks = [task for task in tasks if task.kind == PICK and task.state == "done"]
+    return (picks[-1].spec["points"], []) if picks else ([], [])
 
 
 @dataclass
@@ -84,7 +113,8 @@ class MaskBuilder:
             votes = collect_votes(session, project.id, project.config.aggregation.drop_banned)
         self.votes = votes
         self.posteriors: pd.Series = posteriors(votes, project.config.aggregation.method)
-        self.adaptive = project.config.crowd.planner == "adaptive"
+        self.adaptive = project.config.crowd.planner in ("adaptive", "precise")
+        self.candidates = CandidateStore(project.directory, project.config)
         with project.sessions() as session:
             paths = dict(
                 session.execute(select(ImageRow.id, ImageRow.path).where(ImageRow.project_id == project.id)).all()
@@ -105,23 +135,32 @@ class MaskBuilder:
             soft = np.zeros(shape, dtype=np.float32)
             windows: list[WindowPosterior] = []
             boxes = []
+            picked = False
+            all_tasks: list[TaskRow] = []
             for region in regions:
                 box = Box.from_list(region.box)
                 boxes.append(box)
                 tasks = session.scalars(
                     select(TaskRow).where(
-                        TaskRow.region_id == region.id, TaskRow.kind.in_(("patch", "grid", "outline"))
+                        TaskRow.region_id == region.id, TaskRow.kind.in_((PATCH, GRID, OUTLINE, PICK, CORRECT, EXTREME))
                     )
                 ).all()
+                all_tasks += tasks
                 window_p: dict[WindowKey, float] = {}
                 answered = False
+                # Extreme points were asked: the mask is a pick's, a fallback region's, or none (no target).
+                localized = any(task.kind == EXTREME for task in tasks)
+                picked_mask = self._picked(image.path, tasks)
+                if picked_mask is not None:
+                    np.maximum(soft, picked_mask.astype(np.float32), out=soft)
+                    answered = picked = True
                 for task in tasks:
-                    if task.kind == "outline":
-                        if task.decision == "yes":
+                    if task.kind == OUTLINE:
+                        if task.decision == "yes" and picked_mask is None:
                             # The crowd accepted the saliency outline as this region's mask.
                             np.maximum(soft, outline_mask(self._salient(image), box).astype(np.float32), out=soft)
                             answered = True
-                    elif task.kind == "grid":
+                    elif task.kind == GRID:
                         if task.parent_id is not None:
                             continue  # an adaptive boundary round: its votes are items of its root grid
                         cells = grid_cells(box, grid_resolution(task))
@@ -142,11 +181,23 @@ class MaskBuilder:
                             windows.append(WindowPosterior(Box.from_list(task.box), task.level, p))
                 if window_p:
                     np.maximum(soft, rasterize_windows(box, window_p, shape, patches.combine), out=soft)
-                elif not answered and self.adaptive and image.saliency_path:
+                elif not answered and self.adaptive and image.saliency_path and not localized:
                     # Verified but never refined (the budget ran out): the saliency outline is the best guess.
                     prior = outline_mask(self._salient(image), box).astype(np.float32) * UNREFINED_OUTLINE
                     np.maximum(soft, prior, out=soft)
-            return ImageMask(image_id, self.names[image_id], soft, boxes, windows)
+            points, clicks = _asked_points(all_tasks)
+            return ImageMask(image_id, self.names[image_id], soft, boxes, windows, picked, points, clicks)
+
+    def _picked(self, image_path: str, tasks: list[TaskRow]) -> np.ndarray | None:
+        """The candidate the crowd picked, after its last correction round; None if no candidate was picked."""
+        last = _last_correction(tasks)
+        if last is not None:
+            return self.candidates.corrected(image_path, last.spec, _rounds(last))
+        for task in tasks:
+            if task.kind == PICK and task.decision in CANDIDATE_NAMES:
+                chosen = task.spec["candidates"].index(task.decision)
+                return self.candidates.masks(task.id, image_path, task.spec)[chosen]
+        return None
 
     def _salient(self, image: ImageRow) -> np.ndarray:
         return salient_pixels(image.saliency_path, self.project.config.saliency.threshold)
@@ -164,7 +215,7 @@ class MaskBuilder:
 
     def refined(self, mask: ImageMask, image_path: str) -> np.ndarray:
         """The soft mask snapped to the image's edges (``[patches] refine``) within one cell of the crowd's boundary."""
-        if self.project.config.patches.refine != "grabcut" or not mask.regions:
+        if self.project.config.patches.refine != "grabcut" or not mask.regions or mask.picked:
             return mask.soft
         threshold = self.project.config.patches.mask_threshold
         sides = [min(w.box.width, w.box.height) for w in mask.windows]

@@ -1,8 +1,9 @@
 """Three PNG panels per sample image, each the photo at its own aspect ratio, large enough to judge an edge:
 
 (a) the photo with the verified regions and the questions asked (windows or grid cells, coloured
-by the crowd's answer); (b) the final mask (what ``masks/soft`` holds, after refinement) over the
-photo, the ground truth's outline dashed for comparison; (c) the ground truth over the photo.
+by the crowd's answer; the extreme points and correction clicks of the precise planner); (b) the
+final mask (what ``masks/soft`` holds, after refinement) over the photo, the ground truth's outline
+dashed for comparison; (c) the ground truth over the photo.
 
 Figures are built with the object-oriented ``Figure`` API on an Agg canvas rather than
 through ``pyplot``: nothing is registered in pyplot's global figure manager (so hundreds of
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ DPI = 100
 POSTERIOR_CMAP = colormaps["RdYlGn"]  # red = "no", green = "yes"
 REGION_COLOUR = "#00e5ff"
 MASK_COLOUR = "#ff2bd6"
+POINT_COLOUR = "#00e5ff"
+CLICK_COLOUR = "#ff2bd6"
 GT_COLOUR = "#ffd400"
 IGNORE_COLOUR = np.array([0.9, 0.62, 0.0])
 GT_IGNORE = 255
@@ -70,6 +73,10 @@ class SampleFigure:
     saliency_iou: float | None = None
     threshold: float = 0.5
     """Soft value from which a pixel is in the binary mask."""
+    points: list[list[float]] = field(default_factory=list)
+    """Extreme points the mask was drawn from (x, y), if any."""
+    clicks: list[list[float]] = field(default_factory=list)
+    """Clicks on the errors of the mask's outline (x, y), every correction round's."""
 
 
 def _check(sample: SampleFigure) -> tuple[int, int]:
@@ -134,6 +141,13 @@ def _draw_windows(ax, windows: list[AskedWindow]) -> None:
     )
 
 
+def _draw_marks(ax, points: list[list[float]], marker: str, colour: str) -> None:
+    """Clicked points as large haloed markers (drawn at their image pixel)."""
+    if points:
+        xs, ys = zip(*((x, y) for x, y in points))
+        ax.scatter(xs, ys, s=90, marker=marker, c=colour, edgecolors="black", linewidths=1.2, zorder=3)
+
+
 def _dim_outside(image: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """The photo, full brightness where ``inside`` is 1 and dimmed where it is 0 (soft values blend)."""
     weight = OUTSIDE_BRIGHTNESS + (1 - OUTSIDE_BRIGHTNESS) * np.clip(inside, 0.0, 1.0)
@@ -182,6 +196,8 @@ def build_panels(sample: SampleFigure) -> dict[str, Figure]:
     )
     regions.set(path_effects=_halo(2.0))
     ax.add_collection(regions)
+    _draw_marks(ax, sample.points, "o", POINT_COLOUR)
+    _draw_marks(ax, sample.clicks, "X", CLICK_COLOUR)
     _finish_axes(ax, height, width)
     panels["asked"] = figure
 

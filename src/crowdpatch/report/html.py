@@ -60,6 +60,11 @@ PANEL_CAPTIONS = {
 }
 
 
+PRECISE_ASKED_CAPTION = (
+    "(a) photo: the extreme points clicked (cyan dots) and {clicks} clicks on the chosen outline's errors (magenta x)"
+)
+
+
 @dataclass(frozen=True)
 class TrainingFigures:
     """The training section's images and the experiment's own page, as paths relative to the report page."""
@@ -269,6 +274,8 @@ def _sample_section(figures: Sequence[tuple[str, SampleFigure, Mapping[str, str]
         width, height = panel_size(*np.shape(sample.image)[:2])
         for panel, src in panels.items():
             caption = PANEL_CAPTIONS[panel].format(windows=len(sample.windows))
+            if panel == "asked" and sample.points:
+                caption = PRECISE_ASKED_CAPTION.format(clicks=len(sample.clicks))
             if panel == "truth" and np.any(np.asarray(sample.gt_mask) == GT_IGNORE):
                 caption += "; orange = ignored band"
             parts.append(

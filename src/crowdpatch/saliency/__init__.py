@@ -8,6 +8,7 @@ so ``create_backend(config.saliency.backend)`` works without importing them by h
 from crowdpatch.saliency.base import (
     SaliencyBackend,
     available_backends,
+    backend_from_config,
     create_backend,
     normalize_unit,
     register_backend,
@@ -28,6 +29,7 @@ __all__ = [
     "SaliencyBackend",
     "SpectralResidualBackend",
     "available_backends",
+    "backend_from_config",
     "clusters_from_config",
     "create_backend",
     "extract_clusters",

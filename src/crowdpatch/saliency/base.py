@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from crowdpatch.config import SaliencyConfig
 from crowdpatch.registry import Registry
 
 
@@ -43,6 +44,16 @@ register_backend = BACKENDS.register
 def create_backend(name: str, **options: object) -> SaliencyBackend:
     """Build the backend registered as ``name`` with its constructor ``options``."""
     return BACKENDS.get(name)(**options)
+
+
+def backend_from_config(config: SaliencyConfig) -> SaliencyBackend:
+    """The backend a project's ``[saliency]`` section names, with its options."""
+    options: dict = {}
+    if config.backend in ("spectral", "finegrained"):
+        options["scales"] = tuple(config.scales)
+    if config.weights:
+        options["weights"] = config.weights
+    return create_backend(config.backend, **options)
 
 
 def available_backends() -> list[str]:

@@ -30,14 +30,16 @@ from crowdpatch.crowd.dispatch.rules import (
     SessionComplete,
     TooManyHeld,
     WorkerStopped,
+    choice_count,
 )
-from crowdpatch.crowd.kinds import shown_kind
+from crowdpatch.crowd.kinds import CORRECT, EXTREME, OUTLINE, PICK, POLYGON, VERIFY, shown_kind
 from crowdpatch.saliency.outline import outline_mask, outline_polygons, salient_pixels
 from crowdpatch.server import images, refusals
 from crowdpatch.server.limits import Message, Receive, Scope, Send
 from crowdpatch.server.platforms import MTURK_PREVIEW, completion, register_worker
 from crowdpatch.server.refusals import WorkerRefused
 from crowdpatch.server.schemas import (
+    MAX_CHOICES,
     AnswerRequest,
     AnswerResponse,
     CompletionResponse,
@@ -143,6 +145,7 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
         view_box=images.view_box(assignment.kind, assignment.box, width, height).as_list(),
         variant=assignment.variant,
         active_cells=list(assignment.active_cells) if assignment.active_cells is not None else None,
+        choice_urls=[f"{base}&part=choice&k={k}" for k in range(assignment.choices)] if assignment.choices else None,
     )
 
 
@@ -289,16 +292,20 @@ def task_image(
     state: State,
     w: Annotated[int, Query(ge=1, le=DB_INT_MAX)],
     s: Annotated[str, Query(max_length=64)],
-    part: Literal["main", "context"] = "main",
+    part: Literal["main", "context", "choice"] = "main",
+    k: Annotated[int, Query(ge=0, lt=MAX_CHOICES, description="With part=choice: which outline of a pick.")] = 0,
     px: Annotated[
         float | None, Query(ge=16, le=4096, description="Width the picture is shown at, in CSS pixels.")
     ] = None,
     dpr: Annotated[float, Query(ge=1, le=4, description="The screen's device pixels per CSS pixel.")] = 1.0,
 ) -> Response:
-    """The picture of a task, drawn at ``px`` x ``dpr`` pixels wide.
+    """The picture of a task, drawn at ``px`` x ``dpr`` pixels wide; ``part=choice``: a pick's outline ``k``.
 
-    The link (``image_url`` / ``context_url`` of the task) is signed and names a task, never a file: the path
-    comes from the store, for this project's tasks only.
+    A correction's picture is its view box with the outline it asks about (the picked candidate as
+    the earlier rounds' clicks redrew it), drawn like a pick's.
+
+    The link (``image_url`` / ``context_url`` / ``choice_urls`` of the task) is signed and names a task, never a
+    file: the path comes from the store, for this project's tasks only.
     """
     if not constant_time_equal(s, image_signature(state.server.session_secret, task_id, w)):
         raise HTTPException(403, "invalid image link")
@@ -306,25 +313,42 @@ def task_image(
         task = session.get(TaskRow, task_id)
         if task is None or task.project_id != state.project.id:
             raise HTTPException(404, "no such task")
+        kind, spec, box = task.kind, task.spec, Box.from_list(task.box)
         outlines: list[list[list[int]]] = []
-        if task.kind == "verify" and task.region_id is not None:
+        if kind == VERIFY and task.region_id is not None:
             outlines = [session.scalar(select(RegionRow.outline).where(RegionRow.id == task.region_id)) or []]
-        elif task.kind == "outline":
+        elif kind == OUTLINE:
             image = session.get(ImageRow, task.image_id)
             salient = salient_pixels(image.saliency_path, state.project.config.saliency.threshold)
-            outlines = outline_polygons(outline_mask(salient, Box.from_list(task.box)))
+            outlines = outline_polygons(outline_mask(salient, box))
     path, width, height = image_info(state, task.image_id)
-    box = Box.from_list(task.box)
-    if part == "context":
+    css_px = px or images.MAIN_CSS_PX
+    if part == "choice":
+        data = choice_picture(
+            state, task_id, kind, spec, path, images.view_box(PICK, box, width, height), k, css_px, dpr
+        )
+    elif part == "context":
         data = images.context(path, box, px or images.CONTEXT_CSS_PX, dpr)
-    elif task.kind in ("verify", "outline"):
-        data = images.outlined(path, box, images.as_outlines(outlines), px or images.MAIN_CSS_PX, dpr)
-    elif task.kind == "polygon":
-        data = images.whole(path, px or images.MAIN_CSS_PX, dpr)
+    elif kind == CORRECT:
+        view = images.view_box(CORRECT, box, width, height)
+        data = images.choice(path, view, state.choices.corrected(task_id, path, spec or {}), css_px, dpr)
+    elif kind in (VERIFY, OUTLINE):
+        data = images.outlined(path, box, images.as_outlines(outlines), css_px, dpr)
+    elif kind in (POLYGON, EXTREME):
+        data = images.whole(path, css_px, dpr)
     else:
-        view = images.view_box(shown_kind(task.kind), box, width, height)
-        data = images.patch(path, box, view, px or images.MAIN_CSS_PX, dpr)
+        data = images.patch(path, box, images.view_box(shown_kind(kind), box, width, height), css_px, dpr)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+def choice_picture(
+    state: ServerState, task_id: int, kind: str, spec: dict[str, Any] | None, path: str, view: Box, k: int,
+    css_px: float, dpr: float,
+) -> bytes:  # fmt: skip
+    """Outline ``k`` of a pick over its view box (404 for another kind of task, or past its outlines)."""
+    if kind != PICK or k >= (choice_count(kind, spec) or 0):
+        raise HTTPException(404, f"task {task_id} offers no outline {k}")
+    return images.choice(path, view, state.choices.of(task_id, path, spec or {})[k], css_px, dpr)
 
 
 # -- the fast routes of the answer loop ----------------------------------------------------------

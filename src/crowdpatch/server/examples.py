@@ -2,8 +2,9 @@
 
 A small made-up scene (an object on foliage under a sky, and a bush) stands in for a photo whose
 answers are known; each example is that scene passed through :mod:`images` exactly as a task's
-photo is (region outline, patch crop, where-it-is thumbnail), and the page lays it out with the
-task screen's own frame, grid and buttons. So the examples look like what the worker will answer.
+photo is (region outline, patch crop, where-it-is thumbnail, a pick's or a correction's outline over
+its view), and the page lays it out with the task screen's own frame, grid, point and click markers
+and buttons. So the examples look like what the worker will answer.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ import numpy as np
 from PIL import Image
 
 from crowdpatch.boxes import Box
+from crowdpatch.masks.candidates import CONTEXT, padded, points_box
 from crowdpatch.saliency.outline import outline_polygons
 from crowdpatch.server import images
 
 ExampleName = Literal[
-    "verify-yes", "verify-no", "grid", "patch-yes", "patch-no", "patch-yes-context", "patch-no-context"
+    "verify-yes",
+    "verify-no",
+    "grid",
+    "patch-yes",
+    "patch-no",
+    "patch-yes-context",
+    "patch-no-context",
+    "extreme",
+    "pick-1",
+    "pick-2",
+    "correct",
 ]
 
 SCENE_WIDTH, SCENE_HEIGHT = 640, 480
@@ -111,6 +123,55 @@ def grid_cells_on(grid_size: int) -> list[int]:
     return on
 
 
+def extreme_points() -> list[tuple[int, int]]:
+    """The object's top, bottom, left and right ends (scene pixels): the extreme example's right answer."""
+    ys, xs = np.nonzero(scene().target)
+    ends = (np.argmin(ys), np.argmax(ys), np.argmin(xs), np.argmax(xs))
+    return [(int(xs[i]), int(ys[i])) for i in ends]
+
+
+def extreme_marks() -> list[tuple[float, float]]:
+    """Where the extreme example's markers sit, as percentages of the picture's width and height."""
+    return [
+        (round(100 * (x + 0.5) / SCENE_WIDTH, 2), round(100 * (y + 0.5) / SCENE_HEIGHT, 2)) for x, y in extreme_points()
+    ]
+
+
+def pick_view() -> Box:
+    """The pick example's view: the extreme points' box padded as a real pick's is."""
+    return padded(points_box(extreme_points(), SCENE_WIDTH, SCENE_HEIGHT), CONTEXT, SCENE_WIDTH, SCENE_HEIGHT)
+
+
+def pick_outlines(k: int) -> list[list[list[int]]]:
+    """The pick example's outline ``k``: 1 leaves the object's head out (a typical miss), 2 follows the object."""
+    example = scene()
+    if k == 2:
+        return outline_polygons(_grown(example.target, 2))
+    return outline_polygons(_body_outline_mask())
+
+
+def _body_outline_mask() -> np.ndarray:
+    """The mask of the outline that leaves the object's head out (pick outline 1, the correction example's)."""
+    return _grown(_ellipse(360, 300, 120, 62) & scene().target, 2)
+
+
+def correct_click() -> tuple[int, int]:
+    """Where the correction example clicks (scene pixels): the middle of the part of the object its outline leaves
+    out (the pixel farthest from that part's edge), as a worker would click the head."""
+    import cv2
+
+    missed = (scene().target & ~_body_outline_mask()).astype(np.uint8)
+    depth = cv2.distanceTransform(missed, cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return int(x), int(y)
+
+
+def correct_marks() -> list[tuple[float, float]]:
+    """Where the correction example's marker sits, as percentages of its picture (the pick view) across and down."""
+    view, (x, y) = pick_view(), correct_click()
+    return [(round(100 * (x + 0.5 - view.x0) / view.width, 2), round(100 * (y + 0.5 - view.y0) / view.height, 2))]
+
+
 @lru_cache(maxsize=64)
 def render(name: ExampleName, css_px: float, dpr: float) -> bytes:
     """One example picture as a JPEG, drawn ``css_px`` x ``dpr`` pixels wide."""
@@ -122,6 +183,12 @@ def render(name: ExampleName, css_px: float, dpr: float) -> bytes:
         return images.jpeg(images.render_outlined(example.photo, _bounds(thing), outlines, width, dpr))
     if name == "grid":
         return images.jpeg(images.render_patch(example.photo, example.region, example.region, width, dpr))
+    if name == "extreme":
+        return images.jpeg(images.resampled(example.photo, images.whole_box(example.photo), width))
+    if name in ("pick-1", "pick-2"):
+        return images.jpeg(images.render_choice(example.photo, pick_view(), pick_outlines(int(name[-1])), width, dpr))
+    if name == "correct":  # the outline that misses the head, as a correction question shows it
+        return images.jpeg(images.render_choice(example.photo, pick_view(), pick_outlines(1), width, dpr))
     window = example.patch_yes if name.startswith("patch-yes") else example.patch_no
     if name.endswith("-context"):
         return images.jpeg(images.render_context(example.photo, window, width, dpr))

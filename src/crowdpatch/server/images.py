@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from crowdpatch.boxes import Box
 from crowdpatch.datasets import load_rgb
@@ -90,11 +90,14 @@ def whole_box(image: Image.Image) -> Box:
 
 
 def view_box(shown_kind: str, box: Box, width: int, height: int) -> Box:
-    """The part of an image a task's picture shows: the whole image for a verification or a polygon;
-    for a patch or a grid, its box, grown towards MIN_VIEW_SOURCE_PX a side (centred, inside the image) when
-    smaller. A grid's region grows to at most GRID_VIEW_GROWTH times its side: its cells stay large enough to tap."""
-    if shown_kind in ("verify", "polygon"):
+    """The part of an image a task's picture shows: the whole image for a verification, a polygon or extreme points;
+    a pick's or a correction's own box (the extreme points' padded box, where the outlines are drawn); for a patch
+    or a grid, its box, grown towards MIN_VIEW_SOURCE_PX a side (centred, inside the image) when smaller. A grid's
+    region grows to at most GRID_VIEW_GROWTH times its side: its cells stay large enough to tap."""
+    if shown_kind in ("verify", "polygon", "extreme"):
         return Box.whole(width, height)
+    if shown_kind in ("pick", "correct"):
+        return Box(max(0, box.x0), max(0, box.y0), min(width, box.x1), min(height, box.y1))
 
     def span(low: int, high: int, limit: int) -> tuple[int, int]:
         wanted = (
@@ -146,22 +149,58 @@ def render_context(image: Image.Image, box: Box, width: int, dpr: float) -> Imag
     return shown
 
 
+def draw_outlines(shown: Image.Image, view: Box, outlines: list[list[list[int]]], dpr: float) -> int:
+    """Outlines (image pixels) drawn over ``shown``, the picture of ``view``; how many had enough points to draw."""
+    scale = shown.width / view.width
+    draw = ImageDraw.Draw(shown)
+    drawable = [outline for outline in outlines if outline and len(outline) >= 3]
+    for outline in drawable:
+        points = [((x - view.x0 + 0.5) * scale, (y - view.y0 + 0.5) * scale) for x, y in outline]
+        stroke(draw, points, OUTLINE_CSS_PX * dpr)
+    return len(drawable)
+
+
 def render_outlined(
     image: Image.Image, box: Box, outlines: list[list[list[int]]], width: int, dpr: float
 ) -> Image.Image:
     """The whole image with a cluster (or a saliency mask) outlined: its contours when known, else its box."""
     shown = resampled(image, whole_box(image), width)
-    scale = width / image.width
-    line = OUTLINE_CSS_PX * dpr
-    draw = ImageDraw.Draw(shown)
-    drawable = [outline for outline in outlines if outline and len(outline) >= 3]
-    if drawable:
-        for outline in drawable:
-            stroke(draw, [((x + 0.5) * scale, (y + 0.5) * scale) for x, y in outline], line)
-    else:
+    if not draw_outlines(shown, whole_box(image), outlines, dpr):
+        line = OUTLINE_CSS_PX * dpr
         halo = line * (1 + 2 * HALO_CSS_PX / OUTLINE_CSS_PX)
-        stroke(draw, box_points(box, scale, halo / 2), line)
+        stroke(ImageDraw.Draw(shown), box_points(box, width / image.width, halo / 2), line)
     return shown
+
+
+def render_choice(
+    image: Image.Image, view: Box, outlines: list[list[list[int]]], width: int, dpr: float
+) -> Image.Image:
+    """One outline a pick offers, over its view box: drawn like an outline check's; an empty one says so in words
+    (a picture without a line would read as a picture whose outline failed to load)."""
+    shown = resampled(image, view, width)
+    if not draw_outlines(shown, view, outlines, dpr):
+        label(shown, NO_OUTLINE, dpr)
+    return shown
+
+
+NO_OUTLINE = "No outline"
+LABEL_CSS_PX = 16
+
+
+def label(shown: Image.Image, text: str, dpr: float) -> None:
+    """``text`` in white on a dark rounded box in the middle of the picture."""
+    try:
+        font = ImageFont.load_default(size=LABEL_CSS_PX * dpr)
+    except TypeError:  # Pillow before 10.1: one small bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(shown)
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    pad = 8 * dpr
+    left = (shown.width - (x1 - x0)) / 2 - x0
+    top = (shown.height - (y1 - y0)) / 2 - y0
+    box = (left + x0 - pad, top + y0 - pad, left + x1 + pad, top + y1 + pad)
+    draw.rounded_rectangle(box, radius=pad, fill=(20, 20, 20))
+    draw.text((left, top), text, font=font, fill=(255, 255, 255))
 
 
 RENDERED_CACHE_SIZE = 256
@@ -194,6 +233,13 @@ def whole(path: str, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
     """The whole image (polygon tasks); clients map clicks back to image pixels."""
     image = _image(path)
     return jpeg(resampled(image, whole_box(image), device_width(css_px, dpr)))
+
+
+@lru_cache(maxsize=RENDERED_CACHE_SIZE)
+def choice(path: str, view: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+    """One outline of a pick over the pick's view box (or the outline a correction asks about, over its view box)."""
+    polygons = [list(map(list, outline)) for outline in outlines]
+    return jpeg(render_choice(_image(path), view, polygons, device_width(css_px, dpr), dpr))
 
 
 def as_outlines(polygons: list[list[list[int]]]) -> Outlines:

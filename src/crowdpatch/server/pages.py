@@ -53,7 +53,13 @@ def worker_page(project: str, request: Request, state: State) -> HTMLResponse:
             "refusal": refusal,
             "grid_size": config.patches.grid_size,
             "example_cells": examples.grid_cells_on(config.patches.grid_size),
-            "questions": {kind: question_text(kind, config.target) for kind in ("verify", "grid", "patch")},
+            "precise": config.crowd.planner == "precise",
+            "example_points": examples.extreme_marks(),
+            "example_clicks": examples.correct_marks(),
+            "questions": {
+                kind: question_text(kind, config.target)
+                for kind in ("verify", "grid", "patch", "extreme", "pick", "correct")
+            },
         },
         status_code=status,
     )

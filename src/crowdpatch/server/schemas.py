@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from crowdpatch.crowd.dispatch.rules import MAX_CLICKS
 
 
 class _Body(BaseModel):
@@ -42,9 +44,13 @@ class SessionResponse(BaseModel):
     answers_per_session: int
 
 
+MAX_CHOICES = 8
+"""Outlines one pick may offer (it offers one or two): bounds a choice and a picture's ``k``."""
+
+
 class TaskResponse(BaseModel):
     task_id: str
-    kind: Literal["verify", "patch", "grid", "polygon"]
+    kind: Literal["verify", "patch", "grid", "polygon", "extreme", "pick", "correct"]
     image_url: str
     context_url: str
     question: str
@@ -55,12 +61,17 @@ class TaskResponse(BaseModel):
     image_width: int
     image_height: int
     view_box: list[int]
-    """The part of the image the picture shows (x0, y0, x1, y1): the whole image for a verification or a polygon;
-    for a patch or a grid its box, in dimmed surroundings when the box is small (the box then sits inside it)."""
+    """The part of the image the picture shows (x0, y0, x1, y1): the whole image for a verification, a polygon or
+    extreme points; a pick's or a correction's box; for a patch or a grid its box, in dimmed surroundings when the
+    box is small (the box then sits inside it). A click at (u, v) in a picture shown w x h maps to image pixel
+    (x0 + u / w * (x1 - x0), y0 + v / h * (y1 - y0))."""
     variant: Literal["outline"] | None = None
     """"outline": a yes/no about the drawn outline ("does it cover the target well?"), shown like a verification."""
     active_cells: list[int] | None = None
     """A grid's boundary round: only these cells are clickable (the others are decided); null: every cell."""
+    choice_urls: list[str] | None = None
+    """A pick: the pictures of its outlines, outline k over the view box at index k (answer ``{"choice": k}``).
+    Each takes ``px`` and ``dpr`` like ``image_url``; null for every other kind."""
 
 
 class Cells(_Body):
@@ -74,9 +85,33 @@ class Polygon(_Body):
     polygon: list[Point] = Field(min_length=3, max_length=MAX_POLYGON_POINTS)
 
 
+class ExtremePoints(_Body):
+    """An extreme answer: the target's four ends (top, bottom, left, right, in that order) in image pixels."""
+
+    points: list[Point] = Field(min_length=4, max_length=4)
+
+
+class NotHere(_Body):
+    """An extreme answer: the photo shows no target."""
+
+    not_here: Literal[True]
+
+
+class Choice(_Body):
+    """A pick's answer: outline k fits best (counting from 0), or null: none of them fits well."""
+
+    choice: Annotated[StrictInt, Field(ge=0, lt=MAX_CHOICES)] | None
+
+
+class Clicks(_Body):
+    """A correction's answer: where the outline shown is wrong, in image pixels; none: it fits."""
+
+    clicks: list[Point] = Field(max_length=MAX_CLICKS)
+
+
 class AnswerRequest(_Body):
     task_id: str = Field(pattern=r"^\d{1,18}$")
-    answer: Literal["yes", "no"] | Cells | Polygon
+    answer: Literal["yes", "no"] | Cells | Polygon | ExtremePoints | NotHere | Choice | Clicks
     client_id: str = Field(min_length=1, max_length=100)
     client_ms: int = Field(ge=0, le=86_400_000)
     next: bool = Field(

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
+from crowdpatch.server.choices import ChoiceOutlines
 from crowdpatch.server.group_commit import GroupCommit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.refusals import WorkerRefused
@@ -23,6 +24,11 @@ class ServerState:
     group_commit: GroupCommit
     image_info: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     """image id -> (path, width, height), filled on first use (images never change once added)."""
+    choices: ChoiceOutlines = field(init=False)
+    """The outlines pick questions offer: one store per process, so a pick's candidates are computed once."""
+
+    def __post_init__(self) -> None:
+        self.choices = ChoiceOutlines(self.project.directory, self.project.config)
 
     @property
     def name(self) -> str:

@@ -18,7 +18,10 @@ from sqlalchemy import func, select
 from crowdpatch.boxes import Box
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
 from crowdpatch.crowd.dispatch.rules import AnswerRejected, Assignment
+from crowdpatch.crowd.kinds import CORRECT, EXTREME, PICK
 from crowdpatch.datasets import load_mask
+from crowdpatch.datasets.masks import MASK_IGNORE, MASK_OBJECT
+from crowdpatch.masks.candidate_store import CandidateStore
 from crowdpatch.masks.coverage import CoverageOracle
 from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.patches.lattice import grid_cells
@@ -26,8 +29,11 @@ from crowdpatch.project import Project
 from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.simulate.workers import (
     SimulatedWorker,
+    answer_correction,
+    answer_extreme,
     answer_grid,
     answer_outline,
+    answer_pick,
     answer_region,
     answer_seconds,
     answer_window,
@@ -100,6 +106,8 @@ class _Oracles:
                 ).all()
             )
         self.threshold = project.config.saliency.threshold
+        self.candidates = CandidateStore(project.directory, project.config)
+        self.project = project
         self.cache: dict[int, CoverageOracle] = {}
         self.masks: dict[int, np.ndarray] = {}
 
@@ -120,6 +128,33 @@ class _Oracles:
         outline = outline_mask(salient_pixels(path, self.threshold), box)[cut]
         return mask_iou(outline, self.masks[image_id][cut])
 
+    def object_pixels(self, image_id: int) -> np.ndarray:
+        self[image_id]
+        return self.masks[image_id] == MASK_OBJECT
+
+    def _spec(self, task_id: int) -> tuple[dict, str]:
+        """A question's spec and its image's path."""
+        with self.project.sessions() as session:
+            spec, path = session.execute(
+                select(TaskRow.spec, ImageRow.path)
+                .join(ImageRow, ImageRow.id == TaskRow.image_id)
+                .where(TaskRow.id == task_id)
+            ).one()
+        return dict(spec), path
+
+    def candidate_ious(self, image_id: int, task_id: int) -> list[float]:
+        """How well each candidate mask of a pick question matches the object (IoU)."""
+        self[image_id]
+        spec, path = self._spec(task_id)
+        return [mask_iou(mask, self.masks[image_id]) for mask in self.candidates.masks(task_id, path, spec)]
+
+    def correction_view(self, image_id: int, task_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What a correction question shows (its mask), the object, and where the truth is labelled."""
+        self[image_id]
+        spec, path = self._spec(task_id)
+        truth = self.masks[image_id]
+        return self.candidates.corrected(path, spec), truth == MASK_OBJECT, truth != MASK_IGNORE
+
 
 def simulated_answer(
     assignment: Assignment, worker: SimulatedWorker, oracles: _Oracles, project: Project, rng: np.random.Generator
@@ -127,7 +162,17 @@ def simulated_answer(
     """What ``worker`` answers to ``assignment``, and the human seconds it takes (modeled)."""
     time_model = project.config.time_model
     oracle = oracles[assignment.image_id]
-    if assignment.variant == "outline":
+    if assignment.kind == EXTREME:
+        value = answer_extreme(worker, oracles.object_pixels(assignment.image_id), rng)
+        median = time_model.box_extreme
+    elif assignment.kind == CORRECT:
+        value = answer_correction(worker, *oracles.correction_view(assignment.image_id, assignment.task_id), rng)
+        median = time_model.correction_median(len(value["clicks"]))
+    elif assignment.kind == PICK:
+        ious = oracles.candidate_ious(assignment.image_id, assignment.task_id)
+        value = answer_pick(worker, ious, rng)
+        median = time_model.pick_median(len(ious))
+    elif assignment.variant == "outline":
         value = "yes" if answer_outline(worker, oracles.outline_iou(assignment.image_id, assignment.box), rng) else "no"
         median = time_model.yes_no
     elif assignment.kind == "verify":

@@ -133,7 +133,8 @@ class TaskRow(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"))
     votes_wanted: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20), default="open")  # open | done
-    decision: Mapped[str | None] = mapped_column(String(20))  # yes | no, once done (online majority)
+    decision: Mapped[str | None] = mapped_column(String(20))
+    """Once done: yes | no; for extreme points "points" or "absent"; for a pick the chosen candidate or "none"."""
     gold_answer: Mapped[Any | None] = mapped_column(JSON)
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """Adaptive grids: ``{"resolution": R}`` (votes count on an R x R lattice) and, for a boundary

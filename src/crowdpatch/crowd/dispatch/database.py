@@ -51,12 +51,14 @@ from crowdpatch.crowd.dispatch.rules import (
     answer_seconds,
     assignment,
     check_replay,
+    choice_count,
     late_answer_accepted,
     late_refusal,
+    needs_image_size,
     not_leased,
     validate_answer,
 )
-from crowdpatch.crowd.kinds import GOLD, POLYGON
+from crowdpatch.crowd.kinds import GOLD
 from crowdpatch.crowd.policies import policy_for
 from crowdpatch.crowd.quality import GivenAnswer, WorkerCounters, record_answer_quality, undo_answer_quality
 from crowdpatch.crowd.questions import QuestionFacts
@@ -114,6 +116,8 @@ class DatabaseDispatcher(Dispatcher):
         self._group = threading.local()
         """``session``: the transaction of :meth:`run_grouped` on the thread running it."""
         self._next_sweep = 0.0
+        self._image_sizes: dict[int, tuple[int, int]] = {}
+        """image id -> (width, height), for the answers checked against their image (:meth:`_image_size`)."""
         self.policy = policy_for(config)
         self.early_stop = self.policy.uses_early_stop(config)
         self.hand_out = {mode: sql.hand_out(mode, self.early_stop, backend) for mode in sql.MODE_KINDS}
@@ -406,11 +410,14 @@ class DatabaseDispatcher(Dispatcher):
         if row is None or row.project_id != self.project_id or row.lease_id is None:
             # An expired lease whose slot went to another worker was deleted: its place is taken.
             raise not_leased(task_id)
-        image_size = None
-        if row.kind == POLYGON:
-            image = session.get(ImageRow, row.image_id)
-            image_size = (image.width, image.height)
-        value = validate_answer(row.kind, answer.value, row.grid_size, (row.spec or {}).get("active"), image_size)
+        value = validate_answer(
+            row.kind,
+            answer.value,
+            row.grid_size,
+            (row.spec or {}).get("active"),
+            image_size=self._image_size(session, row.image_id) if needs_image_size(row.kind) else None,
+            choices=choice_count(row.kind, row.spec),
+        )
         if row.kind != GOLD and row.state != "open":
             raise NotLeased(f"task {task_id} already has all its answers")
         if row.expires_at <= now and not late_answer_accepted(
@@ -449,6 +456,14 @@ class DatabaseDispatcher(Dispatcher):
         if worker.banned and not was_stopped:
             self._release_stopped(session, worker_id)
         return StoredAnswer(answer_id, task_id, False, done, stopped or worker.banned, created, given)
+
+    def _image_size(self, session: Session, image_id: int) -> tuple[int, int]:
+        """An image's (width, height), read from the store once per image (an image never changes once added)."""
+        size = self._image_sizes.get(image_id)
+        if size is None:
+            image = session.get(ImageRow, image_id)
+            size = self._image_sizes[image_id] = (image.width, image.height)
+        return size
 
     def _replayed(self, session: Session, worker_id: int, task_id: int, client_id: str) -> StoredAnswer | None:
         """The answer already stored under ``client_id`` (a client retrying), or None when there is none."""

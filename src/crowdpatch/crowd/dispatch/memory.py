@@ -31,7 +31,9 @@ from crowdpatch.crowd.dispatch.rules import (
     answer_seconds,
     assignment,
     check_replay,
+    choice_count,
     late_answer_accepted,
+    needs_image_size,
     not_leased,
     validate_answer,
 )
@@ -40,7 +42,7 @@ from crowdpatch.crowd.policies import policy_for
 from crowdpatch.crowd.quality import GivenAnswer, record_answer_quality
 from crowdpatch.crowd.questions import QuestionFacts
 from crowdpatch.crowd.votes import votes_target
-from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 
 
 class SimulatedClock:
@@ -112,6 +114,8 @@ class MemoryDispatcher(Dispatcher):
         self.banned: set[int] = set()
         self.last_id = 0
         """The newest question tracked: questions an answer creates are the ones after it."""
+        self.image_sizes: dict[int, tuple[int, int]] = {}
+        """image id -> (width, height), for the answers checked against their image."""
         self.load()
 
     # -- loading -------------------------------------------------------------------------------
@@ -252,7 +256,7 @@ class MemoryDispatcher(Dispatcher):
         shown_at = self._holder(question, worker_id) if question is not None else None
         if question is None or shown_at is None:
             raise not_leased(task_id)
-        value = validate_answer(question.kind, answer.value, question.grid_size, (question.spec or {}).get("active"))
+        value = self._validated(question, answer.value)
         if seconds is None:
             seconds = answer_seconds(answer.client_ms, shown_at, now)
 
@@ -285,6 +289,26 @@ class MemoryDispatcher(Dispatcher):
         if stopped:
             self.banned.add(worker_id)
         return StoredAnswer(row.id, task_id, False, done, stopped, created)
+
+    def _validated(self, question: OpenQuestion, value: Any) -> Any:
+        """The answer in its stored form, checked as the server's dispatcher checks it (the same limits)."""
+        return validate_answer(
+            question.kind,
+            value,
+            question.grid_size,
+            (question.spec or {}).get("active"),
+            image_size=self._image_size(question.image_id) if needs_image_size(question.kind) else None,
+            choices=choice_count(question.kind, question.spec),
+        )
+
+    def _image_size(self, image_id: int) -> tuple[int, int]:
+        """An image's (width, height), read from the store once per image (an image never changes once added)."""
+        size = self.image_sizes.get(image_id)
+        if size is None:
+            with self.sessions() as session:
+                image = session.get(ImageRow, image_id)
+                size = self.image_sizes[image_id] = (image.width, image.height)
+        return size
 
     def _holder(self, question: OpenQuestion, worker_id: int) -> float | None:
         """When the worker was handed the question, if it may answer it: it holds the lease, or its lease

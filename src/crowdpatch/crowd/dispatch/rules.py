@@ -16,13 +16,14 @@ They keep leases differently; the rules they enforce are these:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from crowdpatch.boxes import Box
-from crowdpatch.crowd.kinds import GOLD, KINDS, NO, YES
+from crowdpatch.crowd.kinds import GOLD, KINDS, NO, NOT_HERE, YES
 from crowdpatch.crowd.votes import votes_target
 
 
@@ -59,7 +60,7 @@ class Assignment:
 
     task_id: int
     kind: str
-    """The kind the worker is shown (verify | patch | grid | polygon)."""
+    """The kind the worker is shown (verify | patch | grid | polygon | extreme | pick | correct)."""
     image_id: int
     box: Box
     grid_size: int | None
@@ -69,6 +70,8 @@ class Assignment:
     """"outline" for an outline check (shown as a verification): how the answer is to be judged."""
     active_cells: tuple[int, ...] | None = None
     """A boundary round: the only grid cells shown clickable (the others are decided)."""
+    choices: int | None = None
+    """A pick: how many outlines it shows (its answer is one of them, or none)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,28 @@ def assignment(
         lease_expires_at=lease_expires_at,
         variant=KINDS[kind].variant,
         active_cells=tuple(active) if active is not None else None,
+        choices=choice_count(kind, spec),
     )
+
+
+def choice_count(kind: str, spec: dict[str, Any] | None) -> int | None:
+    """How many outlines a question of stored kind ``kind`` offers: its candidates for a pick, None otherwise."""
+    if KINDS[kind].form != "choice":
+        return None
+    return len((spec or {}).get("candidates") or [])
+
+
+SIZED_FORMS = ("polygon", "points", "clicks")
+"""The answer forms made of points on the image: validating them needs the image's size."""
+
+
+def needs_image_size(kind: str) -> bool:
+    """Whether an answer to a question of stored kind ``kind`` is checked against its image's size.
+
+    Dispatchers read the size only then, so the answers that make up most of the traffic (yes/no,
+    grid cells) cost no extra lookup.
+    """
+    return KINDS[kind].form in SIZED_FORMS
 
 
 def validate_answer(
@@ -164,16 +188,27 @@ def validate_answer(
     grid_size: int | None = None,
     active: list[int] | None = None,
     image_size: tuple[int, int] | None = None,
+    choices: int | None = None,
 ) -> Any:
     """The answer in its stored form, or :class:`AnswerRejected` saying what is wrong with it.
 
     ``active``: the cells a boundary round shows clickable; ``image_size`` (width, height): where a
-    polygon's points must lie.
+    polygon's, an extreme answer's or a correction's points must lie (:func:`needs_image_size`);
+    ``choices``: how many outlines a pick offers (:func:`choice_count`). Both dispatchers pass both,
+    so the simulator and the server take the same answers. Extreme points and clicks are checked
+    against the image only where its size is given, a pick's choice against the outlines only where
+    their number is.
     """
     form = KINDS[kind].form
     if form == "polygon":
         width, height = image_size or (0, 0)
         return validate_polygon(value, width, height)
+    if form == "points":
+        return validate_extreme(value, image_size)
+    if form == "choice":
+        return validate_choice(value, choices)
+    if form == "clicks":
+        return validate_clicks(value, image_size)
     if form == "grid":
         cells = value.get("cells") if isinstance(value, dict) else None
         if not isinstance(cells, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cells):
@@ -187,6 +222,73 @@ def validate_answer(
     if value not in (YES, NO):
         raise AnswerRejected(f'a {kind} answer is "yes" or "no", got {value!r}')
     return value
+
+
+EXTREME_POINTS = 4
+"""An extreme answer's points: the target's top, bottom, left and right ends, in the order clicked."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_extreme(value: Any, image_size: tuple[int, int] | None) -> dict[str, Any]:
+    """``{"points": [[x, y] x 4]}`` in image pixels (rounded to 0.01 px), or ``{"not_here": true}``."""
+    if isinstance(value, dict) and set(value) == {NOT_HERE} and value[NOT_HERE] is True:
+        return {NOT_HERE: True}
+    points = value.get("points") if isinstance(value, dict) and set(value) == {"points"} else None
+    if not isinstance(points, list):
+        raise AnswerRejected('an extreme answer is {"points": [[x, y], [x, y], [x, y], [x, y]]} or {"not_here": true}')
+    if len(points) != EXTREME_POINTS:
+        raise AnswerRejected(
+            f"an extreme answer has exactly {EXTREME_POINTS} points (top, bottom, left, right), got {len(points)}"
+        )
+    return {"points": _points_on_image(points, image_size, "extreme point")}
+
+
+MAX_CLICKS = 10
+"""Most clicks one correction answer may hold: an outline wrong in more places than this wants a new pick."""
+
+
+def validate_clicks(value: Any, image_size: tuple[int, int] | None) -> dict[str, list[list[float]]]:
+    """``{"clicks": [[x, y], ...]}`` on an outline's errors, in image pixels; none: the outline fits."""
+    clicks = value.get("clicks") if isinstance(value, dict) and set(value) == {"clicks"} else None
+    if not isinstance(clicks, list):
+        raise AnswerRejected(
+            'a correction answer is {"clicks": [[x, y], ...]}, or {"clicks": []} when the outline fits'
+        )
+    if len(clicks) > MAX_CLICKS:
+        raise AnswerRejected(f"a correction answer has at most {MAX_CLICKS} clicks, got {len(clicks)}")
+    return {"clicks": _points_on_image(clicks, image_size, "click")}
+
+
+def _points_on_image(points: list[Any], image_size: tuple[int, int] | None, what: str) -> list[list[float]]:
+    """Each point as [x, y] inside the image (where its size is known), rounded to 0.01 px."""
+    clean = []
+    for point in points:
+        if not (isinstance(point, list) and len(point) == 2 and all(_number(v) for v in point)):
+            raise AnswerRejected(f"every {what} is [x, y], two finite numbers")
+        x, y = float(point[0]), float(point[1])
+        width, height = image_size or (math.inf, math.inf)
+        if not (0 <= x <= width and 0 <= y <= height):
+            where = f"the {width} x {height} image" if image_size else "the image"
+            raise AnswerRejected(f"{what} [{x:g}, {y:g}] is outside {where}: click on the photo")
+        clean.append([round(x, 2), round(y, 2)])
+    return clean
+
+
+def validate_choice(value: Any, choices: int | None) -> dict[str, int | None]:
+    """``{"choice": k}``, one of the ``choices`` outlines shown, or ``{"choice": null}``: none of them fits."""
+    if not (isinstance(value, dict) and set(value) == {"choice"}):
+        raise AnswerRejected('a pick answer is {"choice": k} (k counts from 0) or {"choice": null} (none fits)')
+    choice = value["choice"]
+    if choice is None:
+        return {"choice": None}
+    if not isinstance(choice, int) or isinstance(choice, bool) or choice < 0:
+        raise AnswerRejected(f"a pick's choice is a whole number from 0, or null; got {choice!r}")
+    if choices is not None and choice >= choices:
+        raise AnswerRejected(f"choice {choice} is not one of the {choices} outlines shown (0 to {choices - 1})")
+    return {"choice": choice}
 
 
 def validate_polygon(value: Any, width: int, height: int) -> dict[str, list[list[float]]]:

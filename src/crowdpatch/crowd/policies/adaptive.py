@@ -82,6 +82,8 @@ def spent_seconds(session: Session, image_id: int) -> float:
 class AdaptivePolicy:
     """Questions bought one answer at a time where they are expected to change the mask (module docstring)."""
 
+    verifies_clusters = True
+
     def uses_early_stop(self, config: ProjectConfig) -> bool:
         return False
 

@@ -34,6 +34,8 @@ class AnswerOutcome:
 
 class Policy(Protocol):
     name: str
+    verifies_clusters: bool
+    """Whether an image's saliency clusters are verified one by one (else it gets one "whole" region)."""
 
     def uses_early_stop(self, config: ProjectConfig) -> bool:
         """Whether ``votes_target``'s "two agreeing answers are enough" applies to ``votes_wanted``."""

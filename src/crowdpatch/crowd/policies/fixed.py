@@ -25,6 +25,8 @@ from crowdpatch.store.models import RegionRow, TaskRow
 class FixedPolicy:
     """Every accepted region gets its whole lattice (or grid), with fixed redundancy."""
 
+    verifies_clusters = True
+
     def uses_early_stop(self, config: ProjectConfig) -> bool:
         return config.crowd.early_stop
 

@@ -8,7 +8,7 @@
   const state = {
     token: null, perSession: Number(body.dataset.answers), given: 0,
     current: null, shownAt: 0, next: null, nextReady: null, undoable: false, finished: false,
-    cells: new Set(), points: [], closed: false, latencies: [], pressedAt: null, inflight: new Set(),
+    cells: new Set(), points: [], closed: false, marks: [], latencies: [], pressedAt: null, inflight: new Set(),
     waited: 0,  // key presses whose next patch was not decoded yet (bench/keypress.py reports it)
   };
   window.crowdpatch = state;
@@ -122,13 +122,42 @@
     return Math.max(Math.min(available, 160), Math.floor(Math.min(available, height * aspect)));
   }
 
+  const MIN_ROW_PANEL = 260;  // CSS px: narrower pick pictures go in a column when that shows them larger
+
+  function choiceLayout(task) {
+    // A pick's pictures, all on screen at once where they fit: in one row, or in a column on a narrow screen.
+    const [x0, y0, x1, y1] = task.view_box;
+    const aspect = (x1 - x0) / (y1 - y0), count = task.choice_urls.length, gap = 12;
+    const slot = $("frame-slot");
+    const available = slot.clientWidth || document.body.clientWidth;
+    const top = slot.getBoundingClientRect().top + window.scrollY;
+    const height = Math.max(220, window.innerHeight - top - (wide.matches ? 16 : 150));
+    const fit = (across) => {
+      const rows = Math.ceil(count / across);
+      const width = Math.min((available - gap * (across - 1)) / across, ((height - gap * (rows - 1)) / rows - 28) * aspect);
+      return { across, width: Math.floor(Math.max(120, Math.min(width, 640))) };
+    };
+    // Side by side, to compare at a glance; in a column only where a row would make them small and a column larger.
+    const row = fit(count), column = fit(1);
+    return row.width >= MIN_ROW_PANEL || row.width >= column.width ? row : column;
+  }
+
   function withImages(task) {
     // Decoded off the main thread ahead of time: swapping these very elements in paints at once.
-    task.width = pictureWidth(task);
     const size = (px) => `&px=${px}&dpr=${pixelRatio}`;
-    task.main = new Image(); task.main.src = task.image_url + size(task.width);
-    task.context = new Image(); task.context.src = task.context_url + size(wide.matches ? 200 : 110);
-    task.ready = Promise.all([task.main.decode(), task.context.decode()]).catch(() => undefined);
+    const pictures = [];
+    if (task.kind === "pick") {
+      task.layout = choiceLayout(task);
+      task.width = task.layout.width;
+      task.pictures = task.choice_urls.map((url) => { const image = new Image(); image.src = url + size(task.width); return image; });
+      pictures.push(...task.pictures);
+    } else {
+      task.width = pictureWidth(task);
+      task.main = new Image(); task.main.src = task.image_url + size(task.width);
+      task.context = new Image(); task.context.src = task.context_url + size(wide.matches ? 200 : 110);
+      pictures.push(task.main, task.context);
+    }
+    task.ready = Promise.all(pictures.map((image) => image.decode())).catch(() => undefined);
     return task;
   }
 
@@ -163,20 +192,31 @@
     state.current = task;
     const kind = task.kind;
     $("question").textContent = task.question;
-    place("main", task.main);
-    place("context", task.context);
-    $("frame").style.width = task.width + "px";
-    $("where").hidden = kind === "verify" || kind === "polygon";
-    $("answer-yesno").hidden = kind === "grid" || kind === "polygon";
+    if (kind === "pick") showChoices(task);
+    else {
+      place("main", task.main);
+      place("context", task.context);
+      $("frame").style.width = task.width + "px";
+    }
+    $("frame").hidden = kind === "pick";
+    $("choices").hidden = kind !== "pick";
+    $("where").hidden = kind !== "patch" && kind !== "grid";
+    $("answer-yesno").hidden = kind !== "verify" && kind !== "patch";
     $("answer-grid").hidden = kind !== "grid";
     $("answer-polygon").hidden = kind !== "polygon";
+    $("answer-extreme").hidden = kind !== "extreme";
+    $("answer-pick").hidden = kind !== "pick";
+    $("answer-correct").hidden = kind !== "correct";
     $("region").hidden = kind !== "grid";
+    $("marks").hidden = !MARKED.has(kind);
+    $("marks").classList.toggle("errors", kind === "correct");
     $("poly").toggleAttribute("hidden", kind !== "polygon");  // an SVG element has no .hidden property
     $("frame").dataset.taskId = task.task_id;
     $("frame").dataset.kind = kind;
     $("message").textContent = "";
     if (kind === "grid") { placeRegion(task); buildGrid(task.grid_size, task.active_cells); }
     if (kind === "polygon") resetPolygon();
+    if (MARKED.has(kind)) resetMarks();
     show("task");
     requestAnimationFrame(() => {
       state.shownAt = performance.now();
@@ -370,6 +410,109 @@
   function polyClose() { if (state.points.length >= 3) { state.closed = true; drawPolygon(); } }
   function polySubmit() { if (state.closed && state.points.length >= 3) answer({ polygon: state.points }); }
 
+  // -- clicks on the picture: extreme points, and a correction's clicks on where the outline is wrong --
+  // Each click is a numbered marker, sent in the image's own pixels (through view_box).
+  const EXTREME_POINTS = 4;
+  const ENDS = ["top", "bottom", "left", "right"];  // the order the server expects (policies/precise.py in_order)
+  const MAX_CLICKS = 10;  // the server's rules.MAX_CLICKS
+  const MARKED = new Set(["extreme", "correct"]);  // the kinds answered by clicks on the picture
+
+  function markLimit(task) { return task.kind === "extreme" ? EXTREME_POINTS : MAX_CLICKS; }
+
+  function resetMarks() { state.marks = []; drawMarks(); }
+
+  function drawMarks() {
+    // Numbered rings where the worker clicked, placed in percent of the picture so they follow any resize.
+    const task = state.current;
+    if (!task) return;
+    const [x0, y0, x1, y1] = task.view_box;
+    $("marks").replaceChildren(...state.marks.map(([x, y], index) => {
+      const mark = document.createElement("div");
+      mark.className = "mark";
+      mark.style.left = `${(100 * (x - x0)) / (x1 - x0)}%`;
+      mark.style.top = `${(100 * (y - y0)) / (y1 - y0)}%`;
+      const label = document.createElement("span");
+      label.textContent = task.kind === "extreme" ? ENDS[index][0].toUpperCase() : index + 1;
+      if (task.kind === "extreme") mark.title = ENDS[index];
+      mark.append(label);
+      return mark;
+    }));
+    if (task.kind === "extreme") countPoints(); else countClicks();
+  }
+
+  function countPoints() {
+    const left = EXTREME_POINTS - state.marks.length;
+    const placed = `${state.marks.length} of ${EXTREME_POINTS} points`;
+    const next = ENDS[state.marks.length];
+    $("extreme-count").textContent = left
+      ? `${placed}: now click its ${next}most point`
+      : `${placed}: submit, or undo one to move it`;
+    $("extreme-submit").disabled = left !== 0;
+    $("extreme-undo").disabled = state.marks.length === 0;
+  }
+
+  function countClicks() {
+    // "Fits" says there is nothing to click: it waits until the clicks placed are taken back.
+    const placed = state.marks.length;
+    const clicks = `${placed} click${placed === 1 ? "" : "s"}`;
+    $("correct-count").textContent = placed === 0 ? "No clicks yet."
+      : placed < MAX_CLICKS ? `${clicks}: submit when every wrong place is clicked.`
+      : `${clicks}, the most: submit, or undo one to move it.`;
+    $("correct-submit").disabled = placed === 0;
+    $("correct-undo").disabled = placed === 0;
+    $("correct-fits").disabled = placed !== 0;
+  }
+
+  function imagePoint(task, event) {
+    // The click in image pixels: the picture's content box (inside its border) shows task.view_box.
+    const picture = $("main"), box = picture.getBoundingClientRect();
+    const [x0, y0, x1, y1] = task.view_box;
+    const u = (event.clientX - box.left - picture.clientLeft) / picture.clientWidth;
+    const v = (event.clientY - box.top - picture.clientTop) / picture.clientHeight;
+    const clamp = (value, low, high) => Math.min(high, Math.max(low, value));
+    const round = (value) => Math.round(value * 100) / 100;
+    return [round(clamp(x0 + u * (x1 - x0), 0, task.image_width)), round(clamp(y0 + v * (y1 - y0), 0, task.image_height))];
+  }
+
+  $("marks").addEventListener("click", (event) => {
+    const task = state.current;
+    if (!task || !MARKED.has(task.kind) || state.marks.length >= markLimit(task)) return;
+    state.marks.push(imagePoint(task, event));
+    drawMarks();
+  });
+  function marksUndo() { state.marks.pop(); drawMarks(); }
+  function marksSubmit(event) { if (state.marks.length === EXTREME_POINTS) answer({ points: state.marks }, event); }
+  function clicksSubmit(event) { if (state.marks.length > 0) answer({ clicks: state.marks }, event); }
+  function fits(event) { if (state.marks.length === 0) answer({ clicks: [] }, event); }
+
+  // -- pick: one picture per outline, the outline chosen by a click or its number --------------
+  function showChoices(task) {
+    const panels = task.pictures.map((picture, k) => {
+      const panel = document.createElement("button");
+      panel.type = "button";
+      panel.className = "choice";
+      panel.dataset.choice = k;
+      panel.style.width = task.width + "px";
+      panel.setAttribute("aria-label", `Outline ${k + 1}`);
+      const frame = document.createElement("div");
+      frame.className = "frame";
+      picture.alt = `outline ${k + 1}`;
+      frame.append(picture);
+      const key = document.createElement("span");
+      key.className = "key";
+      key.innerHTML = `Outline ${k + 1} <kbd>${k + 1}</kbd>`;
+      panel.append(frame, key);
+      return panel;
+    });
+    $("choices").classList.toggle("column", task.layout.across === 1);
+    $("choices").replaceChildren(...panels);
+  }
+
+  $("choices").addEventListener("click", (event) => {
+    const panel = event.target.closest("[data-choice]");
+    if (panel && state.current && state.current.kind === "pick") answer({ choice: Number(panel.dataset.choice) }, event);
+  });
+
   // -- wiring ------------------------------------------------------------------------------------
   $("yes").addEventListener("click", () => answer("yes"));
   $("no").addEventListener("click", () => answer("no"));
@@ -377,6 +520,13 @@
   $("poly-undo").addEventListener("click", polyUndo);
   $("poly-close").addEventListener("click", polyClose);
   $("poly-submit").addEventListener("click", polySubmit);
+  $("extreme-undo").addEventListener("click", marksUndo);
+  $("extreme-none").addEventListener("click", (event) => answer({ not_here: true }, event));
+  $("extreme-submit").addEventListener("click", marksSubmit);
+  $("pick-none").addEventListener("click", (event) => answer({ choice: null }, event));
+  $("correct-undo").addEventListener("click", marksUndo);
+  $("correct-fits").addEventListener("click", fits);
+  $("correct-submit").addEventListener("click", clicksSubmit);
   $("undo").addEventListener("click", undo);
   document.addEventListener("keydown", (event) => {
     if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
@@ -391,6 +541,17 @@
       if (key === "z" || key === "backspace") polyUndo();
       else if (key === "c") polyClose();
       else if (key === "enter") { event.preventDefault(); polySubmit(); }
+    } else if (task.kind === "extreme") {
+      if (key === "z" || key === "backspace") marksUndo();
+      else if (key === "enter") { event.preventDefault(); marksSubmit(event); }
+    } else if (task.kind === "correct") {
+      if (key === "z" || key === "backspace") marksUndo();
+      else if (key === "f") fits(event);
+      else if (key === "enter") { event.preventDefault(); clicksSubmit(event); }
+    } else if (task.kind === "pick") {
+      const k = Number(key) - 1;
+      if (key === "n" || key === "0") answer({ choice: null }, event);
+      else if (Number.isInteger(k) && k >= 0 && k < task.choice_urls.length) answer({ choice: k }, event);
     }
   });
 
@@ -409,7 +570,12 @@
   }
 
   window.addEventListener("resize", () => {
-    if (state.current && !$("task").hidden) $("frame").style.width = pictureWidth(state.current) + "px";
+    const task = state.current;
+    if (!task || $("task").hidden) return;
+    if (task.kind !== "pick") { $("frame").style.width = pictureWidth(task) + "px"; return; }
+    task.layout = choiceLayout(task);
+    $("choices").classList.toggle("column", task.layout.across === 1);
+    for (const panel of $("choices").children) panel.style.width = task.layout.width + "px";
   });
 
   // The instruction examples: the task screen's own grid, answered.

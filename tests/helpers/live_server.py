@@ -1,0 +1,32 @@
+"""A project's server on a free local port, in a thread of the test process (for a real browser to talk to)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from crowdpatch.project import Project
+from crowdpatch.server.app import create_app
+
+
+class LiveServer:
+    """uvicorn serving ``project`` at ``self.url`` until :meth:`stop`."""
+
+    def __init__(self, project: Project):
+        import uvicorn
+
+        self.project = project
+        config = uvicorn.Config(create_app(project), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
