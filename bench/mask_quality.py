@@ -46,10 +46,21 @@ def _precise(config: ProjectConfig) -> None:
     config.crowd.planner = "precise"
 
 
+def _one_correction_round(config: ProjectConfig) -> None:
+    config.precise.correction_rounds = 1
+
+
+def _no_correction(config: ProjectConfig) -> None:
+    config.precise.correction_rounds = 0
+
+
 CONFIGURATIONS: dict[str, list[Callable[[ProjectConfig], None]]] = {
     "default": [],
     "precise": [_precise],
     "precise-csnet": [_precise, _csnet],
+    "precise-1-round": [_precise, _one_correction_round],
+    "precise-csnet-1-round": [_precise, _csnet, _one_correction_round],
+    "precise-no-corrections": [_precise, _no_correction],
     "adaptive": [_adaptive],
     "fixed-csnet": [_csnet],
     "adaptive-csnet": [_adaptive, _csnet],

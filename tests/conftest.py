@@ -20,6 +20,7 @@ from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_d
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
+from helpers.browser import CHROMIUM
 from helpers.cli import CLI_ENV_OVERRIDES, cli_command, cli_env
 from helpers.postgres import fresh_schema
 
@@ -191,3 +192,19 @@ def photo_project(tmp_path: Path, landscape_photos: Path) -> Callable[..., Proje
     yield make
     for project in projects:
         project.close()
+
+
+# -- browser tests (Debian's chromium, driven by Playwright) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": ["--disable-gpu", "--disable-quic"]}
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Screenshots to look at: ``CROWDPATCH_SCREENSHOTS`` when set, else a pytest temp folder."""
+    folder = Path(os.environ.get("CROWDPATCH_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

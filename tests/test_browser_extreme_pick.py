@@ -3,18 +3,14 @@ server."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
-    )
+from helpers.browser import skip_without_chromium
+
+skip_without_chromium()
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("uvicorn")
 
@@ -37,19 +33,6 @@ expect = playwright_api.expect
 
 PHONE = {"width": 390, "height": 760}
 DESKTOP = {"width": 1280, "height": 800}
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": ["--disable-gpu", "--disable-quic"]}
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory) -> Path:
-    """Screenshots to look at: ``CROWDPATCH_SCREENSHOTS`` when set, else a pytest temp folder."""
-    folder = Path(os.environ.get("CROWDPATCH_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture

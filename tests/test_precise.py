@@ -290,9 +290,8 @@ def test_an_accepted_outline_is_corrected_like_a_pick(make_project, monkeypatch)
     dispatcher = MemoryDispatcher(
         project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock()
     )
-    first, second, third = workers(project, 3)
-    answer(dispatcher, first, VERIFY, "yes")  # an outline check is shown as a verification
-    answer(dispatcher, second, VERIFY, "yes")
+    checker, corrector = workers(project, 2)
+    answer(dispatcher, checker, VERIFY, "yes")  # an outline check, shown as a verification: one answer decides
     with project.sessions() as session:
         image_id = session.scalar(select(ImageRow.id))
     (correction,) = tasks(project, image_id, CORRECT)
@@ -300,6 +299,6 @@ def test_an_accepted_outline_is_corrected_like_a_pick(make_project, monkeypatch)
     assert correction.spec["candidate"] == SALIENCY_OUTLINE and correction.spec["points"] == extreme_points_of(gt == 1)
     x0, y0, x1, y1 = correction.box
     assert (x1 - x0) * (y1 - y0) < 96 * 96  # shown at the object's scale
-    answer(dispatcher, third, CORRECT, {"clicks": []})
+    answer(dispatcher, corrector, CORRECT, {"clicks": []})
     mask = MaskBuilder(project).image_mask(image_id)
     assert mask_iou(mask.soft >= 0.5, gt) > 0.95

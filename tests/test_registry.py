@@ -41,7 +41,7 @@ def test_a_second_part_cannot_take_a_registered_name_but_registering_the_same_pa
 
 
 def test_the_built_in_parts_are_registered_under_the_names_a_configuration_uses() -> None:
-    assert POLICIES.names() == ["fixed", "adaptive"]
+    assert POLICIES.names() == ["fixed", "adaptive", "precise"]
     assert AGGREGATORS.names() == ["ds", "mv", "glad"]
     assert {"spectral", "finegrained", "gt", "csnet", "onnx"} <= set(BACKENDS.names())
     with pytest.raises(ValueError, match="unknown planner 'greedy'; choose from fixed, adaptive"):

@@ -41,8 +41,9 @@ def cell_shares(salient: np.ndarray, cells: list[Box]) -> np.ndarray:
 
 
 def outline_polygons(mask: np.ndarray) -> list[list[list[int]]]:
-    """Outer contours of a mask as ``[[x, y], ...]`` lists, for drawing it to a worker."""
+    """The contours of a mask, its holes' too, as ``[[x, y], ...]`` lists, for drawing it to a worker (a hole a
+    correction cut out must show as one)."""
     import cv2
 
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     return [c.reshape(-1, 2).tolist() for c in contours if len(c) >= 3]
