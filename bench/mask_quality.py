@@ -9,6 +9,7 @@ figure go to docs/benchmarks.md and docs/results/.
 
     python bench/mask_quality.py --limit 40                       # a quick look, 40 images per set
     python bench/mask_quality.py --configs default adaptive-csnet --write
+    python bench/mask_quality.py --configs precise-csnet --limit 40 --write --merge   # re-run some rows
 """
 
 from __future__ import annotations
@@ -131,34 +132,49 @@ def main() -> None:
         action="store_true",
         help="write the tables into docs/benchmarks.md and the figure into docs/results/",
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --write: keep the rows of docs/results/mask_quality.json this run does not redo",
+    )
     args = parser.parse_args()
     folders = {name: MASK_DATASETS[name] for name in args.datasets if name != "mixed"}
     if "mixed" in args.datasets:
         folders["mixed"] = mixed_set(args.out / "mixed-set", MIXED_PER_SET, args.seed)
+    limit = f" --limit {args.limit}" if args.limit else ""
+    command = f"python bench/mask_quality.py --configs {' '.join(args.configs)}{limit} --seed {args.seed}"
     rows = []
     for dataset, pair in folders.items():
         for name in args.configs:
-            row = run(dataset, pair, name, args.limit, args.seed, args.out, args.keep)
+            row = {**run(dataset, pair, name, args.limit, args.seed, args.out, args.keep), "command": command}
             rows.append(row)
-            print(markdown_table([row], skip=("summary",)).splitlines()[-1], flush=True)
-    first = {row["dataset"]: row["mask IoU"] or 0.0 for row in rows if row["configuration"] == args.configs[0]}
+            print(markdown_table([row], skip=("summary", "command")).splitlines()[-1], flush=True)
+    results = ROOT / "docs" / "results" if args.write else args.out
+    if args.merge and (results / "mask_quality.json").exists():
+        redone = {(row["dataset"], row["configuration"]) for row in rows}
+        kept = json.loads((results / "mask_quality.json").read_text(encoding="utf-8"))
+        rows = [row for row in kept if (row["dataset"], row["configuration"]) not in redone] + rows
+        order = {name: index for index, name in enumerate(CONFIGURATIONS)}
+        rows.sort(key=lambda row: order.get(row["configuration"], len(order)))
+        folders = {**{row["dataset"]: None for row in kept}, **folders}
+    first = {row["dataset"]: row["mask IoU"] or 0.0 for row in rows if row["configuration"] == rows[0]["configuration"]}
     order = sorted(folders, key=lambda dataset: first.get(dataset, 0.0))
     tables = []
     for dataset in order:
-        table = markdown_table([row for row in rows if row["dataset"] == dataset], skip=("summary", "dataset"))
+        table = markdown_table(
+            [row for row in rows if row["dataset"] == dataset], skip=("summary", "dataset", "command")
+        )
         tables.append(f"**{dataset}**\n\n{table}")
     text = "\n\n".join(tables)
     print(text)
-    results = ROOT / "docs" / "results" if args.write else args.out
     results.mkdir(parents=True, exist_ok=True)
     figure = results / "mask_quality.png"
     plot_curves(load_points([Path(row["summary"]) for row in rows]), TimeModel().polygon, figure)
     (results / "mask_quality.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(f"figure: {figure}")
     if args.write:
-        limit = f" --limit {args.limit}" if args.limit else ""
-        command = f"`python bench/mask_quality.py --configs {' '.join(args.configs)}{limit}`"
-        note = f"{command}; 10% worker error, 10% spammers, seed {args.seed}; sets ordered worst first."
+        commands = ", then ".join(f"`{c}`" for c in dict.fromkeys(row.get("command", command) for row in rows))
+        note = f"{commands} (`--write`); 10% worker error, 10% spammers; sets ordered worst first."
         write_section("mask_quality", note + "\n\n" + text)
 
 

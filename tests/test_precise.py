@@ -77,6 +77,11 @@ def truth(project: Project, image_id: int) -> np.ndarray:
         return load_mask(image.mask_path, (image.width, image.height))
 
 
+def first_image_of(project: Project) -> int:
+    with project.sessions() as session:
+        return session.scalar(select(ImageRow.id).order_by(ImageRow.id))
+
+
 def first_image(project: Project) -> int:
     with project.sessions() as session:
         return session.scalar(select(TaskRow.image_id).where(TaskRow.kind == EXTREME).order_by(TaskRow.id))
@@ -290,8 +295,10 @@ def test_an_accepted_outline_is_corrected_like_a_pick(make_project, monkeypatch)
     dispatcher = MemoryDispatcher(
         project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock()
     )
-    checker, corrector = workers(project, 2)
-    answer(dispatcher, checker, VERIFY, "yes")  # an outline check, shown as a verification: one answer decides
+    checker, second, corrector = workers(project, 3)
+    answer(dispatcher, checker, VERIFY, "yes")  # an outline check, shown as a verification
+    assert tasks(project, first_image_of(project), CORRECT) == []  # a "yes" must be sure: a second answer
+    answer(dispatcher, second, VERIFY, "yes")
     with project.sessions() as session:
         image_id = session.scalar(select(ImageRow.id))
     (correction,) = tasks(project, image_id, CORRECT)
@@ -302,3 +309,20 @@ def test_an_accepted_outline_is_corrected_like_a_pick(make_project, monkeypatch)
     answer(dispatcher, corrector, CORRECT, {"clicks": []})
     mask = MaskBuilder(project).image_mask(image_id)
     assert mask_iou(mask.soft >= 0.5, gt) > 0.95
+
+
+def test_one_no_rejects_an_outline_and_asks_for_the_extreme_points(make_project, monkeypatch) -> None:
+    monkeypatch.setattr(precise_policy, "LEARNED_BACKENDS", ("gt",))
+
+    def configure(config: ProjectConfig) -> None:
+        precise(config)
+        config.saliency.backend = "gt"
+
+    project = make_project(n_images=1, size=96, configure=configure)
+    dispatcher = MemoryDispatcher(
+        project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock()
+    )
+    (checker,) = workers(project, 1)
+    answer(dispatcher, checker, VERIFY, "no")
+    image_id = first_image_of(project)
+    assert [t.key for t in tasks(project, image_id, EXTREME)] == ["extreme:1"]

@@ -4,8 +4,9 @@ A grid over a saliency region is only as fine as its cells, and on photos where 
 not the most salient thing the region is far larger than the object. This policy asks instead:
 
 1. **Outline check** (a learned saliency backend only): "does this outline cover the <target>
-   well?" about the whole image's saliency mask (1.6 s). One answer decides when corrections
-   follow (they judge the outline again); accepted, the outline is the mask to correct.
+   well?" about the whole image's saliency mask (1.6 s). One "no" rejects it (that costs only the
+   extreme points it would have saved); a "yes" must be sure (``region_confidence``), since the
+   mask rides on it. Accepted, the outline is the mask to correct.
 2. **Extreme points**: the target's top, bottom, left and right ends, clicked in that order
    (Papadopoulos et al. 2017, about 7 s). They put the target in a box of its own size and touch
    its boundary four times. Points out of order (clicked anywhere) are asked again, up to
@@ -155,10 +156,9 @@ class PrecisePolicy(AdaptivePolicy):
     ) -> AnswerOutcome:
         p = self._posterior(session, config, question, answers)
         sure = max(p, 1 - p) >= config.adaptive.region_confidence
-        # With corrections to come, one answer decides: an accepted outline is judged again by the worker who
-        # corrects it, and a rejected one costs only the extreme points it would have saved.
-        judged_again = config.precise.correction_rounds >= 1
-        if not sure and not judged_again and len(answers) < config.adaptive.max_votes:
+        # A rejection costs only the extreme points the outline would have saved: one answer against it decides.
+        # An acceptance has the whole mask ride on it (corrections fix edges, not a wrong object): it must be sure.
+        if p >= 0.5 and not sure and len(answers) < config.adaptive.max_votes:
             return AnswerOutcome(False, len(answers) + 1)
         decision = YES if p >= 0.5 else NO
 
