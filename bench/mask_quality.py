@@ -31,7 +31,7 @@ from crowdpatch.workflow import SilentProgress, run_bench_masks
 ROOT = Path(__file__).resolve().parents[1]
 CSNET = DATA / "weights" / "csnet" / "csnet-L-x2.pth.tar"
 MIXED_PER_SET = 40
-"""Images drawn from each real set into the mixed set."""
+"""Images drawn from each real set into the mixed set (with ``--limit N``: N / 3 from each, N in all)."""
 
 
 def _csnet(config: ProjectConfig) -> None:
@@ -140,9 +140,13 @@ def main() -> None:
     args = parser.parse_args()
     folders = {name: MASK_DATASETS[name] for name in args.datasets if name != "mixed"}
     if "mixed" in args.datasets:
-        folders["mixed"] = mixed_set(args.out / "mixed-set", MIXED_PER_SET, args.seed)
+        # With a limit, the mixed set holds that many images drawn evenly from every set (a limit applied to
+        # its sorted files would take them all from the set whose name sorts first).
+        per_set = max(1, args.limit // len(MASK_DATASETS)) if args.limit else MIXED_PER_SET
+        folders["mixed"] = mixed_set(args.out / "mixed-set", per_set, args.seed)
     limit = f" --limit {args.limit}" if args.limit else ""
-    command = f"python bench/mask_quality.py --configs {' '.join(args.configs)}{limit} --seed {args.seed}"
+    sets = "" if args.datasets == parser.get_default("datasets") else f" --datasets {' '.join(args.datasets)}"
+    command = f"python bench/mask_quality.py{sets} --configs {' '.join(args.configs)}{limit} --seed {args.seed}"
     rows = []
     for dataset, pair in folders.items():
         for name in args.configs:
