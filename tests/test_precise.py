@@ -284,8 +284,10 @@ def test_candidates_take_turns_first_so_a_first_choice_habit_is_no_method_bias()
     assert candidate_names(config, 2) == [CROP_SALIENCY, GRABCUT]
 
 
-def test_an_accepted_outline_is_corrected_like_a_pick(make_project, monkeypatch) -> None:
-    monkeypatch.setattr(precise_policy, "LEARNED_BACKENDS", ("gt",))  # the truth as a 'learned' saliency map
+@pytest.fixture
+def outlined(make_project, monkeypatch) -> tuple[Project, MemoryDispatcher]:
+    """One image whose first question is an outline check (the truth stands in for a learned saliency map)."""
+    monkeypatch.setattr(precise_policy, "LEARNED_BACKENDS", ("gt",))
 
     def configure(config: ProjectConfig) -> None:
         precise(config)
@@ -295,6 +297,11 @@ def test_an_accepted_outline_is_corrected_like_a_pick(make_project, monkeypatch)
     dispatcher = MemoryDispatcher(
         project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock()
     )
+    return project, dispatcher
+
+
+def test_an_accepted_outline_is_corrected_like_a_pick(outlined) -> None:
+    project, dispatcher = outlined
     checker, second, corrector = workers(project, 3)
     answer(dispatcher, checker, VERIFY, "yes")  # an outline check, shown as a verification
     assert tasks(project, first_image_of(project), CORRECT) == []  # a "yes" must be sure: a second answer
@@ -311,17 +318,8 @@ def test_an_accepted_outline_is_corrected_like_a_pick(make_project, monkeypatch)
     assert mask_iou(mask.soft >= 0.5, gt) > 0.95
 
 
-def test_one_no_rejects_an_outline_and_asks_for_the_extreme_points(make_project, monkeypatch) -> None:
-    monkeypatch.setattr(precise_policy, "LEARNED_BACKENDS", ("gt",))
-
-    def configure(config: ProjectConfig) -> None:
-        precise(config)
-        config.saliency.backend = "gt"
-
-    project = make_project(n_images=1, size=96, configure=configure)
-    dispatcher = MemoryDispatcher(
-        project.sessions, project.id, project.config, np.random.default_rng(0), SimulatedClock()
-    )
+def test_one_no_rejects_an_outline_and_asks_for_the_extreme_points(outlined) -> None:
+    project, dispatcher = outlined
     (checker,) = workers(project, 1)
     answer(dispatcher, checker, VERIFY, "no")
     image_id = first_image_of(project)

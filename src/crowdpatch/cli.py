@@ -329,7 +329,8 @@ def print_mask_survey(report) -> None:
 
 @app.command()
 def propose(directory: Annotated[Path, typer.Argument(help="Project directory.")]) -> None:
-    """Step 1: saliency clusters and their verification questions (resumes where it stopped)."""
+    """Step 1: saliency maps and each image's first questions (extreme points with the precise planner, cluster
+    verifications with the others); resumes where it stopped."""
     from crowdpatch.propose import propose as run_propose
 
     project = open_project(directory)
@@ -338,7 +339,7 @@ def propose(directory: Annotated[Path, typer.Argument(help="Project directory.")
     if todo == 0:
         out.print(f"nothing new to propose ({images_proposed(counts)} images already proposed)")
         return
-    with storage_errors(directory), RichProgress().step("step 1: saliency clusters", todo) as advance:
+    with storage_errors(directory), RichProgress().step("step 1: saliency", todo) as advance:
         report = run_propose(project, advance)
     out.print(propose_line(report))
     raise typer.Exit(report_problems(report.problems, "images"))
