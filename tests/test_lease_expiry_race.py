@@ -146,3 +146,46 @@ def test_expired_leases_are_reissued_once_and_never_over_ask(postgres_schema, ma
         assert all(k < votes_target(given[:k], task.votes_wanted, True) for k in range(len(given))), (task_id, given)
     # Every slot had a live new holder, so each late answer would have over-asked its question: all refused.
     assert sorted(outcome[(w, t)] for w, ts in walked.items() for t in ts) == ["refused"] * sum(abandoned.values())
+
+
+class Deadlock(Exception):
+    """What psycopg raises when PostgreSQL ends one of two transactions that wait on each other."""
+
+    sqlstate = "40P01"
+
+
+def test_a_hand_out_ended_by_a_deadlock_is_asked_again(postgres_schema, make_project, monkeypatch):
+    project = make_project(n_images=4, size=64, configure=lambda config: configure(config, postgres_schema))
+    worker = register_worker(project.sessions, project.id, "simulated", "unlucky", {}).id
+    dispatcher = planner_at(project, T0)
+    real_next, calls = dispatcher._next, []
+
+    def deadlocked_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Deadlock("deadlock detected")
+        return real_next(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher, "_next", deadlocked_once)
+    assignment = dispatcher.next_task(worker)
+    assert assignment is not None and len(calls) == 2
+    with project.sessions() as session:
+        assert session.scalars(select(LeaseRow.task_id).where(LeaseRow.worker_id == worker)).all() == [
+            assignment.task_id
+        ]
+
+
+def test_other_database_errors_are_not_retried(postgres_schema, make_project, monkeypatch):
+    project = make_project(n_images=4, size=64, configure=lambda config: configure(config, postgres_schema))
+    worker = register_worker(project.sessions, project.id, "simulated", "unlucky", {}).id
+    dispatcher = planner_at(project, T0)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(dispatcher, "_next", broken)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        dispatcher.next_task(worker)
+    assert len(calls) == 1

@@ -79,6 +79,20 @@ def _outcome(call: Callable[[], T]) -> T | Exception:
         return exc
 
 
+HAND_OUT_ATTEMPTS = 3
+"""Tries of one hand-out that PostgreSQL aborts as a deadlock (rare: only under many concurrent workers)."""
+
+DEADLOCK_SQLSTATE = "40P01"
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL's "deadlock detected", raised by the driver or wrapped by SQLAlchemy."""
+    for error in (exc, getattr(exc, "orig", None)):
+        if getattr(error, "sqlstate", None) == DEADLOCK_SQLSTATE:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class NextTask:
     """The question leased along with an answer (:meth:`DatabaseDispatcher.submit_and_next`), or why there is none."""
@@ -248,8 +262,17 @@ class DatabaseDispatcher(Dispatcher):
         ``max_answers`` ends the session (:class:`SessionComplete`) once the worker has given that many.
         """
         now = self.clock()
-        with self._write() as session:
-            return self._next(session, worker_id, mode, exclude, max_answers, now)
+        for attempt in range(1, HAND_OUT_ATTEMPTS + 1):
+            try:
+                with self._write() as session:
+                    return self._next(session, worker_id, mode, exclude, max_answers, now)
+            except Exception as exc:
+                # PostgreSQL ends one of two hand-outs that lock each other's questions (a deadlock); its
+                # transaction is rolled back whole, so asking again is safe. Inside a group it is the group's call.
+                grouped = getattr(self._group, "session", None) is not None
+                if not self.postgres or grouped or not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _next(
         self,
