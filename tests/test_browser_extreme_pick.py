@@ -15,7 +15,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("uvicorn")
 
 from crowdpatch.crowd.kinds import question_text  # noqa: E402
-from crowdpatch.masks.candidates import CROP_SALIENCY, GRABCUT  # noqa: E402
+from crowdpatch.masks.candidates import CROP_SALIENCY, EDGES, GRABCUT  # noqa: E402
 from crowdpatch.server.tokens import make_invite  # noqa: E402
 from crowdpatch.store.models import AnswerRow  # noqa: E402
 from helpers.extreme_pick import (  # noqa: E402
@@ -37,14 +37,14 @@ DESKTOP = {"width": 1280, "height": 800}
 
 @pytest.fixture
 def served(tmp_path, landscape_photos):
-    """A horse project serving one extreme question on photo 0, then a pick between two outlines of its horse."""
+    """A horse project serving one extreme question on photo 0, then a pick among three outlines of its horse."""
 
     def configure(config) -> None:
         config.server.answers_per_session = 5
 
     project = unproposed_project(tmp_path / "horses", landscape_photos, configure)
     extreme = ask_extreme(project, image_ids(project)[0])
-    pick = ask_pick(project, extreme, scene_extreme_points(), [CROP_SALIENCY, GRABCUT])
+    pick = ask_pick(project, extreme, scene_extreme_points(), [CROP_SALIENCY, GRABCUT, EDGES])
     server = LiveServer(project)
     yield server, extreme, pick
     server.stop()
@@ -105,7 +105,7 @@ def test_a_worker_clicks_the_four_ends_and_picks_the_outline_that_fits(served, p
     def click_the_second_panel() -> None:
         expect(page.locator("#question")).to_have_text(question_text("pick", "horse"))
         panels = page.locator("#choices .choice")
-        expect(panels).to_have_count(2)
+        expect(panels).to_have_count(3)
         first, second = panels.nth(0).bounding_box(), panels.nth(1).bounding_box()
         assert first["y"] == second["y"] and first["x"] + first["width"] <= second["x"]  # side by side
         page.screenshot(path=screenshots / "pick-1280.png", full_page=True)

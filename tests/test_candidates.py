@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from crowdpatch.masks.candidates import (
     GRABCUT,
     extreme_points_of,
     grabcut_corrected,
+    grabcut_from_edges,
     grabcut_from_points,
     points_box,
     saliency_on_crop,
@@ -55,6 +57,25 @@ def test_grabcut_from_extreme_points_finds_the_object_and_is_deterministic() -> 
     assert np.array_equal(mask, grabcut_from_points(rgb, points))
     box = points_box(points, 160, 120)
     assert not mask[:, : box.x0].any() and not mask[: box.y0].any()  # nothing outside the points' box
+
+
+def test_grabcut_along_edges_finds_a_thin_object_whose_box_holds_other_colours() -> None:
+    """A bar across its box, whose empty corners hold colours seen nowhere around the box: started from the box,
+    GrabCut takes them for object; started from the outline the edges draw through the points, it does not."""
+    height, width = 120, 160
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rng.normal((70, 140, 60), 12, (height, width, 3)), 0, 255).astype(np.uint8)
+    rgb[60:100, 30:70] = (40, 60, 200)
+    rgb[20:55, 95:135] = (200, 200, 60)
+    bar = np.zeros((height, width), np.uint8)
+    cv2.line(bar, (30, 20), (130, 100), 1, 12)
+    obj = bar.astype(bool)
+    rgb[obj] = np.clip(rng.normal((130, 80, 40), 12, (int(obj.sum()), 3)), 0, 255).astype(np.uint8)
+    points = extreme_points_of(obj)
+    assert mask_iou(grabcut_from_points(rgb, points), bar) < 0.5
+    along_edges = grabcut_from_edges(rgb, points)
+    assert mask_iou(along_edges, bar) > 0.9
+    assert np.array_equal(along_edges, grabcut_from_edges(rgb, points))
 
 
 def test_points_box_stays_inside_the_image() -> None:

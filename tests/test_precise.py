@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from crowdpatch.config import ProjectConfig
+from crowdpatch.config import CrowdConfig, ProjectConfig
+from crowdpatch.crowd.answer_checks import in_order
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
 from crowdpatch.crowd.kinds import CORRECT, EXTREME, GRID, PICK, VERIFY
 from crowdpatch.crowd.policies import precise as precise_policy
-from crowdpatch.crowd.policies.precise import ABSENT, CORRECTED, FITS, NONE_FITS, candidate_names, in_order
+from crowdpatch.crowd.policies.precise import ABSENT, CORRECTED, FITS, NONE_FITS, candidate_names
+from crowdpatch.crowd.quality import GivenAnswer, WorkerCounters, record_answer_quality, undo_answer_quality
 from crowdpatch.datasets import load_mask
 from crowdpatch.masks.build import MaskBuilder, build_masks
-from crowdpatch.masks.candidates import CROP_SALIENCY, GRABCUT, SALIENCY_OUTLINE, extreme_points_of, points_box
+from crowdpatch.masks.candidates import CROP_SALIENCY, EDGES, GRABCUT, SALIENCY_OUTLINE, extreme_points_of, points_box
 from crowdpatch.masks.metrics import mask_iou
 from crowdpatch.project import Project
 from crowdpatch.simulate.run import run_simulation
@@ -104,13 +106,13 @@ def test_points_make_a_pick_and_the_picked_candidate_is_the_mask(project: Projec
     extreme_id = answer(dispatcher, worker, EXTREME, {"points": points})
     (pick,) = tasks(project, image_id, PICK)
     assert pick.parent_id == extreme_id
-    assert pick.spec == {"points": points, "candidates": [GRABCUT]}
+    assert pick.spec == {"points": points, "candidates": candidate_names(project.config, image_id)}
     x0, y0, x1, y1 = pick.box
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     assert x0 <= min(xs) and x1 > max(xs) and y0 <= min(ys) and y1 > max(ys)  # the view holds the points
 
     second, third = workers(project, 2)
-    answer(dispatcher, second, PICK, {"choice": 0})
+    answer(dispatcher, second, PICK, {"choice": pick.spec["candidates"].index(GRABCUT)})
     (pick,) = tasks(project, image_id, PICK)
     assert pick.state == "done" and pick.decision == GRABCUT
     (correction,) = tasks(project, image_id, CORRECT)  # the picked mask's errors, by another worker
@@ -131,7 +133,7 @@ def picked_image(project: Project, dispatcher: MemoryDispatcher, crew) -> tuple[
     image_id = first_image(project)
     gt = truth(project, image_id)
     answer(dispatcher, next(crew), EXTREME, {"points": extreme_points_of(gt == 1)})
-    answer(dispatcher, next(crew), PICK, {"choice": 0})
+    answer(dispatcher, next(crew), PICK, {"choice": candidate_names(project.config, image_id).index(GRABCUT)})
     return image_id, gt
 
 
@@ -240,11 +242,11 @@ def test_a_pick_between_several_candidates_follows_the_majority(project: Project
     assert tasks(project, image_id, CORRECT)[0].spec["candidate"] == GRABCUT
 
 
-def test_a_learned_saliency_backend_adds_its_crop_as_the_first_candidate() -> None:
+def test_a_learned_saliency_backend_adds_its_crop_to_both_grabcuts() -> None:
     config = ProjectConfig(name="p", target="horse")
-    assert candidate_names(config) == [GRABCUT]
+    assert candidate_names(config) == [GRABCUT, EDGES]
     config.saliency.backend = "csnet"
-    assert candidate_names(config) == [CROP_SALIENCY, GRABCUT]
+    assert candidate_names(config) == [GRABCUT, EDGES, CROP_SALIENCY]
 
 
 def test_a_simulated_crowd_finishes_every_image_with_precise_masks(project: Project) -> None:
@@ -277,11 +279,38 @@ def test_in_order_tells_careful_points_from_random_ones() -> None:
     assert random_pass < 0.03
 
 
+def test_extreme_points_are_their_own_gold_question_so_a_worker_clicking_anywhere_is_stopped() -> None:
+    crowd = CrowdConfig()
+    careful, careless = (WorkerCounters(i, None, 0, 0, 0, None, False, None) for i in (1, 2))
+    ends = {"points": [[50, 10], [55, 90], [10, 50], [95, 45]]}
+    anywhere = {"points": [[10, 50], [95, 45], [50, 10], [55, 90]]}
+    assert not any(record_answer_quality(careful, GivenAnswer(EXTREME, ends, 7.0), crowd) for _ in range(10))
+    assert (careful.gold_seen, careful.gold_correct, careful.banned) == (10, 10, False)
+    stopped = [record_answer_quality(careless, GivenAnswer(EXTREME, anywhere, 7.0), crowd) for _ in range(10)]
+    assert careless.banned and careless.stopped_reason == "gold" and stopped.index(True) < 5
+    record_answer_quality(careful, GivenAnswer(EXTREME, {"not_here": True}, 7.0), crowd)
+    assert careful.gold_seen == 10  # "not here" carries no check
+
+
+def test_taking_back_extreme_points_takes_back_their_check(make_project) -> None:
+    project = make_project(n_images=1, size=32)
+    crowd = project.config.crowd
+    with project.sessions.begin() as session:
+        worker = WorkerRow(project_id=project.id, platform="local", external_id="w", attributes={})
+        session.add(worker)
+        given = GivenAnswer(EXTREME, {"points": [[10, 50], [95, 45], [50, 10], [55, 90]]}, 7.0)
+        record_answer_quality(worker, given, crowd, session=session)
+        assert (worker.gold_seen, worker.gold_correct) == (1, 0)
+        session.flush()
+        undo_answer_quality(session, worker, given, crowd)
+        assert (worker.gold_seen, worker.gold_correct, worker.quality) == (0, 0, None)
+
+
 def test_candidates_take_turns_first_so_a_first_choice_habit_is_no_method_bias() -> None:
     config = ProjectConfig(name="p", target="horse")
     config.saliency.backend = "csnet"
-    assert candidate_names(config, 1) == [GRABCUT, CROP_SALIENCY]
-    assert candidate_names(config, 2) == [CROP_SALIENCY, GRABCUT]
+    assert candidate_names(config, 1) == [EDGES, CROP_SALIENCY, GRABCUT]
+    assert candidate_names(config, 2) == [CROP_SALIENCY, GRABCUT, EDGES]
 
 
 @pytest.fixture

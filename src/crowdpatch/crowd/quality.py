@@ -3,7 +3,8 @@
 Shared by both dispatchers (the simulator's and the server's), so simulated and real workers are
 judged by the same rules. Three rules stop a worker (``WorkerRow.stopped_reason``):
 
-- ``gold``: fails known-answer questions (Wald's sequential test, :func:`is_spammer`);
+- ``gold``: fails known-answer questions (Wald's sequential test, :func:`is_spammer`), among them
+  the check an answer carries in itself (extreme points out of order, :mod:`.answer_checks`);
 - ``too_fast``: answers faster than anyone can read the question, too often;
 - ``constant``: keeps giving the same answer (always "no", always every cell, ...) while the
   other workers' answers on those same questions differ (:func:`constant_run_refuted`).
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
 from crowdpatch.config import CrowdConfig
+from crowdpatch.crowd.answer_checks import passes_own_check
 from crowdpatch.crowd.kinds import GOLD, GRID_KINDS, YES_NO_KINDS
 from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
 
@@ -103,9 +105,10 @@ def record_answer_quality(
     worker.attributes = {**(worker.attributes or {}), _STATE_KEY: state}
     if answer.seconds < crowd.min_seconds_per_answer:
         worker.too_fast = (worker.too_fast or 0) + 1
-    if answer.kind == GOLD:
+    passed = _passes(answer)
+    if passed is not None:
         worker.gold_seen = (worker.gold_seen or 0) + 1
-        worker.gold_correct = (worker.gold_correct or 0) + int(answer.value == answer.gold_answer)
+        worker.gold_correct = (worker.gold_correct or 0) + int(passed)
         worker.quality = gold_quality(worker.gold_correct, worker.gold_seen)
         if not worker.banned and is_spammer(worker.gold_correct, worker.gold_seen, crowd):
             worker.banned, worker.stopped_reason = True, "gold"
@@ -155,10 +158,18 @@ def undo_answer_quality(session: Session, worker: WorkerRow, answer: GivenAnswer
     worker.attributes = {**(worker.attributes or {}), _STATE_KEY: state}
     if answer.seconds < crowd.min_seconds_per_answer:
         worker.too_fast = max(0, (worker.too_fast or 0) - 1)
-    if answer.kind == GOLD:
+    passed = _passes(answer)
+    if passed is not None:
         worker.gold_seen = max(0, (worker.gold_seen or 0) - 1)
-        worker.gold_correct = max(0, (worker.gold_correct or 0) - int(answer.value == answer.gold_answer))
+        worker.gold_correct = max(0, (worker.gold_correct or 0) - int(passed))
         worker.quality = gold_quality(worker.gold_correct, worker.gold_seen)
+
+
+def _passes(answer: GivenAnswer) -> bool | None:
+    """Whether an answer passes a known check (a gold question's answer, or the answer's own); None if none applies."""
+    if answer.kind == GOLD:
+        return answer.value == answer.gold_answer
+    return passes_own_check(answer.kind, answer.value)
 
 
 def _stored_run(session: Session, worker_id: int, form: str) -> dict[str, Any] | None:

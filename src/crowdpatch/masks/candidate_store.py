@@ -27,9 +27,11 @@ from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import load_rgb
 from crowdpatch.masks.candidates import (
     CROP_SALIENCY,
+    EDGES,
     GRABCUT,
     SALIENCY_OUTLINE,
     grabcut_corrected,
+    grabcut_from_edges,
     grabcut_from_points,
     saliency_on_crop,
 )
@@ -105,6 +107,8 @@ class CandidateStore:
     def _compute(self, name: str, rgb: np.ndarray, points: list[list[float]]) -> np.ndarray:
         if name == GRABCUT:
             return grabcut_from_points(rgb, points)
+        if name == EDGES:
+            return grabcut_from_edges(rgb, points)
         if name == CROP_SALIENCY:
             return saliency_on_crop(rgb, points, lambda crop: self.backend.predict([crop])[0])
         raise ValueError(f"unknown candidate {name!r}")

@@ -1,11 +1,16 @@
 """Object masks proposed from a worker's four extreme points, for the crowd to pick from.
 
 Extreme points (the object's top, bottom, left and right ends; Papadopoulos et al. 2017) localize
-an object at its own scale and touch its boundary four times. Two cheap segmenters turn them
-into a mask, and neither wins everywhere, so both are shown and a worker picks the better one:
+an object at its own scale and touch its boundary four times. Cheap segmenters turn them into a
+mask, and none wins everywhere, so each is shown and a worker picks the best one:
 
 - **GrabCut** (Rother et al. 2004) inside the points' box, with the points as sure object: it
   follows colour edges and needs no model.
+- **GrabCut along edges** (Papadopoulos et al. 2017): the cheapest paths along image edges from
+  each point to the next give a first outline; inside it is probable object, its skeleton sure
+  object. It finds objects that fill little of their box (most COCO objects), where the box start
+  takes the background for object; on horses' legs the skeleton can cross background, so the box
+  start stays beside it (docs/benchmarks.md, "Masks from extreme points").
 - **Saliency on the crop**: the project's saliency backend run again on the padded box alone. A
   small object that is not the most salient thing in the photo often is within its own crop, and
   a learned backend (CSNet) draws the boundaries GrabCut misses on camouflaged parts.
@@ -20,6 +25,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
 
 from crowdpatch.boxes import Box
 
@@ -33,8 +40,8 @@ CONTEXT = 0.15
 SEED_RADIUS = 0.02
 """Radius of the sure-object disc around each extreme point, as a share of the box's longer side."""
 
-GRABCUT, CROP_SALIENCY, SALIENCY_OUTLINE = "grabcut", "crop_saliency", "outline"
-CANDIDATE_NAMES = (GRABCUT, CROP_SALIENCY)
+GRABCUT, EDGES, CROP_SALIENCY, SALIENCY_OUTLINE = "grabcut", "edges", "crop_saliency", "outline"
+CANDIDATE_NAMES = (GRABCUT, EDGES, CROP_SALIENCY)
 """What a pick shows; an accepted saliency outline is corrected too, as the candidate ``outline``."""
 
 Points = Sequence[Sequence[float]]
@@ -140,6 +147,71 @@ def grabcut_from_points(rgb: np.ndarray, points: Points) -> np.ndarray:
     labels[inside] = cv2.GC_PR_FGD
     frame.seed(labels, points, SEED_RADIUS, cv2.GC_FGD)
     return frame.cut(labels)
+
+
+EDGE_FLOOR = 0.05
+"""The cost of a step along the strongest edge, against 1.05 across a flat area: paths bend a long way to follow
+an edge, but still cross a gap in it."""
+
+
+def grabcut_from_edges(rgb: np.ndarray, points: Points) -> np.ndarray:
+    """GrabCut started from the outline that image edges draw through the extreme points: the box outside that
+    outline probable background, inside it probable object, its skeleton and the points sure object. A full-image
+    boolean mask."""
+    frame = _Crop(rgb, points)
+    labels, inside = frame.box_labels()
+    top, bottom, left, right = (frame.local(x, y) for x, y in points)
+    cost = EDGE_FLOOR + (1.0 - _edge_strength(frame.patch)) ** 2
+    outline = [
+        step
+        for a, b in ((top, right), (right, bottom), (bottom, left), (left, top))
+        for step in _cheapest_path(cost, a, b)
+    ]
+    region = np.zeros(labels.shape, np.uint8)
+    cv2.fillPoly(region, [np.array(outline, np.int32)], 1)
+    region[~inside] = 0
+    labels[inside] = cv2.GC_PR_BGD
+    labels[region > 0] = cv2.GC_PR_FGD
+    labels[cv2.ximgproc.thinning(region * 255) > 0] = cv2.GC_FGD
+    frame.seed(labels, points, SEED_RADIUS, cv2.GC_FGD)
+    return frame.cut(labels)
+
+
+def _edge_strength(rgb: np.ndarray) -> np.ndarray:
+    """Colour gradient magnitude (the strongest of the Lab channels' Sobel responses), 1 at the 99th percentile."""
+    lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
+    strength = np.zeros(lab.shape[:2], np.float32)
+    for channel in cv2.split(lab):
+        gx, gy = cv2.Sobel(channel, cv2.CV_32F, 1, 0), cv2.Sobel(channel, cv2.CV_32F, 0, 1)
+        strength = np.maximum(strength, cv2.magnitude(gx, gy))
+    return np.clip(strength / (np.percentile(strength, 99) + 1e-6), 0.0, 1.0)
+
+
+def _cheapest_path(cost: np.ndarray, a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
+    """The 8-connected path of least summed ``cost`` from pixel ``a`` to ``b`` (x, y), inside the rectangle the two
+    span grown by a pixel: between two consecutive extreme points the outline stays in that corner of the box."""
+    height, width = cost.shape
+    x0, x1 = max(0, min(a[0], b[0]) - 1), min(width - 1, max(a[0], b[0]) + 1)
+    y0, y1 = max(0, min(a[1], b[1]) - 1), min(height - 1, max(a[1], b[1]) + 1)
+    window = cost[y0 : y1 + 1, x0 : x1 + 1]
+    rows, cols = window.shape
+    index = np.arange(rows * cols).reshape(rows, cols)
+    starts, ends, weights = [], [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        here = (slice(0, rows - dy), slice(max(0, -dx), cols - max(0, dx)))
+        there = (slice(dy, rows), slice(max(0, dx), cols + min(0, dx)))
+        weight = (window[here] + window[there]).ravel() * (np.sqrt(2.0) if dx and dy else 1.0) / 2
+        starts += [index[here].ravel(), index[there].ravel()]
+        ends += [index[there].ravel(), index[here].ravel()]
+        weights += [weight, weight]
+    graph = coo_matrix((np.concatenate(weights), (np.concatenate(starts), np.concatenate(ends))), (rows * cols,) * 2)
+    source, target = int(index[a[1] - y0, a[0] - x0]), int(index[b[1] - y0, b[0] - x0])
+    _, previous = dijkstra(graph.tocsr(), indices=source, return_predecessors=True)
+    path, node = [], target
+    while node >= 0:
+        path.append((node % cols + x0, node // cols + y0))
+        node = previous[node]
+    return path[::-1]
 
 
 CLICK_RADIUS = 0.03

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
+from crowdpatch.crowd.answer_checks import in_order
 from crowdpatch.crowd.closing import close, lock_image
 from crowdpatch.crowd.kinds import CORRECT, EXTREME, NO, OUTLINE, PICK, YES
 from crowdpatch.crowd.policies.adaptive import AdaptivePolicy
@@ -50,6 +51,7 @@ from crowdpatch.crowd.questions import (
 from crowdpatch.masks.candidates import (
     CONTEXT,
     CROP_SALIENCY,
+    EDGES,
     GRABCUT,
     SALIENCY_OUTLINE,
     extreme_points_of,
@@ -78,27 +80,11 @@ FALLBACK_PAD = 0.1
 """The grid fallback's region: the points' box grown by this share of its sides."""
 
 
-ORDER_TOLERANCE = 0.05
-"""How far (a share of the points' box) a point may pass another one's end and still count as in order."""
-
-
-def in_order(points: list[list[float]]) -> bool:
-    """Whether four points clicked as top, bottom, left, right are the topmost, bottommost, leftmost and rightmost.
-
-    A careful worker's clicks are (within a few pixels); four points clicked anywhere are, by chance, about
-    once in 150 answers: this is what tells the extreme points of a worker who does not look.
-    """
-    (_, top), (_, bottom), (left, _), (right, _) = points
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    slack = ORDER_TOLERANCE * max(max(xs) - min(xs), max(ys) - min(ys), 1.0)
-    return top <= min(ys) + slack and bottom >= max(ys) - slack and left <= min(xs) + slack and right >= max(xs) - slack
-
-
 def candidate_names(config: ProjectConfig, image_id: int = 0) -> list[str]:
-    """The candidates a pick shows: saliency on the crop only from a learned backend (a spectral map on a crop is
-    rarely an object mask), GrabCut always. Their order turns from image to image, so a worker who always takes
-    the first one does not always take the same method's."""
-    names = [CROP_SALIENCY, GRABCUT] if config.saliency.backend in LEARNED_BACKENDS else [GRABCUT]
+    """The candidates a pick shows: GrabCut from the box and along edges always, saliency on the crop only from a
+    learned backend (a spectral map on a crop is rarely an object mask). Their order turns from image to image,
+    so a worker who always takes the first one does not always take the same method's."""
+    names = [GRABCUT, EDGES] + ([CROP_SALIENCY] if config.saliency.backend in LEARNED_BACKENDS else [])
     turn = image_id % len(names)
     return names[turn:] + names[:turn]
 
