@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from sqlalchemy import select
 
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import load_folder_dataset
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
+from crowdpatch.store.models import ImageRow
 from crowdpatch.train.commands import LOSS_NAMES
 from crowdpatch.train.data import GUIDES
 from crowdpatch.train.losses import AUGMENTATIONS, PENALTIES
@@ -345,3 +347,54 @@ def test_torchrun_two_cpu_processes_train_and_only_rank_0_writes_the_run(tmp_pat
         "splits.pt",
     ]
     assert os.path.getsize(runs / "gt-bgswap_cam-smallcnn-seed0" / "model.pt") > 0
+
+
+# -- refused before any run ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_labelled_project(tmp_path: Path, benchmark_files) -> Path:
+    """A labelled project of 16 built-in images that a test may change."""
+    images, labels, masks = benchmark_files(16, 32)
+    config = ProjectConfig(name="proj", target="object", images_dir=str(images), masks_dir=str(masks))
+    project = Project.create(tmp_path / "proj", config)
+    try:
+        add_images(project, load_folder_dataset(images, labels, masks).records)
+    finally:
+        project.close()
+    return tmp_path / "proj"
+
+
+def experiment_args(project: Path, out: Path, guides: str) -> list:
+    return [
+        "experiment", project, "--guides", guides, "--seeds", 1, "--epochs", 1, "--image-size", 32,
+        "--device", "cpu", "--out", out,
+    ]  # fmt: skip
+
+
+def test_experiment_before_masks_are_built_says_so_and_starts_no_run(invoke, fresh_labelled_project, tmp_path):
+    out = tmp_path / "experiment"
+    result = invoke(*experiment_args(fresh_labelled_project, out, "none,patch"))
+    assert result.exit_code == 1
+    assert "no patch masks yet" in result.output and "crowdpatch masks" in result.output
+    assert not out.exists()
+
+
+def test_experiment_on_a_training_split_without_a_class_names_it_and_starts_no_run(
+    invoke, fresh_labelled_project, tmp_path
+):
+    project = Project.open(fresh_labelled_project)
+    try:
+        with project.sessions.begin() as session:
+            train = session.scalars(select(ImageRow).where(ImageRow.split == "train")).all()
+            victim = train[0].label
+            for image in train:
+                if image.label == victim:
+                    image.split = "test"
+    finally:
+        project.close()
+    out = tmp_path / "experiment"
+    result = invoke(*experiment_args(fresh_labelled_project, out, "none,gt"))
+    assert result.exit_code == 1
+    assert "'train'splithasnoimagesofclass" in squash(result.output) and victim in result.output
+    assert not out.exists()

@@ -56,14 +56,36 @@ def load_splits(
     buckets: dict[str, list] = {}
     for image, patch_file in rows:
         buckets.setdefault(image.split, []).append((image, patch_file))
-    if guide == "patch" and not any(f for _, f in buckets.get("train", [])):
-        raise ValueError("no patch masks yet: run 'crowdpatch masks' (after propose and simulate or serve) first")
+    _check_training_split(buckets.get("train", []), guide, class_names)
     splits = {}
     for split, items in buckets.items():
         splits[split] = _load_split(
             items, guide if split == "train" else "none", size, class_names, group_names, progress
         )
     return splits
+
+
+def _check_training_split(train: list[tuple[ImageRow, str | None]], guide: str, class_names: list[str]) -> None:
+    """Refuse, naming what is missing, a training split the run cannot learn from: one without images, without
+    some class, or without a single mask of its guide.
+
+    A group (class and attribute) missing from the split is no error: a training set where the shortcut holds
+    without exception is a legitimate test of whether a model learned the object.
+    """
+    if not train:
+        raise ValueError("the project has no images in its 'train' split (splits come from the CSV given at init)")
+    missing = sorted(set(class_names) - {image.label for image, _ in train})
+    if missing:
+        raise ValueError(
+            f"the 'train' split has no images of class {', '.join(repr(name) for name in missing)}: a classifier "
+            "cannot learn a class it never sees (check the split column of the CSV given at init)"
+        )
+    if guide == "patch" and not any(patch_file for _, patch_file in train):
+        raise ValueError("no patch masks yet: run 'crowdpatch masks' (after propose and simulate or serve) first")
+    if guide == "gt" and not any(image.mask_path for image, _ in train):
+        raise ValueError("no ground-truth masks in the 'train' split: give --masks at init to train with guide gt")
+    if guide == "saliency" and not any(image.saliency_path for image, _ in train):
+        raise ValueError("no saliency maps yet: run 'crowdpatch propose' first to train with guide saliency")
 
 
 def _load_split(items, guide: str, size: int, class_names, group_names, progress) -> SplitTensors:
