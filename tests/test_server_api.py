@@ -81,7 +81,7 @@ def test_local_sessions_need_a_valid_invite_and_mturk_previews_cannot_answer(ser
     project, client = served
     url = f"/api/v1/projects/{project.config.name}/sessions"
     assert client.post(url, json={"platform": "local", "worker_id": "w", "invite": "nope.abc"}).status_code == 403
-    invite = make_invite(project.config.server.invite_secret, "lab")
+    invite = make_invite(project.config.server.invite_secret, project.uid, "lab")
     assert client.post(url, json={"platform": "local", "worker_id": "w", "invite": invite}).status_code == 201
     preview = {"platform": "mturk", "worker_id": "", "assignment_id": "ASSIGNMENT_ID_NOT_AVAILABLE"}
     assert client.post(url, json={**preview, "worker_id": "A1"}).status_code == 403

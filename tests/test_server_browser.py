@@ -127,7 +127,7 @@ def test_a_polygon_is_drawn_closed_and_stored_with_its_time(live, page, screensh
     project = server.project
     with project.sessions.begin() as session:
         add_polygon_tasks_for_images(session, project.id, project.config)
-    invite = make_invite(project.config.server.invite_secret, "lab")
+    invite = make_invite(project.config.server.invite_secret, project.uid, "lab")
     page.set_viewport_size({"width": 390, "height": 760})  # a phone
     page.goto(f"{server.url}/w/{project.config.name}?invite={invite}&mode=polygon&worker=drawer")
     page.get_by_role("button", name="Start").click()
@@ -297,7 +297,7 @@ def test_the_worker_page_names_the_target_and_shows_the_photo_as_wide_as_it_fits
     project = photo_project(lambda config: setattr(config.crowd, "gold_rate", 0.0))
     server = LiveServer(project)
     try:
-        invite = make_invite(project.config.server.invite_secret, "lab")
+        invite = make_invite(project.config.server.invite_secret, project.uid, "lab")
         for width, height, ratio in ((1280, 900, 1), (390, 844, 3)):
             context = page.context.browser.new_context(
                 viewport={"width": width, "height": height}, device_scale_factor=ratio
@@ -396,7 +396,7 @@ def test_a_worker_stopped_by_quality_control_sees_the_stop_page_with_the_code_th
     project = photo_project(too_fast_stops_after_three)
     server = LiveServer(project)
     try:
-        invite = make_invite(project.config.server.invite_secret, "local")
+        invite = make_invite(project.config.server.invite_secret, project.uid, "local")
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(f"{server.url}/w/horses?invite={invite}&worker=lab-member-3")
         page.get_by_role("button", name="Start").click()

@@ -43,7 +43,9 @@ def api_key(project) -> dict[str, str]:
 def test_an_expired_session_token_is_401(served):
     project, client = served
     server = project.config.server
-    expired = issue_session(server.session_secret, WorkerSession(1, project.id, "prolific", "patch", time.time() - 1))
+    expired = issue_session(
+        server.session_secret, WorkerSession(1, project.uid, "k", "prolific", "patch", time.time() - 1)
+    )
     response = client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401 and "expired" in response.json()["detail"]
 
@@ -57,7 +59,8 @@ def test_a_tampered_session_token_is_401(served):
     forged = f"{_b64(json.dumps(fields).encode())}.{signature}"
     flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
     foreign = issue_session(
-        "not-this-projects-secret", WorkerSession(fields[0] - 1, project.id, "prolific", "patch", time.time() + 60)
+        "not-this-projects-secret",
+        WorkerSession(fields[0] - 1, project.uid, "k", "prolific", "patch", time.time() + 60),
     )
     for bad in (forged, flipped, foreign, "no-dot-at-all", "é.é"):
         response = client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {bad}".encode("latin-1")})
@@ -115,7 +118,8 @@ def test_an_image_link_works_only_for_its_worker_and_task(served):
     secret = project.config.server.session_secret
     assert (
         client.get(
-            "/api/v1/tasks/999999/image", params={"w": alice_worker, "s": image_signature(secret, 999999, alice_worker)}
+            "/api/v1/tasks/999999/image",
+            params={"w": alice_worker, "s": image_signature(secret, project.uid, 999999, alice_worker)},
         ).status_code
         == 404
     )
@@ -137,8 +141,13 @@ def test_images_of_another_project_on_the_same_database_are_not_served(make_proj
         task = client.get("/api/v1/tasks/next", headers=auth).json()
         assert client.get(task["image_url"]).status_code == 200
     with TestClient(create_app(second)) as client:
-        # Same secret, same database, a valid signature: still not this project's task.
-        assert client.get(task["image_url"]).status_code == 404
+        # Same secret, same database: the link was signed for the first project, not this one.
+        assert client.get(task["image_url"]).status_code == 403
+        # Signed for this project, yet naming the first project's task: still not served.
+        worker = int(task["image_url"].split("w=")[1].split("&")[0])
+        signature = image_signature(second.config.server.session_secret, second.uid, int(task["task_id"]), worker)
+        image = client.get(f"/api/v1/tasks/{task['task_id']}/image", params={"w": worker, "s": signature})
+        assert image.status_code == 404
 
 
 @pytest.mark.parametrize(

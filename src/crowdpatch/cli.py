@@ -462,7 +462,7 @@ def workers(
     table = Table(
         title=f"workers of {project.config.name} (agreement: with the {project.config.aggregation.method} aggregate)"
     )
-    shown = frame.drop(columns=["platform"]).rename(columns=WORKER_COLUMNS)
+    shown = frame.drop(columns=["platform", "worker_row"]).rename(columns=WORKER_COLUMNS)
     for column in shown.columns:
         table.add_column(column, justify="left" if column == "worker" else "right")
     for row in shown.sort_values("answers", ascending=False).itertuples(index=False):

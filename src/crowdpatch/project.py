@@ -24,6 +24,8 @@ class Project:
     engine: Engine
     sessions: sessionmaker[Session]
     id: int
+    uid: str
+    """Random per project (``ProjectRow.uid``): worker tokens, invites and image links are bound to it."""
 
     @classmethod
     def create(cls, directory: Path, config: ProjectConfig) -> "Project":
@@ -48,10 +50,10 @@ class Project:
         if engine is None or sessions is None:
             engine, sessions = open_database(config.resolved_db_url(directory))
         with sessions() as session:
-            project_id = session.scalar(select(ProjectRow.id).where(ProjectRow.name == config.name))
-        if project_id is None:
+            row = session.execute(select(ProjectRow.id, ProjectRow.uid).where(ProjectRow.name == config.name)).first()
+        if row is None:
             raise ProjectError(f"database {engine.url} holds no project named {config.name!r}")
-        return cls(directory, config, engine, sessions, project_id)
+        return cls(directory, config, engine, sessions, row.id, row.uid)
 
     def save_config(self) -> None:
         save_config(self.directory, self.config)

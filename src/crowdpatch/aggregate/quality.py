@@ -12,6 +12,9 @@ from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
 def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> pd.DataFrame:
     """One row per worker: answers, gold accuracy, agreement with the aggregated answer, speed, ban and its rule.
 
+    ``worker`` is the platform's id; ``worker_row`` (the label aggregation uses) and ``evidence`` tell
+    apart workers that arrived under one id with different platform evidence (``WorkerRow.evidence``).
+
     ``consensus`` is P(yes) per question key (as from :func:`posteriors`: a window, or a grid
     cell); agreement counts a vote as agreeing when it is on the side of 0.5 the aggregate is on.
     """
@@ -20,6 +23,7 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
             WorkerRow.id,
             WorkerRow.platform,
             WorkerRow.external_id,
+            WorkerRow.evidence,
             WorkerRow.gold_seen,
             WorkerRow.gold_correct,
             WorkerRow.too_fast,
@@ -43,24 +47,27 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
         columns=["worker_id", "task_id", "value", "seconds", "kind", "grid_size"],
     )
     rows = []
-    for worker_id, platform, external_id, gold_seen, gold_correct, too_fast, banned, stopped_reason in workers:
+    for worker in workers:
+        worker_id, gold_seen, gold_correct = worker.id, worker.gold_seen, worker.gold_correct
         mine = answers[answers["worker_id"] == worker_id]
         votes = list(_votes(mine))
         agree = [(label == 1) == (consensus[key] >= 0.5) for key, label in votes if key in consensus.index]
         rows.append(
             {
-                "worker": external_id,
-                "platform": platform,
+                "worker": worker.external_id,
+                "worker_row": worker_id,
+                "evidence": worker.evidence or "",
+                "platform": worker.platform,
                 "answers": len(mine),
                 "gold_seen": gold_seen,
                 "gold_accuracy": gold_correct / gold_seen if gold_seen else float("nan"),
                 "agreement": sum(agree) / len(agree) if agree else float("nan"),
                 "yes_rate": sum(label for _, label in votes) / len(votes) if votes else float("nan"),
                 "median_seconds": float(mine["seconds"].median()) if len(mine) else float("nan"),
-                "too_fast": too_fast,
-                "banned": bool(banned),
+                "too_fast": worker.too_fast,
+                "banned": bool(worker.banned),
                 # Which rule stopped it (gold, too_fast, constant); empty for a worker not stopped.
-                "stopped_reason": stopped_reason or "",
+                "stopped_reason": worker.stopped_reason or "",
             }
         )
     return pd.DataFrame(rows)

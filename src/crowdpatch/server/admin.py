@@ -38,17 +38,9 @@ def dashboard(project: str, state: State) -> dict:
     check_project(state, project)
     live = state.live_masks
     workers = live.workers()
-    with state.project.sessions() as session:
-        locals_ = dict(
-            session.execute(
-                select(WorkerRow.external_id, WorkerRow.id).where(
-                    WorkerRow.project_id == state.project.id, WorkerRow.platform == "local"
-                )
-            ).all()
-        )
     for row in workers:
         if row["platform"] == "local":
-            row["completion_code"] = local_completion_code(state.server.invite_secret, locals_[row["worker"]])
+            row["completion_code"] = local_completion_code(state.server.invite_secret, row["worker_row"])
     return {
         "progress": progress(state.project),
         "pace": pace(state.project),
@@ -102,7 +94,7 @@ def export(project: str, body: ExportRequest, state: State) -> dict:
 
 @router.get("/answers.csv", response_class=Response)
 def answers_csv(project: str, state: State) -> Response:
-    """Every answer with its worker, task, value and times."""
+    """Every answer with its worker, task, value and times; ``worker_row`` tells apart workers under one platform id."""
     check_project(state, project)
     buffer = io.StringIO()
     out = csv.writer(buffer)
@@ -119,6 +111,7 @@ def answers_csv(project: str, state: State) -> Response:
             "time_source",
             "client_ms",
             "answered_at",
+            "worker_row",
         ]
     )
     with state.project.sessions() as session:
@@ -135,6 +128,7 @@ def answers_csv(project: str, state: State) -> Response:
                 AnswerRow.time_source,
                 AnswerRow.client_ms,
                 AnswerRow.answered_at,
+                AnswerRow.worker_id,
             )
             .join(TaskRow, TaskRow.id == AnswerRow.task_id)
             .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
@@ -155,7 +149,7 @@ def answers_csv(project: str, state: State) -> Response:
 def invite(project: str, body: InviteRequest, state: State, request: Request) -> dict:
     """A local invite and the worker link that carries it."""
     check_project(state, project)
-    token = make_invite(state.server.invite_secret, body.label)
+    token = make_invite(state.server.invite_secret, state.project.uid, body.label)
     return {"invite": token, "url": worker_link(str(request.base_url), project, "local", token, body.mode)}
 
 

@@ -64,8 +64,9 @@ from crowdpatch.server.tokens import (
     constant_time_equal,
     image_signature,
     issue_session,
+    new_session_key,
 )
-from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow
+from crowdpatch.store.models import ImageRow, RegionRow, TaskRow, WorkerRow, worker_evidence
 
 API = "/api/v1"
 NEXT_TASK = "/tasks/next"
@@ -86,13 +87,18 @@ MAX_EXCLUDE = 400
 def open_session(
     project: str, body: SessionRequest, state: State, x_api_key: Annotated[str | None, Header()] = None
 ) -> SessionResponse:
-    """Open a worker session; the token goes in ``Authorization: Bearer <token>``."""
+    """Open a worker session; the token goes in ``Authorization: Bearer <token>``.
+
+    The session answers as the worker its platform evidence names (:func:`register_worker`): the same
+    id and evidence continue one worker; the same id without it is another worker, who can neither act
+    for the first nor get it stopped.
+    """
     check_project(state, project)
     attributes: dict = {"study_id": body.study_id, "session_id": body.session_id, "hit_id": body.hit_id}
     external_id = body.worker_id
     if body.platform == "local":
         try:
-            label = check_invite(state.server.invite_secret, body.invite or "")
+            label = check_invite(state.server.invite_secret, state.project.uid, body.invite or "")
         except BadToken as exc:
             message = refusals.INVITE_INVALID if body.invite else refusals.INVITE_MISSING
             raise WorkerRefused(403, "invite_needed", message) from exc
@@ -103,13 +109,13 @@ def open_session(
         attributes.update(assignment_id=body.assignment_id, turk_submit_to=body.turk_submit_to)
     elif body.platform == "simulated":
         requester(state, x_api_key)
-    row = register_worker(state.project.sessions, state.project.id, body.platform, external_id, attributes)
+    evidence = worker_evidence(body.platform, attributes)
+    row = register_worker(state.project.sessions, state.project.id, body.platform, external_id, attributes, evidence)
     if row.banned:
         raise refusals.stopped(body.platform, state.server)
     server = state.server
-    session = WorkerSession(
-        row.id, state.project.id, body.platform, body.mode, time.time() + server.session_hours * 3600
-    )
+    expires_at = time.time() + server.session_hours * 3600
+    session = WorkerSession(row.id, state.project.uid, new_session_key(), body.platform, body.mode, expires_at)
     return SessionResponse(
         token=issue_session(server.session_secret, session),
         mode=body.mode,
@@ -128,7 +134,7 @@ def image_info(state: ServerState, image_id: int) -> tuple[str, int, int]:
 
 def task_response(state: ServerState, assignment: Assignment, worker: WorkerSession) -> TaskResponse:
     _, width, height = image_info(state, assignment.image_id)
-    signature = image_signature(state.server.session_secret, assignment.task_id, worker.worker_id)
+    signature = image_signature(state.server.session_secret, state.project.uid, assignment.task_id, worker.worker_id)
     base = f"/api/v1/tasks/{assignment.task_id}/image?w={worker.worker_id}&s={signature}"
     return TaskResponse(
         task_id=str(assignment.task_id),
@@ -226,7 +232,13 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
     """``POST /answers`` once its request is read (by FastAPI, or by its :class:`FastRoute`)."""
     source = "modeled" if worker.platform == "simulated" else "measured"
     answer = NewAnswer(
-        worker.worker_id, int(body.task_id), body.value(), body.client_id, body.client_ms, time_source=source
+        worker.worker_id,
+        int(body.task_id),
+        body.value(),
+        body.client_id,
+        body.client_ms,
+        time_source=source,
+        worker_session=worker.key,
     )
     following: NextTask | None = None
     try:
@@ -260,9 +272,9 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
 
 @router.post("/answers/undo", response_model=TaskResponse, openapi_extra=AUTHORIZATION_DOC)
 def undo(state: State, worker: Worker) -> TaskResponse:
-    """Take back your last answer (while its question is still open); its task comes back to you."""
+    """Take back the last answer given through this session (while its question is still open); its task comes back."""
     try:
-        return task_response(state, state.dispatcher.undo_last(worker.worker_id), worker)
+        return task_response(state, state.dispatcher.undo_last(worker.worker_id, worker.key), worker)
     except NotLeased as exc:
         raise HTTPException(409, str(exc)) from exc
     except WorkerStopped as exc:
@@ -307,7 +319,7 @@ def task_image(
     The link (``image_url`` / ``context_url`` / ``choice_urls`` of the task) is signed and names a task, never a
     file: the path comes from the store, for this project's tasks only.
     """
-    if not constant_time_equal(s, image_signature(state.server.session_secret, task_id, w)):
+    if not constant_time_equal(s, image_signature(state.server.session_secret, state.project.uid, task_id, w)):
         raise HTTPException(403, "invalid image link")
     with state.project.sessions() as session:
         task = session.get(TaskRow, task_id)

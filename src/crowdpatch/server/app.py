@@ -105,7 +105,7 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
     install_error_handlers(app)
     add_cors(app, project.config.server)
     app.add_middleware(BodySizeLimit, config=project.config.server)
-    app.add_middleware(RateLimit, config=project.config.server)
+    app.add_middleware(RateLimit, config=project.config.server, project=project.uid)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from crowdpatch.config import ProjectConfig
+if TYPE_CHECKING:  # the CLI imports this module at start: the project's modules load when serve runs
+    from crowdpatch.project import Project
 
 LOCAL_INVITE_LABEL = "local"
 """The label of the invite ``serve`` prints.
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
         port = sock.getsockname()[1]
         # Secrets generated for a project made by an older release are kept, so every process agrees on them.
         project.save_config()
-        print_links(project.config, f"http://{link_host(host)}:{port}")
+        print_links(project, f"http://{link_host(host)}:{port}")
         # Warnings only; no access log (at this level it would print nothing, yet uvicorn would still format
         # each request's log arguments: CPU on every answer).
         quiet = {"log_level": "warning", "access_log": False}
@@ -87,13 +88,14 @@ def register(app: typer.Typer) -> None:
             fail("the server did not start; see the lines above")
 
 
-def print_links(config: ProjectConfig, base: str) -> None:
+def print_links(project: Project, base: str) -> None:
     """What a requester opens or hands out: a ready invite link, the platforms' study URLs, the dashboard."""
     from crowdpatch.server.platforms import worker_link
     from crowdpatch.server.tokens import make_invite
 
+    config = project.config
     name, key = config.name, config.server.effective_api_key()
-    invite = make_invite(config.server.invite_secret, LOCAL_INVITE_LABEL)
+    invite = make_invite(config.server.invite_secret, project.uid, LOCAL_INVITE_LABEL)
     typer.echo(f"crowdpatch: serving {name} on {base}")
     typer.echo(
         f"  invite link:  {worker_link(base, name, 'local', invite)}   (open it, or send it to the people you invite)"

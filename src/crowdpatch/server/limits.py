@@ -144,9 +144,11 @@ class RateLimit:
     they are trusted, and ``crowdpatch simulate --via`` and the load benchmark exist to make load.
     """
 
-    def __init__(self, app: ASGIApp, config: ServerConfig, buckets: TokenBuckets | None = None):
+    def __init__(self, app: ASGIApp, config: ServerConfig, project: str, buckets: TokenBuckets | None = None):
         self.app = app
         self.config = config
+        self.project = project
+        """The served project's uid, which its image links are signed for."""
         self.buckets = buckets or TokenBuckets()
 
     def _identity(self, scope: Scope) -> tuple[str, float, int] | None:
@@ -176,7 +178,7 @@ class RateLimit:
             if (
                 w.isdigit()
                 and len(w) <= 18
-                and constant_time_equal(s, image_signature(config.session_secret, int(image[1]), int(w)))
+                and constant_time_equal(s, image_signature(config.session_secret, self.project, int(image[1]), int(w)))
             ):
                 worker = int(w)
         if worker is not None:

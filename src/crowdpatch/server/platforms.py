@@ -17,27 +17,45 @@ MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 
 
 def register_worker(
-    sessions: sessionmaker[Session], project_id: int, platform: str, external_id: str, attributes: dict[str, Any]
+    sessions: sessionmaker[Session],
+    project_id: int,
+    platform: str,
+    external_id: str,
+    attributes: dict[str, Any],
+    evidence: str | None = "",
 ) -> WorkerRow:
-    """The worker row for (platform, external id), created on first arrival; safe against concurrent arrivals."""
+    """The worker for (platform, external id, evidence), created on first arrival; safe against concurrent arrivals.
+
+    ``evidence`` (:func:`~crowdpatch.store.models.worker_evidence`) is what ties arrivals to one worker:
+    only an arrival that shows the same evidence continues a worker (and adds to its attributes). None:
+    the arrival showed none, and is a worker of its own, whatever its id. The default "" is for callers
+    that are trusted with the id alone (the requester's simulated workers, tests, benchmarks).
+    """
+    given = {k: v for k, v in attributes.items() if v is not None}
     for _ in range(2):
         with sessions.begin() as session:
-            row = session.scalar(
-                select(WorkerRow).where(
-                    WorkerRow.project_id == project_id,
-                    WorkerRow.platform == platform,
-                    WorkerRow.external_id == external_id,
+            row = (
+                None
+                if evidence is None
+                else session.scalar(
+                    select(WorkerRow).where(
+                        WorkerRow.project_id == project_id,
+                        WorkerRow.platform == platform,
+                        WorkerRow.external_id == external_id,
+                        WorkerRow.evidence == evidence,
+                    )
                 )
             )
             if row is not None:
-                row.attributes = {**(row.attributes or {}), **{k: v for k, v in attributes.items() if v is not None}}
+                row.attributes = {**(row.attributes or {}), **given}
                 return row
             try:
                 row = WorkerRow(
                     project_id=project_id,
                     platform=platform,
                     external_id=external_id,
-                    attributes={k: v for k, v in attributes.items() if v is not None},
+                    evidence=evidence,
+                    attributes=given,
                 )
                 session.add(row)
                 session.flush()

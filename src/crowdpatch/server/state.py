@@ -81,7 +81,7 @@ def authenticate(state: ServerState, authorization: str | None) -> WorkerSession
         raise WorkerRefused(401, "session_expired", str(exc), headers=bearer) from exc
     except BadToken as exc:
         raise WorkerRefused(401, "session_invalid", str(exc), headers=bearer) from exc
-    if session.project_id != state.project.id:
+    if session.project != state.project.uid:  # the same secrets may sign for another project (a copied config)
         raise WorkerRefused(401, "session_invalid", "this session belongs to another project", headers=bearer)
     return session
 

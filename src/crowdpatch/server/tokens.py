@@ -1,7 +1,9 @@
 """Signed, stateless tokens: worker sessions, local invites, image links and local completion codes.
 
 Every server process verifies them with the project's secrets alone, so a load balancer may send
-a worker's requests to any process.
+a worker's requests to any process. Sessions, invites and image links name the project they were
+made for by its uid (``ProjectRow.uid``, random per project), inside what is signed: projects that
+share secrets (a copied ``crowdpatch.toml``, one PostgreSQL database) still refuse each other's.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -43,17 +46,25 @@ def sign(secret: str, message: str, length: int = 32) -> str:
 
 @dataclass(frozen=True)
 class WorkerSession:
+    """What a worker's token carries: who answers (``worker_id``, a worker row), through which session (``key``)."""
+
     worker_id: int
-    project_id: int
+    project: str
+    """The uid of the project the session was opened in."""
+    key: str
+    """Random per session opened: the answers given through it are this session's (undo takes back only those)."""
     platform: str
     mode: str
     expires_at: float
 
 
+def new_session_key() -> str:
+    return secrets.token_urlsafe(12)
+
+
 def issue_session(secret: str, session: WorkerSession) -> str:
-    body = _b64(
-        json.dumps([session.worker_id, session.project_id, session.platform, session.mode, session.expires_at]).encode()
-    )
+    fields = [session.worker_id, session.project, session.key, session.platform, session.mode, session.expires_at]
+    body = _b64(json.dumps(fields).encode())
     return f"{body}.{sign(secret, 'session:' + body)}"
 
 
@@ -77,26 +88,28 @@ def _verified_session(secret: str, token: str) -> WorkerSession | None:
     if not signature or not constant_time_equal(signature, sign(secret, "session:" + body)):
         return None
     try:
-        worker_id, project_id, platform, mode, expires_at = json.loads(_unb64(body))
-        return WorkerSession(int(worker_id), int(project_id), str(platform), str(mode), float(expires_at))
+        worker_id, project, key, platform, mode, expires_at = json.loads(_unb64(body))
+        return WorkerSession(int(worker_id), str(project), str(key), str(platform), str(mode), float(expires_at))
     except (ValueError, TypeError):
         return None
 
 
-def make_invite(secret: str, label: str) -> str:
-    """A local invite: ``label.signature``; anyone holding it may open worker sessions."""
-    return f"{label}.{sign(secret, 'invite:' + label, 16)}"
+def make_invite(secret: str, project: str, label: str) -> str:
+    """A local invite to project ``project`` (its uid): ``label.signature``; anyone holding it may open worker
+    sessions there, and the label is the evidence that ties a worker's sessions (``WorkerRow.evidence``)."""
+    return f"{label}.{sign(secret, f'invite:{project}:{label}', 16)}"
 
 
-def check_invite(secret: str, invite: str) -> str:
+def check_invite(secret: str, project: str, invite: str) -> str:
+    """The label of a valid invite to ``project`` (BadToken for any other, an invite to another project included)."""
     label, _, signature = invite.rpartition(".")
-    if not label or not constant_time_equal(signature, sign(secret, "invite:" + label, 16)):
+    if not label or not constant_time_equal(signature, sign(secret, f"invite:{project}:{label}", 16)):
         raise BadToken("invalid invite")
     return label
 
 
-def image_signature(secret: str, task_id: int, worker_id: int) -> str:
-    return sign(secret, f"image:{task_id}:{worker_id}", 22)
+def image_signature(secret: str, project: str, task_id: int, worker_id: int) -> str:
+    return sign(secret, f"image:{project}:{task_id}:{worker_id}", 22)
 
 
 def local_completion_code(secret: str, worker_id: int) -> str:

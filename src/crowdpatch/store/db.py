@@ -80,11 +80,27 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest schema (creates it when empty)."""
+    """Bring the database to the newest schema (creates it when empty).
+
+    On SQLite, foreign keys are not enforced while migrations run: a migration that changes a table's
+    constraints rebuilds it (copy, drop, rename), and dropping a table other rows refer to fails while
+    they are. This is SQLite's own procedure for schema changes; the setting can only change outside a
+    transaction, and comes back on before the connection is used again.
+    """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        sqlite = backend_of(connection) == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:

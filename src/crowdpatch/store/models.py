@@ -6,6 +6,7 @@ acknowledged answer is in it (one transaction per answer).
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,10 +37,18 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+def new_project_uid() -> str:
+    return str(uuid.uuid4())
+
+
 class ProjectRow(Base):
     __tablename__ = "project"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True, default=new_project_uid)
+    """Random, made once per project: what worker tokens, invites and image links are bound to. The row id is
+    not enough: two SQLite projects both have project 1, and a token must not be good in a project that
+    merely shares the secrets that signed it."""
     name: Mapped[str] = mapped_column(String(200), unique=True)
     target: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -151,14 +160,42 @@ class TaskRow(Base):
     """The first two counting answers differ (early stop then wants all ``votes_wanted``)."""
 
 
+EVIDENCE_ATTRIBUTE = {"prolific": "session_id", "mturk": "assignment_id", "local": "invite"}
+"""The worker attribute that is each platform's evidence of the person behind a worker id: Prolific's
+SESSION_ID (one per participant and study), MTurk's assignmentId (one per accepted assignment), the label
+of the local invite the worker came with. Each reaches only the worker (in the link the platform opens)."""
+
+
+def worker_evidence(platform: str, attributes: dict[str, Any]) -> str | None:
+    """A worker's evidence (``WorkerRow.evidence``) from the attributes it arrived with; None when it showed none.
+
+    The requester's simulated workers need the API key to arrive at all: their id is evidence enough ("").
+    """
+    if platform == "simulated":
+        return ""
+    key = EVIDENCE_ATTRIBUTE.get(platform)
+    value = attributes.get(key) if key else None
+    return str(value) if value else None
+
+
 class WorkerRow(Base):
+    """One worker as quality control knows it: the unit of gold accuracy, speed checks, bans and aggregation.
+
+    A worker is a platform id *and* the platform's evidence of the person behind it (``evidence``):
+    arrivals that show the same evidence are one worker, so a reload continues where it stopped; one
+    that names the same id without it is a worker of its own, whose answers and ban touch nobody else.
+    """
+
     __tablename__ = "worker"
-    __table_args__ = (UniqueConstraint("project_id", "platform", "external_id"),)
+    __table_args__ = (UniqueConstraint("project_id", "platform", "external_id", "evidence"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
     platform: Mapped[str] = mapped_column(String(20))  # simulated | local | prolific | mturk
     external_id: Mapped[str] = mapped_column(String(200))
+    evidence: Mapped[str | None] = mapped_column(String(200))
+    """What the platform showed beside the id (:func:`worker_evidence`). NULL: nothing, so the row is that
+    arrival's alone (NULLs never collide in the unique constraint)."""
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     gold_seen: Mapped[int] = mapped_column(Integer, default=0)
     gold_correct: Mapped[int] = mapped_column(Integer, default=0)
@@ -194,6 +231,9 @@ class AnswerRow(Base):
     worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
     value: Mapped[Any] = mapped_column(JSON)
     client_id: Mapped[str] = mapped_column(String(100), unique=True)
+    worker_session: Mapped[str | None] = mapped_column(String(32))
+    """The worker session (its token's key) the answer came through: undo takes back only that session's
+    answers. NULL for answers stored outside a session (the in-process simulator)."""
     shown_at: Mapped[float] = mapped_column(Float)
     answered_at: Mapped[float] = mapped_column(Float)
     client_ms: Mapped[int | None] = mapped_column(Integer)

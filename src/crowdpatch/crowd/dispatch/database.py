@@ -529,16 +529,19 @@ class DatabaseDispatcher(Dispatcher):
         with self.sessions() as session:
             return sql.GIVEN.scalar(session, worker=worker_id)
 
-    def undo_last(self, worker_id: int) -> Assignment:
+    def undo_last(self, worker_id: int, worker_session: str | None = None) -> Assignment:
         """Take back the worker's last answer while its question is still open; the question is leased back.
 
-        The worker's quality counters lose the answer (:func:`~crowdpatch.crowd.quality.undo_answer_quality`).
+        ``worker_session``: only an answer given through that session (a server session's key) is taken
+        back, so a session acts on its own answers alone. The worker's quality counters lose the answer
+        (:func:`~crowdpatch.crowd.quality.undo_answer_quality`).
         """
         now = self.clock()
         with self._write() as session:
-            answer = session.scalar(
-                select(AnswerRow).where(AnswerRow.worker_id == worker_id).order_by(AnswerRow.id.desc()).limit(1)
-            )
+            query = select(AnswerRow).where(AnswerRow.worker_id == worker_id)
+            if worker_session is not None:
+                query = query.where(AnswerRow.worker_session == worker_session)
+            answer = session.scalar(query.order_by(AnswerRow.id.desc()).limit(1))
             if answer is None:
                 raise NotLeased("nothing to undo")
             task = session.get(TaskRow, answer.task_id, with_for_update=self.postgres)

@@ -105,6 +105,8 @@ class NewAnswer:
     """How long the worker took, where the caller knows it (the simulator's modeled times)."""
     time_source: str = "measured"
     """"measured" (a person's clock) or "modeled" (a simulated worker's)."""
+    worker_session: str | None = None
+    """The key of the server session it came through (undo takes back only that session's answers)."""
 
 
 class Dispatcher(ABC):
@@ -132,7 +134,7 @@ def answer_row(answer: NewAnswer, value: Any, shown_at: float, answered_at: floa
     return {
         "task_id": answer.task_id, "worker_id": answer.worker_id, "value": value, "client_id": answer.client_id,
         "shown_at": shown_at, "answered_at": answered_at, "client_ms": answer.client_ms, "seconds": seconds,
-        "time_source": answer.time_source,
+        "time_source": answer.time_source, "worker_session": answer.worker_session,
     }  # fmt: skip
 
 

@@ -95,8 +95,9 @@ ANSWERING = Statement(
     },
 )
 INSERT_ANSWER = Statement(
-    "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source)"
-    " VALUES (:task_id, :worker_id, :value, :client_id, :shown_at, :answered_at, :client_ms, :seconds, :time_source)"
+    "INSERT INTO answer (task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source,"
+    " worker_session) VALUES (:task_id, :worker_id, :value, :client_id, :shown_at, :answered_at, :client_ms, :seconds,"
+    " :time_source, :worker_session)"
     " RETURNING id",
     params={"value": AnswerRow.__table__.c.value.type},
     columns={"id": None},

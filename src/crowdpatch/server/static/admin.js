@@ -38,7 +38,7 @@
 
   const PREVIEW_PX = 220;
   const WORKER_COLUMNS = [
-    ["worker", "worker"], ["platform", "platform"], ["answers", "answers"], ["gold_seen", "gold"], ["gold_accuracy", "gold acc"],
+    ["worker", "worker"], ["evidence", "evidence"], ["platform", "platform"], ["answers", "answers"], ["gold_seen", "gold"], ["gold_accuracy", "gold acc"],
     ["agreement", "agree"], ["yes_rate", "yes"], ["median_seconds", "median s"], ["too_fast", "fast"], ["stopped_reason", "stopped by"],
     ["completion_code", "completion code"],
   ];
