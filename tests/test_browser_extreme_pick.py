@@ -52,7 +52,7 @@ def served(tmp_path, landscape_photos):
 
 
 def start(page, server: LiveServer, worker: str) -> None:
-    invite = make_invite(server.project.config.server.invite_secret, "lab")
+    invite = make_invite(server.project.config.server.invite_secret, server.project.uid, "lab")
     page.goto(f"{server.url}/w/{server.project.config.name}?invite={invite}&worker={worker}")
     page.get_by_role("button", name="Start").click()
 
@@ -180,7 +180,7 @@ def test_the_instructions_of_a_precise_project_show_its_three_screens_answered(
     try:
         for name, viewport in (("1280", DESKTOP), ("390", PHONE)):
             page.set_viewport_size(viewport)
-            invite = make_invite(project.config.server.invite_secret, "lab")
+            invite = make_invite(project.config.server.invite_secret, project.uid, "lab")
             page.goto(f"{server.url}/w/{project.config.name}?invite={invite}")
             expect(page.get_by_text(question_text("extreme", "horse")).first).to_be_visible()
             expect(page.locator(".example .mark")).to_have_count(4 + 1)  # the four ends, the correction's click

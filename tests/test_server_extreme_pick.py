@@ -245,7 +245,8 @@ def test_a_correction_shows_the_picked_outline_over_the_pick_view_drawn_like_the
     shown = picture(client, task["image_url"] + "&px=300&dpr=2")
     assert shown.size == (600, round(600 * (y1 - y0) / (x1 - x0)))
     worker = int(task["image_url"].split("w=")[1].split("&")[0])
-    pick_url = f"/api/v1/tasks/{pick}/image?w={worker}&s={image_signature(project.config.server.session_secret, project.uid, pick, worker)}"
+    signature = image_signature(project.config.server.session_secret, project.uid, pick, worker)
+    pick_url = f"/api/v1/tasks/{pick}/image?w={worker}&s={signature}"
     grabcut = picture(client, pick_url + "&part=choice&k=1&px=300&dpr=2")
     assert np.array_equal(np.asarray(shown), np.asarray(grabcut))  # the pick's GrabCut outline, as the pick drew it
     plain = np.asarray(picture(client, pick_url + "&px=300&dpr=2"), dtype=float)  # the view box alone

@@ -91,7 +91,7 @@ def test_a_worker_page_without_an_invite_says_an_invite_is_needed_and_how_to_get
 
 def test_an_invited_worker_page_shows_the_instructions_and_an_unknown_study_says_so(served):
     project, client = served()
-    invite = make_invite(project.config.server.invite_secret, "lab")
+    invite = make_invite(project.config.server.invite_secret, project.uid, "lab")
     page = client.get(f"/w/{project.config.name}?invite={invite}")
     assert page.status_code == 200 and ">Instructions</h2>" in page.text and "data-refused" not in page.text
     missing = client.get("/w/no-such-study?invite=x")
@@ -101,7 +101,7 @@ def test_an_invited_worker_page_shows_the_instructions_and_an_unknown_study_says
 def test_an_expired_session_is_refused_as_expired(served):
     project, client = served()
     expired = issue_session(
-        project.config.server.session_secret, WorkerSession(1, project.id, "prolific", "patch", time.time() - 1)
+        project.config.server.session_secret, WorkerSession(1, project.uid, "k", "prolific", "patch", time.time() - 1)
     )
     response = client.get("/api/v1/tasks/next", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401
@@ -128,7 +128,7 @@ def test_a_stopped_prolific_worker_is_told_so_and_gets_no_code_unless_the_study_
 
 def test_a_stopped_local_worker_gets_the_code_the_dashboard_lists(served):
     project, client = served()
-    invite = make_invite(project.config.server.invite_secret, "local")
+    invite = make_invite(project.config.server.invite_secret, project.uid, "local")
     auth = open_session(client, project, platform="local", worker_id="lab-7", invite=invite)
     answer_three(client, auth)
     stopped = client.get("/api/v1/tasks/next", headers=auth).json()
