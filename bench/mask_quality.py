@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchkit import DATA, MASK_DATASETS, markdown_table, write_section
 from crowdpatch.config import ProjectConfig, TimeModel
-from crowdpatch.report.curves import load_points, plot_curves
+from crowdpatch.report.curves import CurvePoint, plot_curves
 from crowdpatch.workflow import SilentProgress, run_bench_masks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,8 +115,15 @@ def run(
             f"{kind} {value:.1f}" for kind, value in sorted(by_kind.items(), key=lambda kv: -kv[1])
         ),
         "run s": time.perf_counter() - start,
-        "summary": str(target / "summary.json"),
     }
+
+
+def planner_of(configuration: str) -> str:
+    """The planner a configuration runs (the figure draws one line per planner and set)."""
+    config = ProjectConfig(name="bench", target="object")
+    for change in CONFIGURATIONS.get(configuration, []):
+        change(config)
+    return config.crowd.planner
 
 
 def main() -> None:
@@ -173,7 +180,14 @@ def main() -> None:
     print(text)
     results.mkdir(parents=True, exist_ok=True)
     figure = results / "mask_quality.png"
-    plot_curves(load_points([Path(row["summary"]) for row in rows]), TimeModel().polygon, figure)
+    # Drawn from the rows themselves, so rows kept by --merge need no run folder of an earlier machine.
+    points = [
+        CurvePoint(planner_of(name), row["dataset"], row["s/img"], row["mask IoU"], name)
+        for row in rows
+        if row["mask IoU"] is not None
+        for name in [row["configuration"]]
+    ]
+    plot_curves(points, TimeModel().polygon, figure)
     (results / "mask_quality.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     print(f"figure: {figure}")
     if args.write:
