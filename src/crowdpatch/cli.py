@@ -26,6 +26,7 @@ from crowdpatch.datasets import (
 )
 from crowdpatch.project import Project, ProjectError
 from crowdpatch.simulate.run import SimulationError
+from crowdpatch.store.health import storage_error_message
 
 EXIT_ERROR = 1
 EXIT_INPUT_PROBLEMS = 3
@@ -110,19 +111,6 @@ class RichProgress:
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
-
-
-def storage_error_message(exc: OSError | DBAPIError) -> str:
-    """One line naming the file (or the database) that could not be written or read, and why."""
-    if isinstance(exc, DBAPIError):
-        # SQLite's own words: 'database or disk is full', 'attempt to write a readonly database', ...
-        detail = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
-        return f"database: {detail}"
-    where = exc.filename if exc.filename is not None else "(unnamed file)"
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        # What mkdir and open report when a file sits where the project keeps a folder.
-        return f"{where}: a file is in the way of a folder ({exc.strerror})"
-    return f"{where}: {exc.strerror or exc}"
 
 
 @contextmanager

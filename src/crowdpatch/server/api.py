@@ -208,6 +208,7 @@ async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) ->
         raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from exc
     if assignment is None:
         return Response(status_code=204)
+    state.store_health.wrote()  # the lease was committed
     return json_response(task_response(state, assignment, worker))
 
 
@@ -257,6 +258,8 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
         raise HTTPException(409, str(exc)) from exc
     except AnswerRejected as exc:
         raise HTTPException(422, str(exc)) from exc
+    if not stored.duplicate:
+        state.store_health.wrote()  # the answer is committed
     result = AnswerResponse(
         answer_id=stored.answer_id,
         task_id=body.task_id,

@@ -21,6 +21,7 @@ from crowdpatch.server.limits import BodySizeLimit, RateLimit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.security import SecurityHeaders, add_cors
 from crowdpatch.server.state import ServerState
+from crowdpatch.server.store_health import log_to_stderr
 from crowdpatch.store.checkpoints import checkpointer_for
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -112,6 +113,7 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
 
 def serving_app(project: Project) -> FastAPI:
     """The app of a process that only serves: built, then its long-lived objects frozen."""
+    log_to_stderr()
     app = create_app(project)
     freeze_startup_objects()
     return app

@@ -40,28 +40,41 @@ def register(app: typer.Typer) -> None:
         The port is taken before anything is printed: a busy port is one line on stderr and exit code 1.
         """
         import uvicorn
+        from sqlalchemy.exc import DBAPIError
 
         from crowdpatch.config import ConfigError
         from crowdpatch.project import ProjectError
         from crowdpatch.server.app import ENV_DB, ENV_PROJECT, open_served_project, serving_app
         from crowdpatch.server.listen import CannotListen, link_host, listening_socket
+        from crowdpatch.store.health import storage_error_message
 
         def fail(message: str) -> None:
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(1)
 
+        def cannot_write(exc: OSError | DBAPIError) -> None:
+            read_only = " (the folder is not writable)" if not os.access(directory, os.W_OK) else ""
+            fail(f"project {directory}: {storage_error_message(exc)}{read_only}; the server needs to write there")
+
         try:
             project = open_served_project(directory, db)
         except (ConfigError, ProjectError) as exc:
             fail(str(exc))
+        except (OSError, DBAPIError) as exc:  # a read-only folder, a full disk: the store cannot be opened to write
+            cannot_write(exc)
         try:
             sock = listening_socket(host, port)
         except CannotListen as exc:
             project.close()
             fail(exc.strerror)
         port = sock.getsockname()[1]
-        # Secrets generated for a project made by an older release are kept, so every process agrees on them.
-        project.save_config()
+        try:
+            # Secrets generated for a project made by an older release are kept, so every process agrees on them.
+            project.save_config()
+        except OSError as exc:
+            sock.close()
+            project.close()
+            cannot_write(exc)
         print_links(project, f"http://{link_host(host)}:{port}")
         # Warnings only; no access log (at this level it would print nothing, yet uvicorn would still format
         # each request's log arguments: CPU on every answer).

@@ -1,4 +1,4 @@
-"""The error answers: 422s that can always be written, and refusals the worker page explains.
+"""The error answers: 422s that can always be written, refusals the worker page explains, 503 for a full disk.
 
 A validation error echoes the client's input back: FastAPI's default handler puts each offending
 value into the response, and JSON has no NaN or Infinity, so a body such as ``[NaN, 2]`` (Python's
@@ -15,8 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from crowdpatch.server.refusals import WorkerRefused, worker_refused
+from crowdpatch.server.store_health import store_unavailable
 
 
 def _finite(value: Any) -> Any:
@@ -37,3 +39,6 @@ async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(WorkerRefused, worker_refused)
+    # A full disk or a read-only store: 503 with Retry-After (any other such error is still a 500).
+    app.add_exception_handler(DBAPIError, store_unavailable)
+    app.add_exception_handler(OSError, store_unavailable)

@@ -13,6 +13,7 @@ from crowdpatch.server.choices import ChoiceOutlines
 from crowdpatch.server.group_commit import GroupCommit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.refusals import WorkerRefused
+from crowdpatch.server.store_health import StoreHealth
 from crowdpatch.server.tokens import BadToken, SessionExpired, WorkerSession, constant_time_equal, read_session
 
 
@@ -24,6 +25,8 @@ class ServerState:
     group_commit: GroupCommit
     image_info: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     """image id -> (path, width, height), filled on first use (images never change once added)."""
+    store_health: StoreHealth = field(default_factory=StoreHealth)
+    """Whether the store writes (a full disk: 503s, and one log line when that starts and when it ends)."""
     choices: ChoiceOutlines = field(init=False)
     """The outlines pick questions offer: one store per process, so a pick's candidates are computed once."""
 
