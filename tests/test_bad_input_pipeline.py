@@ -20,8 +20,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crowdpatch.cli import EXIT_ERROR, EXIT_INPUT_PROBLEMS
-from helpers.cli import bomb_png, cli_command, cli_env, image_rows, mentions
+from crowdpatch.cli import EXIT_INPUT_PROBLEMS
+from helpers.cli import (
+    assert_one_clean_error,
+    bomb_png,
+    can_bind_mount,
+    cli_command,
+    cli_env,
+    image_rows,
+    mentions,
+    read_only_command,
+)
 
 GOOD_ODD_FILES = ("plain.png", "cmyk.jpg", "grey16.png", "palette.png", "png_named.jpg")
 """Images in modes or with names that must load: CMYK JPEG, 16-bit grey PNG, palette PNG, a PNG named .jpg."""
@@ -85,15 +94,6 @@ def database_snapshot(directory: Path) -> dict[str, object]:
         }
     finally:
         connection.close()
-
-
-def assert_one_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == EXIT_ERROR, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert mentions(errors[0], needle), (needle, errors[0])
 
 
 @pytest.mark.slow
@@ -227,13 +227,7 @@ def test_a_full_disk_during_propose_fails_cleanly_keeps_the_database_and_a_rerun
     assert all(stage in ("verify", "patch") for _, stage, _ in database_snapshot(directory)["images"])
 
 
-def _can_bind_mount() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("mount") is None:
-        return False
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _can_bind_mount(), reason="needs root allowed to make a mount namespace (unshare -m)")
+@pytest.mark.skipif(not can_bind_mount(), reason="needs root allowed to make a mount namespace (unshare -m)")
 def test_a_read_only_file_system_stops_propose_cleanly(initialized_project: Path) -> None:
     """The project folder bind-mounted read-only (EROFS, which binds root too) in the CLI's own mount namespace.
 
@@ -241,9 +235,8 @@ def test_a_read_only_file_system_stops_propose_cleanly(initialized_project: Path
     """
     directory = initialized_project
     before = database_snapshot(directory)
-    script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
     result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script, "sh", str(directory), *cli_command("propose", directory)],
+        read_only_command(directory, cli_command("propose", directory)),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -83,7 +83,12 @@ def test_a_full_store_is_503_with_retry_after_logged_once_each_way_recovers_and_
             task = client.get("/api/v1/tasks/next", headers=tokens[worker])
             if task.status_code != 200:
                 return task
-            body = {"task_id": task.json()["task_id"], "answer": "yes", "client_id": f"w{worker}-{number}", "client_ms": 1500}
+            body = {
+                "task_id": task.json()["task_id"],
+                "answer": "yes",
+                "client_id": f"w{worker}-{number}",
+                "client_ms": 1500,
+            }
             posted = client.post("/api/v1/answers", json=body, headers=tokens[worker])
             if posted.status_code in (200, 201):
                 acknowledged.add(body["client_id"])

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+import subprocess
 import sys
 import zlib
 from pathlib import Path
 
 from PIL import Image
 
+from crowdpatch.cli import EXIT_ERROR
 from crowdpatch.project import Project
 from crowdpatch.store.models import ImageRow
 
@@ -59,3 +62,29 @@ def bomb_png(path: Path, width: int = 8000, height: int = 8000) -> None:
     data[20:24] = height.to_bytes(4, "big")
     data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
     path.write_bytes(bytes(data))
+
+
+def assert_one_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit code 1, no traceback, one line starting ``error:`` that mentions every needle."""
+    assert result.returncode == EXIT_ERROR, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert mentions(errors[0], needle), (needle, errors[0])
+
+
+def can_bind_mount() -> bool:
+    """Whether a command can run in a mount namespace of its own (root, ``unshare -m``): read-only binds for root."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+def read_only_command(directory: Path, command: list[str]) -> list[str]:
+    """``command`` run with ``directory`` bind-mounted read-only (EROFS, which binds root too), in its own namespace.
+
+    The mount lives only as long as that one process, so nothing outside it sees it.
+    """
+    script = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", script, "sh", str(directory), *command]

@@ -42,6 +42,11 @@
           method, headers: { "Content-Type": "application/json", ...(state.token ? { Authorization: "Bearer " + state.token } : {}) },
           body: payload === undefined ? undefined : JSON.stringify(payload),
         });
+        if (response.status === 503 && response.headers.get("Retry-After") && attempt < 60) {
+          // the server cannot store right now (a full disk): wait as told, then the same request again
+          await new Promise((r) => setTimeout(r, Math.min(Number(response.headers.get("Retry-After")) || 5, 30) * 1000));
+          continue;
+        }
         if (response.status >= 500 && attempt < 4) throw new Error("server " + response.status);
         if (response.status === 429 && attempt < 4) {  // rate limited: wait as told, then the same request again
           const seconds = Math.min(Number(response.headers.get("Retry-After")) || 1, 30);
