@@ -7,6 +7,7 @@ truncated, not an image at all, or a decompression bomb. All of these become one
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,15 +110,24 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image, dtype=np.uint8)
 
 
-def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> np.ndarray:
     """The image as HxWx3 uint8 RGB, upright (EXIF orientation applied), fully decoded.
 
+    With ``max_side``, scaled down (Lanczos, aspect ratio kept) so that neither side is longer; a
+    JPEG is then decoded at the smallest of its built-in reduced scales (1/2, 1/4, 1/8) that is
+    still large enough, so a large photo never occupies its full size in memory.
     Raises :class:`ImageLoadError` for a missing, empty, non-image, truncated or corrupt file,
     and for one over ``max_pixels`` (checked from the header, before decoding).
     """
     path = Path(path)
     with _open_checked(path, max_pixels) as image:
-        return _to_rgb(_decode(path, image))
+        scale = max_side / max(image.size) if max_side is not None else 1.0
+        if scale < 1:
+            image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+        rgb = _to_rgb(_decode(path, image))
+    if max_side is not None and max(rgb.shape[:2]) > max_side:
+        rgb = np.asarray(ImageOps.contain(Image.fromarray(rgb), (max_side, max_side), Image.LANCZOS))
+    return rgb
 
 
 def image_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:

@@ -78,7 +78,9 @@ def mask_over_photo(
         path = row.path
     soft = state.live_masks.builder().image_mask(image_id).soft
     return Response(
-        images.mask_preview(path, soft, px, dpr), media_type="image/jpeg", headers={"Cache-Control": "no-store"}
+        images.mask_preview(state.pictures.photos.photo(path), soft, px, dpr),
+        media_type="image/jpeg",
+        headers={"Cache-Control": "no-store"},
     )
 
 

@@ -343,16 +343,16 @@ def task_image(
             state, task_id, kind, spec, path, images.view_box(PICK, box, width, height), k, css_px, dpr
         )
     elif part == "context":
-        data = images.context(path, box, px or images.CONTEXT_CSS_PX, dpr)
+        data = state.pictures.context(path, box, px or images.CONTEXT_CSS_PX, dpr)
     elif kind == CORRECT:
         view = images.view_box(CORRECT, box, width, height)
-        data = images.choice(path, view, state.choices.corrected(task_id, path, spec or {}), css_px, dpr)
+        data = state.pictures.choice(path, view, state.choices.corrected(task_id, path, spec or {}), css_px, dpr)
     elif kind in (VERIFY, OUTLINE):
-        data = images.outlined(path, box, images.as_outlines(outlines), css_px, dpr)
+        data = state.pictures.outlined(path, box, images.as_outlines(outlines), css_px, dpr)
     elif kind in (POLYGON, EXTREME):
-        data = images.whole(path, css_px, dpr)
+        data = state.pictures.whole(path, css_px, dpr)
     else:
-        data = images.patch(path, box, images.view_box(shown_kind(kind), box, width, height), css_px, dpr)
+        data = state.pictures.patch(path, box, images.view_box(shown_kind(kind), box, width, height), css_px, dpr)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -363,7 +363,7 @@ def choice_picture(
     """Outline ``k`` of a pick over its view box (404 for another kind of task, or past its outlines)."""
     if kind != PICK or k >= (choice_count(kind, spec) or 0):
         raise HTTPException(404, f"task {task_id} offers no outline {k}")
-    return images.choice(path, view, state.choices.of(task_id, path, spec or {})[k], css_px, dpr)
+    return state.pictures.choice(path, view, state.choices.of(task_id, path, spec or {})[k], css_px, dpr)
 
 
 # -- the fast routes of the answer loop ----------------------------------------------------------

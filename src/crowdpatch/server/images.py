@@ -6,20 +6,23 @@ pixels, and its outlines are drawn at that resolution: a few CSS pixels thick, y
 halo, so they show on foliage as on sky. A task picture is a JPEG (a photo as PNG is ten times
 larger) without chroma subsampling, which would bleed the yellow lines.
 
-Images are looked up by task id in the store, never by a path a client gives.
+Images are looked up by task id in the store, never by a path a client gives. Pictures are drawn
+from the photos of :mod:`photos` (scaled once to the widest picture a task shows, bounded in
+memory by bytes), and the pictures drawn lately are kept within a byte budget too
+(:class:`TaskPictures`): a question is shown to several workers, and again after an undo.
 """
 
 from __future__ import annotations
 
 import io
-from functools import lru_cache
-from pathlib import Path
+from collections.abc import Callable, Hashable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from crowdpatch.boxes import Box
-from crowdpatch.datasets import load_rgb
+from crowdpatch.server.byte_cache import ByteLRU
+from crowdpatch.server.photos import SCALED_SIDE_PX, Photo, PhotoStore
 
 OUTLINE = (255, 214, 0)
 HALO = (0, 0, 0)
@@ -37,14 +40,13 @@ SURROUNDINGS_BRIGHTNESS = 0.5
 MAIN_CSS_PX = 800
 """Width a task picture is drawn at when the client does not say (API clients)."""
 CONTEXT_CSS_PX = 200
-MAX_DEVICE_PX = 2400
+MAX_DEVICE_PX = SCALED_SIDE_PX
 """Widest picture drawn, whatever the client asks: bounds the work one request can cause."""
 JPEG_QUALITY = 90
 
 
-@lru_cache(maxsize=64)
-def _image(path: str) -> Image.Image:
-    return Image.fromarray(load_rgb(Path(path)))
+Source = Image.Image | Photo
+"""What a picture is drawn from: a photo as the server keeps it, or an image (the examples on the worker page)."""
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -63,11 +65,17 @@ def device_width(css_px: float, dpr: float) -> int:
     return max(16, min(MAX_DEVICE_PX, round(css_px * dpr)))
 
 
-def resampled(image: Image.Image, box: Box, width: int) -> Image.Image:
-    """``box`` of ``image`` at ``width`` pixels wide (its aspect ratio kept): Lanczos down, bicubic up."""
+def resampled(image: Source, box: Box, width: int) -> Image.Image:
+    """``box`` of ``image`` at ``width`` pixels wide (its aspect ratio kept): Lanczos down, bicubic up.
+
+    ``box`` counts pixels of the original photo; a scaled photo's pixels are addressed at its scale.
+    """
     height = max(1, round(width * box.height / box.width))
-    resample = Image.LANCZOS if width <= box.width else Image.BICUBIC
-    return image.resize((width, height), resample, box=(box.x0, box.y0, box.x1, box.y1))
+    pixels, scale = (image.pixels, image.scale) if isinstance(image, Photo) else (image, 1.0)
+    resample = Image.LANCZOS if width <= box.width * scale else Image.BICUBIC
+    return pixels.resize(
+        (width, height), resample, box=(box.x0 * scale, box.y0 * scale, box.x1 * scale, box.y1 * scale)
+    )
 
 
 def stroke(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], width: float) -> None:
@@ -85,7 +93,7 @@ def box_points(box: Box, scale: float, inset: float) -> list[tuple[float, float]
     return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
 
 
-def whole_box(image: Image.Image) -> Box:
+def whole_box(image: Source) -> Box:
     return Box.whole(image.width, image.height)
 
 
@@ -113,7 +121,7 @@ def view_box(shown_kind: str, box: Box, width: int, height: int) -> Box:
     return Box(x0, y0, x1, y1)
 
 
-def render_patch(image: Image.Image, box: Box, view: Box, width: int, dpr: float) -> Image.Image:
+def render_patch(image: Source, box: Box, view: Box, width: int, dpr: float) -> Image.Image:
     """A patch (or grid region) in the view around it: the surroundings dimmed, the box outlined just outside its edge.
 
     The page draws a grid's cells and lines over the box.
@@ -140,7 +148,7 @@ def render_patch(image: Image.Image, box: Box, view: Box, width: int, dpr: float
     return shown
 
 
-def render_context(image: Image.Image, box: Box, width: int, dpr: float) -> Image.Image:
+def render_context(image: Source, box: Box, width: int, dpr: float) -> Image.Image:
     """The whole image, small, with the patch's place boxed."""
     shown = resampled(image, whole_box(image), width)
     line = THUMBNAIL_OUTLINE_CSS_PX * dpr
@@ -160,9 +168,7 @@ def draw_outlines(shown: Image.Image, view: Box, outlines: list[list[list[int]]]
     return len(drawable)
 
 
-def render_outlined(
-    image: Image.Image, box: Box, outlines: list[list[list[int]]], width: int, dpr: float
-) -> Image.Image:
+def render_outlined(image: Source, box: Box, outlines: list[list[list[int]]], width: int, dpr: float) -> Image.Image:
     """The whole image with a cluster (or a saliency mask) outlined: its contours when known, else its box."""
     shown = resampled(image, whole_box(image), width)
     if not draw_outlines(shown, whole_box(image), outlines, dpr):
@@ -172,9 +178,7 @@ def render_outlined(
     return shown
 
 
-def render_choice(
-    image: Image.Image, view: Box, outlines: list[list[list[int]]], width: int, dpr: float
-) -> Image.Image:
+def render_choice(image: Source, view: Box, outlines: list[list[list[int]]], width: int, dpr: float) -> Image.Image:
     """One outline a pick offers, over its view box: drawn like an outline check's; an empty one says so in words
     (a picture without a line would read as a picture whose outline failed to load)."""
     shown = resampled(image, view, width)
@@ -203,43 +207,65 @@ def label(shown: Image.Image, text: str, dpr: float) -> None:
     draw.text((left, top), text, font=font, fill=(255, 255, 255))
 
 
-RENDERED_CACHE_SIZE = 256
-"""Task pictures kept, as JPEG bytes (~100 KB each): a question is shown to several workers, and again after an undo."""
+RENDERED_CACHE_BYTES = 32 * 2**20
+"""Task pictures kept per process, as JPEG bytes (~100 KB at 800 px, up to ~1 MB at 2400 px)."""
 
 Outlines = tuple[tuple[tuple[int, int], ...], ...]
 
 
-@lru_cache(maxsize=RENDERED_CACHE_SIZE)
-def patch(path: str, box: Box, view: Box, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-    return jpeg(render_patch(_image(path), box, view, device_width(css_px, dpr), dpr))
+class TaskPictures:
+    """The pictures of one project's tasks, drawn from its photos; the latest kept within ``budget`` bytes."""
 
+    def __init__(self, photos: PhotoStore, budget: int = RENDERED_CACHE_BYTES):
+        self.photos = photos
+        self.kept: ByteLRU[bytes] = ByteLRU(budget)
 
-@lru_cache(maxsize=RENDERED_CACHE_SIZE)
-def context(path: str, box: Box, css_px: float = CONTEXT_CSS_PX, dpr: float = 1.0) -> bytes:
-    return jpeg(render_context(_image(path), box, device_width(css_px, dpr), dpr))
+    def _kept(self, key: Hashable, draw: Callable[[], Image.Image]) -> bytes:
+        data = self.kept.get(key)
+        if data is None:
+            data = jpeg(draw())
+            self.kept.put(key, data, len(data))
+        return data
 
-
-@lru_cache(maxsize=RENDERED_CACHE_SIZE)
-def outlined(path: str, box: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-    return jpeg(
-        render_outlined(
-            _image(path), box, [list(map(list, outline)) for outline in outlines], device_width(css_px, dpr), dpr
+    def patch(self, path: str, box: Box, view: Box, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+        width = device_width(css_px, dpr)
+        return self._kept(
+            ("patch", path, box, view, width, dpr),
+            lambda: render_patch(self.photos.photo(path), box, view, width, dpr),
         )
-    )
 
+    def context(self, path: str, box: Box, css_px: float = CONTEXT_CSS_PX, dpr: float = 1.0) -> bytes:
+        width = device_width(css_px, dpr)
+        return self._kept(
+            ("context", path, box, width, dpr), lambda: render_context(self.photos.photo(path), box, width, dpr)
+        )
 
-@lru_cache(maxsize=RENDERED_CACHE_SIZE)
-def whole(path: str, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-    """The whole image (polygon tasks); clients map clicks back to image pixels."""
-    image = _image(path)
-    return jpeg(resampled(image, whole_box(image), device_width(css_px, dpr)))
+    def outlined(self, path: str, box: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+        width = device_width(css_px, dpr)
+        polygons = [list(map(list, outline)) for outline in outlines]
+        return self._kept(
+            ("outlined", path, box, outlines, width, dpr),
+            lambda: render_outlined(self.photos.photo(path), box, polygons, width, dpr),
+        )
 
+    def whole(self, path: str, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+        """The whole image (polygon and extreme-point tasks); clients map clicks back to image pixels."""
+        width = device_width(css_px, dpr)
 
-@lru_cache(maxsize=RENDERED_CACHE_SIZE)
-def choice(path: str, view: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-    """One outline of a pick over the pick's view box (or the outline a correction asks about, over its view box)."""
-    polygons = [list(map(list, outline)) for outline in outlines]
-    return jpeg(render_choice(_image(path), view, polygons, device_width(css_px, dpr), dpr))
+        def draw() -> Image.Image:
+            photo = self.photos.photo(path)
+            return resampled(photo, whole_box(photo), width)
+
+        return self._kept(("whole", path, width), draw)
+
+    def choice(self, path: str, view: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
+        """One outline of a pick over its view box (or the outline a correction asks about, over its view box)."""
+        width = device_width(css_px, dpr)
+        polygons = [list(map(list, outline)) for outline in outlines]
+        return self._kept(
+            ("choice", path, view, outlines, width, dpr),
+            lambda: render_choice(self.photos.photo(path), view, polygons, width, dpr),
+        )
 
 
 def as_outlines(polygons: list[list[list[int]]]) -> Outlines:
@@ -247,11 +273,10 @@ def as_outlines(polygons: list[list[list[int]]]) -> Outlines:
     return tuple(tuple((int(x), int(y)) for x, y in polygon) for polygon in polygons)
 
 
-def mask_preview(path: str, soft: np.ndarray, css_px: float, dpr: float = 1.0) -> bytes:
+def mask_preview(image: Source, soft: np.ndarray, css_px: float, dpr: float = 1.0) -> bytes:
     """The photo at its aspect ratio, dimmed where the soft mask is low, the mask's 0.5 line outlined."""
     from crowdpatch.saliency.outline import outline_polygons
 
-    image = _image(path)
     width = device_width(css_px, dpr)
     shown = resampled(image, whole_box(image), width)
     mask = Image.fromarray((np.clip(soft, 0, 1) * 255).astype(np.uint8)).resize(shown.size, Image.BILINEAR)

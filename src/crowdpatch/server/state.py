@@ -11,6 +11,8 @@ from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
 from crowdpatch.server.choices import ChoiceOutlines
 from crowdpatch.server.group_commit import GroupCommit
+from crowdpatch.server.images import TaskPictures
+from crowdpatch.server.photos import PhotoStore
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.refusals import WorkerRefused
 from crowdpatch.server.store_health import StoreHealth
@@ -29,9 +31,12 @@ class ServerState:
     """Whether the store writes (a full disk: 503s, and one log line when that starts and when it ends)."""
     choices: ChoiceOutlines = field(init=False)
     """The outlines pick questions offer: one store per process, so a pick's candidates are computed once."""
+    pictures: TaskPictures = field(init=False)
+    """Task pictures, drawn from the photos scaled once (``scaled/``) and kept within byte budgets."""
 
     def __post_init__(self) -> None:
         self.choices = ChoiceOutlines(self.project.directory, self.project.config)
+        self.pictures = TaskPictures(PhotoStore(self.project.directory))
 
     @property
     def name(self) -> str:
