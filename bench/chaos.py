@@ -8,6 +8,14 @@ store. Prints one Markdown row per backend (and the figures as JSON with ``--jso
 
     python bench/chaos.py [--backends sqlite postgresql] [--kills 5] [--workers 16] [--processes 2]
                           [--postgres postgresql://postgres@127.0.0.1:5432/test] [--json out.json]
+    python bench/chaos.py --phase disk-full [--fills 4] [--hold 3] [--disk-mb 2]
+
+The disk-full phase (SQLite) serves a project kept on a tmpfs of ``--disk-mb`` MB (mounting one
+needs root; elsewhere the phase is skipped with the reason): ``--fills`` times, a ballast file fills
+the disk to the last byte, stays ``--hold`` seconds (every other time the server is SIGKILLed while
+the disk is full), and is deleted; the server must answer 503 meanwhile, write again by itself once
+space is back, and lose no acknowledged answer. It adds: fills; unavailable: 503 replies (each
+retried); the server log's "store cannot write" and "store writes again" lines; tracebacks in it.
 
 acknowledged: answers the server acknowledged; stored: of those, found in the store (same
 client id, worker and task); lost: acknowledged but not stored; duplicated: store rows beyond one
@@ -22,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +44,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import httpx
 from sqlalchemy import select, text
@@ -72,7 +82,15 @@ class ChaosReport:
     failed_requests: int = 0
     """Requests that got no reply (connection refused or cut) or a 5xx, each retried."""
     server_errors: int = 0
-    """Of those, 5xx replies: a server that was up and failed (a kill gives no reply at all)."""
+    """Of those, 5xx replies other than 503: a server that was up and failed (a kill gives no reply at all)."""
+    unavailable: int = 0
+    """503 replies: the store could not write (a full disk); retried, as the server asks."""
+    fills: int = 0
+    """Times the disk was filled (the disk-full phase)."""
+    cannot_write_lines: int = 0
+    writes_again_lines: int = 0
+    tracebacks: int = 0
+    """In the server's log."""
     acks: dict[str, int] = field(default_factory=dict, repr=False)
     """client id -> task id of every acknowledged answer."""
 
@@ -166,6 +184,7 @@ async def worker(
     finally:
         report.failed_requests += client.failed_requests
         report.server_errors += client.server_errors
+        report.unavailable += client.unavailable
 
 
 async def _work(
@@ -204,16 +223,10 @@ async def _work(
             raise RuntimeError(f"{name}: POST /answers answered {posted.status} ({posted.outcome})")
 
 
-async def run_chaos(
-    server: Server,
-    project: Project,
-    report: ChaosReport,
-    kills: int,
-    gap: tuple[float, float],
-    tail_seconds: float,
-    seed: int,
+async def run_crowd(
+    server: Server, project: Project, report: ChaosReport, seed: int, disturb: Callable[[], Awaitable[None]]
 ) -> None:
-    rng = random.Random(seed)
+    """The simulated crowd at work while ``disturb()`` runs (kills, a full disk); then every worker stops."""
     stop = asyncio.Event()
     await server.start()
     started = time.perf_counter()
@@ -233,16 +246,86 @@ async def run_chaos(
                 for i in range(report.workers)
             )
         )
+        await disturb()
+        stop.set()
+        await crowd
+    report.seconds = time.perf_counter() - started
+    report.acknowledged = len(report.acks)
+
+
+async def run_chaos(
+    server: Server,
+    project: Project,
+    report: ChaosReport,
+    kills: int,
+    gap: tuple[float, float],
+    tail_seconds: float,
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+
+    async def kill_and_restart() -> None:
         for _ in range(kills):
             await asyncio.sleep(rng.uniform(*gap))
             server.kill()
             report.kills += 1
             await server.start()
         await asyncio.sleep(tail_seconds)
-        stop.set()
-        await crowd
-    report.seconds = time.perf_counter() - started
-    report.acknowledged = len(report.acks)
+
+    await run_crowd(server, project, report, seed, kill_and_restart)
+
+
+def fill(disk: Path) -> Path:
+    """A ballast file that takes every free byte of ``disk`` (the writes stop at ENOSPC)."""
+    ballast = disk / "ballast"
+    chunk = b"\0" * 65536
+    with open(ballast, "ab", buffering=0) as out:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    out.write(chunk[:size])
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+    return ballast
+
+
+async def run_disk_full(
+    server: Server,
+    project: Project,
+    report: ChaosReport,
+    disk: Path,
+    fills: int,
+    hold_seconds: float,
+    gap: tuple[float, float],
+    tail_seconds: float,
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+
+    async def fill_and_free() -> None:
+        for round in range(fills):
+            await asyncio.sleep(rng.uniform(*gap))
+            ballast = fill(disk)
+            report.fills += 1
+            await asyncio.sleep(hold_seconds)
+            killed = round % 2 == 1
+            if killed:  # a kill while the disk is full: what was acknowledged before must survive it
+                server.kill()
+                report.kills += 1
+            ballast.unlink()
+            if killed:
+                await server.start()
+        await asyncio.sleep(tail_seconds)
+
+    await run_crowd(server, project, report, seed, fill_and_free)
+
+
+def read_log(report: ChaosReport, log: Path) -> None:
+    text = log.read_text(errors="replace")
+    report.cannot_write_lines = text.count("store cannot write")
+    report.writes_again_lines = text.count("store writes again")
+    report.tracebacks = text.count("Traceback")
 
 
 def audit(project: Project, report: ChaosReport, prefix: str) -> None:
@@ -321,6 +404,61 @@ def chaos(
     return report
 
 
+def mount_small_disk(where: Path, megabytes: int) -> str | None:
+    """A tmpfs of ``megabytes`` at ``where``; None, or why not (mounting needs root)."""
+    where.mkdir(parents=True)
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)], capture_output=True, text=True
+    )
+    return None if done.returncode == 0 else f"mount failed: {done.stderr.strip()}"
+
+
+def disk_full_chaos(
+    workers: int,
+    fills: int,
+    hold_seconds: float,
+    disk_mb: int,
+    gap: tuple[float, float],
+    tail_seconds: float,
+    images: int,
+    out: Path,
+    seed: int,
+) -> ChaosReport | str:
+    """The disk-full phase on SQLite; its report, or why it cannot run here."""
+    data_dir = out / "data"
+    if not (data_dir / "labels.csv").exists():
+        generate_benchmark(data_dir, BenchmarkSpec(n_images=images, size=64, seed=0))
+    files = (data_dir / "images", data_dir / "labels.csv", data_dir / "masks")
+    tag = f"disk-full-{uuid.uuid4().hex[:6]}"
+    disk = out / tag
+    why_not = mount_small_disk(disk, disk_mb)
+    if why_not is not None:
+        return why_not
+    try:
+        # Built on the ordinary disk (step 1's log would not fit), then copied onto the small one.
+        project = make_project(out / f"{tag}-build", files, None)
+        project.close()
+        shutil.copytree(out / f"{tag}-build", disk / "project")
+        report = ChaosReport("sqlite", 1, workers)
+        log = out / f"{tag}.log"
+        server = Server(disk / "project", free_port(), 1, log)
+        try:
+            asyncio.run(run_disk_full(server, project, report, disk, fills, hold_seconds, gap, tail_seconds, seed))
+        finally:
+            server.stop()
+        read_log(report, log)
+        reopened = Project.open(disk / "project")
+        try:
+            audit(reopened, report, f"chaos-{seed}-")
+        finally:
+            reopened.close()
+        return report
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False)
+
+
 COLUMNS = [
     "backend",
     "processes",
@@ -340,10 +478,35 @@ COLUMNS = [
     "server_errors",
     "seconds",
 ]
+DISK_FULL_COLUMNS = [
+    "fills",
+    "kills",
+    "acknowledged",
+    "stored",
+    "lost",
+    "duplicated",
+    "unacknowledged_stored",
+    "unavailable",
+    "server_errors",
+    "cannot_write_lines",
+    "writes_again_lines",
+    "tracebacks",
+    "stalled_images",
+    "seconds",
+]
+
+
+def print_table(columns: list[str], reports: list[ChaosReport]) -> None:
+    print("| " + " | ".join(columns) + " |")
+    print("| " + " | ".join(["---"] + ["---:"] * (len(columns) - 1)) + " |")
+    for report in reports:
+        row = asdict(report)
+        print("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", choices=["kill", "disk-full"], default="kill")
     parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--workers", type=int, default=16)
@@ -353,17 +516,34 @@ def main() -> None:
     )
     parser.add_argument("--tail", type=float, default=2.0, help="Seconds of work after the last restart.")
     parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--fills", type=int, default=4, help="disk-full: times the disk is filled.")
+    parser.add_argument("--hold", type=float, default=3.0, help="disk-full: seconds the disk stays full each time.")
+    parser.add_argument("--disk-mb", type=int, default=2, help="disk-full: size of the tmpfs the project is kept on.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-chaos-"))
+    if args.phase == "disk-full":
+        print(
+            f"cores: {os.cpu_count()}; SQLite on a {args.disk_mb} MB tmpfs filled {args.fills} times for "
+            f"{args.hold:g} s, {args.gap[0]:g}-{args.gap[1]:g} s apart, SIGKILL on every second fill; "
+            f"{args.workers} workers; {args.images} images of 64 px; logs in {out}"
+        )
+        report = disk_full_chaos(
+            args.workers, args.fills, args.hold, args.disk_mb, tuple(args.gap), args.tail, args.images, out, args.seed
+        )
+        if isinstance(report, str):
+            print(f"disk-full phase skipped: {report}")
+            return
+        print_table(DISK_FULL_COLUMNS, [report])
+        if args.json:
+            args.json.write_text(json.dumps([{c: asdict(report)[c] for c in DISK_FULL_COLUMNS}], indent=2))
+        return
     print(
         f"cores: {os.cpu_count()}; {args.kills} SIGKILLs per run, {args.gap[0]:g}-{args.gap[1]:g} s apart; "
         f"{args.workers} workers; {args.images} images of 64 px; logs in {out}"
     )
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("| " + " | ".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + " |")
     reports = []
     for backend in args.backends:
         processes = args.processes if backend == "postgresql" else 1
@@ -380,11 +560,7 @@ def main() -> None:
             args.seed,
         )
         reports.append(report)
-        row = asdict(report)
-        print(
-            "| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS) + " |",
-            flush=True,
-        )
+    print_table(COLUMNS, reports)
     if args.json:
         args.json.write_text(json.dumps([{c: asdict(r)[c] for c in COLUMNS} for r in reports], indent=2))
 

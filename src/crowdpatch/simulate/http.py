@@ -157,7 +157,9 @@ class WorkerClient:
     failed_requests: int = 0
     """Sends that got no reply or a 5xx, over this client's life."""
     server_errors: int = 0
-    """Of those, 5xx replies: a server that was up and failed."""
+    """Of those, 5xx replies of a server that was up and failed (a 503 asks to come back later: not counted)."""
+    unavailable: int = 0
+    """Of those, 503 replies: the server could not store anything then (a full disk), and said when to come back."""
 
     async def open_session(self, project: str, worker_id: str, api_key: str, platform: str = "simulated") -> Step:
         body = json.dumps({"platform": platform, "worker_id": worker_id}).encode()
@@ -202,7 +204,8 @@ class WorkerClient:
                 break
             failures += 1
             self.failed_requests += 1
-            self.server_errors += status != NO_REPLY
+            self.server_errors += status not in (NO_REPLY, 503)
+            self.unavailable += status == 503
             out_of_attempts = self.retry.attempts is not None and failures >= self.retry.attempts
             if out_of_attempts or time.perf_counter() - started > self.retry.give_up_seconds:
                 return Step("failed", status, failures=failures, seconds=time.perf_counter() - started)
