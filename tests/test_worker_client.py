@@ -55,7 +55,7 @@ def test_a_request_without_reply_is_sent_again_the_same_until_the_retry_policy_g
     step = run_in_fresh_loop(lambda: client.answer("7", "no", "c-1", 900))
     assert (step.outcome, step.failures) == ("stored", 2)
     assert len(set(replies.sent)) == 1 and len(replies.sent) == 3  # the very same request, thrice
-    assert (client.failed_requests, client.server_errors) == (2, 1)
+    assert (client.failed_requests, client.server_errors, client.unavailable) == (2, 0, 1)  # a 503: come back later
 
     gives_up = WorkerClient(Replies((NO_REPLY, None), (NO_REPLY, None)), Retry(attempts=2, first_delay=0.0), token="t")
     step = run_in_fresh_loop(lambda: gives_up.next_task())
