@@ -434,10 +434,14 @@ WORKER_COLUMNS = {
 @app.command()
 def workers(
     directory: Annotated[Path, typer.Argument(help="Project directory.")],
-    csv: Annotated[Optional[Path], typer.Option(help="Also write the table to this CSV file.")] = None,
+    csv: Annotated[
+        Optional[Path],
+        typer.Option(help="Also write the table to this CSV file (text that would run as a formula is quoted)."),
+    ] = None,
 ) -> None:
     """The worker-quality table: answers, gold accuracy, agreement with the aggregate, speed, bans."""
     from crowdpatch.aggregate import worker_quality
+    from crowdpatch.csv_export import write_frame
     from crowdpatch.masks.build import MaskBuilder
 
     project = open_project(directory)
@@ -457,7 +461,7 @@ def workers(
         table.add_row(*(_fmt(value) if not isinstance(value, str) else value for value in row))
     out.print(table)
     if csv is not None:
-        frame.to_csv(csv, index=False)
+        write_frame(frame, csv)
         out.print(f"written to {csv}")
 
 

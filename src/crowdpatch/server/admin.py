@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from typing import Annotated, Literal
@@ -11,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import select
 
 from crowdpatch.crowd.questions import add_polygon_tasks_for_images
+from crowdpatch.csv_export import SafeWriter
 from crowdpatch.masks.build import build_masks
 from crowdpatch.server import images
 from crowdpatch.server.api import DB_INT_MAX
@@ -96,10 +96,13 @@ def export(project: str, body: ExportRequest, state: State) -> dict:
 
 @router.get("/answers.csv", response_class=Response)
 def answers_csv(project: str, state: State) -> Response:
-    """Every answer with its worker, task, value and times; ``worker_row`` tells apart workers under one platform id."""
+    """Every answer with its worker, task, value and times; ``worker_row`` tells apart workers under one platform id.
+
+    What workers chose (their id, the answer's JSON) cannot run as a spreadsheet formula (:mod:`crowdpatch.csv_export`).
+    """
     check_project(state, project)
     buffer = io.StringIO()
-    out = csv.writer(buffer)
+    out = SafeWriter(buffer)
     out.writerow(
         [
             "answer_id",
