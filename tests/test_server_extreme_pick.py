@@ -120,7 +120,15 @@ def test_extreme_points_outside_the_image_or_not_four_are_refused(project, clien
 def test_an_extreme_question_takes_not_here_and_refuses_the_other_forms(project, client):
     auth = open_session(client, project)
     task = next_of_kind(client, auth, "extreme")
+    numbers_as_other_things = (
+        {"not_here": 1},
+        {"not_here": "true"},
+        {"points": [[True, 10], *CORNERS[1:]]},
+        {"points": [["160.5", "20.25"], *CORNERS[1:]]},
+    )
     for wrong in ("yes", {"choice": 0}, {"cells": [1]}, {"not_here": False}, {"polygon": CORNERS[:3]}):
+        assert answer(client, auth, task, wrong, client_id="w").status_code == 422, wrong
+    for wrong in numbers_as_other_things:
         assert answer(client, auth, task, wrong, client_id="w").status_code == 422, wrong
     assert answer(client, auth, task, {"not_here": True}).status_code == 201
     assert stored(project, task) == {"not_here": True}
@@ -153,7 +161,7 @@ def test_a_pick_takes_a_choice_in_range_or_none(project, client):
     task = next_of_kind(client, auth, "pick")
     out_of_range = answer(client, auth, task, {"choice": 2}, client_id="w")
     assert out_of_range.status_code == 422 and "not one of the 2 outlines" in out_of_range.text
-    for wrong in ({"choice": -1}, {"choice": True}, {"choice": "1"}, {"choice": 1.5}, "no", {"points": CORNERS}, {}):
+    for wrong in ({"choice": -1}, {"choice": True}, {"choice": "1"}, {"choice": 1.5}, {"choice": 1.0}, "no", {}):
         assert answer(client, auth, task, wrong, client_id="w").status_code == 422, wrong
     assert answer(client, auth, task, {"choice": None}).status_code == 201
     assert stored(project, task) == {"choice": None}
@@ -286,6 +294,8 @@ def test_a_correction_stores_the_clicks_or_fits(correcting, correcting_client, c
         ({"clicks": [[10, -1]]}, "outside the 320 x 200 image"),
         ({"clicks": [[10, 10]] * (MAX_CLICKS + 1)}, "at most 10 items"),
         ({"clicks": [[10]]}, "at least 2 items"),
+        ({"clicks": [["10", 10]]}, "Input should be a valid number"),
+        ({"clicks": [[True, 10]]}, "Input should be a valid number"),
         ({"clicks": [[10, 10]], "fits": True}, "Extra inputs are not permitted"),
         ({"points": CORNERS}, "a correction answer is"),
         ({"choice": None}, "a correction answer is"),

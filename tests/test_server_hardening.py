@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -213,7 +214,13 @@ def test_polygons_are_capped_finite_and_inside_the_image(served):
         body = {"task_id": task["task_id"], "answer": {"polygon": polygon}, "client_id": client_id, "client_ms": 10}
         return client.post("/api/v1/answers", json=body, headers=auth)
 
-    ring = [[w / 2 + 10 * (i % 2), h / 2 + 10 * ((i // 2) % 2)] for i in range(MAX_POLYGON_POINTS + 1)]
+    ring = [
+        [
+            w / 2 + 10 * math.cos(2 * math.pi * i / MAX_POLYGON_POINTS),
+            h / 2 + 10 * math.sin(2 * math.pi * i / MAX_POLYGON_POINTS),
+        ]
+        for i in range(MAX_POLYGON_POINTS + 1)
+    ]
     assert post(ring, "too-many").status_code == 422
     assert post([[1, 1], [2, 2, 2], [3, 1]], "three-coordinates").status_code == 422
     assert post([[1, 1], [2], [3, 1]], "one-coordinate").status_code == 422

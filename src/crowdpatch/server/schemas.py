@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from crowdpatch.crowd.dispatch.rules import MAX_CLICKS
 
@@ -13,13 +13,44 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Answer(_Body):
+    """An answer form: numbers must be JSON numbers (not ``true``, not ``"1"``), whole where a whole one is meant.
+
+    Strict, so pydantic converts nothing: a grid cell ``1.0`` or ``"1"``, a coordinate ``"12"`` or ``true``
+    is a 422, not an answer the worker did not give.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def storable_text(value: str) -> str:
+    """Text every store keeps: no NUL character, no lone surrogate.
+
+    PostgreSQL refuses a NUL in text and JSON, and a lone surrogate (``"\\ud800"`` in JSON) is no
+    text UTF-8 can encode: either would be a 500 where the value is stored. (Pydantic refuses a lone
+    surrogate itself only in a string with a length or pattern constraint.)
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must not contain a lone surrogate (\\ud800-\\udfff), which is not Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable_text)]
+"""A string a client chooses that is stored (worker and platform ids, client ids): see :func:`storable_text`."""
+
+
 MAX_POLYGON_POINTS = 1000
 """A careful outline of one object has tens to a few hundred points; more is a client gone wrong (or an attack)."""
 
 MAX_GRID_CELLS = 4096
 """A 64 x 64 grid, far past any useful screen."""
 
-PlatformId = Annotated[str, Field(max_length=200)]
+PlatformId = Annotated[Text, Field(max_length=200)]
 
 MTURK_SUBMIT_HOSTS = r"^https://(www|workersandbox)\.mturk\.com/?$"
 """The only ``turkSubmitTo`` values MTurk sends; the completion form is POSTed there, so nothing else is accepted."""
@@ -27,8 +58,8 @@ MTURK_SUBMIT_HOSTS = r"^https://(www|workersandbox)\.mturk\.com/?$"
 
 class SessionRequest(_Body):
     platform: Literal["local", "prolific", "mturk", "simulated"]
-    worker_id: str = Field(min_length=1, max_length=200)
-    invite: str | None = Field(None, max_length=200)
+    worker_id: Text = Field(min_length=1, max_length=200)
+    invite: Text | None = Field(None, max_length=200)
     study_id: PlatformId | None = None
     session_id: PlatformId | None = None
     assignment_id: PlatformId | None = None
@@ -74,36 +105,44 @@ class TaskResponse(BaseModel):
     Each takes ``px`` and ``dpr`` like ``image_url``; null for every other kind."""
 
 
-class Cells(_Body):
+class Cells(_Answer):
     cells: list[Annotated[int, Field(ge=0, lt=MAX_GRID_CELLS)]] = Field(max_length=MAX_GRID_CELLS)
 
 
 Point = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=2, max_length=2)]
 
 
-class Polygon(_Body):
+class Polygon(_Answer):
     polygon: list[Point] = Field(min_length=3, max_length=MAX_POLYGON_POINTS)
 
 
-class ExtremePoints(_Body):
+class ExtremePoints(_Answer):
     """An extreme answer: the target's four ends (top, bottom, left, right, in that order) in image pixels."""
 
     points: list[Point] = Field(min_length=4, max_length=4)
 
 
-class NotHere(_Body):
+class NotHere(_Answer):
     """An extreme answer: the photo shows no target."""
 
     not_here: Literal[True]
 
+    @field_validator("not_here", mode="before")
+    @classmethod
+    def _exactly_true(cls, value: Any) -> Any:
+        # A Literal[True] field takes 1 and 1.0 too, strict or not (they equal True in Python).
+        if value is not True:
+            raise ValueError("not_here is the JSON boolean true")
+        return value
 
-class Choice(_Body):
+
+class Choice(_Answer):
     """A pick's answer: outline k fits best (counting from 0), or null: none of them fits well."""
 
     choice: Annotated[StrictInt, Field(ge=0, lt=MAX_CHOICES)] | None
 
 
-class Clicks(_Body):
+class Clicks(_Answer):
     """A correction's answer: where the outline shown is wrong, in image pixels; none: it fits."""
 
     clicks: list[Point] = Field(max_length=MAX_CLICKS)
@@ -112,7 +151,7 @@ class Clicks(_Body):
 class AnswerRequest(_Body):
     task_id: str = Field(pattern=r"^\d{1,18}$")
     answer: Literal["yes", "no"] | Cells | Polygon | ExtremePoints | NotHere | Choice | Clicks
-    client_id: str = Field(min_length=1, max_length=100)
+    client_id: Text = Field(min_length=1, max_length=100)
     client_ms: int = Field(ge=0, le=86_400_000)
     next: bool = Field(
         False, description="Also lease the next question and return it as `next` (one round trip instead of two)."

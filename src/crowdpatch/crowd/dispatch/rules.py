@@ -293,20 +293,36 @@ def validate_choice(value: Any, choices: int | None) -> dict[str, int | None]:
     return {"choice": choice}
 
 
+MIN_POLYGON_AREA = 1.0
+"""Least area (square image pixels) a polygon answer encloses: less is points on one line, or one point."""
+
+
 def validate_polygon(value: Any, width: int, height: int) -> dict[str, list[list[float]]]:
+    """``{"polygon": [[x, y], ...]}``: 3 or more points inside the image (rounded to 0.01 px) enclosing an area."""
     points = value.get("polygon") if isinstance(value, dict) else None
     if not isinstance(points, list) or len(points) < 3:
         raise AnswerRejected('a polygon answer is {"polygon": [[x, y], ...]} with at least 3 points')
     clean = []
     for point in points:
-        numbers = isinstance(point, list) and len(point) == 2
-        if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point):
-            raise AnswerRejected("every polygon point is [x, y]")
+        if not (isinstance(point, list) and len(point) == 2 and all(_number(v) for v in point)):
+            raise AnswerRejected("every polygon point is [x, y], two finite numbers")
         x, y = float(point[0]), float(point[1])
         if not (0 <= x <= width and 0 <= y <= height):
             raise AnswerRejected(f"polygon point {point} outside the {width} x {height} image")
         clean.append([round(x, 2), round(y, 2)])
+    area = polygon_area(clean)
+    if area < MIN_POLYGON_AREA:
+        raise AnswerRejected(
+            f"a polygon encloses at least {MIN_POLYGON_AREA:g} square pixel, this one {area:g}: its points are all"
+            " the same, or on one line; draw around the object"
+        )
     return {"polygon": clean}
+
+
+def polygon_area(points: list[list[float]]) -> float:
+    """The area a closed polygon encloses, in square pixels (the shoelace formula; a figure eight's loops cancel)."""
+    twice = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]))
+    return abs(twice) / 2
 
 
 def not_leased(task_id: int) -> NotLeased:
