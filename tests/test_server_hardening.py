@@ -315,6 +315,26 @@ def test_an_address_without_credentials_is_limited_and_simulated_workers_are_not
     assert [client.get("/api/v1/tasks/next", headers=simulated).status_code for _ in range(5)] == [200] * 5
 
 
+def test_wrong_keys_are_limited_per_address_whatever_token_comes_with_them(served):
+    project, client = served
+    server = project.config.server
+    progress = f"/api/v1/projects/{project.config.name}/progress"
+    tokens = [open_session(client, project, f"guesser-{k}") for k in range(3)]
+    simulated = open_session(client, project, "sim", platform="simulated", headers=api_key(project))
+    server.rate_limit_ip_per_second, server.rate_limit_ip_burst = 0.01, 4
+    server.rate_limit_worker_per_second = 0  # no worker limit: only the address's can stop the guesses
+    guesses = [client.get(progress, headers={**tokens[k % 3], "X-API-Key": f"guess-{k}"}).status_code for k in range(5)]
+    assert guesses == [401] * 4 + [429]
+    for credential in (*tokens, simulated):  # another token, or a simulated worker's, buys no more guesses
+        limited = client.get(progress, headers={**credential, "X-API-Key": "guess"})
+        assert limited.status_code == 429 and "this address" in limited.json()["detail"]
+    limited = client.get(progress, params={"key": "guess"}, headers=tokens[0])
+    assert limited.status_code == 429
+    # The same tokens without a key are their workers' own, and the right key is never limited.
+    assert all(client.get("/api/v1/tasks/next", headers=token).status_code == 200 for token in tokens)
+    assert client.get(progress, headers={**tokens[0], **api_key(project)}).status_code == 200
+
+
 # -- browsers: CORS, headers, cookies ----------------------------------------------------------
 
 

@@ -137,7 +137,8 @@ class TokenBuckets:
 
 class RateLimit:
     """429 with ``Retry-After`` past ``[server].rate_limit_*``: per worker for requests that carry its
-    session token or a signed image link, per IP address for everything else.
+    session token or a signed image link, per IP address for everything else, and for every request
+    with a wrong API key whatever token it carries (failed key checks are what a key guesser makes).
 
     A worker behind a shared NAT is thus limited on its own, not with its lab. The requester (a valid
     API key) and the requester's simulated workers (whose sessions need that key) are not limited:
@@ -161,6 +162,9 @@ class RateLimit:
             expected = _api_key(config)
             if expected and constant_time_equal(key, expected):
                 return None
+            # A wrong key is a guess at the requester's: limited per address whatever else the request carries,
+            # or a worker token (anyone can open a session) would let keys be guessed at its own rate, or at none.
+            return self._address(scope)
         authorization = _header(scope, b"authorization")
         worker: int | None = None
         if authorization and authorization.startswith("Bearer "):
@@ -183,8 +187,12 @@ class RateLimit:
                 worker = int(w)
         if worker is not None:
             return f"worker:{worker}", config.rate_limit_worker_per_second, config.rate_limit_worker_burst
+        return self._address(scope)
+
+    def _address(self, scope: Scope) -> tuple[str, float, int]:
+        """The bucket of the request's IP address."""
         client = scope.get("client") or ("unknown", 0)
-        return f"ip:{client[0]}", config.rate_limit_ip_per_second, config.rate_limit_ip_burst  # type: ignore[index]
+        return f"ip:{client[0]}", self.config.rate_limit_ip_per_second, self.config.rate_limit_ip_burst  # type: ignore[index]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
