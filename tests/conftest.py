@@ -100,6 +100,15 @@ def postgres_schema():
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request) -> str | None:
+    """A project's ``db_url``, once per backend: its SQLite file (None), then a fresh PostgreSQL schema.
+
+    The PostgreSQL run is skipped without a server.
+    """
+    return request.getfixturevalue("postgres_schema") if request.param == "postgresql" else None
+
+
 @pytest.fixture
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``run_cli(*args, timeout=120)``: ``python -m crowdpatch ARGS`` as a real subprocess, no tty."""

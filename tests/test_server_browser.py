@@ -122,6 +122,21 @@ def test_an_mturk_preview_shows_the_instructions_and_no_answer_buttons(live, pag
     page.screenshot(path=screenshots / "mturk-preview.png", full_page=True)
 
 
+def test_a_worker_with_no_question_to_answer_is_told_why_and_gets_no_code(live, page, screenshots):
+    server = live()
+    project = server.project  # no polygon question was added: a polygon-mode worker has nothing to answer
+    invite = make_invite(project.config.server.invite_secret, project.uid, "lab")
+    page.goto(f"{server.url}/w/{project.config.name}?invite={invite}&mode=polygon&worker=idle")
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#refused-title")).to_have_text("Nothing answered yet")
+    expect(page.locator("#refused-text")).to_contain_text("at least one answer")
+    expect(page.locator("#finished")).to_be_hidden()
+    page.screenshot(path=screenshots / "no-answers.png", full_page=True)
+    with project.sessions() as session:
+        worker = session.scalar(select(WorkerRow).where(WorkerRow.external_id == "idle"))
+        assert worker is not None and worker.finished_at is None
+
+
 def test_a_polygon_is_drawn_closed_and_stored_with_its_time(live, page, screenshots):
     server = live(answers=1)
     project = server.project

@@ -21,12 +21,6 @@ def quiet(config) -> None:
     config.crowd.gold_rate = 0.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request) -> str | None:
-    """The project's database: its SQLite file (None), or a fresh PostgreSQL schema (skipped without a server)."""
-    return request.getfixturevalue("postgres_schema") if request.param == "postgresql" else None
-
-
 @pytest.fixture
 def served(make_project, database):
     def configure(config) -> None:

@@ -73,6 +73,7 @@ def answers_of(project, worker_id: int) -> list[AnswerRow]:
 @pytest.mark.parametrize("impostor_session", [None, "S-guessed"])
 def test_an_impostor_under_a_workers_id_cannot_undo_or_complete_for_it(served, impostor_session):
     project, client = served
+    project.config.server.complete_without_answers = True  # the impostor, with no answer, may complete its own
     victim = arrive(client, project, platform="prolific", worker_id=VICTIM, study_id="st", session_id="S-victim")
     assert answer_next(client, victim["auth"], "no", "v-1", 2500).status_code == 201
     impostor = arrive(

@@ -322,6 +322,12 @@ class ServerConfig(_Section):
         "false: the stop page says they were stopped, without a code, and /sessions/complete refuses them. "
         "Local invites always show their code: the dashboard lists it beside 'stopped by'.",
     )
+    complete_without_answers: bool = Field(
+        False,
+        description="Whether a worker session that gave no answer may still be completed (a Prolific code, "
+        "an MTurk submit with answers 0, a local code). false: POST /sessions/complete refuses it (409) "
+        "and the worker page says why.",
+    )
     polygon_votes: int = Field(1, ge=1, description="Polygons wanted per image in polygon mode (the baseline study).")
     session_hours: float = Field(12.0, gt=0, description="How long a worker's session token stays valid.")
     max_body_bytes: int = Field(

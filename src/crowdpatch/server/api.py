@@ -253,8 +253,10 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
                 max_answers=session_quota(state, worker),
             )
         else:
-            stored = await in_dispatcher(state, state.dispatcher.store, answer)
-    except NotLeased as exc:
+            stored = await in_dispatcher(
+                state, state.dispatcher.store, answer, max_answers=session_quota(state, worker)
+            )
+    except (NotLeased, SessionComplete) as exc:
         raise HTTPException(409, str(exc)) from exc
     except AnswerRejected as exc:
         raise HTTPException(422, str(exc)) from exc
@@ -275,10 +277,13 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
 
 @router.post("/answers/undo", response_model=TaskResponse, openapi_extra=AUTHORIZATION_DOC)
 def undo(state: State, worker: Worker) -> TaskResponse:
-    """Take back the last answer given through this session (while its question is still open); its task comes back."""
+    """Take back the last answer given through this session (while its question is still open); its task comes back.
+
+    409 once the session is finished, when the question is decided, or while you hold as many questions as you may.
+    """
     try:
         return task_response(state, state.dispatcher.undo_last(worker.worker_id, worker.key), worker)
-    except NotLeased as exc:
+    except (NotLeased, SessionComplete, TooManyHeld) as exc:
         raise HTTPException(409, str(exc)) from exc
     except WorkerStopped as exc:
         raise refusals.stopped(worker.platform, state.server) from exc
@@ -289,14 +294,18 @@ def complete(state: State, worker: Worker) -> CompletionResponse:
     """Finish the session: where to send the worker (Prolific), what to POST (MTurk), or a code (local).
 
     A worker stopped by quality control gets it only where the study pays stopped workers
-    (``[server].pay_stopped_workers``; local invites always).
+    (``[server].pay_stopped_workers``; local invites always). A session that gave no answer gets it
+    only where ``[server].complete_without_answers`` allows (409 otherwise). A finished session
+    takes no more answers, and none of its answers can be taken back.
     """
     with state.project.sessions.begin() as session:
         row = session.get(WorkerRow, worker.worker_id)
         if row.banned and not refusals.code_offered_when_stopped(worker.platform, state.server):
             raise refusals.stopped(worker.platform, state.server)
-        row.finished_at = row.finished_at or time.time()
         answers = state.dispatcher.answers_given(worker.worker_id)
+        if answers == 0 and not state.server.complete_without_answers:
+            raise refusals.no_answers()
+        row.finished_at = row.finished_at or time.time()
         row.attributes = {**(row.attributes or {}), "answers": answers}
         return CompletionResponse(**completion(worker.platform, row, state.server))
 

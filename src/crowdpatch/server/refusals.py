@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from crowdpatch.config import ServerConfig
 
-Reason = Literal["invite_needed", "stopped", "session_expired", "session_invalid", "preview", "not_found"]
+Reason = Literal["invite_needed", "stopped", "session_expired", "session_invalid", "preview", "not_found", "no_answers"]
 
 TITLES: dict[Reason, str] = {
     "invite_needed": "Invite needed",
@@ -24,6 +24,7 @@ TITLES: dict[Reason, str] = {
     "session_invalid": "Link not valid",
     "preview": "Preview only",
     "not_found": "Study not found",
+    "no_answers": "Nothing answered yet",
 }
 
 INVITE_MISSING = (
@@ -40,6 +41,10 @@ STOPPED = (
 )
 STOPPED_PAID = "You are paid for the answers you gave: your completion code is below."
 PREVIEW = "Accept the HIT first: a preview cannot answer."
+NO_ANSWERS = (
+    "A session is completed with at least one answer, and this one has none. If no question was shown, there is "
+    "none for you at the moment: come back later, or return the study."
+)
 
 
 class WorkerRefused(HTTPException):
@@ -72,6 +77,11 @@ def stopped(platform: str, server: ServerConfig) -> WorkerRefused:
     """The 403 of a worker stopped by quality control."""
     offered = code_offered_when_stopped(platform, server)
     return WorkerRefused(403, "stopped", f"{STOPPED} {STOPPED_PAID}" if offered else STOPPED, code_offered=offered)
+
+
+def no_answers() -> WorkerRefused:
+    """The 409 of a session completed before it gave any answer (``[server].complete_without_answers`` off)."""
+    return WorkerRefused(409, "no_answers", NO_ANSWERS)
 
 
 def refusal_body(reason: Reason, detail: str, code_offered: bool = False) -> dict:

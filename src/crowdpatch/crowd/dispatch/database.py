@@ -51,11 +51,13 @@ from crowdpatch.crowd.dispatch.rules import (
     answer_seconds,
     assignment,
     check_replay,
+    check_session_open,
     choice_count,
     late_answer_accepted,
     late_refusal,
     needs_image_size,
     not_leased,
+    quota_leaves_room,
     validate_answer,
 )
 from crowdpatch.crowd.kinds import GOLD
@@ -287,14 +289,13 @@ class DatabaseDispatcher(Dispatcher):
         """:meth:`next_task` inside the caller's transaction; ``known``: the worker's answer just stored in it
         (which says whether the worker is stopped and how many answers it has given: one statement less)."""
         if known is not None:
-            stopped, reason, given = known.worker_stopped, "stopped", known.answers_given
+            stopped, reason, finished, given = known.worker_stopped, "stopped", False, known.answers_given or 0
         else:
             row = sql.WORKER.one(session, worker=worker_id)
             if row is None:
                 raise WorkerStopped("unknown worker")
-            stopped, reason, given = row.banned, row.stopped_reason, row.given
-        if max_answers is not None and given is not None and given >= max_answers:
-            raise SessionComplete(f"{given} answers given")
+            stopped, reason, finished, given = row.banned, row.stopped_reason, row.finished, row.given
+        check_session_open(finished, given, max_answers)
         if stopped:
             raise WorkerStopped(reason)
         if now >= self._next_sweep:
@@ -307,6 +308,8 @@ class DatabaseDispatcher(Dispatcher):
                 return self._assignment(lease, expires_at)
         if len(held) >= self.MAX_HELD:
             raise TooManyHeld(f"you hold {len(held)} unanswered questions; answer them first")
+        if not quota_leaves_room(given, len(held), max_answers):
+            return None
         task = None
         if mode == "patch" and self.config.crowd.gold_rate > 0 and self.rng.random() < self.config.crowd.gold_rate:
             task = self._pick_gold(session, worker_id)
@@ -381,10 +384,14 @@ class DatabaseDispatcher(Dispatcher):
 
     # -- answering -----------------------------------------------------------------------------
 
-    def store(self, answer: NewAnswer) -> StoredAnswer:
+    def store(self, answer: NewAnswer, max_answers: int | None = None) -> StoredAnswer:
+        """:meth:`submit`; ``max_answers``: the answers the worker's session gives (:class:`SessionComplete` past them).
+
+        A completed session takes no answer either (:func:`~.rules.check_session_open`).
+        """
         now = self.clock()
         with self._write() as session:
-            return self._store(session, answer, now)
+            return self._store(session, answer, now, max_answers)
 
     def submit_and_next(
         self, answer: NewAnswer, mode: Mode = "patch", exclude: tuple[int, ...] = (), max_answers: int | None = None
@@ -399,11 +406,11 @@ class DatabaseDispatcher(Dispatcher):
         if self.postgres:
             # Two transactions: leasing the next question may wait for another process's row lock,
             # which must not happen while this one holds the answered question's (a deadlock).
-            stored = self.store(answer)
+            stored = self.store(answer, max_answers)
             return stored, self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
         now = self.clock()
         with self._write() as session:
-            stored = self._store(session, answer, now)
+            stored = self._store(session, answer, now, max_answers)
             known = None if stored.duplicate else stored  # a replay's count is the one it had then
             return stored, self._next_task_or_reason(
                 lambda: self._next(session, worker_id, mode, exclude, max_answers, now, known)
@@ -420,8 +427,8 @@ class DatabaseDispatcher(Dispatcher):
         except TooManyHeld:
             return NextTask(None, "too_many_held")
 
-    def _store(self, session: Session, answer: NewAnswer, now: float) -> StoredAnswer:
-        """:meth:`submit` inside the caller's transaction."""
+    def _store(self, session: Session, answer: NewAnswer, now: float, max_answers: int | None = None) -> StoredAnswer:
+        """:meth:`store` inside the caller's transaction."""
         worker_id, task_id, client_id, seconds = answer.worker_id, answer.task_id, answer.client_id, answer.seconds
         if self.postgres:
             sql.LOCK_TASK.run(session, task=task_id)
@@ -430,6 +437,10 @@ class DatabaseDispatcher(Dispatcher):
             replayed = self._replayed(session, worker_id, task_id, client_id)
             if replayed is not None:
                 return replayed
+        if self.postgres and max_answers is not None:
+            sql.LOCK_WORKER.run(session, worker=worker_id)
+        worker, given_before, finished = self._worker_counters(session, worker_id)
+        check_session_open(finished, given_before, max_answers)
         if row is None or row.project_id != self.project_id or row.lease_id is None:
             # An expired lease whose slot went to another worker was deleted: its place is taken.
             raise not_leased(task_id)
@@ -452,7 +463,7 @@ class DatabaseDispatcher(Dispatcher):
             seconds = answer_seconds(answer.client_ms, shown_at, now)
         answer_id = sql.INSERT_ANSWER.one(session, **answer_row(answer, value, shown_at, now, seconds)).id
         sql.DROP_LEASE.run(session, lease=row.lease_id)
-        worker, given = self._worker_counters(session, worker_id)
+        given = given_before + 1
         was_stopped = worker.banned
         judged = GivenAnswer(row.kind, value, seconds, row.gold_answer)
         stopped = record_answer_quality(worker, judged, self.config.crowd, given, session)
@@ -498,8 +509,8 @@ class DatabaseDispatcher(Dispatcher):
         given = sql.GIVEN_UP_TO.scalar(session, worker=worker_id, up_to=existing.id)
         return StoredAnswer(existing.id, task_id, True, state == "done", False, 0, given)
 
-    def _worker_counters(self, session: Session, worker_id: int) -> tuple[WorkerCounters, int]:
-        """The worker's quality counters, and how many answers it has given."""
+    def _worker_counters(self, session: Session, worker_id: int) -> tuple[WorkerCounters, int, bool]:
+        """The worker's quality counters, how many answers it has given, and whether its session is finished."""
         row = sql.COUNTERS.one(session, worker=worker_id)
         counters = WorkerCounters(
             worker_id,
@@ -511,7 +522,7 @@ class DatabaseDispatcher(Dispatcher):
             bool(row.banned),
             row.stopped_reason,
         )
-        return counters, row.given
+        return counters, row.given, bool(row.finished)
 
     def _save_counters(self, session: Session, worker: WorkerCounters) -> None:
         sql.SAVE_COUNTERS.run(
@@ -533,8 +544,10 @@ class DatabaseDispatcher(Dispatcher):
         """Take back the worker's last answer while its question is still open; the question is leased back.
 
         ``worker_session``: only an answer given through that session (a server session's key) is taken
-        back, so a session acts on its own answers alone. The worker's quality counters lose the answer
-        (:func:`~crowdpatch.crowd.quality.undo_answer_quality`).
+        back, so a session acts on its own answers alone. Refused once the session is finished
+        (:class:`SessionComplete`), and while the worker holds as many questions as it may
+        (:class:`TooManyHeld`): the lease it gets back counts like any other. The worker's quality
+        counters lose the answer (:func:`~crowdpatch.crowd.quality.undo_answer_quality`).
         """
         now = self.clock()
         with self._write() as session:
@@ -548,8 +561,13 @@ class DatabaseDispatcher(Dispatcher):
             worker = session.get(WorkerRow, worker_id)
             if worker.banned:
                 raise WorkerStopped(worker.stopped_reason)
+            if worker.finished_at is not None:
+                raise SessionComplete("this session is finished: its answers can no longer be undone")
             if task.kind != GOLD and task.state != "open":
                 raise NotLeased("that question is already decided; its answer can no longer be undone")
+            held = len(sql.HELD.all(session, worker=worker_id, now=now))
+            if held >= self.MAX_HELD:
+                raise TooManyHeld(f"you hold {held} unanswered questions; answer one before taking an answer back")
             session.delete(answer)
             session.flush()
             undone = GivenAnswer(task.kind, answer.value, answer.seconds, task.gold_answer)

@@ -51,7 +51,28 @@ REFUSALS = (AnswerRejected, TooManyHeld, WorkerStopped, SessionComplete)
 """What a dispatcher raises to refuse a request (a 4xx, or 204); it changes nothing in the store."""
 
 MAX_HELD = 4
-"""Live unanswered leases one worker may hold: on screen, prefetched, answers in flight."""
+"""Live unanswered leases one worker may hold: on screen, prefetched, answers in flight (and one taken back)."""
+
+
+def check_session_open(finished: bool, given: int, max_answers: int | None) -> None:
+    """A worker answers (or is handed a question) only while its session is open: :class:`SessionComplete` otherwise.
+
+    ``finished``: the session was completed (its code given out), after which nothing it answers or takes
+    back would be paid for or seen; ``max_answers``: the answers a session gives (None: no limit).
+    """
+    if finished:
+        raise SessionComplete("this session is finished: it takes no more answers")
+    if max_answers is not None and given >= max_answers:
+        raise SessionComplete(f"this session's {max_answers} answers are given: it takes no more")
+
+
+def quota_leaves_room(given: int, held: int, max_answers: int | None) -> bool:
+    """Whether a worker that has given ``given`` answers and holds ``held`` unanswered questions may be handed another.
+
+    Never more than its session has answers left to give: a question leased past the quota could not
+    be answered, and would keep its slot from other workers until its lease expired.
+    """
+    return max_answers is None or given + held < max_answers
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,13 @@ MODE_KINDS: dict[str, tuple[str, ...]] = {"patch": PIPELINE_KINDS, "polygon": (P
 """The kinds a worker in each mode answers (gold is mixed into patch mode separately)."""
 
 WORKER = Statement(
-    "SELECT banned, stopped_reason, (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given"
-    " FROM worker WHERE id = :worker",
-    columns={"banned": Boolean(), "stopped_reason": None, "given": None},
+    "SELECT banned, stopped_reason, finished_at IS NOT NULL AS finished,"
+    " (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given FROM worker WHERE id = :worker",
+    columns={"banned": Boolean(), "stopped_reason": None, "finished": Boolean(), "given": None},
 )
+# PostgreSQL: the worker's row lock, so two answers of one worker in two processes count each other's
+# (a statement of its own, so COUNTERS after it takes its snapshot once the lock is held).
+LOCK_WORKER = Statement("SELECT 1 FROM worker WHERE id = :worker FOR UPDATE")
 HELD = Statement(
     f"SELECT l.id AS lease_id, t.state, {_TASK_FIELDS} FROM lease l JOIN task t ON t.id = l.task_id"
     " WHERE l.worker_id = :worker AND l.expires_at > :now"
@@ -115,12 +118,13 @@ COUNTED = Statement(
 GIVEN = Statement("SELECT count(*) FROM answer WHERE worker_id = :worker")
 GIVEN_UP_TO = Statement("SELECT count(*) FROM answer WHERE worker_id = :worker AND id <= :up_to")
 COUNTERS = Statement(
-    f"SELECT {', '.join(WorkerCounters.COLUMNS)}, (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given"
-    " FROM worker WHERE id = :worker",
+    f"SELECT {', '.join(WorkerCounters.COLUMNS)}, finished_at IS NOT NULL AS finished,"
+    " (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given FROM worker WHERE id = :worker",
     columns={
         **{name: None for name in WorkerCounters.COLUMNS},
         "attributes": WorkerRow.__table__.c.attributes.type,
         "banned": Boolean(),
+        "finished": Boolean(),
         "given": None,
     },
 )

@@ -317,6 +317,7 @@
     state.finished = true;
     const response = await api("POST", "/api/v1/sessions/complete");
     if (await refused(response)) return;
+    if (!response.ok) { showRefusal(await response.json()); return; }  // 409: nothing answered yet
     const done = await response.json();
     if (done.redirect_url) { location.href = done.redirect_url; return; }
     if (done.submit_url) { submitForm(done); return; }
