@@ -51,14 +51,18 @@ def _one_correction_round(config: ProjectConfig) -> None:
     config.precise.correction_rounds = 1
 
 
+def _two_correction_rounds(config: ProjectConfig) -> None:
+    config.precise.correction_rounds = 2
+
+
 def _no_correction(config: ProjectConfig) -> None:
     config.precise.correction_rounds = 0
 
 
 CONFIGURATIONS: dict[str, list[Callable[[ProjectConfig], None]]] = {
     "default": [],
-    "precise": [_precise],
-    "precise-csnet": [_precise, _csnet],
+    "precise": [_precise, _two_correction_rounds],
+    "precise-csnet": [_precise, _csnet, _two_correction_rounds],
     "precise-1-round": [_precise, _one_correction_round],
     "precise-csnet-1-round": [_precise, _csnet, _one_correction_round],
     "precise-no-corrections": [_precise, _no_correction],

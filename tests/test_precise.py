@@ -36,6 +36,7 @@ def precise(config: ProjectConfig) -> None:
     config.crowd.planner = "precise"
     config.crowd.gold_rate = 0.0
     config.patches.refine = "none"
+    config.precise.correction_rounds = 2  # round after round (the default asks one)
 
 
 @pytest.fixture
