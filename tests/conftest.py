@@ -206,6 +206,17 @@ def photo_project(tmp_path: Path, landscape_photos: Path) -> Callable[..., Proje
 # -- browser tests (Debian's chromium, driven by Playwright) ------------------------------------
 
 
+@pytest.fixture(scope="session", autouse=True)
+def patient_expectations() -> None:
+    """Playwright's assertions wait up to 15 s (not 5): on a busy 2-core machine a server round trip under load
+    can take longer than 5 s, and a browser test checks what the page shows, not how fast."""
+    try:
+        from playwright.sync_api import expect
+    except ImportError:
+        return
+    expect.set_options(timeout=15_000)
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": str(CHROMIUM), "args": ["--disable-gpu", "--disable-quic"]}
