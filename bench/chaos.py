@@ -13,9 +13,10 @@ store. Prints one Markdown row per backend (and the figures as JSON with ``--jso
 The disk-full phase (SQLite) serves a project kept on a tmpfs of ``--disk-mb`` MB (mounting one
 needs root; elsewhere the phase is skipped with the reason): ``--fills`` times, a ballast file fills
 the disk to the last byte, stays ``--hold`` seconds (every other time the server is SIGKILLed while
-the disk is full), and is deleted; the server must answer 503 meanwhile, write again by itself once
-space is back, and lose no acknowledged answer. It adds: fills; unavailable: 503 replies (each
-retried); the server log's "store cannot write" and "store writes again" lines; tracebacks in it.
+the disk is full and started again on the still-full disk), and is deleted; the server must answer
+503 meanwhile, write again by itself once space is back, and lose no acknowledged answer. It adds:
+fills; unavailable: 503 replies (each retried); the server log's "store cannot write" and "store
+writes again" lines; tracebacks in it.
 
 acknowledged: answers the server acknowledged; stored: of those, found in the store (same
 client id, worker and task); lost: acknowledged but not stored; duplicated: store rows beyond one
@@ -308,14 +309,17 @@ async def run_disk_full(
             await asyncio.sleep(rng.uniform(*gap))
             ballast = fill(disk)
             report.fills += 1
-            await asyncio.sleep(hold_seconds)
-            killed = round % 2 == 1
-            if killed:  # a kill while the disk is full: what was acknowledged before must survive it
+            if round % 2 == 1:
+                # A kill while the disk is full: what was acknowledged before must survive it, and the
+                # server must start again on the still-full disk (answering 503) without any space freed.
+                await asyncio.sleep(hold_seconds / 2)
                 server.kill()
                 report.kills += 1
-            ballast.unlink()
-            if killed:
                 await server.start()
+                await asyncio.sleep(hold_seconds / 2)
+            else:
+                await asyncio.sleep(hold_seconds)
+            ballast.unlink()
         await asyncio.sleep(tail_seconds)
 
     await run_crowd(server, project, report, seed, fill_and_free)

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from crowdpatch.cli import EXIT_ERROR
+from crowdpatch.config import CONFIG_FILENAME, load_config
 from helpers.cli import assert_one_clean_error, can_bind_mount, cli_command, cli_env, read_only_command
 
 
@@ -53,3 +54,20 @@ def test_serve_on_a_read_only_folder_says_so_in_one_line_and_exits_1(make_projec
         os.chmod(project.directory, 0o755)
     assert_one_clean_error(result, f"project {project.directory}", "the folder is not writable")
     assert result.stdout == ""
+
+
+def test_a_config_that_did_not_change_is_not_written_again_so_serve_restarts_on_a_full_disk(make_project):
+    # `serve` saves the config at every start (secrets an older release did not write): a server
+    # killed on a full disk must start again without writing anything.
+    project = make_project(n_images=3, size=48)
+    project.save_config()
+    path = project.path(CONFIG_FILENAME)
+    before = os.stat(path)
+    project.save_config()
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not path.with_suffix(".toml.tmp").exists()
+    project.config.server.prolific_completion_code = "CHANGED1"
+    project.save_config()
+    assert os.stat(path).st_ino != before.st_ino
+    assert load_config(project.directory).server.prolific_completion_code == "CHANGED1"

@@ -408,9 +408,21 @@ def load_config(project_dir: Path) -> ProjectConfig:
 
 
 def save_config(project_dir: Path, config: ProjectConfig) -> Path:
+    """Write the config file, unless it already says the same.
+
+    A config that did not change is not written again: `crowdpatch serve` saves it at every start
+    (to keep secrets it generated), and a server restarted on a full disk must start without
+    writing anything, answering 503 until space is freed.
+    """
     path = Path(project_dir) / CONFIG_FILENAME
     data = config.model_dump(mode="json", exclude_none=True)
+    text = tomli_w.dumps(data)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass  # missing or unreadable: written below
     tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomli_w.dumps(data), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path

@@ -9,72 +9,125 @@ nor blocks, the writer); the commit-time checkpoint stays as a backstop at a muc
 (``BACKSTOP_PAGES``), should this thread fall behind.
 Durability is unchanged: a commit is in the log before it is acknowledged either way.
 
-A checkpoint that fails (a full disk, a failing device) is tried again, ``interval`` doubling up to
-``MAX_BACKOFF_SECONDS``, for as long as the server runs: a thread that stopped at the first error
-would leave the log growing until the disk is full again once space is freed. The log says when
-checkpoints fail and when they work again, once each, not once per try.
+A ``PASSIVE`` checkpoint lets the log start over, but the log's file keeps the largest size it
+ever had: under a steady load that is what a second of writes takes (several MB), and on a small
+or nearly full disk the log alone fills it. So the thread also looks at the log's file every
+``POLL_SECONDS``, and once it is larger than a quarter of the room it could take (the free space
+plus the log itself; ``LOG_SIZE_LIMIT_BYTES`` at most), it checkpoints with ``TRUNCATE`` while
+holding the writer lock (:mod:`crowdpatch.store.writer_lock`): the answers in flight wait the few
+milliseconds it takes, the log goes back into the database file and its file is cut to nothing.
+The database file then has the room it needs to take the log back, even on a disk that was full.
+
+A checkpoint that fails (a full disk, a failing device) is tried again: a log over its size at
+the next look, a periodic one after ``interval`` doubling up to ``MAX_BACKOFF_SECONDS``, for as
+long as the server runs: a thread that stopped at the first error would leave the log growing
+until the disk is full again once space is freed. The log says when checkpoints fail and when
+they work again, once each, not once per try.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
+import time
 from typing import Callable
 
 from sqlalchemy import Engine, event
 
 from crowdpatch.store.db import backend_of
+from crowdpatch.store.writer_lock import WriterLock
 
 INTERVAL_SECONDS = 1.0
+POLL_SECONDS = 0.05
+"""How often the size of the log's file is looked at (a ``stat`` and a ``statvfs``)."""
 BACKSTOP_PAGES = 20_000
 """80 MB of log with 4 KiB pages: reached only when the checkpoint thread cannot keep up."""
 LOG_SIZE_LIMIT_BYTES = 16 * 2**20
+"""The largest the log's file grows before it is truncated, however much room the disk has."""
+LOG_SHARE_OF_ROOM = 4
+"""The log's file is truncated past 1/4 of the free space plus its own size."""
 MAX_BACKOFF_SECONDS = 30.0
-"""Longest wait between two tries of a failing checkpoint."""
+"""Longest wait between two tries of a failing periodic checkpoint."""
 
 log = logging.getLogger(__name__)
 
 
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still take on the file system holding ``path``."""
+    stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    return stats.f_bavail * stats.f_frsize
+
+
 class Checkpointer:
-    """Checkpoints one SQLite file every ``interval`` seconds until :meth:`stop`."""
+    """Checkpoints one SQLite file every ``interval`` seconds, its log truncated when too large, until :meth:`stop`."""
 
     def __init__(
         self,
         engine: Engine,
         interval: float = INTERVAL_SECONDS,
         connect: Callable[[str], sqlite3.Connection] | None = None,
+        free_space: Callable[[str], int] = free_bytes,
     ):
         self.path = engine.url.database
         self.interval = interval
         self.checkpoints = 0
+        self.truncations = 0
+        """Checkpoints that emptied the log's file because it had grown past :meth:`log_budget`."""
         self.errors = 0
         """Checkpoints that failed (each tried again later)."""
         self.failing: str | None = None
         """The last checkpoint's error while they fail; None while they work."""
         self._connect = connect or (lambda path: sqlite3.connect(path, check_same_thread=False))
         """Opens the thread's own connection (again after an error)."""
+        self._free_space = free_space
+        self._writer = WriterLock(self.path)
         self._stop = threading.Event()
         event.listen(engine, "connect", _backstop_only)
         engine.dispose()  # pooled connections were opened with the default; new ones get the backstop
         self._thread = threading.Thread(target=self._run, name="crowdpatch-checkpoints", daemon=True)
         self._thread.start()
 
+    def log_bytes(self) -> int:
+        """The size of the log's file (0 while there is none)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_budget(self, log_bytes: int) -> int:
+        """How large the log's file may grow before it is truncated: a share of the room it could take."""
+        try:
+            room = self._free_space(self.path) + log_bytes
+        except OSError:
+            return LOG_SIZE_LIMIT_BYTES
+        return min(LOG_SIZE_LIMIT_BYTES, room // LOG_SHARE_OF_ROOM)
+
     def _run(self) -> None:
         connection: sqlite3.Connection | None = None
         wait = self.interval
+        next_periodic = time.monotonic() + wait
         try:
-            while not self._stop.wait(wait):
+            while not self._stop.wait(min(POLL_SECONDS, self.interval)):
+                size = self.log_bytes()
+                too_large = size > self.log_budget(size)
+                if not too_large and time.monotonic() < next_periodic:
+                    continue
                 try:
                     if connection is None:
                         connection = self._connect(self.path)
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    if too_large:
+                        self._truncate(connection)
+                    else:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except Exception as exc:  # noqa: BLE001 - a background thread that dies stops checkpoints for good
                     if self.failing is None:
                         log.warning("WAL checkpoints of %s fail: %s; trying again", self.path, exc)
                     self.failing = str(exc)
                     self.errors += 1
                     wait = min(2 * wait, MAX_BACKOFF_SECONDS)
+                    next_periodic = time.monotonic() + wait
                     if connection is not None:  # a fresh connection next time, whatever state this one is in
                         connection.close()
                         connection = None
@@ -84,9 +137,21 @@ class Checkpointer:
                     self.failing = None
                 self.checkpoints += 1
                 wait = self.interval
+                next_periodic = time.monotonic() + wait
         finally:
             if connection is not None:
                 connection.close()
+
+    def _truncate(self, connection: sqlite3.Connection) -> None:
+        """Copy the whole log into the database file and empty it, no writer starting meanwhile.
+
+        Holding the writer lock, the checkpoint waits only for the reads in flight (milliseconds);
+        without it, a writer of every moment would keep the log from ever being emptied.
+        """
+        with self._writer:
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:  # busy: a read outlasted the wait; the log is still too large at the next look
+            self.truncations += 1
 
     @property
     def alive(self) -> bool:
