@@ -10,16 +10,18 @@ all of them are items of the region's first grid.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import pandas as pd
-from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crowdpatch.patches.lattice import coarse_parents
 from crowdpatch.registry import Registry
 from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
+
+if TYPE_CHECKING:  # crowd-kit (with scikit-learn and SciPy's statistics) loads when an aggregator is first built
+    from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote
 
 Method = Literal["ds", "mv", "glad"]
 
@@ -30,16 +32,22 @@ AGGREGATORS: Registry[Callable[[], Any]] = Registry("aggregation method")
 
 @AGGREGATORS.register("ds")
 def dawid_skene() -> DawidSkene:
+    from crowdkit.aggregation import DawidSkene
+
     return DawidSkene(n_iter=100, tol=1e-5)
 
 
 @AGGREGATORS.register("mv")
 def majority_vote() -> MajorityVote:
+    from crowdkit.aggregation import MajorityVote
+
     return MajorityVote()
 
 
 @AGGREGATORS.register("glad")
 def glad() -> GLAD:
+    from crowdkit.aggregation import GLAD
+
     return GLAD(n_iter=100, tol=1e-5, silent=True)
 
 
