@@ -51,7 +51,7 @@ from crowdpatch.project import Project
 from crowdpatch.propose import propose
 from crowdpatch.store.models import ImageRow, RegionRow
 
-SECTION = "image-memory"
+SECTION = "image_memory"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

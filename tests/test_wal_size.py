@@ -10,6 +10,7 @@ take. The free space is given to the thread here (a disk of a few MB), so no mou
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 
@@ -74,3 +75,35 @@ def test_the_log_file_is_truncated_under_continuous_writes_and_reads(tmp_path):
     assert shrank, f"the log's file kept its largest size ({writes[0]} writes, {reads[0]} reads)"
     assert checkpointer.truncations >= 1 and checkpointer.errors == 0
     assert writes[0] > 0 and reads[0] > 0
+
+
+def test_a_read_holding_an_old_snapshot_delays_the_truncation_until_it_ends(tmp_path):
+    # A long read (an export) keeps the log from being emptied; the thread gives up after a short wait
+    # instead of holding the writers up for the whole read, and empties the log once the read ends.
+    path = tmp_path / "store.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, blob BLOB)"))
+    reader = sqlite3.connect(path)  # a plain connection: pysqlite would run a lone SELECT outside a transaction
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM t").fetchone()  # its snapshot: before every write below
+    with engine.begin() as connection:
+        for _ in range(200):
+            connection.execute(text("INSERT INTO t (blob) VALUES (randomblob(8000))"))
+    checkpointer = Checkpointer(engine, free_space=lambda _path: FREE_BYTES)
+    try:
+        deadline = time.monotonic() + 60  # a bound on a hung test, not a measurement
+        while checkpointer.checkpoints < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints >= 3 and checkpointer.truncations == 0 and checkpointer.alive
+        with engine.begin() as connection:  # the writers are not kept waiting meanwhile
+            connection.execute(text("INSERT INTO t (blob) VALUES (x'00')"))
+        reader.rollback()
+        while checkpointer.truncations == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.truncations >= 1 and checkpointer.errors == 0
+        assert os.stat(f"{path}-wal").st_size < FREE_BYTES // 4
+    finally:
+        reader.close()
+        checkpointer.stop()
+        engine.dispose()

@@ -17,6 +17,8 @@ plus the log itself; ``LOG_SIZE_LIMIT_BYTES`` at most), it checkpoints with ``TR
 holding the writer lock (:mod:`crowdpatch.store.writer_lock`): the answers in flight wait the few
 milliseconds it takes, the log goes back into the database file and its file is cut to nothing.
 The database file then has the room it needs to take the log back, even on a disk that was full.
+A read that holds an old snapshot longer than ``READ_WAIT_SECONDS`` (a long export) makes it give up
+and try again later, at doubling intervals, rather than hold the writers up for the whole read.
 
 A checkpoint that fails (a full disk, a failing device) is tried again: a log over its size at
 the next look, a periodic one after ``interval`` doubling up to ``MAX_BACKOFF_SECONDS``, for as
@@ -50,6 +52,10 @@ LOG_SHARE_OF_ROOM = 4
 """The log's file is truncated past 1/4 of the free space plus its own size."""
 MAX_BACKOFF_SECONDS = 30.0
 """Longest wait between two tries of a failing periodic checkpoint."""
+READ_WAIT_SECONDS = 0.1
+"""How long a truncating checkpoint waits for the reads in flight, holding the writer lock, before it gives up."""
+MAX_TRUNCATE_BACKOFF_SECONDS = 1.0
+"""Longest wait between two truncating checkpoints that found a read in the way (a long report, an export)."""
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,9 @@ class Checkpointer:
         """Checkpoints that failed (each tried again later)."""
         self.failing: str | None = None
         """The last checkpoint's error while they fail; None while they work."""
-        self._connect = connect or (lambda path: sqlite3.connect(path, check_same_thread=False))
+        self._connect = connect or (
+            lambda path: sqlite3.connect(path, timeout=READ_WAIT_SECONDS, check_same_thread=False)
+        )
         """Opens the thread's own connection (again after an error)."""
         self._free_space = free_space
         self._writer = WriterLock(self.path)
@@ -108,17 +116,22 @@ class Checkpointer:
         connection: sqlite3.Connection | None = None
         wait = self.interval
         next_periodic = time.monotonic() + wait
+        truncate_wait, next_truncate = POLL_SECONDS, 0.0
         try:
             while not self._stop.wait(min(POLL_SECONDS, self.interval)):
                 size = self.log_bytes()
-                too_large = size > self.log_budget(size)
+                too_large = size > self.log_budget(size) and time.monotonic() >= next_truncate
                 if not too_large and time.monotonic() < next_periodic:
                     continue
                 try:
                     if connection is None:
                         connection = self._connect(self.path)
                     if too_large:
-                        self._truncate(connection)
+                        if self._truncate(connection):
+                            truncate_wait = POLL_SECONDS
+                        else:  # a long read holds an old snapshot: the writers are not held up at every look
+                            truncate_wait = min(2 * truncate_wait, MAX_TRUNCATE_BACKOFF_SECONDS)
+                            next_truncate = time.monotonic() + truncate_wait
                     else:
                         connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except Exception as exc:  # noqa: BLE001 - a background thread that dies stops checkpoints for good
@@ -142,16 +155,19 @@ class Checkpointer:
             if connection is not None:
                 connection.close()
 
-    def _truncate(self, connection: sqlite3.Connection) -> None:
-        """Copy the whole log into the database file and empty it, no writer starting meanwhile.
+    def _truncate(self, connection: sqlite3.Connection) -> bool:
+        """Copy the whole log into the database file and empty it, no writer starting; False: a read was in the way.
 
-        Holding the writer lock, the checkpoint waits only for the reads in flight (milliseconds);
-        without it, a writer of every moment would keep the log from ever being emptied.
+        Holding the writer lock, the checkpoint waits only for the reads in flight (milliseconds, up
+        to ``READ_WAIT_SECONDS``); without it, a writer of every moment would keep the log from ever
+        being emptied.
         """
         with self._writer:
             busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if not busy:  # busy: a read outlasted the wait; the log is still too large at the next look
-            self.truncations += 1
+        if busy:  # a read outlasted the wait: tried again later, the log still too large
+            return False
+        self.truncations += 1
+        return True
 
     @property
     def alive(self) -> bool:
