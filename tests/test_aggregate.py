@@ -13,7 +13,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from crowdpatch.aggregate import collect_votes, make_aggregator, posteriors, worker_quality
+from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, Base, ImageRow, ProjectRow, TaskRow, WorkerRow
+from helpers.postgres import fresh_schema
 
 # crowd-kit still passes pandas keywords that pandas 3 deprecates; that is crowd-kit's to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crowdkit")
@@ -226,3 +228,59 @@ def test_worker_quality_reports_gold_accuracy_agreement_and_speed(store: Session
     assert table.loc["idle", "answers"] == 0
     assert math.isnan(table.loc["idle", "gold_accuracy"])
     assert math.isnan(table.loc["idle", "agreement"])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request):
+    """An empty store on each backend (PostgreSQL: a fresh schema, skipped without a server)."""
+    if request.param == "sqlite":
+        engine = create_engine("sqlite://")
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            yield session
+        engine.dispose()
+        return
+    with fresh_schema() as url:
+        engine = make_engine(url)
+        Base.metadata.create_all(engine)
+        with Session(engine) as session:
+            yield session
+        engine.dispose()
+
+
+def test_collected_votes_read_follow_ups_and_boundary_rounds_as_votes_on_their_grid_cells(any_store: Session) -> None:
+    project, image = add_project(any_store, "mine")
+    root = add_task(any_store, project, image, "grid", "grid", grid_size=2)
+    boundary = add_task(any_store, project, image, "grid", "grid:1", grid_size=2)
+    boundary.parent_id, boundary.spec = root.id, {"active": [1, 3]}
+    follow_up = add_task(any_store, project, image, "cell", "cell:3")
+    follow_up.parent_id = root.id
+    window = add_task(any_store, project, image, "patch", "1:0:0")
+    first, second = add_worker(any_store, project, "first"), add_worker(any_store, project, "second")
+    answer(any_store, root, first, {"cells": [3]})
+    answer(any_store, boundary, second, {"cells": [1]})
+    answer(any_store, follow_up, second, "yes")
+    answer(any_store, follow_up, first, "no")
+    answer(any_store, window, second, "no")
+
+    votes = collect_votes(any_store, project.id)
+    got = sorted(votes.itertuples(index=False, name=None))
+    w1, w2, r = str(first.id), str(second.id), root.id
+    assert got == sorted(
+        [
+            *[(f"{r}:{cell}", w1, int(cell == 3)) for cell in range(4)],
+            (f"{r}:1", w2, 1),
+            (f"{r}:3", w2, 0),
+            (f"{r}:3", w2, 1),
+            (f"{r}:3", w1, 0),
+            (str(window.id), w2, 0),
+        ]
+    )
+    assert votes["label"].dtype == np.int64
+
+
+def test_no_answers_collect_an_empty_frame_of_votes(store: Session) -> None:
+    project, _ = add_project(store, "empty")
+    votes = collect_votes(store, project.id)
+    assert votes.empty and list(votes.columns) == ["task", "worker", "label"]
+    assert posteriors(votes).empty

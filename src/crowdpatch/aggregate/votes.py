@@ -13,9 +13,10 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import String, case, cast, select
 from sqlalchemy.orm import Session
 
+from crowdpatch.aggregate.dawid_skene import BinaryDawidSkene
 from crowdpatch.patches.lattice import coarse_parents
 from crowdpatch.registry import Registry
 from crowdpatch.store.models import AnswerRow, TaskRow, WorkerRow
@@ -30,11 +31,22 @@ AGGREGATORS: Registry[Callable[[], Any]] = Registry("aggregation method")
 """crowd-kit aggregators by method name (``[aggregation] method``), each built fresh per use."""
 
 
+DS_ITERATIONS, DS_TOLERANCE = 100, 1e-5
+"""Dawid-Skene's EM: at most this many iterations, stopping when the lower bound per vote gains less."""
+
+
 @AGGREGATORS.register("ds")
-def dawid_skene() -> DawidSkene:
+def dawid_skene() -> BinaryDawidSkene:
+    """crowd-kit's Dawid-Skene, vectorized for yes/no votes (:mod:`.dawid_skene`: the same numbers, ~100x faster
+    on millions of votes); ``crowdkit_dawid_skene`` is the reference it is tested against."""
+    return BinaryDawidSkene(n_iter=DS_ITERATIONS, tol=DS_TOLERANCE)
+
+
+def crowdkit_dawid_skene() -> DawidSkene:
+    """crowd-kit's own Dawid-Skene with the same settings: the reference for :class:`BinaryDawidSkene`."""
     from crowdkit.aggregation import DawidSkene
 
-    return DawidSkene(n_iter=100, tol=1e-5)
+    return DawidSkene(n_iter=DS_ITERATIONS, tol=DS_TOLERANCE)
 
 
 @AGGREGATORS.register("mv")
@@ -69,39 +81,81 @@ def grid_votes(value: dict, size: int, spec: dict | None) -> list[tuple[int, boo
     return [(cell, parent in clicked) for cell, parent in enumerate(coarse_parents(resolution, size))]
 
 
-def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -> pd.DataFrame:
-    """One row per (question, worker) vote: columns ``task`` (window or cell key), ``worker``, ``label`` (1 = yes)."""
+VOTE_COLUMNS = ["task", "worker", "label"]
+
+YES_JSON = '"yes"'
+"""A yes/no answer as its stored JSON text: compared in SQL, so that millions of answers are not decoded one by one."""
+
+CHUNK = 200_000
+"""Answer rows fetched and turned into votes at a time: memory stays bounded on a study of millions."""
+
+
+def _answers(project_id: int, kinds: tuple[str, ...], drop_banned: bool, *columns: Any) -> Any:
+    """The project's answers to questions of ``kinds`` (by workers not banned, unless asked), as ``columns``."""
     query = (
-        select(
-            AnswerRow.task_id,
-            AnswerRow.worker_id,
-            AnswerRow.value,
-            TaskRow.kind,
-            TaskRow.grid_size,
-            TaskRow.key,
-            TaskRow.parent_id,
-            TaskRow.spec,
-        )
+        select(*columns)
         .join(TaskRow, TaskRow.id == AnswerRow.task_id)
         .join(WorkerRow, WorkerRow.id == AnswerRow.worker_id)
-        .where(TaskRow.project_id == project_id, TaskRow.kind.in_(("patch", "grid", "cell")))
+        .where(TaskRow.project_id == project_id, TaskRow.kind.in_(kinds))
     )
-    if drop_banned:
-        query = query.where(WorkerRow.banned.is_(False))
+    return query.where(WorkerRow.banned.is_(False)) if drop_banned else query
+
+
+def _yes_no_votes(rows: list[Any]) -> pd.DataFrame:
+    """Votes of yes/no answers (a window; a single-cell follow-up, one more vote on its grid's cell), vectorized."""
+    chunk = pd.DataFrame.from_records(rows, columns=["task_id", "worker_id", "yes", "kind", "key", "parent_id"])
+    task = chunk["task_id"].astype(str)
+    cell = chunk["kind"] == "cell"
+    if cell.any():
+        parent = chunk.loc[cell, "parent_id"].astype("int64").astype(str)
+        task[cell] = parent + ":" + chunk.loc[cell, "key"].str.split(":").str[1]
+    return pd.DataFrame(
+        {"task": task.astype("str"), "worker": chunk["worker_id"].astype(str), "label": chunk["yes"].astype("int64")}
+    )
+
+
+def collect_votes(session: Session, project_id: int, drop_banned: bool = True) -> pd.DataFrame:
+    """One row per (question, worker) vote: columns ``task`` (window or cell key), ``worker``, ``label`` (1 = yes)."""
+    yes = case((cast(AnswerRow.value, String) == YES_JSON, 1), else_=0)
+    single = _answers(
+        project_id,
+        ("patch", "cell"),
+        drop_banned,
+        AnswerRow.task_id,
+        AnswerRow.worker_id,
+        yes,
+        TaskRow.kind,
+        TaskRow.key,
+        TaskRow.parent_id,
+    )
+    frames = [
+        _yes_no_votes(part) for part in session.execute(single, execution_options={"yield_per": CHUNK}).partitions()
+    ]
+    grid = _answers(
+        project_id,
+        ("grid",),
+        drop_banned,
+        AnswerRow.task_id,
+        AnswerRow.worker_id,
+        AnswerRow.value,
+        TaskRow.grid_size,
+        TaskRow.parent_id,
+        TaskRow.spec,
+    )
     rows: list[tuple[str, str, int]] = []
-    for task_id, worker_id, value, kind, grid_size, key, parent_id, spec in session.execute(query):
-        if kind == "cell":
-            # A single-cell follow-up is one more vote on its grid's cell.
-            rows.append((f"{parent_id}:{key.split(':')[1]}", str(worker_id), int(value == "yes")))
-        elif kind == "grid":
-            root = parent_id or task_id
-            rows.extend(
-                (f"{root}:{cell}", str(worker_id), int(label))
-                for cell, label in grid_votes(value, grid_size or 1, spec)
-            )
-        else:
-            rows.append((str(task_id), str(worker_id), int(value == "yes")))
-    return pd.DataFrame(rows, columns=["task", "worker", "label"])
+    for task_id, worker_id, value, grid_size, parent_id, spec in session.execute(grid):
+        # A grid screen is one vote on each cell it asked about (its root grid's cells).
+        root = parent_id or task_id
+        rows.extend(
+            (f"{root}:{cell}", str(worker_id), int(label)) for cell, label in grid_votes(value, grid_size or 1, spec)
+        )
+    frames.append(pd.DataFrame(rows, columns=VOTE_COLUMNS).astype({"task": "str", "worker": "str", "label": "int64"}))
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
+        return pd.DataFrame(
+            {"task": pd.Series(dtype="str"), "worker": pd.Series(dtype="str"), "label": pd.Series(dtype="int64")}
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def posteriors(votes: pd.DataFrame, method: Method = "ds") -> pd.Series:
