@@ -9,7 +9,7 @@ import pytest
 from crowdpatch.aggregate import posteriors
 from crowdpatch.aggregate.dawid_skene import BinaryDawidSkene
 from crowdpatch.aggregate.votes import crowdkit_dawid_skene, dawid_skene
-from test_aggregate import simulate_votes
+from helpers.votes import simulate_votes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crowdkit")
 
