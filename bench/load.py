@@ -19,8 +19,17 @@ crash of the process, the WAL is fsynced at checkpoints; OFF) and PostgreSQL's
 ``synchronous_commit`` (on for full and normal, off for off: a crash of the database may lose the
 last commits, never corrupt it). An answer is acknowledged only after its commit in every case.
 
+With ``--json PATH`` each run is also written to PATH as it ends, one JSON object per line (JSON
+Lines), the same object the printed row is made from: ``backend``, ``processes``, ``workers``,
+``phase``, ``loop``, ``answers_per_s``, ``p50_ms``, ``p95_ms``, ``p99_ms``, ``errors``,
+``server_cpu_ms_per_answer``, ``db_cpu_ms_per_answer`` (PostgreSQL's processes; null for SQLite,
+which runs inside the server's processes and is counted in their CPU), ``statements_per_answer``
+(SQL statements the server's processes sent per answer, counted by :mod:`crowdpatch.store.statements`),
+then the rest of the row: ``sync``, ``answers``, ``conflicts``, ``error_statuses``, ``exhausted``,
+``stopped``, ``client_cpu_ms_per_answer``, ``load_average``, ``steal_percent``.
+
     python bench/load.py [--workers 8 64 256] [--seconds 8] [--sync normal off] [--backends sqlite:1 postgresql:2]
-        [--postgres postgresql://postgres@127.0.0.1:5432/test]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test] [--json runs.jsonl]
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import multiprocessing
 import os
 import random
@@ -53,6 +63,7 @@ from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.simulate.http import Http11, WorkerClient
 from crowdpatch.store.db import ENV_SQLITE_SYNC, make_engine
+from crowdpatch.store.statements import ENV_STATEMENT_COUNTS, read_statement_counts
 
 PG_SYNCHRONOUS_COMMIT = {"full": "on", "normal": "on", "off": "off"}
 
@@ -335,8 +346,11 @@ def run(
     piggyback: bool,
     server_cores: str = "rest",
 ) -> dict:
+    """One run; its figures as :func:`record` reads them. The server's SQL statements are counted
+    into a folder beside its log."""
     server_cores, client_cores = split_cores(server_cores)
-    child, port = serve(project, processes, log, env, server_cores)
+    counts = log.with_suffix(".statements")
+    child, port = serve(project, processes, log, {**env, ENV_STATEMENT_COUNTS: str(counts)}, server_cores)
     try:
         fork = multiprocessing.get_context("fork")
         queue: multiprocessing.Queue = fork.Queue()
@@ -358,11 +372,13 @@ def run(
             if not client.is_alive():
                 raise RuntimeError(f"the load generator stopped while opening sessions (server log: {log})")
         cpu_before, database_before = cpu_seconds(child.pid), database_cpu_seconds()
+        statements_before = read_statement_counts(counts)
         steal = StealMeter()
         go.set()
         report: ClientReport = queue.get(timeout=seconds + 300)
         cpu = cpu_seconds(child.pid) - cpu_before
         database_cpu = database_cpu_seconds() - database_before
+        statements = read_statement_counts(counts) - statements_before
         steal_percent = steal.percent()
         client.join()
     finally:
@@ -383,8 +399,68 @@ def run(
         "server_cpu_ms_per_answer": 1000 * cpu / max(report.answers, 1),
         "client_cpu_ms_per_answer": 1000 * report.cpu_seconds / max(report.answers, 1),
         "database_cpu_ms_per_answer": 1000 * database_cpu / max(report.answers, 1),
+        "statements_per_answer": statements / max(report.answers, 1),
         "steal_percent": steal_percent,
     }
+
+
+def record(backend: str, processes: int, workers: int, phase: str, loop: str, sync: str, result: dict) -> dict:
+    """One run as the JSON object ``--json`` writes and the printed row reads: the fixed keys first."""
+    return {
+        "backend": backend,
+        "processes": processes,
+        "workers": workers,
+        "phase": phase,
+        "loop": loop,
+        "answers_per_s": result["answers_per_s"],
+        "p50_ms": result["p50"],
+        "p95_ms": result["p95"],
+        "p99_ms": result["p99"],
+        "errors": result["errors"],
+        "server_cpu_ms_per_answer": result["server_cpu_ms_per_answer"],
+        # SQLite runs inside the server's processes: its CPU is in theirs; PostgreSQL's is its own processes'.
+        "db_cpu_ms_per_answer": result["database_cpu_ms_per_answer"] if backend == "postgresql" else None,
+        "statements_per_answer": result["statements_per_answer"],
+        "sync": sync,
+        "answers": result["answers"],
+        "conflicts": result["conflicts"],
+        "error_statuses": result["error_statuses"],
+        "exhausted": result["exhausted"],
+        "stopped": result["stopped"],
+        "client_cpu_ms_per_answer": result["client_cpu_ms_per_answer"],
+        "load_average": os.getloadavg()[0],
+        "steal_percent": result["steal_percent"],
+    }
+
+
+TABLE_HEADER = (
+    "| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms "
+    "| server CPU ms/answer | PostgreSQL CPU ms/answer | SQL statements/answer | generator CPU ms/answer "
+    "| 409 | errors | load avg | steal % |\n"
+    "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def table_row(run: dict) -> str:
+    """The printed Markdown row of one :func:`record`."""
+    setting = (
+        f"synchronous={run['sync'].upper()}"
+        if run["backend"] == "sqlite"
+        else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[run['sync']]}"
+    )
+    exhausted = " (work ran out)" if run["exhausted"] else ""
+    exhausted += f" ({run['stopped']} workers stopped)" if run["stopped"] else ""
+    errors = f"{run['errors']} ({run['error_statuses']})" if run["errors"] else "0"
+    database = "-" if run["db_cpu_ms_per_answer"] is None else f"{run['db_cpu_ms_per_answer']:.2f}"
+    return (
+        f"| {run['backend']} | {run['processes']} | {run['phase']} | {setting} | {run['loop']} | {run['workers']} | "
+        f"{run['answers']}{exhausted} | "
+        f"{run['answers_per_s']:.0f} | {run['p50_ms']:.1f} | {run['p95_ms']:.1f} | {run['p99_ms']:.1f} | "
+        f"{run['server_cpu_ms_per_answer']:.2f} | {database} | {run['statements_per_answer']:.1f} | "
+        f"{run['client_cpu_ms_per_answer']:.2f} | {run['conflicts']} | {errors} | "
+        f"{run['load_average']:.2f} | {run['steal_percent']:.1f} |"
+    )
 
 
 def main() -> None:
@@ -423,7 +499,10 @@ def main() -> None:
         help="separate: GET /tasks/next then POST /answers (two round trips per answer); "
         'piggyback: each answer asks for the next question ("next": true), one round trip.',
     )
+    parser.add_argument("--json", type=Path, help="Also write each run here as it ends: one JSON object per line.")
     args = parser.parse_args()
+    if args.json:
+        args.json.write_text("")
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-load-"))
     data = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
     files = (out / "data" / "images", data, out / "data" / "masks")
@@ -433,15 +512,7 @@ def main() -> None:
         f"(server on {sorted(server_cores)}, load generator on {sorted(client_cores)}); "
         f"{args.seconds:.0f} s per run; {args.images} images of 64 px; load average before: {os.getloadavg()[0]:.2f}"
     )
-    print(
-        "| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms "
-        "| server CPU ms/answer | PostgreSQL CPU ms/answer | generator CPU ms/answer "
-        "| 409 | errors | load avg | steal % |"
-    )
-    print(
-        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    )
+    print(TABLE_HEADER)
     for spec in args.backends:
         backend, _, processes = spec.partition(":")
         for phase, sync, loop, workers in itertools.product(args.phases, args.sync, args.loops, args.workers):
@@ -467,24 +538,11 @@ def main() -> None:
                 loop == "piggyback",
                 args.server_cores,
             )
-            setting = (
-                f"synchronous={sync.upper()}"
-                if backend == "sqlite"
-                else f"synchronous_commit={PG_SYNCHRONOUS_COMMIT[sync]}"
-            )
-            exhausted = " (work ran out)" if result["exhausted"] else ""
-            exhausted += f" ({result['stopped']} workers stopped)" if result["stopped"] else ""
-            errors = f"{result['errors']} ({result['error_statuses']})" if result["errors"] else "0"
-            database = f"{result['database_cpu_ms_per_answer']:.2f}" if backend == "postgresql" else "-"
-            print(
-                f"| {backend} | {processes} | {phase} | {setting} | {loop} | {workers} | "
-                f"{result['answers']}{exhausted} | "
-                f"{result['answers_per_s']:.0f} | {result['p50']:.1f} | {result['p95']:.1f} | {result['p99']:.1f} | "
-                f"{result['server_cpu_ms_per_answer']:.2f} | {database} | "
-                f"{result['client_cpu_ms_per_answer']:.2f} | {result['conflicts']} | {errors} | "
-                f"{os.getloadavg()[0]:.2f} | {result['steal_percent']:.1f} |",
-                flush=True,
-            )
+            row = record(backend, int(processes or 1), workers, phase, loop, sync, result)
+            print(table_row(row), flush=True)
+            if args.json:
+                with args.json.open("a", encoding="utf-8") as out_file:
+                    out_file.write(json.dumps(row) + "\n")
             if schema:
                 with make_engine(args.postgres).begin() as connection:
                     connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))

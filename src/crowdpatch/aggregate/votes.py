@@ -39,7 +39,7 @@ DS_ITERATIONS, DS_TOLERANCE = 100, 1e-5
 
 @AGGREGATORS.register("ds")
 def dawid_skene() -> BinaryDawidSkene:
-    """crowd-kit's Dawid-Skene, vectorized for yes/no votes (:mod:`.dawid_skene`: the same numbers, ~100x faster
+    """crowd-kit's Dawid-Skene, vectorized for yes/no votes (:mod:`.dawid_skene`: the same numbers, 25x faster
     on millions of votes); ``crowdkit_dawid_skene`` is the reference it is tested against."""
     return BinaryDawidSkene(n_iter=DS_ITERATIONS, tol=DS_TOLERANCE)
 

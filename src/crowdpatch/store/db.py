@@ -11,6 +11,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from crowdpatch.store.statements import count_statements
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -60,15 +62,19 @@ def normalize_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
+    """An engine with the backend's settings; its statements counted when the load benchmark asks
+    (:mod:`crowdpatch.store.statements`)."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    # A server process runs its planner transactions on a thread pool; a dozen connections keep it
-    # busy (more only wait on the same rows and the GIL), and four processes then stay well inside
-    # PostgreSQL's default max_connections (100), shared with everything else on that server.
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
+    else:
+        # A server process runs its planner transactions on a thread pool; a dozen connections keep it
+        # busy (more only wait on the same rows and the GIL), and four processes then stay well inside
+        # PostgreSQL's default max_connections (100), shared with everything else on that server.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
+    count_statements(engine)
+    return engine
 
 
 def alembic_config(url: str) -> Config:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.types import TypeEngine
 
 from crowdpatch.store.db import backend_of
+from crowdpatch.store.statements import counted_cursor
 
 _LINK = "crowdpatch.store.sql.link"
 """Key of the session's :class:`_Link` in ``Session.info``."""
@@ -147,7 +148,8 @@ def _named(dialect: Dialect) -> Dialect:
 def _link(session: Session) -> _Link:
     """Kept in ``session.info``: asking the session for its connection on every statement cost a tenth of each."""
     connection = session.connection()
-    link = session.info[_LINK] = _Link(connection.connection.cursor(), backend_of(connection))
+    cursor = counted_cursor(connection.engine, connection.connection.cursor())
+    link = session.info[_LINK] = _Link(cursor, backend_of(connection))
     return link
 
 
