@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,18 +28,24 @@ def tied_votes(seed: int, tasks: int = 120, workers: int = 8) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "worker", "label"])
 
 
-def fixtures() -> list[tuple[str, pd.DataFrame]]:
-    spam = [(f"spammers-{seed}", simulate_votes(seed)[0]) for seed in range(4)]
-    many_spammers = ("mostly-spammers", simulate_votes(7, tasks=200, workers=10, always_yes=6, votes=4)[0])
-    noisy = ("noisy", simulate_votes(8, tasks=150, workers=6, always_yes=0, error=0.35)[0])
-    ties = [(f"ties-{seed}", tied_votes(seed)) for seed in range(3)]
-    return [*spam, many_spammers, noisy, *ties]
+FIXTURES: dict[str, pd.DataFrame] = {
+    **{f"spammers-{seed}": simulate_votes(seed)[0] for seed in range(4)},
+    "mostly-spammers": simulate_votes(7, tasks=200, workers=10, always_yes=6, votes=4)[0],
+    "noisy": simulate_votes(8, tasks=150, workers=6, always_yes=0, error=0.35)[0],
+    **{f"ties-{seed}": tied_votes(seed) for seed in range(3)},
+}
 
 
-@pytest.mark.parametrize("name,votes", fixtures(), ids=[name for name, _ in fixtures()])
-def test_vectorized_dawid_skene_agrees_with_crowd_kit(name: str, votes: pd.DataFrame) -> None:
-    reference = crowdkit_dawid_skene().fit(votes)
-    ours = dawid_skene().fit(votes)
+@functools.cache
+def crowd_kit(name: str) -> Any:
+    """crowd-kit's Dawid-Skene fitted to a fixture (once: it takes seconds)."""
+    return crowdkit_dawid_skene().fit(FIXTURES[name])
+
+
+@pytest.mark.parametrize("name", list(FIXTURES))
+def test_vectorized_dawid_skene_agrees_with_crowd_kit(name: str) -> None:
+    reference = crowd_kit(name)
+    ours = dawid_skene().fit(FIXTURES[name])
     expected = reference.probas_[1]
     got = ours.probas_[1].reindex(expected.index)
     assert got.notna().all()
@@ -49,7 +58,7 @@ def test_vectorized_dawid_skene_agrees_with_crowd_kit(name: str, votes: pd.DataF
 
 def test_the_fixtures_reach_the_iteration_cap_and_stop_early() -> None:
     """Both ways EM ends are covered: by the tolerance, and by the 100-iteration cap."""
-    lengths = {len(crowdkit_dawid_skene().fit(votes).loss_history_) for _, votes in fixtures()}
+    lengths = {len(crowd_kit(name).loss_history_) for name in FIXTURES}
     assert 100 in lengths and min(lengths) < 100
 
 
