@@ -1,4 +1,4 @@
-"""Votes -> per-question posteriors with crowd-kit.
+"""Votes -> per-question posteriors: crowd-kit's aggregators; Dawid-Skene vectorized (:mod:`.dawid_skene`).
 
 Aggregation is per window (or per grid cell), never per pixel: a worker who never saw a window did
 not vote on it. One grid screen is one vote on each of its cells: a cell left unclicked is a "no". The adaptive
