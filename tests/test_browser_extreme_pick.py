@@ -23,6 +23,7 @@ from helpers.extreme_pick import (  # noqa: E402
     ask_correction_only,
     ask_extreme,
     ask_pick,
+    close_tasks,
     image_ids,
     scene_extreme_points,
     unproposed_project,
@@ -37,14 +38,23 @@ DESKTOP = {"width": 1280, "height": 800}
 
 @pytest.fixture
 def served(tmp_path, landscape_photos):
-    """A horse project serving one extreme question on photo 0, then a pick among three outlines of its horse."""
+    """A horse project serving one extreme question on photo 0, and a pick among three outlines of the horse of
+    photo 1 (photo 0 mirrored), whose points were clicked before.
+
+    The two are on different photos, as a worker's open questions are: the pick of a photo follows its points,
+    and once a pick is answered the image's questions go on without its points' question.
+    """
 
     def configure(config) -> None:
         config.server.answers_per_session = 5
 
     project = unproposed_project(tmp_path / "horses", landscape_photos, configure)
-    extreme = ask_extreme(project, image_ids(project)[0])
-    pick = ask_pick(project, extreme, scene_extreme_points(), [CROP_SALIENCY, GRABCUT, EDGES])
+    first, second = image_ids(project)[:2]
+    extreme = ask_extreme(project, first)
+    top, bottom, left, right = ([319 - x, y] for x, y in scene_extreme_points())  # as mirrored
+    clicked = ask_extreme(project, second)
+    close_tasks(project, clicked)
+    pick = ask_pick(project, clicked, [top, bottom, right, left], [CROP_SALIENCY, GRABCUT, EDGES])
     server = LiveServer(project)
     yield server, extreme, pick
     server.stop()
