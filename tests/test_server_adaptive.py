@@ -19,6 +19,7 @@ from crowdpatch.server.app import create_app
 from crowdpatch.simulate.run import _Oracles, simulated_answer
 from crowdpatch.simulate.workers import SimulatedWorker
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow
+from helpers.sessions import open_session
 
 _ids = count()
 
@@ -29,13 +30,6 @@ def adaptive_server(config) -> None:
     config.server.answers_per_session = 10_000
     config.server.rate_limit_worker_per_second = 0  # answering at machine speed
     config.server.rate_limit_ip_per_second = 0
-
-
-def open_session(client, project, worker: str) -> dict[str, str]:
-    body = {"platform": "prolific", "worker_id": worker, "study_id": "s", "session_id": worker}
-    response = client.post(f"/api/v1/projects/{project.config.name}/sessions", json=body)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def as_assignment(task: dict) -> Assignment:

@@ -16,6 +16,8 @@ from crowdpatch.server.app import create_app
 from crowdpatch.server.tokens import make_invite
 from crowdpatch.store.db import alembic_config
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
+from helpers.old_rows import add_open_task, add_project_and_image
+from helpers.sessions import open_session
 
 
 def small_session(config) -> None:
@@ -28,13 +30,6 @@ def served(make_project):
     project = make_project(n_images=3, size=64, configure=small_session)
     with TestClient(create_app(project)) as client:
         yield project, client
-
-
-def open_session(client, project, worker="p1", platform="prolific", **extra) -> dict[str, str]:
-    body = {"platform": platform, "worker_id": worker, "study_id": "s", "session_id": "x", **extra}
-    response = client.post(f"/api/v1/projects/{project.config.name}/sessions", json=body)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def test_a_prolific_worker_gets_tasks_answers_once_and_a_replay_stores_nothing(served):
@@ -208,20 +203,8 @@ def test_a_database_at_revision_0001_upgrades_in_place_and_its_questions_are_ser
     engine = create_engine(url)
     assert "leased_at" not in {c["name"] for c in inspect(engine).get_columns("lease")}
     with engine.begin() as c:
-        c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
-        c.execute(
-            text(
-                "INSERT INTO image (id, project_id, path, width, height, split, groups, stage)"
-                " VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
-            )
-        )
-        c.execute(
-            text(
-                "INSERT INTO task"
-                " (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
-                " VALUES (1, 1, 1, 'verify', 'verify', 0, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
-            )
-        )
+        add_project_and_image(c)
+        add_open_task(c)
         c.execute(
             text(
                 "INSERT INTO worker"

@@ -29,6 +29,7 @@ from helpers.extreme_pick import (
     scene_extreme_points,
     unproposed_project,
 )
+from helpers.sessions import open_session
 
 WIDTH, HEIGHT = 320, 200
 """The size of the ``landscape_photos``."""
@@ -49,13 +50,6 @@ def project(tmp_path, landscape_photos):
 def client(project):
     with TestClient(create_app(project)) as client:
         yield client
-
-
-def open_session(client, project, worker="p1") -> dict[str, str]:
-    body = {"platform": "prolific", "worker_id": worker, "study_id": "s", "session_id": "x"}
-    response = client.post(f"/api/v1/projects/{project.config.name}/sessions", json=body)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def next_of_kind(client, auth, kind: str) -> dict:

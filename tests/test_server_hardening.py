@@ -13,6 +13,7 @@ from crowdpatch.server.app import create_app
 from crowdpatch.server.limits import TokenBuckets
 from crowdpatch.server.schemas import MAX_POLYGON_POINTS
 from crowdpatch.server.tokens import WorkerSession, _b64, _unb64, image_signature, issue_session
+from helpers.sessions import open_session
 
 
 def quiet(config) -> None:
@@ -25,13 +26,6 @@ def served(make_project):
     project = make_project(n_images=3, size=64, configure=quiet)
     with TestClient(create_app(project)) as client:
         yield project, client
-
-
-def open_session(client, project, worker="p1", platform="prolific", headers=None, **extra) -> dict[str, str]:
-    body = {"platform": platform, "worker_id": worker, "study_id": "s", "session_id": "x", **extra}
-    response = client.post(f"/api/v1/projects/{project.config.name}/sessions", json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def api_key(project) -> dict[str, str]:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from crowdpatch.server.app import create_app
 from crowdpatch.store.models import AnswerRow, WorkerRow
+from helpers.sessions import open_session
 
 
 def quiet(config) -> None:
@@ -30,13 +31,6 @@ def served(make_project, database):
     project = make_project(n_images=3, size=64, configure=configure)
     with TestClient(create_app(project), raise_server_exceptions=False) as client:
         yield project, client
-
-
-def open_session(client, project, worker="p1", **extra) -> dict[str, str]:
-    body = {"platform": "prolific", "worker_id": worker, "study_id": "s", "session_id": "x", **extra}
-    response = client.post(f"/api/v1/projects/{project.config.name}/sessions", json=body)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def post_raw(client, url: str, body: dict, headers: dict | None = None, swap: tuple[str, str] = ("", "")):

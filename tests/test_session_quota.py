@@ -17,6 +17,7 @@ from crowdpatch.crowd.dispatch.rules import MAX_HELD, NewAnswer, SessionComplete
 from crowdpatch.server.app import create_app
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.models import AnswerRow, LeaseRow, WorkerRow
+from helpers.sessions import open_session
 
 QUOTA = 5
 
@@ -31,13 +32,6 @@ def served(make_project, database):
     project = make_project(n_images=12, size=64, configure=configure)
     with TestClient(create_app(project)) as client:
         yield project, client
-
-
-def open_session(client, project, worker="p1", platform="prolific", **extra) -> dict[str, str]:
-    body = {"platform": platform, "worker_id": worker, "study_id": "s", "session_id": "x", **extra}
-    response = client.post(f"/api/v1/projects/{project.config.name}/sessions", json=body)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def lease(client, auth, held: list[str]) -> str | None:

@@ -9,17 +9,11 @@ from fastapi.testclient import TestClient
 
 from crowdpatch.server.app import create_app
 from crowdpatch.store.statements import ENV_STATEMENT_COUNTS, read_statement_counts
+from helpers.sessions import open_session
 
 
 def no_gold(config) -> None:
     config.crowd.gold_rate = 0.0
-
-
-def open_session(client: TestClient, project, worker: str) -> dict[str, str]:
-    body = {"platform": "prolific", "worker_id": worker, "study_id": "s", "session_id": worker}
-    response = client.post(f"/api/v1/projects/{project.config.name}/sessions", json=body)
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
 def test_an_answer_counts_its_statements_and_a_replay_counts_the_same_each_time(

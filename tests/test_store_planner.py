@@ -14,6 +14,7 @@ from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import alembic_config, normalize_url
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
+from helpers.old_rows import add_open_task, add_project_and_image
 from helpers.postgres import fresh_schema
 
 
@@ -276,22 +277,9 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
     command.upgrade(alembic_config(url), "0002")
     engine = create_engine(url)
     with engine.begin() as c:
-        c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
-        c.execute(
-            text(
-                "INSERT INTO image (id, project_id, path, width, height, split, groups, stage)"
-                " VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
-            )
-        )
+        add_project_and_image(c)
         for task_id, kind in ((1, "verify"), (2, "patch"), (3, "patch")):
-            c.execute(
-                text(
-                    "INSERT INTO task"
-                    " (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at)"
-                    " VALUES (:id, 1, 1, :kind, :key, 1, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
-                ),
-                {"id": task_id, "kind": kind, "key": f"k{task_id}"},
-            )
+            add_open_task(c, task_id, kind, f"k{task_id}", level=1)
         for worker_id, banned in ((1, 0), (2, 0), (3, 1)):
             c.execute(
                 text(

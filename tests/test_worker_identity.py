@@ -20,6 +20,7 @@ from crowdpatch.server.tokens import make_invite
 from crowdpatch.store import open_database
 from crowdpatch.store.db import alembic_config
 from crowdpatch.store.models import AnswerRow, ProjectRow, TaskRow, WorkerRow
+from helpers.old_rows import add_open_task, add_project_and_image
 
 VICTIM = "5f0c1e2d3b4a59687766a1b2"
 """A Prolific participant id: 24 hex digits, shown to anyone the participant messages or shares a screen with."""
@@ -230,19 +231,8 @@ def test_an_older_database_gives_each_project_a_uid_and_keeps_its_workers_eviden
         command.upgrade(alembic_config(url), "0005")
         engine = create_engine(url)
         with engine.begin() as c:
-            c.execute(text("INSERT INTO project (id, name, target, created_at) VALUES (1, 'p', 'horse', '2026-01-01')"))
-            c.execute(
-                text(
-                    "INSERT INTO image (id, project_id, path, width, height, split, groups, stage)"
-                    " VALUES (1, 1, 'a.png', 8, 8, 'train', '{}', 'verify')"
-                )
-            )
-            c.execute(
-                text(
-                    "INSERT INTO task (id, project_id, image_id, kind, key, level, box, votes_wanted, state, reason,"
-                    " created_at) VALUES (1, 1, 1, 'verify', 'verify', 0, '[0, 0, 8, 8]', 3, 'open', '', '2026-01-01')"
-                )
-            )
+            add_project_and_image(c)
+            add_open_task(c)
             c.execute(
                 text(
                     "INSERT INTO worker (id, project_id, platform, external_id, attributes, gold_seen, gold_correct,"
