@@ -77,6 +77,10 @@ def load_points(paths: Iterable[Path]) -> list[CurvePoint]:
     return points
 
 
+PLANNER_STYLES = {"adaptive": "-o", "fixed": ":^", "precise": "--s"}
+"""Line and marker per planner (the colour is the dataset's)."""
+
+
 def plot_curves(
     points: list[CurvePoint],
     polygon_seconds: float,
@@ -102,7 +106,7 @@ def plot_curves(
     for (planner, dataset), members in sorted(groups.items()):
         members.sort(key=lambda p: p.seconds)
         # One colour per dataset, one line style per planner: the gap between planners reads at a glance.
-        style = "-o" if planner == "adaptive" else "--s"
+        style = PLANNER_STYLES.get(planner, "--s")
         colour = f"C{datasets.index(dataset) % 10}"
         ax.plot(
             [p.seconds for p in members], [p.iou for p in members], style, color=colour, label=f"{planner} ({dataset})"
@@ -141,7 +145,7 @@ def plot_curves(
     ax.set_ylabel("mask IoU vs ground truth")
     ax.set_ylim(0, 1.05)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower left")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
