@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from collections import defaultdict
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.simulate.http import simulate_via_http_async
-from crowdpatch.store.models import AnswerRow, TaskRow
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow
 from helpers.loops import run_in_fresh_loop
 from helpers.postgres import fresh_schema
 
@@ -106,3 +107,52 @@ def test_two_processes_and_50_workers_never_over_ask_and_lose_no_answer(
             task.id,
             answers,
         )
+
+
+@pytest.mark.slow
+def test_two_hosts_sharing_only_the_database_url_serve_one_crowd_to_the_end(
+    postgres_schema, make_project, start_cli, run_cli, tmp_path
+):
+    """Two `serve` processes as on two machines: each its own project folder holding only `crowdpatch.toml` (the
+    database URL and the secrets), nothing else shared but PostgreSQL; `simulate --via A --via B` spreads one
+    crowd over both, and the study ends with every guarantee of one server."""
+
+    def configure(config):
+        config.db_url = postgres_schema
+        config.crowd.gold_rate = 0.0
+        config.simulation.spammers = 0.0  # a stopped worker's answers stop counting, which would blur the check
+
+    project = make_project(n_images=4, size=64, configure=configure)
+    second_host = tmp_path / "second-host"
+    second_host.mkdir()
+    shutil.copy(project.directory / "crowdpatch.toml", second_host / "crowdpatch.toml")
+    urls, processes = [], []
+    for k, folder in enumerate((project.directory, second_host)):
+        port = free_port()
+        processes.append(start_cli("serve", folder, "--port", str(port), log=open(tmp_path / f"serve-{k}.log", "w")))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, process in zip(urls, processes):
+            wait_until_serving(url, process)
+        via = [option for url in urls for option in ("--via", url)]
+        result = run_cli("simulate", project.directory, "--workers", "6", *via, timeout=300)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+    assert result.returncode == 0, result.stderr
+    acknowledged = [int(line.split()[0]) for line in result.stdout.splitlines() if "answers acknowledged by" in line]
+    assert len(acknowledged) == 2 and all(count > 0 for count in acknowledged)  # both hosts served answers
+    assert sorted(path.name for path in second_host.iterdir()) == ["crowdpatch.toml"]  # nothing written there
+    with project.sessions() as session:
+        values: dict[int, list] = defaultdict(list)
+        for task_id, value in session.execute(select(AnswerRow.task_id, AnswerRow.value).order_by(AnswerRow.id)):
+            values[task_id].append(value)
+        client_ids = list(session.scalars(select(AnswerRow.client_id)))
+        tasks = session.scalars(select(TaskRow)).all()
+        stages = set(session.scalars(select(ImageRow.stage)))
+    assert sum(acknowledged) == len(client_ids) == len(set(client_ids))  # every acknowledged answer, once
+    assert stages == {"done"} and all(task.state != "open" for task in tasks)  # the study ran to its end
+    for task in tasks:
+        answers = values.get(task.id, [])
+        assert all(k < votes_target(answers[:k], task.votes_wanted, True) for k in range(len(answers))), task.id

@@ -343,21 +343,27 @@ def simulate(
         Optional[int], typer.Option(help="Stop after this many answers (run again to go on).")
     ] = None,
     via: Annotated[
-        Optional[str], typer.Option(help="Answer through a running server's HTTP API at this URL (rehearsal, load).")
+        Optional[list[str]],
+        typer.Option(
+            metavar="URL",
+            help="Answer through a running server's HTTP API at this URL (rehearsal, load); repeat it to spread "
+            "the workers over several servers of the study.",
+        ),
     ] = None,
 ) -> None:
     """Answer the open questions with simulated workers (modeled times); resumable."""
     from crowdpatch.simulate.run import run_simulation
 
     project = open_project(directory)
-    if via is not None:
+    if via:
         from crowdpatch.simulate.http import simulate_via_http
 
-        result = simulate_via_http(via, project, workers or project.config.simulation.workers, max_answers)
-        out.print(
-            f"{result.answers} answers acknowledged by {via} from {result.workers} workers in {result.seconds:.1f} s "
-            f"({result.stopped} stopped, {result.conflicts} refused as late)"
-        )
+        reports = simulate_via_http(via, project, workers or project.config.simulation.workers, max_answers)
+        for url, result in zip(via, reports):
+            out.print(
+                f"{result.answers} answers acknowledged by {url} from {result.workers} workers in "
+                f"{result.seconds:.1f} s ({result.stopped} stopped, {result.conflicts} refused as late)"
+            )
         return
     if worker_error is not None:
         project.config.simulation.worker_error = worker_error

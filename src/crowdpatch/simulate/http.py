@@ -18,6 +18,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -355,20 +356,36 @@ async def simulate_via_http_async(
 
 
 def simulate_via_http(
-    base_url: str, project: Project, workers: int, max_answers: int | None = None, seed: int = 0
-) -> HttpSimulationReport:
-    """`crowdpatch simulate PROJECT --via URL`: the project's simulated crowd, through the server."""
-    return asyncio.run(
-        simulate_via_http_async(
-            base_url,
-            project.config.name,
-            project.config.server.effective_api_key(),
-            workers,
-            project=project,
-            max_answers=max_answers,
-            seed=seed,
+    base_urls: Sequence[str], project: Project, workers: int, max_answers: int | None = None, seed: int = 0
+) -> list[HttpSimulationReport]:
+    """`crowdpatch simulate PROJECT --via URL [--via URL ...]`: the project's simulated crowd, through the server.
+
+    Several URLs are servers of one study (several hosts behind one database): the workers and the answer budget
+    are split evenly over them, each share a crowd of its own answering through its server; one report per URL.
+    """
+    count = len(base_urls)
+    shares = [workers // count + (i < workers % count) for i in range(count)]
+    budgets = [None if max_answers is None else max_answers // count + (i < max_answers % count) for i in range(count)]
+
+    async def crowds() -> list[HttpSimulationReport]:
+        return list(
+            await asyncio.gather(
+                *(
+                    simulate_via_http_async(
+                        url,
+                        project.config.name,
+                        project.config.server.effective_api_key(),
+                        share,
+                        project=project,
+                        max_answers=budget,
+                        seed=seed + i,
+                    )
+                    for i, (url, share, budget) in enumerate(zip(base_urls, shares, budgets))
+                )
+            )  # fmt: skip
         )
-    )
+
+    return asyncio.run(crowds())
 
 
 __all__ = [
