@@ -15,14 +15,14 @@ from sqlalchemy import select
 
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
-from crowdpatch.crowd.policies import policy_for
+from crowdpatch.crowd.policies import policy_for, posteriors
 from crowdpatch.crowd.policies.posteriors import cell_posteriors, worker_accuracies, yes_posterior
 from crowdpatch.masks.build import UNREFINED_OUTLINE, MaskBuilder
 from crowdpatch.patches.lattice import grid_cells
 from crowdpatch.project import Project
 from crowdpatch.saliency.outline import outline_mask, salient_pixels
 from crowdpatch.simulate.run import run_simulation
-from crowdpatch.store.models import ImageRow, TaskRow, WorkerRow
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 
 NOW = 1000.0
 _ids = count()
@@ -118,6 +118,49 @@ def test_worker_accuracy_comes_from_gold_shrunk_toward_the_honest_prior(make_pro
     assert acc[fresh[0]] == pytest.approx(project.config.crowd.honest_gold_accuracy)
     assert acc[good[0]] > 0.95
     assert acc[bad[0]] < 0.6
+
+
+def decided_questions(project: Project, votes: list[dict[int, str]]) -> None:
+    """One decided yes/no question per entry of ``votes`` (worker id -> "yes"/"no"), answered in that order."""
+    with project.sessions.begin() as session:
+        image_id = session.scalar(select(ImageRow.id))
+        for number, answers in enumerate(votes):
+            task = TaskRow(
+                project_id=project.id, image_id=image_id, kind="verify", key=f"d{number}", box=[0, 0, 8, 8],
+                votes_wanted=len(answers), state="done", reason="",
+            )  # fmt: skip
+            session.add(task)
+            session.flush()
+            for worker_id, value in answers.items():
+                session.add(
+                    AnswerRow(
+                        task_id=task.id,
+                        worker_id=worker_id,
+                        value=value,
+                        client_id=f"c{next(_ids)}",
+                        shown_at=0.0,
+                        answered_at=1.0,
+                        seconds=1.6,
+                        time_source="modeled",
+                    )  # fmt: skip
+                )
+
+
+def test_worker_accuracy_counts_agreement_with_agreeing_peers_over_its_recent_answers(make_project, monkeypatch):
+    project = make_project(n_images=1, configure=adaptive())
+    agreeing, contrary, first, second = add_workers(project, 4)
+    peers = {first: "yes", second: "yes"}
+    decided_questions(project, [{**peers, agreeing: "yes"} for _ in range(20)])
+    decided_questions(project, [{**peers, contrary: "no"} for _ in range(20)])
+    with project.sessions() as session:
+        acc = worker_accuracies(session, {agreeing, contrary}, project.config)
+    assert acc[agreeing] > 0.95 and acc[contrary] == 0.5  # the floor: no better than chance
+
+    # Only its last answers count: a worker that turned careful is judged by how it answers now.
+    monkeypatch.setattr(posteriors, "AGREEMENT_WINDOW", 20)
+    decided_questions(project, [{**peers, contrary: "yes"} for _ in range(20)])
+    with project.sessions() as session:
+        assert worker_accuracies(session, {contrary}, project.config)[contrary] > 0.95
 
 
 def test_an_isolated_click_is_doubted_and_a_click_inside_a_block_is_not() -> None:
