@@ -40,6 +40,14 @@ class SaliencyConfig(_Section):
     proposer_model: str | None = Field(
         None, description="Folder of the BING model files (ObjNessB2W8*.yml.gz) for proposer 'bing'."
     )
+    finetune_every: int = Field(
+        0,
+        ge=0,
+        description="Fine-tune the csnet backend on the crowd's finished masks after every this many finished "
+        "images, and recompute the maps of images not started yet (0: off; see README, 'Precise masks').",
+    )
+    finetune_epochs: int = Field(3, ge=1, description="Epochs of each fine-tuning run.")
+    finetune_learning_rate: float = Field(2e-5, gt=0, le=0.1, description="Adam's learning rate when fine-tuning.")
 
 
 class PatchConfig(_Section):
@@ -275,6 +283,12 @@ class SimulationConfig(_Section):
     )
     threshold_high: float = Field(0.3, ge=0, le=1, description="Highest per-worker 'yes' threshold.")
     seed: int = Field(0, description="Seed for workers, answers and times.")
+    rounds: int = Field(
+        0,
+        ge=0,
+        description="Propose and finish the images in rounds of this many, in their order (0: all at once; "
+        "[saliency] finetune_every sets it when it is 0).",
+    )
     spammer_kinds: list[Literal["random", "always_yes", "always_no", "too_fast"]] = Field(
         ["random", "always_yes"],
         min_length=1,

@@ -19,6 +19,7 @@ from crowdpatch.datasets import ImageLoadError, InputProblem, load_mask, load_rg
 from crowdpatch.project import Project
 from crowdpatch.saliency import backend_from_config, clusters_from_config
 from crowdpatch.saliency.bing import BingProposer
+from crowdpatch.saliency.finetuned import newest_finetuned
 from crowdpatch.store.models import ImageRow, RegionRow
 
 BATCH_SIZE = 16
@@ -50,9 +51,14 @@ def saliency_file(project: Project, image_id: int) -> Path:
     return project.path("saliency", f"{image_id:06d}.png")
 
 
-def propose(project: Project, progress: Callable[[int], None] | None = None) -> ProposeReport:
-    """Run step 1 on every image not proposed yet (so a killed run resumes where it stopped)."""
-    backend = backend_from_config(project.config.saliency)
+def propose(project: Project, progress: Callable[[int], None] | None = None, limit: int | None = None) -> ProposeReport:
+    """Run step 1 on every image not proposed yet (so a killed run resumes where it stopped), or on the next
+    ``limit`` of them, in the study's order. A ``csnet`` backend uses the study's newest fine-tuned weights."""
+    settings = project.config.saliency
+    newest = newest_finetuned(project.path("saliency")) if settings.backend == "csnet" else None
+    if newest is not None:
+        settings = settings.model_copy(update={"weights": str(newest)})
+    backend = backend_from_config(settings)
     proposer = make_proposer(project)
     report = ProposeReport()
     with project.sessions() as session:
@@ -60,6 +66,7 @@ def propose(project: Project, progress: Callable[[int], None] | None = None) -> 
             select(ImageRow.id, ImageRow.path, ImageRow.mask_path, ImageRow.width, ImageRow.height)
             .where(ImageRow.project_id == project.id, ImageRow.stage == "new")
             .order_by(ImageRow.id)
+            .limit(limit)
         ).all()
     project.path("saliency").mkdir(exist_ok=True)
     rng = np.random.default_rng(project.config.simulation.seed)

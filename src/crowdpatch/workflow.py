@@ -26,6 +26,7 @@ from crowdpatch.datasets import (
     load_rgb,
 )
 from crowdpatch.ingest import IngestReport, add_images
+from crowdpatch.learning import finetune_study
 from crowdpatch.masks.build import MaskBuilder, MaskStats, build_masks
 from crowdpatch.project import Project
 from crowdpatch.propose import ProposeReport, propose
@@ -85,6 +86,13 @@ def run_pipeline(
     prefix = f"{label}: " if label else ""
     with project.sessions() as session:
         total = len(session.scalars(select(ImageRow.id).where(ImageRow.project_id == project.id)).all())
+    every = project.config.simulation.rounds or fine_tune_every(project.config)
+    if every:
+        with progress.step(f"{prefix}rounds of {every} images", total) as advance:
+            proposal, simulation = simulate_in_rounds(project, every, advance, workers)
+        with progress.step(f"{prefix}masks from the votes", total) as advance:
+            stats = build_masks(project, ("png", "npy", "coco"), advance)
+        return proposal, simulation, stats
     proposed = total - project.counts().get("images_new", 0)
     with progress.step(f"{prefix}saliency regions", total) as advance:
         advance(proposed)  # proposed by an earlier run
@@ -97,6 +105,48 @@ def run_pipeline(
     with progress.step(f"{prefix}masks from the votes", total) as advance:
         stats = build_masks(project, ("png", "npy", "coco"), advance)
     return proposal, simulation, stats
+
+
+def simulate_in_rounds(
+    project: Project, every: int, advance: Callable[..., None], workers: int | None = None
+) -> tuple[ProposeReport, SimulationReport]:
+    """The study in rounds of ``every`` images in their order: propose them, let the crowd finish them, and, with
+    ``[saliency] finetune_every``, fine-tune CSNet on every mask finished so far once the finished images reach
+    its next multiple (``crowdpatch.learning``); the next rounds' maps come from the tuned network.
+
+    Between rounds no question is open, so the fine-tuning runs outside any transaction and no map changes
+    under a worker's eyes."""
+    tune_every = fine_tune_every(project.config)
+    tuned_at = 0
+    proposal = ProposeReport()
+    answers = latency = rejected = 0
+    simulation = None
+    while True:
+        round_report = propose(project, limit=every)
+        if not round_report.processed and not round_report.problems:
+            break
+        for name in ("processed", "clusters", "whole_image", "gold"):
+            setattr(proposal, name, getattr(proposal, name) + getattr(round_report, name))
+        proposal.first_questions.update(round_report.first_questions)
+        proposal.problems.extend(round_report.problems)
+        simulation = run_simulation(project, workers)
+        answers, latency = answers + simulation.answers, latency + simulation.latency_seconds
+        rejected += simulation.rejected_late
+        advance(round_report.processed + len(round_report.problems))
+        counts = project.counts()
+        finished = counts.get("images_done", 0)
+        if tune_every and counts.get("images_new", 0) and finished // tune_every > tuned_at // tune_every:
+            finetune_study(project)
+            tuned_at = finished
+    if simulation is None:
+        simulation = run_simulation(project, workers)
+    simulation.answers, simulation.latency_seconds, simulation.rejected_late = answers, latency, rejected
+    return proposal, simulation
+
+
+def fine_tune_every(config: ProjectConfig) -> int:
+    """Finished images between fine-tuning runs (0: none; only the csnet backend is fine-tuned)."""
+    return config.saliency.finetune_every if config.saliency.backend == "csnet" else 0
 
 
 class FinishedImages:
