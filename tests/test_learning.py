@@ -203,3 +203,28 @@ def test_a_simulated_study_fine_tunes_between_rounds_and_proposes_with_the_new_w
         (shipped_map,) = CSNetBackend(tiny_weights, device="cpu").predict([photos[image_id]])
         assert np.abs(stored - tuned_map).max() <= 0.6 / 255
         assert np.abs(stored - shipped_map).max() > 2 / 255
+
+
+def test_the_finetune_saliency_command_tunes_a_served_study_and_says_what_it_did(make_project, tiny_weights, invoke):
+    project = learning_project(make_project, tiny_weights)
+    propose(project, limit=2)
+    run_simulation(project)
+    propose(project)
+    before = saliency_paths(project)
+
+    result = invoke("finetune-saliency", project.directory)
+
+    assert result.exit_code == 0, result.stdout
+    assert "fine-tuned on 2 finished masks" in result.stdout and "2 saliency maps recomputed" in result.stdout
+    assert project.path("saliency", "finetuned-2.pt").is_file()
+    after = saliency_paths(project)
+    assert [image for image in after if after[image] != before[image]] == [3, 4]
+
+
+def test_the_finetune_saliency_command_refuses_a_backend_it_cannot_tune(make_project, invoke):
+    project = make_project(n_images=2, size=64)
+
+    result = invoke("finetune-saliency", project.directory)
+
+    assert result.exit_code == 1
+    assert "backend = 'csnet'" in result.stdout

@@ -333,6 +333,29 @@ def propose(directory: Annotated[Path, typer.Argument(help="Project directory.")
     raise typer.Exit(report_problems(report.problems, "images"))
 
 
+@app.command("finetune-saliency")
+def finetune_saliency(directory: Annotated[Path, typer.Argument(help="Project directory.")]) -> None:
+    """Fine-tune the study's CSNet on every mask the crowd has finished, and recompute the saliency maps (so the
+    outline checks) of the images no worker has seen yet; later proposals use the new weights too. Run it now and
+    then while a study is served (see README, 'Precise masks')."""
+    from crowdpatch.learning import finetune_study
+
+    project = open_project(directory)
+    try:
+        with storage_errors(directory):
+            report = finetune_study(project)
+    except (ValueError, ImportError) as exc:
+        out.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1)
+    if not report.trained_on:
+        out.print("no finished mask yet: nothing to learn from")
+        return
+    out.print(
+        f"fine-tuned on {report.trained_on} finished masks (loss {report.losses[0]:.3f} -> {report.losses[-1]:.3f}): "
+        f"{report.weights}; {len(report.recomputed)} saliency maps recomputed"
+    )
+
+
 @app.command()
 def simulate(
     directory: Annotated[Path, typer.Argument(help="Project directory.")],

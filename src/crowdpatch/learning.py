@@ -30,7 +30,7 @@ from crowdpatch.patches.rasterize import binarize
 from crowdpatch.project import Project
 from crowdpatch.saliency.csnet import CSNetBackend
 from crowdpatch.saliency.finetuned import finetuned_file
-from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow
+from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow
 
 
 @dataclass
@@ -56,10 +56,15 @@ def finished_images(project: Project) -> list[int]:
 
 
 def images_not_started(project: Project) -> list[int]:
-    """Proposed images with no answer to any of their questions yet (gold questions aside)."""
+    """Proposed images none of whose questions (gold aside) has been answered or handed to a worker yet."""
     answered = (
         select(AnswerRow.id)
         .join(TaskRow, TaskRow.id == AnswerRow.task_id)
+        .where(TaskRow.image_id == ImageRow.id, TaskRow.kind != GOLD)
+    )
+    shown = (
+        select(LeaseRow.id)
+        .join(TaskRow, TaskRow.id == LeaseRow.task_id)
         .where(TaskRow.image_id == ImageRow.id, TaskRow.kind != GOLD)
     )
     with project.sessions() as session:
@@ -71,6 +76,7 @@ def images_not_started(project: Project) -> list[int]:
                     ImageRow.stage.in_(("verify", "patch")),
                     ImageRow.saliency_path.is_not(None),
                     ~exists(answered),
+                    ~exists(shown),
                 )
                 .order_by(ImageRow.id)
             )
