@@ -3,14 +3,14 @@
 With ``[saliency] finetune_every = N`` (backend ``csnet``), every N finished images the network
 is fine-tuned, from the project's checkpoint, on all masks finished so far (the crowd's masks as
 ``crowdpatch masks`` builds them), saved as ``saliency/finetuned-<count>.pt``, and used from then
-on: for step 1 of images not proposed yet, and to recompute the map of every image whose questions
-have no answer yet. An outline check reads its image's map when it is shown and answered, so
+on: for step 1 of images not proposed yet, and to recompute the map of every image none of whose
+questions has been answered or handed to a worker yet. An outline check reads its image's map when it is shown and answered, so
 recomputing the map recomputes the question. A recomputed map is a new file (``<id>-ft<count>.png``):
 a saliency file never changes once written, and readers may cache it by path.
 
-The step trains for tens of seconds and reads and writes files: it runs outside any database
+The step trains for minutes (about 1.3 s per mask on one CPU thread) and reads and writes files: it runs outside any database
 transaction, between rounds of the simulation (``run_pipeline``) or when the requester runs
-``crowdpatch saliency finetune`` on a served study.
+``crowdpatch finetune-saliency`` on a served study.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def finetune_study(project: Project, skip: Collection[int] = ()) -> LearnReport:
 
 def recompute_maps(project: Project, weights: str, count: int, skip: Collection[int] = ()) -> list[int]:
     """New saliency maps from ``weights`` for the images not started yet; each image's row points at its new map."""
-    pending = [image_id for image_id in images_not_started(project) if image_id not in set(skip)]
+    skipped = set(skip)
+    pending = [image_id for image_id in images_not_started(project) if image_id not in skipped]
     if not pending:
         return []
     backend = CSNetBackend(weights, device="cpu")
