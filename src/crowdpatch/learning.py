@@ -4,13 +4,14 @@ With ``[saliency] finetune_every = N`` (backend ``csnet``), every N finished ima
 is fine-tuned, from the project's checkpoint, on all masks finished so far (the crowd's masks as
 ``crowdpatch masks`` builds them), saved as ``saliency/finetuned-<count>.pt``, and used from then
 on: for step 1 of images not proposed yet, and to recompute the map of every image none of whose
-questions has been answered or handed to a worker yet. An outline check reads its image's map when it is shown and answered, so
-recomputing the map recomputes the question. A recomputed map is a new file (``<id>-ft<count>.png``):
-a saliency file never changes once written, and readers may cache it by path.
+questions has been answered or handed to a worker yet. An outline check reads its image's map
+when it is shown and answered, so recomputing the map recomputes the question. A recomputed map is
+a new file (``<id>-ft<count>.png``): a saliency file never changes once written, and readers may
+cache it by path.
 
-The step trains for minutes (about 1.3 s per mask on one CPU thread) and reads and writes files: it runs outside any database
-transaction, between rounds of the simulation (``run_pipeline``) or when the requester runs
-``crowdpatch finetune-saliency`` on a served study.
+The step trains for minutes (about 1.3 s per mask on one CPU thread) and reads and writes files:
+it runs outside any database transaction, between rounds of the simulation (``run_pipeline``) or
+when the requester runs ``crowdpatch finetune-saliency`` on a served study.
 """
 
 from __future__ import annotations
