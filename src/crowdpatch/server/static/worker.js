@@ -8,7 +8,7 @@
   const state = {
     token: null, perSession: Number(body.dataset.answers), given: 0,
     current: null, shownAt: 0, next: null, nextReady: null, undoable: false, finished: false,
-    cells: new Set(), points: [], closed: false, marks: [], latencies: [], pressedAt: null, inflight: new Set(),
+    cells: new Set(), points: [], closed: false, marks: [], latencies: [], pressedAt: null, inflight: new Set(), sending: new Set(),
     waited: 0,  // key presses whose next patch was not decoded yet (bench/keypress.py reports it)
   };
   window.crowdpatch = state;
@@ -253,7 +253,8 @@
       shown = last ? Promise.resolve() : advance();
     }
     // Stored in the background; the retries in api() reuse the client id, so a retry never stores twice.
-    const sent = api("POST", "/api/v1/answers", payload).finally(() => state.inflight.delete(task.task_id));
+    const sent = api("POST", "/api/v1/answers", payload).finally(() => { state.inflight.delete(task.task_id); state.sending.delete(sent); });
+    state.sending.add(sent);
     const response = await sent;
     if (response.status === 201 || response.status === 200) {
       const result = await response.json();
@@ -315,6 +316,8 @@
   async function complete(noneLeft) {
     if (state.finished) return;
     state.finished = true;
+    // A finished session takes no more answers: the last ones must be stored before it is completed.
+    await Promise.allSettled([...state.sending]);
     const response = await api("POST", "/api/v1/sessions/complete");
     if (await refused(response)) return;
     if (!response.ok) { showRefusal(await response.json()); return; }  // 409: nothing answered yet
