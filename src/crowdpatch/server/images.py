@@ -241,12 +241,7 @@ class TaskPictures:
         )
 
     def outlined(self, path: str, box: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
-        width = device_width(css_px, dpr)
-        polygons = [list(map(list, outline)) for outline in outlines]
-        return self._kept(
-            ("outlined", path, box, outlines, width, dpr),
-            lambda: render_outlined(self.photos.photo(path), box, polygons, width, dpr),
-        )
+        return self._with_outlines("outlined", render_outlined, path, box, outlines, css_px, dpr)
 
     def whole(self, path: str, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
         """The whole image (polygon and extreme-point tasks); clients map clicks back to image pixels."""
@@ -260,11 +255,17 @@ class TaskPictures:
 
     def choice(self, path: str, view: Box, outlines: Outlines, css_px: float = MAIN_CSS_PX, dpr: float = 1.0) -> bytes:
         """One outline of a pick over its view box (or the outline a correction asks about, over its view box)."""
+        return self._with_outlines("choice", render_choice, path, view, outlines, css_px, dpr)
+
+    def _with_outlines(
+        self, name: str, render, path: str, box: Box, outlines: Outlines, css_px: float, dpr: float
+    ) -> bytes:
+        """A picture of ``box`` with ``outlines`` drawn by ``render``, kept under its own key."""
         width = device_width(css_px, dpr)
         polygons = [list(map(list, outline)) for outline in outlines]
         return self._kept(
-            ("choice", path, view, outlines, width, dpr),
-            lambda: render_choice(self.photos.photo(path), view, polygons, width, dpr),
+            (name, path, box, outlines, width, dpr),
+            lambda: render(self.photos.photo(path), box, polygons, width, dpr),
         )
 
 
