@@ -426,3 +426,18 @@ def test_report_curves_plots_every_planner_against_polygons(run_cli, tmp_path: P
     (broken / "summary.json").write_text("{not json", encoding="utf-8")
     bad = run_cli("report", "--curves", broken)
     assert bad.returncode == EXIT_ERROR and mentions(bad.stderr, "not valid JSON")
+
+
+def test_a_project_named_by_a_relative_path_works_from_any_working_directory(
+    invoke, tmp_path: Path, monkeypatch
+) -> None:
+    """Saliency maps found by `propose proj` from one folder are found again by `masks .` from inside proj."""
+    monkeypatch.chdir(tmp_path)
+    for args in (("init", "proj", "--builtin", "--images-count", 12), ("propose", "proj"), ("simulate", "proj")):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path / "proj")
+    result = invoke("masks", ".")
+    assert result.exit_code == 0, result.output
+    assert "unreadable" not in result.output
+    assert len(list((tmp_path / "proj" / "masks" / "soft").glob("*.png"))) == 12

@@ -17,10 +17,10 @@ from sqlalchemy.exc import DBAPIError
 
 from crowdpatch.config import CONFIG_FILENAME, ConfigError, ProjectConfig
 from crowdpatch.datasets import (
-    BenchmarkSpec,
     CutoutSource,
     DatasetError,
     InputProblem,
+    builtin_spec,
     generate_benchmark,
     load_folder_dataset,
 )
@@ -192,8 +192,24 @@ def init(
     builtin: Annotated[
         bool, typer.Option("--builtin", help="Use the built-in biased benchmark (written to DIR/data).")
     ] = False,
-    images_count: Annotated[int, typer.Option(help="Images in the built-in benchmark.")] = 1500,
-    image_size: Annotated[int, typer.Option(help="Side in pixels of built-in benchmark images.")] = 64,
+    images_count: Annotated[
+        Optional[int],
+        typer.Option(help="Images in the built-in benchmark. Default: 1500 shapes, 1600 cut-outs.", show_default=False),
+    ] = None,
+    image_size: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Side in pixels of built-in benchmark images. Default: 64 shapes, 128 cut-outs.", show_default=False
+        ),
+    ] = None,
+    object_scale: Annotated[
+        Optional[tuple[float, float]],
+        typer.Option(
+            help="Built-in benchmark: the object's (longer) side as a share of the image side, drawn between LOW HIGH. "
+            "Default: 0.2 0.35 shapes, 0.35 0.6 cut-outs.",
+            show_default=False,
+        ),
+    ] = None,
     agreement: Annotated[
         float, typer.Option(help="Share of built-in training images whose background agrees with the class.")
     ] = 0.99,
@@ -236,18 +252,19 @@ def init(
         fail(f"{directory} is already a crowdpatch project; use it, or choose a new directory")
     if builtin:
         try:
-            spec = BenchmarkSpec(
+            spec = builtin_spec(
+                tuple(parse_cutout(text) for text in cutouts or ()),
                 n_images=images_count,
                 size=image_size,
+                object_scale=object_scale,
                 agreement=agreement,
                 seed=seed,
-                cutouts=tuple(parse_cutout(text) for text in cutouts or ()),
             )
         except ValueError as exc:
             fail(str(exc))
         with (
             storage_errors(directory),
-            RichProgress().step("generating the built-in benchmark", images_count) as advance,
+            RichProgress().step("generating the built-in benchmark", spec.n_images) as advance,
         ):
             labels = generate_benchmark(directory / "data", spec, advance)
         images, masks = directory / "data" / "images", directory / "data" / "masks"

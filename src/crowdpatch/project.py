@@ -45,7 +45,8 @@ class Project:
     def open(
         cls, directory: Path, engine: Engine | None = None, sessions: sessionmaker[Session] | None = None
     ) -> "Project":
-        directory = Path(directory)
+        # Absolute, so the paths stored for saliency maps and masks hold from any working directory.
+        directory = Path(directory).absolute()
         config = load_config(directory)
         if engine is None or sessions is None:
             engine, sessions = open_database(config.resolved_db_url(directory))

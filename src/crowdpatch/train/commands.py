@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 console = Console(stderr=True)
 out = Console()
-LOSS_NAMES = ("bgswap", "cam", "gradcam", "rrr")
+LOSS_NAMES = ("bgswap", "erodeswap", "cam", "camfar", "gradcam", "rrr")
 """The registered losses (crowdpatch.train.losses), listed here so `--help` does not import PyTorch."""
 LOSS_HELP = f"Attention loss: none, {', '.join(LOSS_NAMES)}; combine with '+', e.g. bgswap+cam."
 
@@ -150,6 +150,14 @@ def experiment(
     export_tensors: Annotated[
         Optional[Path], typer.Option(help="Only write every guide's splits to FILE (for a GPU machine) and stop.")
     ] = None,
+    patch_from: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Also train with another project's crowd masks over the same images, as guide patch-LABEL: "
+            "LABEL=PROJECT_DIR (repeatable; e.g. fixed=horses-fixed to compare planners).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Compare guides over seeds (model chosen on validation worst-group accuracy); writes a table, plots and CAMs."""
     from crowdpatch.train.experiment import markdown_table, run_experiment, write_experiment
@@ -167,6 +175,7 @@ def experiment(
         with reported_errors():
             project = Project.open(project_dir)
             splits_by_guide = {g: load_splits(project, g, image_size) for g in names}
+            splits_by_guide.update(other_projects_masks(project_dir, patch_from or [], splits_by_guide, image_size))
         default_out = project.path("report", "experiment")
     else:
         raise typer.BadParameter("give a PROJECT directory or --tensors FILE")
@@ -193,6 +202,26 @@ def experiment(
     page = write_experiment(result, first.get("test") or first["val"], first["train"], base, out_dir or default_out, [])
     out.print(markdown_table(result.table))
     out.print(f"report: {page}")
+
+
+def other_projects_masks(project_dir: Path, specs: list[str], splits_by_guide: dict, image_size: int) -> dict:
+    """Guide ``patch-LABEL`` per ``LABEL=PROJECT_DIR``: this project's splits with that project's crowd masks."""
+    from crowdpatch.project import Project
+    from crowdpatch.train.data import load_splits, with_masks_of
+
+    guides = {}
+    base = next(iter(splits_by_guide.values()), None)
+    for spec in specs:
+        label, sep, other_dir = spec.partition("=")
+        if not sep or not label.strip() or not other_dir.strip():
+            raise ValueError(f"--patch-from {spec!r}: expected LABEL=PROJECT_DIR, e.g. fixed=horses-fixed")
+        if Path(other_dir).resolve() == Path(project_dir).resolve():
+            raise ValueError(f"--patch-from {spec!r}: that is this project; its masks are the guide 'patch'")
+        other = load_splits(Project.open(Path(other_dir)), "patch", image_size)
+        if base is None:
+            raise ValueError("--patch-from needs at least one guide in --guides (its splits are the ones trained on)")
+        guides[f"patch-{label.strip()}"] = with_masks_of(base, other)
+    return guides
 
 
 def register(app: typer.Typer) -> None:

@@ -134,3 +134,26 @@ def _guide_mask(guide: str, image: ImageRow, patch_file: str | None, truth: np.n
     if guide == "patch" and patch_file:
         return np.asarray(Image.open(patch_file), dtype=np.float32) / 255.0
     return None
+
+
+def with_masks_of(splits: dict[str, SplitTensors], other: dict[str, SplitTensors]) -> dict[str, SplitTensors]:
+    """``splits`` with the training masks of ``other``: another project's crowd masks over the same photos.
+
+    Images are matched by file name, so two studies of one dataset (say, two planners) can be compared
+    on identical training data; an image the other project has no mask for trains without one.
+    """
+    train, theirs = splits["train"], other.get("train")
+    if theirs is None:
+        raise ValueError("the other project has no 'train' split")
+    index = {name: i for i, name in enumerate(theirs.names)}
+    rows = [index.get(name, -1) for name in train.names]
+    matched = [i for i, row in enumerate(rows) if row >= 0 and bool(theirs.has_guide[row])]
+    if not matched:
+        raise ValueError("the other project has no mask for any training image of this one (matched by file name)")
+    guides = torch.zeros_like(train.guides)
+    has_guide = torch.zeros_like(train.has_guide)
+    mine = torch.tensor(matched, dtype=torch.long)
+    source = torch.tensor([rows[i] for i in matched], dtype=torch.long)
+    guides[mine] = theirs.guides[source]
+    has_guide[mine] = True
+    return {**splits, "train": SplitTensors(**{**train.__dict__, "guides": guides, "has_guide": has_guide})}
