@@ -518,9 +518,10 @@ def main() -> None:
     finally:
         if args.work is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    command = " ".join(["python bench/scale.py", *sys.argv[1:]])
     text_ = "\n\n".join(
         [
-            f"host: {cpu_model()}, {os.cpu_count()} cores; load average before: {load:.2f}; "
+            f"`{command}`; host: {cpu_model()}, {os.cpu_count()} cores; load average before: {load:.2f}; "
             f"template of {args.pool} images at {IMAGE_SIDE} px; {args.requests} next-task and answer requests, "
             f"{args.polls} progress and dashboard requests per study",
             markdown_table(rows, skip=tuple(key for key in rows[0] if key.startswith("_"))),
