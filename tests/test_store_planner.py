@@ -440,3 +440,24 @@ def test_undoing_an_answer_takes_it_out_of_the_workers_quality_counters(make_pro
     assert counters() != before
     planner.undo_last(worker)
     assert counters() == before
+
+
+def test_gold_checks_start_anywhere_and_reach_every_gold_question_the_worker_has_not_seen(make_project) -> None:
+    """A gold check walks the gold questions by index from a random place, wrapping around: none is missed."""
+
+    def configure(config):
+        config.crowd.gold_rate = 1.0
+
+    project = make_project(n_images=6, size=64, configure=configure)
+    with project.sessions() as session:
+        golds = dict(session.execute(select(TaskRow.id, TaskRow.gold_answer).where(TaskRow.kind == "gold")).all())
+    assert golds
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config, rng=random.Random(3))
+    worker = register_worker(project.sessions, project.id, "simulated", "gold-walker", {}).id
+    handed = []
+    for i in range(len(golds)):
+        task = planner.next_task(worker)
+        handed.append(task.task_id)
+        planner.submit(worker, task.task_id, golds[task.task_id], client_id=f"g-{i}", client_ms=1600)
+    assert sorted(handed) == sorted(golds)
+    assert planner.next_task(worker).kind != "gold"  # every gold question seen: the study's own questions

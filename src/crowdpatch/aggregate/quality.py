@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,24 +48,36 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
         ).all(),
         columns=["worker_id", "task_id", "value", "seconds", "kind", "grid_size"],
     )
+    # One pass over the answers for all workers (a filter per worker made the table quadratic in the study's size).
+    per_worker = answers.groupby("worker_id")["seconds"]
+    counts, medians = per_worker.size().to_dict(), per_worker.median().to_dict()
+    posterior = consensus.to_dict()
+    yes: Counter[int] = Counter()
+    voted: Counter[int] = Counter()
+    judged: Counter[int] = Counter()
+    agreed: Counter[int] = Counter()
+    for worker_id, key, label in _votes(answers):
+        voted[worker_id] += 1
+        yes[worker_id] += label
+        p = posterior.get(key)
+        if p is not None:
+            judged[worker_id] += 1
+            agreed[worker_id] += (label == 1) == (p >= 0.5)
     rows = []
     for worker in workers:
         worker_id, gold_seen, gold_correct = worker.id, worker.gold_seen, worker.gold_correct
-        mine = answers[answers["worker_id"] == worker_id]
-        votes = list(_votes(mine))
-        agree = [(label == 1) == (consensus[key] >= 0.5) for key, label in votes if key in consensus.index]
         rows.append(
             {
                 "worker": worker.external_id,
                 "worker_row": worker_id,
                 "evidence": worker.evidence or "",
                 "platform": worker.platform,
-                "answers": len(mine),
+                "answers": counts.get(worker_id, 0),
                 "gold_seen": gold_seen,
                 "gold_accuracy": gold_correct / gold_seen if gold_seen else float("nan"),
-                "agreement": sum(agree) / len(agree) if agree else float("nan"),
-                "yes_rate": sum(label for _, label in votes) / len(votes) if votes else float("nan"),
-                "median_seconds": float(mine["seconds"].median()) if len(mine) else float("nan"),
+                "agreement": agreed[worker_id] / judged[worker_id] if judged[worker_id] else float("nan"),
+                "yes_rate": yes[worker_id] / voted[worker_id] if voted[worker_id] else float("nan"),
+                "median_seconds": float(medians[worker_id]) if worker_id in medians else float("nan"),
                 "too_fast": worker.too_fast,
                 "banned": bool(worker.banned),
                 # Which rule stopped it (gold, too_fast, constant); empty for a worker not stopped.
@@ -74,13 +88,13 @@ def worker_quality(session: Session, project_id: int, consensus: pd.Series) -> p
 
 
 def _votes(answers: pd.DataFrame):
-    """(question key, 1/0) for every patch answer and every cell of every grid answer."""
-    for task_id, value, kind, grid_size in zip(
-        answers["task_id"], answers["value"], answers["kind"], answers["grid_size"]
+    """(worker, question key, 1/0) for every patch answer and every cell of every grid answer."""
+    for worker_id, task_id, value, kind, grid_size in zip(
+        answers["worker_id"], answers["task_id"], answers["value"], answers["kind"], answers["grid_size"]
     ):
         if kind == "patch":
-            yield str(task_id), int(value == "yes")
+            yield worker_id, str(task_id), int(value == "yes")
         elif kind == "grid" and isinstance(value, dict):
             clicked = set(value.get("cells", []))
             for cell in range(int(grid_size or 0) ** 2):
-                yield f"{task_id}:{cell}", int(cell in clicked)
+                yield worker_id, f"{task_id}:{cell}", int(cell in clicked)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 import numpy as np
 import pandas as pd
@@ -235,8 +235,13 @@ def build_masks(
     formats: Iterable[str] = ("png",),
     progress: Callable[[int], None] | None = None,
     problems: list[InputProblem] | None = None,
+    builder: MaskBuilder | None = None,
+    image_ids: Collection[int] | None = None,
 ) -> list[MaskStats]:
     """Aggregate, rasterize and export every image's mask; record each in the store with its IoU vs GT.
+
+    ``builder``: an aggregation already made (:class:`MaskBuilder`), instead of a new one; ``image_ids``:
+    only these images' masks (the scale benchmark times the per-image part on a sample of a large study).
 
     The ground-truth mask and the saliency map are only read to score the mask, so when
     ``problems`` is given an unreadable one (edited or damaged since ``init``) is reported there
@@ -247,7 +252,7 @@ def build_masks(
     unknown = formats - set(EXPORT_FORMATS)
     if unknown:
         raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(EXPORT_FORMATS)}")
-    builder = MaskBuilder(project)
+    builder = builder or MaskBuilder(project)
     threshold = project.config.patches.mask_threshold
     out = project.path("masks")
     with project.sessions() as session:
@@ -258,6 +263,9 @@ def build_masks(
             .where(ImageRow.project_id == project.id, ImageRow.stage.notin_(("new", "error")))
             .order_by(ImageRow.id)
         ).all()
+    if image_ids is not None:
+        wanted = set(image_ids)
+        images = [row for row in images if row.id in wanted]
     stats: list[MaskStats] = []
     coco: list[CocoImage] = []
     for row in images:

@@ -128,6 +128,15 @@ class TaskRow(Base):
             sqlite_where=text("state = 'open'"),
             postgresql_where=text("state = 'open'"),
         ),
+        # A gold check starts at a random gold question and walks on to one the worker has not seen:
+        # sorting every gold question at random cost a scan of them all (two per image) per check.
+        Index(
+            "ix_task_gold",
+            "project_id",
+            "id",
+            sqlite_where=text("kind = 'gold'"),
+            postgresql_where=text("kind = 'gold'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

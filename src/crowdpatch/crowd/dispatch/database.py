@@ -330,7 +330,15 @@ class DatabaseDispatcher(Dispatcher):
     def _pick_gold(self, session: Session, worker_id: int) -> Any:
         if sql.HAS_OPEN.one(session, project=self.project_id) is None:
             return None
-        return sql.GOLD_PICK.one(session, project=self.project_id, worker=worker_id)
+        ids = sql.GOLD_IDS.one(session, project=self.project_id)
+        if ids is None or ids.first is None:
+            return None
+        start = self.rng.randint(ids.first, ids.last)
+        return sql.GOLD_PICK.one(session, project=self.project_id, worker=worker_id, start=start) or (
+            sql.GOLD_PICK.one(session, project=self.project_id, worker=worker_id, start=ids.first)
+            if start > ids.first
+            else None
+        )
 
     def _pick_open(self, session: Session, worker_id: int, mode: Mode, now: float) -> Any:
         """The first question in priority order with a slot for this worker, locked; expired slots first.

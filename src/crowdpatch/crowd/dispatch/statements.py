@@ -59,9 +59,14 @@ ANY_EXPIRED = Statement("SELECT 1 FROM lease WHERE expires_at <= :now LIMIT 1")
 HAS_OPEN = Statement(
     f"SELECT 1 FROM task WHERE project_id = :project AND state = 'open' AND kind IN {sql_list(PIPELINE_KINDS)} LIMIT 1"
 )
+GOLD_IDS = Statement(
+    f"SELECT min(id) AS first, max(id) AS last FROM task WHERE project_id = :project AND kind = '{GOLD}'",
+    columns={"first": None, "last": None},
+)
+# From a random id on (ix_task_gold), the first gold question the worker has not seen; the caller wraps around.
 GOLD_PICK = Statement(
-    f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.kind = '{GOLD}' AND {_UNSEEN}"
-    " ORDER BY random() LIMIT 1",
+    f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.kind = '{GOLD}' AND t.id >= :start"
+    f" AND {_UNSEEN} ORDER BY t.id LIMIT 1",
     columns=TASK_COLUMNS,
 )
 BY_CLIENT = Statement(
