@@ -504,6 +504,14 @@ def test_experiment_tensors_keep_each_guides_training_masks(tmp_path: Path) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["experiment.pt"]
 
 
+def test_experiment_tensors_load_without_writing_beside_the_file(tmp_path: Path) -> None:
+    """Several GPU jobs load one file at once: a load that wrote a scratch file beside it would collide."""
+    save_experiment_tensors({"gt": make_splits(12, 6)}, tmp_path / "experiment.pt")
+    (tmp_path / "experiment.splits.tmp").mkdir()  # what an earlier version wrote to, now in the way
+    loaded = load_experiment_tensors(tmp_path / "experiment.pt")
+    assert list(loaded) == ["gt"] and len(loaded["gt"]["train"]) == 12
+
+
 def test_guided_dataset_yields_image_label_group_guide_and_flag() -> None:
     split = make_split(4)
     image, label, group, guide, flag = GuidedDataset(split)[3]

@@ -53,6 +53,16 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 def save_splits(splits: dict[str, SplitTensors], path: Path) -> None:
     """Write splits compactly: pixels and masks as uint8 (a quarter of float32's size)."""
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(_pack(splits), tmp)
+    tmp.replace(path)
+
+
+def load_splits_file(path: Path) -> dict[str, SplitTensors]:
+    return _unpack(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _pack(splits: dict[str, SplitTensors]) -> dict[str, dict]:
     packed = {}
     for name, split in splits.items():
         packed[name] = {
@@ -61,13 +71,10 @@ def save_splits(splits: dict[str, SplitTensors], path: Path) -> None:
             "gt": split.gt.to(torch.int8),
             **{f.name: getattr(split, f.name) for f in fields(split) if f.name not in ("images", "guides", "gt")},
         }
-    tmp = Path(path).with_suffix(".tmp")
-    torch.save(packed, tmp)
-    tmp.replace(path)
+    return packed
 
 
-def load_splits_file(path: Path) -> dict[str, SplitTensors]:
-    packed = torch.load(path, map_location="cpu", weights_only=True)
+def _unpack(packed: dict[str, dict]) -> dict[str, SplitTensors]:
     splits = {}
     for name, data in packed.items():
         data = dict(data)
@@ -81,7 +88,6 @@ def load_splits_file(path: Path) -> dict[str, SplitTensors]:
 def save_experiment_tensors(splits_by_guide: dict[str, dict[str, SplitTensors]], path: Path) -> None:
     """All guides of one project in one file: the splits once, plus each guide's training masks."""
     guides = list(splits_by_guide)
-    base = dict(splits_by_guide[guides[0]])
     packed_guides = {
         guide: {
             "guides": (splits["train"].guides * 255).round().to(torch.uint8),
@@ -90,20 +96,14 @@ def save_experiment_tensors(splits_by_guide: dict[str, dict[str, SplitTensors]],
         for guide, splits in splits_by_guide.items()
     }
     tmp = Path(path).with_suffix(".tmp")
-    save_splits(base, tmp)
-    packed = torch.load(tmp, weights_only=True)
-    torch.save({"splits": packed, "train_guides": packed_guides}, tmp)
+    torch.save({"splits": _pack(splits_by_guide[guides[0]]), "train_guides": packed_guides}, tmp)
     tmp.replace(path)
 
 
 def load_experiment_tensors(path: Path) -> dict[str, dict[str, SplitTensors]]:
+    """Read in memory only: several runs may load one file at once (one process per GPU job)."""
     data = torch.load(path, map_location="cpu", weights_only=True)
-    tmp = Path(path).with_suffix(".splits.tmp")
-    torch.save(data["splits"], tmp)
-    try:
-        base = load_splits_file(tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    base = _unpack(data["splits"])
     result = {}
     for guide, masks in data["train_guides"].items():
         train = base["train"]
