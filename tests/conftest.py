@@ -206,6 +206,17 @@ def photo_project(tmp_path: Path, landscape_photos: Path) -> Callable[..., Proje
 # -- browser tests (Debian's chromium, driven by Playwright) ------------------------------------
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The CPU is small and shared: one thread keeps tiny trainings fast and timings stable."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def patient_expectations() -> None:
     """Playwright's assertions wait up to 15 s (not 5): on a busy 2-core machine a server round trip under load

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from crowdpatch.datasets import CUTOUT_DEFAULTS, SHAPES_DEFAULTS, CutoutSource, builtin_spec
@@ -22,12 +21,7 @@ HORSES = f"horse={DATA / 'weizmann_horse' / 'rgb'}:{DATA / 'weizmann_horse' / 'f
 COCO = f"coco={DATA / 'coco_mval_subset' / 'img'}:{DATA / 'coco_mval_subset' / 'gt'}"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_cutouts_take_their_own_defaults_and_anything_given_wins(tmp_path: Path) -> None:

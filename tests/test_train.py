@@ -53,13 +53,7 @@ from crowdpatch.train.trainer import TrainConfig, fit
 GROUP_NAMES = ["a|background=land", "a|background=water", "b|background=land", "b|background=water"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CPU is small and shared: one thread keeps tiny trainings fast and timings stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_split(n: int = 32, size: int = 32, seed: int = 0, guided: bool = True) -> SplitTensors:
