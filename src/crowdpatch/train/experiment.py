@@ -85,13 +85,19 @@ def markdown_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_worst_group(table: dict, path: Path) -> Path:
+def plot_worst_group(table: dict, path: Path, runs: list[dict] | None = None) -> Path:
+    """Mean test worst-group accuracy per guide (error bar: std over seeds), each seed as a dot."""
     guides = list(table)
     means = [table[g]["worst_group"]["mean"] for g in guides]
     stds = [table[g]["worst_group"]["std"] for g in guides]
-    fig, ax = plt.subplots(figsize=(4.5, 3), dpi=100)
-    ax.bar(guides, means, yerr=stds, color=["#999999" if g == "none" else "#2a7ab9" for g in guides], capsize=4)
-    ax.set_ylim(0, 1)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(guides) + 1), 3), dpi=100)
+    positions = range(len(guides))
+    ax.bar(positions, means, yerr=stds, color=["#999999" if g == "none" else "#2a7ab9" for g in guides], capsize=4)
+    for x, guide in zip(positions, guides):
+        seeds = [r["test"]["worst_group"] for r in runs or [] if r["config"]["guide"] == guide]
+        ax.plot([x] * len(seeds), seeds, "o", color="#222222", markersize=3, zorder=3)
+    ax.set_xticks(list(positions), guides, rotation=20 if len(guides) > 4 else 0)
+    ax.set_ylim(0, 1.02)
     ax.set_ylabel("test worst-group accuracy")
     ax.set_title("attention guide vs shortcut")
     fig.tight_layout()
@@ -168,7 +174,7 @@ def write_experiment(
     (out / "results.json").write_text(
         json.dumps({"table": result.table, "runs": result.runs}, indent=2) + "\n", encoding="utf-8"
     )
-    bar = plot_worst_group(result.table, out / "worst_group.png")
+    bar = plot_worst_group(result.table, out / "worst_group.png", result.runs)
     cams = plot_cams(result, test, train, base, out / "cams.png")
     rows = "".join(
         f"<tr><th>{html.escape(guide)}</th>"
