@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from benchkit import DATA, markdown_table, write_section
+from benchkit import DATA, cpu_model, markdown_table, write_section
 from crowdpatch.project import Project
 from crowdpatch.store.models import AnswerRow, ImageRow, MaskRow, TaskRow
 
@@ -124,6 +125,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--loss", default="bgswap+cam", help="Attention loss of every guided run.")
+    parser.add_argument("--model", default="smallcnn", help="smallcnn (CPU), resnet18, resnet34 or resnet50.")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto.")
     parser.add_argument("--out", type=Path, default=None, help="Experiment folder (default: WORK/experiment).")
     parser.add_argument("--write", action="store_true", help="Write the table to docs/benchmarks.md.")
     args = parser.parse_args()
@@ -133,18 +136,25 @@ def main() -> None:
     if not (out / "results.json").is_file():
         crowdpatch(
             "experiment", "cut", "--guides", "none,saliency,patch,gt", "--patch-from", "fixed=cut-fixed",
-            "--seeds", args.seeds, "--epochs", args.epochs, "--image-size", 64, "--device", "cpu",
+            "--seeds", args.seeds, "--epochs", args.epochs, "--image-size", 64, "--device", args.device,
+            "--model", args.model,
             "--loss", args.loss, "--out", out, cwd=work,
         )  # fmt: skip
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     crowd = {"patch": crowd_figures(work / "cut"), "patch-fixed": crowd_figures(work / "cut-fixed")}
     rows = table_rows(results, crowd)
-    loss = results["runs"][0]["config"]["loss"]
-    command = f"python bench/cutouts.py --work DIR{'' if loss == 'bgswap+cam' else ' --loss ' + loss} --write"
+    config = results["runs"][0]["config"]
+    options = "".join(
+        f" --{name} {config[name]}"
+        for name, default in (("loss", "bgswap+cam"), ("model", "smallcnn"), ("device", "cpu"))
+        if config[name] != default
+    )
+    device = results["runs"][0].get("device", config["device"])
+    where = f"{os.cpu_count()} CPU cores ({cpu_model()})" if device == "cpu" else f"one GPU ({device})"
     text = (
-        f"`{command}` (smallcnn, {args.epochs} epochs, trained at 64 px on 2 CPU cores, loss `{loss}` for every "
-        f"guided run, model chosen on validation worst-group accuracy; report: `DIR/experiment/index.html`)\n\n"
-        + markdown_table(rows)
+        f"`python bench/cutouts.py --work DIR{options} --write` ({config['model']}, {args.epochs} epochs, trained at "
+        f"64 px on {where}, loss `{config['loss']}` for every guided run, model chosen on validation worst-group "
+        f"accuracy; report: `DIR/experiment/index.html`)\n\n" + markdown_table(rows)
     )
     print(text)
     if args.write:
