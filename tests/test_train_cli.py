@@ -24,7 +24,7 @@ from crowdpatch.train.commands import LOSS_NAMES
 from crowdpatch.train.data import GUIDES
 from crowdpatch.train.losses import AUGMENTATIONS, PENALTIES
 from crowdpatch.train.models import create_model
-from crowdpatch.train.tensors import SplitTensors, save_splits
+from crowdpatch.train.tensors import SplitTensors, load_splits_file, save_experiment_tensors, save_splits
 from helpers.cli import cli_env, squash
 
 METRICS = ("accuracy", "worst_group", "energy_in_mask", "pointing_game", "cam_iou")
@@ -261,6 +261,33 @@ def test_experiment_from_exported_tensors_gives_the_same_kind_of_table(
     for mine, theirs in zip(got["runs"], expected["runs"], strict=True):
         for mine_epoch, their_epoch in zip(mine["history"], theirs["history"], strict=True):
             assert mine_epoch == pytest.approx(their_epoch, abs=1e-4)
+
+
+SERVER_PACKAGES = ("sqlalchemy", "alembic", "fastapi", "starlette", "crowdkit", "pycocotools", "cv2", "pandas")
+"""What a GPU machine with only PyTorch lacks: `python -m crowdpatch.train experiment` must not need them."""
+
+
+def test_experiment_runs_from_tensors_where_only_pytorch_is_installed(tmp_path: Path) -> None:
+    tensors = tmp_path / "experiment.pt"
+    save_experiment_tensors({"gt": load_splits_file(tiny_tensors_file(tmp_path / "splits.pt"))}, tensors)
+    block = "; ".join(f"sys.modules[{name!r}] = None" for name in SERVER_PACKAGES)  # import raises ImportError
+    args = ["experiment", "--tensors", str(tensors), "--guides", "gt", "--seeds", "1", "--epochs", "1"]
+    args += ["--image-size", "32", "--device", "cpu", "--out", str(tmp_path / "out")]
+    script = f"import runpy, sys; {block}; sys.argv = ['crowdpatch.train', *{args!r}]; "
+    script += "runpy.run_module('crowdpatch.train', run_name='__main__')"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**cli_env(), "OMP_NUM_THREADS": "1"},
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert_experiment_written(tmp_path / "out", ["gt"])
+    assert "| gt |" in result.stdout
 
 
 # -- torchrun --------------------------------------------------------------------------------------
