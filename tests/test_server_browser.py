@@ -243,6 +243,7 @@ def test_the_dashboard_shows_answers_workers_and_mask_previews(live, page, scree
     page.goto(f"{server.url}/admin/{server.project.config.name}?key={key}")
     expect(page.locator("#workers")).to_contain_text("helper-1")
     expect(page.locator("#progress")).to_contain_text("answers")
+    expect(page.locator("#as-of")).to_have_text(re.compile(r"figures as of \d+ s ago"))
     expect(page.locator("#previews img").first).to_be_visible()
     page.get_by_role("button", name="Make links").click()
     expect(page.locator("#links")).to_contain_text("PROLIFIC_PID")

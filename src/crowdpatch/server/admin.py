@@ -15,10 +15,10 @@ from crowdpatch.masks.build import build_masks
 from crowdpatch.server import images
 from crowdpatch.server.api import DB_INT_MAX
 from crowdpatch.server.platforms import worker_link
-from crowdpatch.server.progress import pace, progress
+from crowdpatch.server.progress import progress
 from crowdpatch.server.schemas import ExportRequest, InviteRequest
 from crowdpatch.server.state import Requester, State, check_project
-from crowdpatch.server.tokens import local_completion_code, make_invite
+from crowdpatch.server.tokens import make_invite
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 from crowdpatch.summary import summarize
 
@@ -34,19 +34,13 @@ def get_progress(project: str, state: State) -> dict:
 
 @router.get("/dashboard")
 def dashboard(project: str, state: State) -> dict:
-    """Everything the dashboard shows: progress, pace and measured times, the worker-quality table, previews."""
+    """Everything the dashboard shows (progress, pace and measured times, the worker-quality table, previews).
+
+    The figures are the latest that the background refresh computed (:mod:`crowdpatch.server.snapshot`):
+    ``as_of`` says when (epoch seconds), ``stale_seconds`` how long ago, ``compute_seconds`` what they cost.
+    """
     check_project(state, project)
-    live = state.live_masks
-    workers = live.workers()
-    for row in workers:
-        if row["platform"] == "local":
-            row["completion_code"] = local_completion_code(state.server.invite_secret, row["worker_row"])
-    return {
-        "progress": progress(state.project),
-        "pace": pace(state.project),
-        "workers": workers,
-        "previews": live.preview_images(),
-    }
+    return state.dashboard.current()
 
 
 @router.get("/masks/{image_id}.png", response_class=Response)

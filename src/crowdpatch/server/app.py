@@ -81,6 +81,7 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            _app.state.crowdpatch.dashboard.stop()
             if checkpointer is not None:
                 checkpointer.stop()
 

@@ -15,6 +15,7 @@ from crowdpatch.server.images import TaskPictures
 from crowdpatch.server.photos import PhotoStore
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.refusals import WorkerRefused
+from crowdpatch.server.snapshot import DashboardSnapshot, dashboard_figures
 from crowdpatch.server.store_health import StoreHealth
 from crowdpatch.server.tokens import BadToken, SessionExpired, WorkerSession, constant_time_equal, read_session
 
@@ -33,10 +34,15 @@ class ServerState:
     """The outlines pick questions offer: one store per process, so a pick's candidates are computed once."""
     pictures: TaskPictures = field(init=False)
     """Task pictures, drawn from the photos scaled once (``scaled/``) and kept within byte budgets."""
+    dashboard: DashboardSnapshot = field(init=False)
+    """The dashboard's figures, refreshed by one background thread while dashboards are open."""
 
     def __post_init__(self) -> None:
         self.choices = ChoiceOutlines(self.project.directory, self.project.config)
         self.pictures = TaskPictures(PhotoStore(self.project.directory))
+        self.dashboard = DashboardSnapshot(
+            lambda: dashboard_figures(self.project, self.live_masks, self.server.invite_secret)
+        )
 
     @property
     def name(self) -> str:

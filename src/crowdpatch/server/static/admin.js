@@ -20,6 +20,9 @@
     html += "<br>" + Object.entries(p.questions).map(([kind, s]) => stat(`${esc(kind)} questions done / open`, `${s.done} / ${s.open}`)).join("");
     html += "<br>" + stat("answers", p.answers);
     $("progress").innerHTML = html;
+    // The figures are computed in the background: say how old they are, and what computing them took.
+    $("as-of").textContent = `figures as of ${Math.round(d.stale_seconds)} s ago`;
+    $("as-of").title = `computed in ${fmt(d.compute_seconds)} s`;
     let pace = stat("answers per minute (last 5 min)", d.pace.answers_per_minute);
     for (const [name, v] of Object.entries(d.pace)) {
       if (typeof v !== "object") continue;
