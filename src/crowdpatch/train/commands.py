@@ -190,7 +190,7 @@ def experiment(
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
-        task = progress.add_task("experiment", total=len(names) * seeds)
+        task = progress.add_task("experiment", total=len(splits_by_guide) * seeds)
         with reported_errors():
             result = run_experiment(
                 splits_by_guide,
