@@ -25,15 +25,14 @@ def test_a_second_process_waits_for_the_first_ones_transaction_and_never_leases_
     for planner in (first, second):  # each has swept its expired leases (a write) and now only reads before leasing
         planner.next_task(carol)
     picked, release = threading.Event(), threading.Event()
-    real_pick = first._pick_open
+    real_lease = first._lease
 
     def pick_then_hold(*args):
-        task = real_pick(*args)  # the question is chosen, its lease not yet written
-        picked.set()
+        picked.set()  # the question is chosen, its lease not yet written
         release.wait(10)
-        return task
+        return real_lease(*args)
 
-    first._pick_open = pick_then_hold
+    first._lease = pick_then_hold
     leased: dict[str, object] = {}
     one = threading.Thread(target=lambda: leased.update(alice=first.next_task(alice)))
     two = threading.Thread(target=lambda: leased.update(bob=second.next_task(bob)))

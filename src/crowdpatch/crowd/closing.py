@@ -18,20 +18,28 @@ from sqlalchemy.orm.attributes import set_committed_value
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.kinds import GOLD, POLYGON, VERIFY, YES, sql_list
-from crowdpatch.crowd.questions import QuestionFacts, insert_window_tasks
+from crowdpatch.crowd.questions import QuestionFacts, insert_window_tasks, region_windows
 from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
 from crowdpatch.store.db import backend_of
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
 from crowdpatch.store.sql import Statement
 
-_MARK_DONE = Statement("UPDATE task SET state = 'done', decision = :decided WHERE id = :task")
+_OUTSIDE_PIPELINE = (GOLD, POLYGON)
+"""Kinds whose open questions do not keep an image from being done."""
 # The literal 'open' (not a parameter) lets SQLite use the partial index ix_task_open_per_image.
 _OPEN_PIPELINE_QUESTION = Statement(
-    f"SELECT id FROM task WHERE image_id = :image AND kind NOT IN {sql_list((GOLD, POLYGON))}"
+    f"SELECT id FROM task WHERE image_id = :image AND kind NOT IN {sql_list(_OUTSIDE_PIPELINE)}"
     " AND state = 'open' LIMIT 1",
     columns={"id": None},
 )
-_REGION_BOX = Statement("SELECT box FROM region WHERE id = :region", columns={"box": RegionRow.__table__.c.box.type})
+# A closed question wants no more answers: its leases go with it (nobody's answer to it is taken now).
+_RELEASE = Statement("DELETE FROM lease WHERE task_id = :task")
+_MARK_DONE = Statement("UPDATE task SET state = 'done', decision = :decided, leases_count = 0 WHERE id = :task")
+# PostgreSQL: the image's lock, the release and the mark, then whether another pipeline question of the
+# image is open, read under the lock, in one call (the function migration 0008 installs).
+_CLOSE_POSTGRES = Statement(
+    "SELECT crowdpatch_close(:task, :image, :decided, :outside) AS others_open", columns={"others_open": None}
+)
 
 
 def close(
@@ -40,13 +48,13 @@ def close(
     """Close ``question`` with ``decision`` (None for grids and polygons); ``follow`` creates what follows.
 
     Returns how many questions were created (``follow`` says how many). The image is finished here when
-    nothing new is open.
+    nothing new is open: where closing told whether another of its questions is open, that still holds
+    when ``follow`` created nothing (questions close only here, and each closing checks its image).
     """
-    lock_image(session, question.image_id)
-    mark_done(session, question.id, decision)
+    others_open = mark_done(session, question, decision)
     created = follow() if follow is not None else 0
     if question.kind != POLYGON and not created:  # the polygon baseline decides nothing in the patch pipeline
-        finish_image_if_done(session, question.image_id)
+        finish_image_if_done(session, question.image_id, others_open)
     return created
 
 
@@ -60,19 +68,35 @@ def lock_image(session: Session, image_id: int) -> None:
         session.get(ImageRow, image_id, with_for_update=True)
 
 
-def mark_done(session: Session, question_id: int, decision: str | None) -> None:
-    """One UPDATE; a row the session has loaded is kept in step without a flush (which cost more than closing it)."""
-    _MARK_DONE.run(session, task=question_id, decided=decision)
-    loaded = session.identity_map.get(session.identity_key(TaskRow, question_id)) if session.identity_map else None
+def mark_done(session: Session, question: QuestionFacts, decision: str | None) -> bool | None:
+    """The question done with its decision and its leases released, its image locked (:func:`lock_image`).
+
+    Returns whether another pipeline question of the image is still open, where the backend tells
+    it in the same round trip (PostgreSQL), else None. A row the session has loaded is kept in step
+    without a flush (which cost more than closing it).
+    """
+    others_open = None
+    if backend_of(session) == "postgresql":
+        others_open = _CLOSE_POSTGRES.scalar(
+            session, task=question.id, image=question.image_id, decided=decision, outside=list(_OUTSIDE_PIPELINE)
+        )
+    else:
+        _RELEASE.run(session, task=question.id)
+        _MARK_DONE.run(session, task=question.id, decided=decision)
+    loaded = session.identity_map.get(session.identity_key(TaskRow, question.id)) if session.identity_map else None
     if loaded is not None:
         set_committed_value(loaded, "state", "done")
         set_committed_value(loaded, "decision", decision)
+        set_committed_value(loaded, "leases_count", 0)
+    return others_open
 
 
-def finish_image_if_done(session: Session, image_id: int) -> None:
-    """An image whose pipeline questions are all decided moves to stage "done"."""
-    session.flush()
-    if _OPEN_PIPELINE_QUESTION.one(session, image=image_id) is None:
+def finish_image_if_done(session: Session, image_id: int, others_open: bool | None = None) -> None:
+    """An image whose pipeline questions are all decided moves to stage "done" (``others_open``: known already)."""
+    if others_open is None:
+        session.flush()
+        others_open = _OPEN_PIPELINE_QUESTION.one(session, image=image_id) is not None
+    if not others_open:
         session.get(ImageRow, image_id).stage = "done"
 
 
@@ -80,10 +104,10 @@ def create_children(session: Session, window: QuestionFacts, config: ProjectConf
     """The children of a window voted "yes" (those not asked already), unless it is at the depth or size limit."""
     key = WindowKey.parse(window.key or "")
     patches = config.patches
-    region_box = Box.from_list(_REGION_BOX.scalar(session, region=window.region_id))
+    region_box, known = region_windows(session, window.region_id)
     if not can_subdivide(region_box, key, patches.max_depth, patches.min_side):
         return 0
-    return insert_window_tasks(session, window, region_box, children(key), config)
+    return insert_window_tasks(session, window, region_box, children(key), config, known)
 
 
 def verified_regions(session: Session, image_id: int) -> list[RegionRow] | None:

@@ -159,8 +159,21 @@ _WINDOW_KEYS = Statement(f"SELECT key FROM task WHERE region_id = :region AND ki
 _INSERT_TASKS = insert(TaskRow.__table__)
 
 
+_REGION_WINDOWS = Statement(
+    f"SELECT r.box, t.key FROM region r LEFT JOIN task t ON t.region_id = r.id AND t.kind = '{PATCH}'"
+    " WHERE r.id = :region",
+    columns={"box": RegionRow.__table__.c.box.type, "key": None},
+)
+
+
 def existing_keys(session: Session, region_id: int) -> set[str]:
     return {row.key for row in _WINDOW_KEYS.all(session, region=region_id)}
+
+
+def region_windows(session: Session, region_id: int) -> tuple[Box, set[str]]:
+    """A region's box and the keys of the windows already asked in it, in one statement."""
+    rows = _REGION_WINDOWS.all(session, region=region_id)
+    return Box.from_list(rows[0].box), {row.key for row in rows if row.key is not None}
 
 
 def window_task_values(
@@ -213,11 +226,17 @@ def add_first_windows(
 
 
 def insert_window_tasks(
-    session: Session, parent: QuestionFacts, region_box: Box, keys: list[WindowKey], config: ProjectConfig
+    session: Session,
+    parent: QuestionFacts,
+    region_box: Box,
+    keys: list[WindowKey],
+    config: ProjectConfig,
+    known: set[str] | None = None,
 ) -> int:
     """The windows ``keys`` under the window ``parent``, in one INSERT; those already asked (shared with a
-    neighbouring parent) are skipped. How many questions it created."""
-    known = existing_keys(session, parent.region_id)
+    neighbouring parent; ``known``: their keys, when read already) are skipped. How many questions it created."""
+    if known is None:
+        known = existing_keys(session, parent.region_id)
     values = window_task_values(
         parent.project_id, parent.image_id, parent.region_id, region_box, keys, config, (parent.id, parent.key), known
     )

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import bindparam, delete, select, text
@@ -93,6 +94,31 @@ def is_deadlock(exc: BaseException) -> bool:
         if getattr(error, "sqlstate", None) == DEADLOCK_SQLSTATE:
             return True
     return False
+
+
+@dataclass(frozen=True)
+class _NextFacts:
+    """What leasing a worker's next question reads, read by the statement that stored its answer (PostgreSQL)."""
+
+    held: list[Any]
+    """The worker's live unanswered leases, with their questions (rows of ``statements.HELD``)."""
+    expired: bool
+    """Whether any lease had expired (the hand-out then looks at expired slots first)."""
+
+
+def _counters_of(worker_id: int, row: dict[str, Any]) -> tuple[WorkerCounters, int, bool]:
+    """The worker's quality counters, answers given and whether its session is finished, from a row of them."""
+    counters = WorkerCounters(
+        worker_id,
+        row["attributes"],
+        row["gold_seen"],
+        row["gold_correct"],
+        row["too_fast"],
+        row["quality"],
+        bool(row["banned"]),
+        row["stopped_reason"],
+    )
+    return counters, row["given"], bool(row["finished"])
 
 
 @dataclass(frozen=True)
@@ -285,9 +311,11 @@ class DatabaseDispatcher(Dispatcher):
         max_answers: int | None,
         now: float,
         known: StoredAnswer | None = None,
+        facts: _NextFacts | None = None,
     ) -> Assignment | None:
         """:meth:`next_task` inside the caller's transaction; ``known``: the worker's answer just stored in it
-        (which says whether the worker is stopped and how many answers it has given: one statement less)."""
+        (which says whether the worker is stopped and how many answers it has given: one statement less);
+        ``facts``: the worker's held leases and whether any lease expired, read by that answer (PostgreSQL)."""
         if known is not None:
             stopped, reason, finished, given = known.worker_stopped, "stopped", False, known.answers_given or 0
         else:
@@ -301,22 +329,25 @@ class DatabaseDispatcher(Dispatcher):
         if now >= self._next_sweep:
             self._sweep(session, now)
         expires_at = now + self.config.crowd.lease_seconds
-        held = sql.HELD.all(session, worker=worker_id, now=now)
+        held = facts.held if facts is not None else sql.HELD.all(session, worker=worker_id, now=now)
         for lease in held:
             if lease.id not in exclude and (lease.state == "open" or lease.kind == GOLD):
-                sql.EXTEND.run(session, lease=lease.lease_id, expires=expires_at)
-                return self._assignment(lease, expires_at)
+                if sql.EXTEND.run(session, lease=lease.lease_id, expires=expires_at).rowcount == 1:
+                    return self._assignment(lease, expires_at)
+                # Read by the answer's transaction, the lease was answered or handed on since: read again.
+                return self._next(session, worker_id, mode, exclude, max_answers, now, known)
         if len(held) >= self.MAX_HELD:
             raise TooManyHeld(f"you hold {len(held)} unanswered questions; answer them first")
         if not quota_leaves_room(given, len(held), max_answers):
             return None
-        task = None
         if mode == "patch" and self.config.crowd.gold_rate > 0 and self.rng.random() < self.config.crowd.gold_rate:
             task = self._pick_gold(session, worker_id)
-        if task is None:
-            task = self._pick_open(session, worker_id, mode, now)
-        if task is None:
-            return None
+            if task is not None:
+                return self._lease(session, task, worker_id, now, expires_at)
+        expired = facts.expired if facts is not None else sql.ANY_EXPIRED.one(session, now=now) is not None
+        return self._lease_open(session, worker_id, mode, now, expires_at, expired)
+
+    def _lease(self, session: Session, task: Any, worker_id: int, now: float, expires_at: float) -> Assignment:
         sql.LEASE.run(session, task=task.id, worker=worker_id, expires=expires_at, now=now)
         sql.LEASED.run(session, task=task.id)
         return self._assignment(task, expires_at)
@@ -340,17 +371,30 @@ class DatabaseDispatcher(Dispatcher):
             else None
         )
 
-    def _pick_open(self, session: Session, worker_id: int, mode: Mode, now: float) -> Any:
-        """The first question in priority order with a slot for this worker, locked; expired slots first.
+    def _lease_open(
+        self, session: Session, worker_id: int, mode: Mode, now: float, expires_at: float, expired: bool
+    ) -> Assignment | None:
+        """Lease the first question in priority order with a slot for this worker; expired slots first.
 
         An expired lease whose question still wants its answer is overdue work, so it is handed on
         before fresh slots; its row is deleted, which is what refuses its holder's late answer.
+        Nearly always no lease has expired (``expired``: one probe of ix_lease_expires_at), and then
+        on PostgreSQL one call of ``crowdpatch_lease_first`` picks, re-checks and leases.
         """
-        params = {"project": self.project_id, "worker": worker_id, "now": now}
         queries = self.hand_out[mode]
-        # Nearly always no lease has expired: one probe of ix_lease_expires_at then spares the join.
-        expired = sql.ANY_EXPIRED.one(session, now=now) is not None
-        for variants in (queries.reclaim, queries.pick) if expired else (queries.pick,):
+        picks = queries.pick
+        if self.postgres and not expired:
+            assert queries.first is not None
+            pick, recheck = queries.first
+            leased = sql.LEASE_FIRST_POSTGRES.scalar(
+                session, pick=pick, recheck=recheck, project=self.project_id, worker=worker_id, now=now,
+                expires=expires_at,
+            )  # fmt: skip
+            if leased is not None:
+                return self._assignment(SimpleNamespace(**leased), expires_at)
+            picks = picks[1:]  # every free question was locked by someone else: wait for one
+        params = {"project": self.project_id, "worker": worker_id, "now": now}
+        for variants in (queries.reclaim, picks) if expired else (picks,):
             skipped: list[int] = [-1]
             # SKIP LOCKED spreads concurrent workers over questions; when everything wanted is locked
             # by someone else at this instant, a plain lock waits instead of wrongly answering "none".
@@ -374,7 +418,7 @@ class DatabaseDispatcher(Dispatcher):
                             skipped.append(row.id)
                             continue
                         sql.LEASED.run(session, task=row.id)
-                    return row
+                    return self._lease(session, row, worker_id, now, expires_at)
         return None
 
     def _still_free(
@@ -399,7 +443,7 @@ class DatabaseDispatcher(Dispatcher):
         """
         now = self.clock()
         with self._write() as session:
-            return self._store(session, answer, now, max_answers)
+            return self._store(session, answer, now, max_answers)[0]
 
     def submit_and_next(
         self, answer: NewAnswer, mode: Mode = "patch", exclude: tuple[int, ...] = (), max_answers: int | None = None
@@ -411,18 +455,43 @@ class DatabaseDispatcher(Dispatcher):
         the answer, which is acknowledged only after the commit, as with :meth:`submit`.
         """
         worker_id = answer.worker_id
+        now = self.clock()
         if self.postgres:
             # Two transactions: leasing the next question may wait for another process's row lock,
             # which must not happen while this one holds the answered question's (a deadlock).
-            stored = self.store(answer, max_answers)
-            return stored, self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
-        now = self.clock()
+            with self._write() as session:
+                stored, facts = self._store(session, answer, now, max_answers)
+            if stored.duplicate:
+                return stored, self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
+            return stored, self._next_task_or_reason(
+                lambda: self._next_in_transaction(worker_id, mode, exclude, max_answers, now, stored, facts)
+            )
         with self._write() as session:
-            stored = self._store(session, answer, now, max_answers)
+            stored, _ = self._store(session, answer, now, max_answers)
             known = None if stored.duplicate else stored  # a replay's count is the one it had then
             return stored, self._next_task_or_reason(
                 lambda: self._next(session, worker_id, mode, exclude, max_answers, now, known)
             )
+
+    def _next_in_transaction(
+        self,
+        worker_id: int,
+        mode: Mode,
+        exclude: tuple[int, ...],
+        max_answers: int | None,
+        now: float,
+        known: StoredAnswer,
+        facts: _NextFacts | None,
+    ) -> Assignment | None:
+        """PostgreSQL: the next question after an answer, in a transaction of its own (see :meth:`next_task`)."""
+        for attempt in range(1, HAND_OUT_ATTEMPTS + 1):
+            try:
+                with self._write() as session:
+                    return self._next(session, worker_id, mode, exclude, max_answers, now, known, facts)
+            except Exception as exc:
+                if not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     @staticmethod
     def _next_task_or_reason(lease: Callable[[], Assignment | None]) -> NextTask:
@@ -435,19 +504,36 @@ class DatabaseDispatcher(Dispatcher):
         except TooManyHeld:
             return NextTask(None, "too_many_held")
 
-    def _store(self, session: Session, answer: NewAnswer, now: float, max_answers: int | None = None) -> StoredAnswer:
-        """:meth:`store` inside the caller's transaction."""
+    def _store(
+        self, session: Session, answer: NewAnswer, now: float, max_answers: int | None = None
+    ) -> tuple[StoredAnswer, _NextFacts | None]:
+        """:meth:`store` inside the caller's transaction; on PostgreSQL also what leasing the worker's next
+        question needs, read by the same statement that stores the answer.
+
+        SQLite reads and writes in a statement per step; PostgreSQL reads everything under the
+        question's lock in one call (``crowdpatch_answering``, see migration 0008) and writes in one
+        statement (``STORE_POSTGRES``). The rules between reading and writing are the same.
+        """
         worker_id, task_id, client_id, seconds = answer.worker_id, answer.task_id, answer.client_id, answer.seconds
         if self.postgres:
-            sql.LOCK_TASK.run(session, task=task_id)
-        row = sql.ANSWERING.one(session, client=client_id, task=task_id, worker=worker_id)
-        if row is None or row.replay:
+            context = sql.ANSWERING_POSTGRES.scalar(
+                session, task=task_id, worker=worker_id, client=client_id, lock_worker=max_answers is not None
+            )
+            row = None if context["task"] is None else SimpleNamespace(**context["task"])
+            replay = context["replay"]
+        else:
+            row = sql.ANSWERING.one(session, client=client_id, task=task_id, worker=worker_id)
+            replay = row is not None and row.replay
+        if row is None or replay:
             replayed = self._replayed(session, worker_id, task_id, client_id)
             if replayed is not None:
-                return replayed
-        if self.postgres and max_answers is not None:
-            sql.LOCK_WORKER.run(session, worker=worker_id)
-        worker, given_before, finished = self._worker_counters(session, worker_id)
+                return replayed, None
+        counted: list[tuple[int, Any]] | None = None
+        if self.postgres:
+            worker, given_before, finished = _counters_of(worker_id, context["worker"])
+            counted = [(by, value) for by, value in context["counted"]]
+        else:
+            worker, given_before, finished = self._worker_counters(session, worker_id)
         check_session_open(finished, given_before, max_answers)
         if row is None or row.project_id != self.project_id or row.lease_id is None:
             # An expired lease whose slot went to another worker was deleted: its place is taken.
@@ -462,24 +548,48 @@ class DatabaseDispatcher(Dispatcher):
         )
         if row.kind != GOLD and row.state != "open":
             raise NotLeased(f"task {task_id} already has all its answers")
+
+        def before() -> list[Any]:
+            return [v for _, v in counted] if counted is not None else self._counted_values(session, task_id)
+
         if row.expires_at <= now and not late_answer_accepted(
-            row.kind, False, lambda: self._counted_values(session, task_id), row.votes_wanted, self.early_stop
+            row.kind, False, before, row.votes_wanted, self.early_stop
         ):
             raise late_refusal(task_id)
         shown_at = row.leased_at if row.leased_at is not None else now
         if seconds is None:
             seconds = answer_seconds(answer.client_ms, shown_at, now)
-        answer_id = sql.INSERT_ANSWER.one(session, **answer_row(answer, value, shown_at, now, seconds)).id
-        sql.DROP_LEASE.run(session, lease=row.lease_id)
+        columns = answer_row(answer, value, shown_at, now, seconds)
         given = given_before + 1
         was_stopped = worker.banned
         judged = GivenAnswer(row.kind, value, seconds, row.gold_answer)
-        stopped = record_answer_quality(worker, judged, self.config.crowd, given, session)
-        self._save_counters(session, worker)
-        # After the quality check: the answer that gets its worker stopped does not count either.
-        counted = self._counted(session, task_id)
-        values = [v for _, v in counted]
-        sql.ANSWERED.run(session, task=task_id, answers=len(values), disagree=first_two_disagree(values))
+        facts = None
+        if counted is not None:
+            stopped = record_answer_quality(worker, judged, self.config.crowd, given, session)
+            # After the quality check: the answer that gets its worker stopped does not count either.
+            counted = counted if worker.banned else [*counted, (worker_id, value)]
+            values = [v for _, v in counted]
+            written = sql.STORE_POSTGRES.one(
+                session,
+                **columns,
+                **{name: getattr(worker, name) for name in WorkerCounters.COLUMNS},
+                lease=row.lease_id,
+                answers=len(values),
+                disagree=first_two_disagree(values),
+                worker=worker_id,
+                now=now,
+            )
+            answer_id = written.id
+            held = [SimpleNamespace(**lease) for lease in written.held if lease["lease_id"] != row.lease_id]
+            facts = _NextFacts(held, written.expired)
+        else:
+            answer_id = sql.INSERT_ANSWER.one(session, **columns).id
+            sql.DROP_LEASE.run(session, lease=row.lease_id)
+            stopped = record_answer_quality(worker, judged, self.config.crowd, given, session)
+            self._save_counters(session, worker)
+            counted = self._counted(session, task_id)
+            values = [v for _, v in counted]
+            sql.ANSWERED.run(session, task=task_id, answers=len(values), disagree=first_two_disagree(values))
         done = False
         created = 0
         if row.kind != GOLD:
@@ -487,17 +597,15 @@ class DatabaseDispatcher(Dispatcher):
             question = QuestionFacts(task_id, row.kind, row.votes_wanted, place, row.key)
             outcome = self.policy.after_answer(session, self.config, question, counted)
             done, created = outcome.done, outcome.created
-            if done:
-                sql.CLOSE_LEASES.run(session, task=task_id)
-                sql.NO_LEASES.run(session, task=task_id)
-            elif outcome.votes_wanted != row.votes_wanted:
+            if not done and outcome.votes_wanted != row.votes_wanted:
                 # The hand-out query reads what the question now wants from its row.
                 sql.SET_WANTED.run(session, task=task_id, wanted=outcome.votes_wanted)
             if session.new or session.dirty:
                 session.flush()
         if worker.banned and not was_stopped:
             self._release_stopped(session, worker_id)
-        return StoredAnswer(answer_id, task_id, False, done, stopped or worker.banned, created, given)
+            facts = None  # its leases are gone, and it gets no next question
+        return StoredAnswer(answer_id, task_id, False, done, stopped or worker.banned, created, given), facts
 
     def _image_size(self, session: Session, image_id: int) -> tuple[int, int]:
         """An image's (width, height), read from the store once per image (an image never changes once added)."""
@@ -519,18 +627,7 @@ class DatabaseDispatcher(Dispatcher):
 
     def _worker_counters(self, session: Session, worker_id: int) -> tuple[WorkerCounters, int, bool]:
         """The worker's quality counters, how many answers it has given, and whether its session is finished."""
-        row = sql.COUNTERS.one(session, worker=worker_id)
-        counters = WorkerCounters(
-            worker_id,
-            row.attributes,
-            row.gold_seen,
-            row.gold_correct,
-            row.too_fast,
-            row.quality,
-            bool(row.banned),
-            row.stopped_reason,
-        )
-        return counters, row.given, bool(row.finished)
+        return _counters_of(worker_id, sql.COUNTERS.one(session, worker=worker_id)._asdict())
 
     def _save_counters(self, session: Session, worker: WorkerCounters) -> None:
         sql.SAVE_COUNTERS.run(

@@ -25,10 +25,17 @@ _JSON = _TASK.spec.type
 TASK_COLUMNS = {"id": None, "kind": None, "image_id": None, "box": _JSON, "grid_size": None, "spec": _JSON}
 """What handing a question out reads of it (:func:`~.rules.assignment`)."""
 _TASK_FIELDS = "t.id, t.kind, t.image_id, t.box, t.grid_size, t.spec"
-_UNSEEN = (
-    "NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
-    " AND NOT EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker)"
-)
+
+
+def _unseen(worker: str) -> str:
+    """The question ``t`` was neither answered nor leased by the worker ``worker`` names (a placeholder)."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = {worker})"
+        f" AND NOT EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = {worker})"
+    )
+
+
+_UNSEEN = _unseen(":worker")
 MODE_KINDS: dict[str, tuple[str, ...]] = {"patch": PIPELINE_KINDS, "polygon": (POLYGON,)}
 """The kinds a worker in each mode answers (gold is mixed into patch mode separately)."""
 
@@ -37,16 +44,13 @@ WORKER = Statement(
     " (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given FROM worker WHERE id = :worker",
     columns={"banned": Boolean(), "stopped_reason": None, "finished": Boolean(), "given": None},
 )
-# PostgreSQL: the worker's row lock, so two answers of one worker in two processes count each other's
-# (a statement of its own, so COUNTERS after it takes its snapshot once the lock is held).
-LOCK_WORKER = Statement("SELECT 1 FROM worker WHERE id = :worker FOR UPDATE")
-HELD = Statement(
+_HELD = (
     f"SELECT l.id AS lease_id, t.state, {_TASK_FIELDS} FROM lease l JOIN task t ON t.id = l.task_id"
     " WHERE l.worker_id = :worker AND l.expires_at > :now"
     " AND NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = l.task_id AND a.worker_id = :worker)"
-    " ORDER BY l.id",
-    columns={"lease_id": None, "state": None, **TASK_COLUMNS},
 )
+HELD_COLUMNS = {"lease_id": None, "state": None, **TASK_COLUMNS}
+HELD = Statement(_HELD + " ORDER BY l.id", columns=HELD_COLUMNS)
 EXTEND = Statement("UPDATE lease SET expires_at = :expires WHERE id = :lease")
 LEASE = Statement(
     "INSERT INTO lease (task_id, worker_id, expires_at, leased_at) VALUES (:task, :worker, :expires, :now)"
@@ -55,7 +59,8 @@ LEASE = Statement(
 # another writer (a test, the in-process simulator) cannot leave them off for long.
 LEASED = Statement("UPDATE task SET leases_count = (SELECT count(*) FROM lease WHERE task_id = :task) WHERE id = :task")
 DROP_LEASE = Statement("DELETE FROM lease WHERE id = :lease")
-ANY_EXPIRED = Statement("SELECT 1 FROM lease WHERE expires_at <= :now LIMIT 1")
+_ANY_EXPIRED = "SELECT 1 FROM lease WHERE expires_at <= :now LIMIT 1"
+ANY_EXPIRED = Statement(_ANY_EXPIRED)
 HAS_OPEN = Statement(
     f"SELECT 1 FROM task WHERE project_id = :project AND state = 'open' AND kind IN {sql_list(PIPELINE_KINDS)} LIMIT 1"
 )
@@ -74,9 +79,6 @@ BY_CLIENT = Statement(
     columns={"id": None, "worker_id": None, "task_id": None},
 )
 TASK_STATE = Statement("SELECT state FROM task WHERE id = :task", columns={"state": None})
-# PostgreSQL: the question's row lock first; ANSWERING (a statement of its own, so a snapshot taken once
-# the lock is held) then sees any lease another process deleted meanwhile.
-LOCK_TASK = Statement("SELECT 1 FROM task WHERE id = :task FOR UPDATE")
 # What an answer needs to know, in one statement: whether its client id was seen (a replay), the
 # question, and this worker's lease on it (none: not leased, or its slot went to someone else).
 ANSWERING = Statement(
@@ -137,9 +139,39 @@ SAVE_COUNTERS = Statement(
     "UPDATE worker SET " + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS) + " WHERE id = :worker",
     params={"attributes": WorkerRow.__table__.c.attributes.type},
 )
+# PostgreSQL: one call of the function migration 0008 installs locks the question (and the worker, when
+# its session has a quota), then reads with a fresh snapshot what ANSWERING, COUNTERS and COUNTED read.
+ANSWERING_POSTGRES = Statement(
+    "SELECT crowdpatch_answering(:task, :worker, :client, :lock_worker) AS context", columns={"context": None}
+)
+_ANSWER_COLUMNS = (
+    "task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source, worker_session"
+)
+# PostgreSQL: everything an answer writes, in one statement, under the question's lock (and the worker's
+# row, which only this answer's transaction writes). The sub-statements share one snapshot, so the lease
+# count leaves out the lease deleted beside it. It returns what leasing the worker's next question needs
+# (its held leases, the answered one among them, and whether any lease expired): one statement less there.
+STORE_POSTGRES = Statement(
+    f"WITH stored AS (INSERT INTO answer ({_ANSWER_COLUMNS}) VALUES"
+    f" ({', '.join(':' + name for name in _ANSWER_COLUMNS.split(', '))}) RETURNING id),"
+    " released AS (DELETE FROM lease WHERE id = :lease),"
+    " judged AS (UPDATE worker SET "
+    + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS)
+    + " WHERE id = :worker_id),"
+    " counted AS (UPDATE task SET answers_count = :answers, answers_disagree = :disagree,"
+    " leases_count = (SELECT count(*) FROM lease WHERE task_id = :task_id AND id <> :lease) WHERE id = :task_id)"
+    f" SELECT stored.id, (SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_HELD}) h) AS held,"
+    f" EXISTS ({_ANY_EXPIRED}) AS expired FROM stored",
+    params={"value": AnswerRow.__table__.c.value.type, "attributes": WorkerRow.__table__.c.attributes.type},
+    columns={"id": None, "held": None, "expired": Boolean()},
+)
+# PostgreSQL: the function migration 0008 installs runs a hand-out pick (FOR UPDATE SKIP LOCKED), re-checks
+# it under the lock with a fresh snapshot, leases it and counts the lease, in one round trip (None: no pick).
+LEASE_FIRST_POSTGRES = Statement(
+    "SELECT crowdpatch_lease_first(:pick, :recheck, :project, :worker, :now, :expires) AS task",
+    columns={"task": None},
+)
 SET_WANTED = Statement("UPDATE task SET votes_wanted = :wanted WHERE id = :task")
-CLOSE_LEASES = Statement("DELETE FROM lease WHERE task_id = :task")
-NO_LEASES = Statement("UPDATE task SET leases_count = 0 WHERE id = :task")
 SET_COUNTERS = Statement(
     "UPDATE task SET answers_count = :answers, leases_count = :leases, answers_disagree = :disagree WHERE id = :task"
 )
@@ -166,6 +198,17 @@ class HandOut:
     """The same over the questions of expired leases (their slot handed to this worker)."""
     recheck: Statement | None
     """PostgreSQL: a locked pick's state, free slot and whether the worker has seen it, re-read under the lock."""
+    first: tuple[str, str] | None = None
+    """PostgreSQL: the skipping pick and its re-check as ``crowdpatch_lease_first`` runs them (``$n`` parameters)."""
+
+
+def _pick(kinds: str, wanted: str, project: str, worker: str, skipped: str) -> str:
+    """The first open question in queue order with a free slot the worker has not seen (placeholders named)."""
+    return (
+        f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = {project} AND t.state = 'open'"
+        f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count < {wanted} AND {_unseen(worker)}"
+        f"{skipped} ORDER BY t.priority, t.level, t.id LIMIT 1"
+    )
 
 
 def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
@@ -173,11 +216,7 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
     wanted = wanted_sql(early_stop)
     postgres = backend == "postgresql"
     skip = " AND t.id <> ALL(:skipped)" if postgres else ""
-    pick = (
-        f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.state = 'open'"
-        f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count < {wanted} AND {_UNSEEN}"
-        f"{skip} ORDER BY t.priority, t.level, t.id LIMIT 1"
-    )
+    pick = _pick(kinds, wanted, ":project", ":worker", skip)
     # The few expired leases (ix_lease_expires_at) are read first, then their questions: walking the open
     # questions in queue order to find (nearly always) none cost far more per request.
     reclaim = (
@@ -190,12 +229,16 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
     reclaim_columns = {"lease_id": None, **TASK_COLUMNS}
     if not postgres:
         return HandOut((Statement(pick, columns=TASK_COLUMNS),), (Statement(reclaim, columns=reclaim_columns),), None)
-    recheck = Statement(
+    recheck = (
         f"SELECT t.state, t.answers_count + t.leases_count < {wanted} AS free,"
-        " EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
-        " OR EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker) AS seen"
-        " FROM task t WHERE t.id = :task",
-        columns={"state": None, "free": Boolean(), "seen": Boolean()},
+        " EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = {worker})"
+        " OR EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = {worker}) AS seen"
+        " FROM task t WHERE t.id = {task}"
+    )
+    # crowdpatch_lease_first runs these with EXECUTE ... USING, which numbers its parameters.
+    first = (
+        _pick(kinds, wanted, "$1", "$2", " AND t.id <> ALL($3)") + " FOR UPDATE OF t SKIP LOCKED",
+        "SELECT state = 'open' AND free AND NOT seen FROM (" + recheck.format(task="$1", worker="$2") + ") r",
     )
     return HandOut(
         (
@@ -206,5 +249,9 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
             Statement(reclaim + " FOR UPDATE OF t SKIP LOCKED", columns=reclaim_columns),
             Statement(reclaim + " FOR UPDATE OF t", columns=reclaim_columns),
         ),
-        recheck,
+        Statement(
+            recheck.format(task=":task", worker=":worker"),
+            columns={"state": None, "free": Boolean(), "seen": Boolean()},
+        ),
+        first,
     )
