@@ -96,6 +96,15 @@ def is_deadlock(exc: BaseException) -> bool:
     return False
 
 
+class _WouldWait(Exception):
+    """Leasing the next question would have to wait for a lock, or look again (PostgreSQL, internal)."""
+
+    def __init__(self, locked: bool = False):
+        super().__init__()
+        self.locked = locked
+        """Every free question was locked by another transaction (the waiting pick is what is left)."""
+
+
 @dataclass(frozen=True)
 class _NextFacts:
     """What leasing a worker's next question reads, read by the statement that stored its answer (PostgreSQL)."""
@@ -334,8 +343,10 @@ class DatabaseDispatcher(Dispatcher):
             if lease.id not in exclude and (lease.state == "open" or lease.kind == GOLD):
                 if sql.EXTEND.run(session, lease=lease.lease_id, expires=expires_at).rowcount == 1:
                     return self._assignment(lease, expires_at)
-                # Read by the answer's transaction, the lease was answered or handed on since: read again.
-                return self._next(session, worker_id, mode, exclude, max_answers, now, known)
+                # The lease was answered or handed on since it was read (PostgreSQL): by the answer's
+                # statement, read everything again in a transaction of its own; else look at the next.
+                if facts is not None:
+                    raise _WouldWait()
         if len(held) >= self.MAX_HELD:
             raise TooManyHeld(f"you hold {len(held)} unanswered questions; answer them first")
         if not quota_leaves_room(given, len(held), max_answers):
@@ -344,7 +355,11 @@ class DatabaseDispatcher(Dispatcher):
             task = self._pick_gold(session, worker_id)
             if task is not None:
                 return self._lease(session, task, worker_id, now, expires_at)
-        expired = facts.expired if facts is not None else sql.ANY_EXPIRED.one(session, now=now) is not None
+        if facts is not None:
+            if facts.expired:
+                raise _WouldWait()
+            return self._lease_free(session, worker_id, mode, now, expires_at)
+        expired = sql.ANY_EXPIRED.one(session, now=now) is not None
         return self._lease_open(session, worker_id, mode, now, expires_at, expired)
 
     def _lease(self, session: Session, task: Any, worker_id: int, now: float, expires_at: float) -> Assignment:
@@ -379,20 +394,16 @@ class DatabaseDispatcher(Dispatcher):
         An expired lease whose question still wants its answer is overdue work, so it is handed on
         before fresh slots; its row is deleted, which is what refuses its holder's late answer.
         Nearly always no lease has expired (``expired``: one probe of ix_lease_expires_at), and then
-        on PostgreSQL one call of ``crowdpatch_lease_first`` picks, re-checks and leases.
+        on PostgreSQL one statement picks and leases (``lease_first``, see :func:`.statements.hand_out`).
         """
         queries = self.hand_out[mode]
         picks = queries.pick
         if self.postgres and not expired:
-            assert queries.first is not None
-            pick, recheck = queries.first
-            leased = sql.LEASE_FIRST_POSTGRES.scalar(
-                session, pick=pick, recheck=recheck, project=self.project_id, worker=worker_id, now=now,
-                expires=expires_at,
-            )  # fmt: skip
-            if leased is not None:
-                return self._assignment(SimpleNamespace(**leased), expires_at)
-            picks = picks[1:]  # every free question was locked by someone else: wait for one
+            try:
+                return self._lease_free(session, worker_id, mode, now, expires_at)
+            except _WouldWait as found:
+                if found.locked:
+                    picks = picks[1:]  # every free question was locked by someone else: wait for one
         params = {"project": self.project_id, "worker": worker_id, "now": now}
         for variants in (queries.reclaim, picks) if expired else (picks,):
             skipped: list[int] = [-1]
@@ -420,6 +431,20 @@ class DatabaseDispatcher(Dispatcher):
                         sql.LEASED.run(session, task=row.id)
                     return self._lease(session, row, worker_id, now, expires_at)
         return None
+
+    def _lease_free(self, session: Session, worker_id: int, mode: Mode, now: float, expires_at: float) -> Assignment:
+        """PostgreSQL: lease the first free question no other transaction holds, in one statement that never waits.
+
+        :class:`_WouldWait` when there is none, or the one picked was leased to this worker meanwhile.
+        """
+        statement = self.hand_out[mode].lease_first
+        assert statement is not None
+        first = statement.one(session, project=self.project_id, worker=worker_id, now=now, expires=expires_at)
+        if first is None:
+            raise _WouldWait(locked=True)
+        if not first.leased:  # leased to this worker by a request of its own since the pick's snapshot
+            raise _WouldWait(locked=False)
+        return self._assignment(first, expires_at)
 
     def _still_free(
         self, session: Session, recheck: Statement | None, task_id: int, worker_id: int, reclaiming: bool
@@ -457,15 +482,7 @@ class DatabaseDispatcher(Dispatcher):
         worker_id = answer.worker_id
         now = self.clock()
         if self.postgres:
-            # Two transactions: leasing the next question may wait for another process's row lock,
-            # which must not happen while this one holds the answered question's (a deadlock).
-            with self._write() as session:
-                stored, facts = self._store(session, answer, now, max_answers)
-            if stored.duplicate:
-                return stored, self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
-            return stored, self._next_task_or_reason(
-                lambda: self._next_in_transaction(worker_id, mode, exclude, max_answers, now, stored, facts)
-            )
+            return self._submit_and_next_postgres(answer, mode, exclude, max_answers, now)
         with self._write() as session:
             stored, _ = self._store(session, answer, now, max_answers)
             known = None if stored.duplicate else stored  # a replay's count is the one it had then
@@ -473,21 +490,54 @@ class DatabaseDispatcher(Dispatcher):
                 lambda: self._next(session, worker_id, mode, exclude, max_answers, now, known)
             )
 
+    def _submit_and_next_postgres(
+        self, answer: NewAnswer, mode: Mode, exclude: tuple[int, ...], max_answers: int | None, now: float
+    ) -> tuple[StoredAnswer, NextTask]:
+        """:meth:`submit_and_next` on PostgreSQL: one transaction where leasing never waits for a lock.
+
+        The answered question's row lock is held to the commit, so leasing the next question in the
+        same transaction must not wait for another process's lock (two such transactions could each
+        wait for the other's). Leasing a free question skips locked rows, so the usual answer is one
+        transaction; when the next question would have to wait (everything free is locked, expired
+        leases to hand on, the periodic sweep) or a deadlock aborts it anyway, the answer commits
+        alone and the next question is leased in a transaction of its own.
+        """
+        worker_id = answer.worker_id
+        try:
+            with self._write() as session:
+                stored, facts = self._store(session, answer, now, max_answers)
+                following = None
+                if facts is not None and now < self._next_sweep:
+                    try:
+                        following = self._next_task_or_reason(
+                            lambda: self._next(session, worker_id, mode, exclude, max_answers, now, stored, facts)
+                        )
+                    except _WouldWait:
+                        following = None
+        except Exception as exc:
+            if not is_deadlock(exc):
+                raise
+            with self._write() as session:
+                stored, facts = self._store(session, answer, now, max_answers)
+            following = None
+        if following is None:
+            if stored.duplicate:
+                following = self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
+            else:
+                following = self._next_task_or_reason(
+                    lambda: self._next_in_transaction(worker_id, mode, exclude, max_answers, now, stored)
+                )
+        return stored, following
+
     def _next_in_transaction(
-        self,
-        worker_id: int,
-        mode: Mode,
-        exclude: tuple[int, ...],
-        max_answers: int | None,
-        now: float,
+        self, worker_id: int, mode: Mode, exclude: tuple[int, ...], max_answers: int | None, now: float,
         known: StoredAnswer,
-        facts: _NextFacts | None,
-    ) -> Assignment | None:
+    ) -> Assignment | None:  # fmt: skip
         """PostgreSQL: the next question after an answer, in a transaction of its own (see :meth:`next_task`)."""
         for attempt in range(1, HAND_OUT_ATTEMPTS + 1):
             try:
                 with self._write() as session:
-                    return self._next(session, worker_id, mode, exclude, max_answers, now, known, facts)
+                    return self._next(session, worker_id, mode, exclude, max_answers, now, known)
             except Exception as exc:
                 if not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
                     raise

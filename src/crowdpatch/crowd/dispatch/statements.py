@@ -25,17 +25,10 @@ _JSON = _TASK.spec.type
 TASK_COLUMNS = {"id": None, "kind": None, "image_id": None, "box": _JSON, "grid_size": None, "spec": _JSON}
 """What handing a question out reads of it (:func:`~.rules.assignment`)."""
 _TASK_FIELDS = "t.id, t.kind, t.image_id, t.box, t.grid_size, t.spec"
-
-
-def _unseen(worker: str) -> str:
-    """The question ``t`` was neither answered nor leased by the worker ``worker`` names (a placeholder)."""
-    return (
-        f"NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = {worker})"
-        f" AND NOT EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = {worker})"
-    )
-
-
-_UNSEEN = _unseen(":worker")
+_UNSEEN = (
+    "NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
+    " AND NOT EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker)"
+)
 MODE_KINDS: dict[str, tuple[str, ...]] = {"patch": PIPELINE_KINDS, "polygon": (POLYGON,)}
 """The kinds a worker in each mode answers (gold is mixed into patch mode separately)."""
 
@@ -165,12 +158,6 @@ STORE_POSTGRES = Statement(
     params={"value": AnswerRow.__table__.c.value.type, "attributes": WorkerRow.__table__.c.attributes.type},
     columns={"id": None, "held": None, "expired": Boolean()},
 )
-# PostgreSQL: the function migration 0008 installs runs a hand-out pick (FOR UPDATE SKIP LOCKED), re-checks
-# it under the lock with a fresh snapshot, leases it and counts the lease, in one round trip (None: no pick).
-LEASE_FIRST_POSTGRES = Statement(
-    "SELECT crowdpatch_lease_first(:pick, :recheck, :project, :worker, :now, :expires) AS task",
-    columns={"task": None},
-)
 SET_WANTED = Statement("UPDATE task SET votes_wanted = :wanted WHERE id = :task")
 SET_COUNTERS = Statement(
     "UPDATE task SET answers_count = :answers, leases_count = :leases, answers_disagree = :disagree WHERE id = :task"
@@ -198,25 +185,35 @@ class HandOut:
     """The same over the questions of expired leases (their slot handed to this worker)."""
     recheck: Statement | None
     """PostgreSQL: a locked pick's state, free slot and whether the worker has seen it, re-read under the lock."""
-    first: tuple[str, str] | None = None
-    """PostgreSQL: the skipping pick and its re-check as ``crowdpatch_lease_first`` runs them (``$n`` parameters)."""
+    lease_first: Statement | None = None
+    """PostgreSQL: the skipping pick, leased and counted in the same statement (see :func:`hand_out`)."""
 
 
-def _pick(kinds: str, wanted: str, project: str, worker: str, skipped: str) -> str:
-    """The first open question in queue order with a free slot the worker has not seen (placeholders named)."""
+def _pick(kinds: str, wanted: str, skipped: str) -> str:
+    """The first open question in queue order with a free slot the worker has not seen."""
     return (
-        f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = {project} AND t.state = 'open'"
-        f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count < {wanted} AND {_unseen(worker)}"
+        f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.state = 'open'"
+        f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count < {wanted} AND {_UNSEEN}"
         f"{skipped} ORDER BY t.priority, t.level, t.id LIMIT 1"
     )
 
 
 def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
+    """The hand-out queries of ``mode`` for a counting rule and backend.
+
+    On PostgreSQL the usual hand-out is one statement (``lease_first``): the pick locks its row
+    with ``SKIP LOCKED``, so it never waits, and a row that changed since the statement's snapshot
+    is re-read by the lock itself (its state and counts re-tested on the newest version); what is
+    only a statement old is whether this worker has seen it, which the unique (question, worker) keys
+    of leases and answers guard (a lease the worker already holds is not inserted twice). When it
+    finds nothing free, the waiting pick, its re-check in a statement of its own, and the expired
+    slots (``reclaim``) are the caller's, in the order :meth:`.DatabaseDispatcher._lease_open` gives.
+    """
     kinds = sql_list(MODE_KINDS[mode])
     wanted = wanted_sql(early_stop)
     postgres = backend == "postgresql"
     skip = " AND t.id <> ALL(:skipped)" if postgres else ""
-    pick = _pick(kinds, wanted, ":project", ":worker", skip)
+    pick = _pick(kinds, wanted, skip)
     # The few expired leases (ix_lease_expires_at) are read first, then their questions: walking the open
     # questions in queue order to find (nearly always) none cost far more per request.
     reclaim = (
@@ -229,16 +226,23 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
     reclaim_columns = {"lease_id": None, **TASK_COLUMNS}
     if not postgres:
         return HandOut((Statement(pick, columns=TASK_COLUMNS),), (Statement(reclaim, columns=reclaim_columns),), None)
-    recheck = (
+    recheck = Statement(
         f"SELECT t.state, t.answers_count + t.leases_count < {wanted} AS free,"
-        " EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = {worker})"
-        " OR EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = {worker}) AS seen"
-        " FROM task t WHERE t.id = {task}"
+        " EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
+        " OR EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker) AS seen"
+        " FROM task t WHERE t.id = :task",
+        columns={"state": None, "free": Boolean(), "seen": Boolean()},
     )
-    # crowdpatch_lease_first runs these with EXECUTE ... USING, which numbers its parameters.
-    first = (
-        _pick(kinds, wanted, "$1", "$2", " AND t.id <> ALL($3)") + " FOR UPDATE OF t SKIP LOCKED",
-        "SELECT state = 'open' AND free AND NOT seen FROM (" + recheck.format(task="$1", worker="$2") + ") r",
+    lease_first = Statement(
+        f"WITH picked AS ({_pick(kinds, wanted, '')} FOR UPDATE OF t SKIP LOCKED),"
+        " leased AS (INSERT INTO lease (task_id, worker_id, expires_at, leased_at)"
+        " SELECT id, :worker, :expires, :now FROM picked ON CONFLICT (task_id, worker_id) DO NOTHING"
+        " RETURNING task_id),"
+        # Counted up, not recounted: the statement's snapshot may predate a lease committed while it ran,
+        # which the row's own count (an UPDATE reads the newest version, under the pick's lock) holds.
+        " counted AS (UPDATE task SET leases_count = leases_count + 1 WHERE id IN (SELECT task_id FROM leased))"
+        " SELECT picked.*, EXISTS (SELECT 1 FROM leased) AS leased FROM picked",
+        columns={**TASK_COLUMNS, "leased": Boolean()},
     )
     return HandOut(
         (
@@ -249,9 +253,6 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
             Statement(reclaim + " FOR UPDATE OF t SKIP LOCKED", columns=reclaim_columns),
             Statement(reclaim + " FOR UPDATE OF t", columns=reclaim_columns),
         ),
-        Statement(
-            recheck.format(task=":task", worker=":worker"),
-            columns={"state": None, "free": Boolean(), "seen": Boolean()},
-        ),
-        first,
+        recheck,
+        lease_first,
     )

@@ -3,9 +3,8 @@
 On PostgreSQL a statement that waits for a row lock still reads everything else from the snapshot it
 took before waiting; so the dispatcher locked a question in one statement and read what the answer
 needs in the next. A function takes a new snapshot for each statement it runs: one call locks and
-then reads (``crowdpatch_answering``); picks, re-checks under the lock and leases
-(``crowdpatch_lease_first``); or locks an image, closes one of its questions and tells whether
-another is still open (``crowdpatch_close``), in one round trip. SQLite (one writer, no row locks)
+then reads (``crowdpatch_answering``), or locks an image, closes one of its questions and tells
+whether another is still open (``crowdpatch_close``), in one round trip. SQLite (one writer, no row locks)
 needs none of them.
 
 Revision ID: 0008
@@ -56,37 +55,6 @@ END
 $$
 """
 
-LEASE_FIRST = """
-CREATE OR REPLACE FUNCTION crowdpatch_lease_first(
-    p_pick text, p_recheck text, p_project integer, p_worker integer, p_now double precision,
-    p_expires double precision
-) RETURNS json LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    picked record;
-    found_rows integer;
-    free boolean;
-    skipped integer[] := ARRAY[-1];
-BEGIN
-    LOOP
-        EXECUTE p_pick INTO picked USING p_project, p_worker, skipped;
-        GET DIAGNOSTICS found_rows = ROW_COUNT;
-        IF found_rows = 0 THEN
-            RETURN NULL;
-        END IF;
-        EXECUTE p_recheck INTO free USING picked.id, p_worker;
-        IF free THEN
-            INSERT INTO lease (task_id, worker_id, expires_at, leased_at)
-            VALUES (picked.id, p_worker, p_expires, p_now);
-            UPDATE task SET leases_count = (SELECT count(*) FROM lease WHERE task_id = picked.id)
-            WHERE id = picked.id;
-            RETURN row_to_json(picked);
-        END IF;
-        skipped := skipped || picked.id;
-    END LOOP;
-END
-$$
-"""
-
 CLOSE = """
 CREATE OR REPLACE FUNCTION crowdpatch_close(
     p_task integer, p_image integer, p_decision text, p_outside text[]
@@ -107,16 +75,11 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(ANSWERING)
-    op.execute(LEASE_FIRST)
     op.execute(CLOSE)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(
-        "DROP FUNCTION IF EXISTS"
-        " crowdpatch_lease_first(text, text, integer, integer, double precision, double precision)"
-    )
     op.execute("DROP FUNCTION IF EXISTS crowdpatch_answering(integer, integer, text, boolean)")
     op.execute("DROP FUNCTION IF EXISTS crowdpatch_close(integer, integer, text, text[])")
