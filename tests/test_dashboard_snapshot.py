@@ -1,4 +1,4 @@
-"""The dashboard answers the last figures computed in the background; ``/progress`` stays computed per request."""
+"""The dashboard and ``/progress`` answer the last figures computed in the background; ``fresh=true`` counts now."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crowdpatch.server.app import create_app
-from crowdpatch.server.snapshot import DashboardSnapshot
+from crowdpatch.server.snapshot import FiguresSnapshot
 
 
 def no_gold(config) -> None:
@@ -31,7 +31,7 @@ def served(make_project):
         app = create_app(project)
         state = app.state.crowdpatch
         state.dashboard.stop()
-        state.dashboard = DashboardSnapshot(state.dashboard.compute, min_interval=0.05)
+        state.dashboard = FiguresSnapshot(state.dashboard.compute, min_interval=0.05)
         client = TestClient(app)
         clients.append(client)
         return project, client
@@ -85,12 +85,19 @@ def test_the_first_request_computes_real_figures_and_says_how_old_they_are(serve
     assert figures["compute_seconds"] >= 0 and figures["stale_seconds"] >= 0
 
 
-def test_the_dashboard_catches_up_with_new_answers_while_progress_has_them_at_once(served):
+def test_the_dashboard_and_progress_catch_up_with_new_answers_and_a_fresh_count_has_them_at_once(served):
     project, client = served()
     answer(client, "p1", 2)
     assert client.get("/api/v1/projects/proj/dashboard", headers=api_key(project)).json()["progress"]["answers"] == 2
+    progress = client.get("/api/v1/projects/proj/progress", headers=api_key(project)).json()
+    assert progress["answers"] == 2 and progress["stale_seconds"] >= 0
     answer(client, "p2", 3)
-    assert client.get("/api/v1/projects/proj/progress", headers=api_key(project)).json()["answers"] == 5
+    fresh = client.get("/api/v1/projects/proj/progress", params={"fresh": "true"}, headers=api_key(project)).json()
+    assert fresh["answers"] == 5 and fresh["stale_seconds"] == 0
+    assert eventually(
+        lambda: client.get("/api/v1/projects/proj/progress", headers=api_key(project)).json()["answers"] == 5
+    )
+    assert client.app.state.crowdpatch.progress.refreshing
 
     def caught_up() -> bool:
         figures = client.get("/api/v1/projects/proj/dashboard", headers=api_key(project)).json()
@@ -123,7 +130,7 @@ class Counted:
 
 def test_concurrent_first_requests_share_one_computation():
     compute = Counted()
-    snapshot = DashboardSnapshot(compute, min_interval=60)
+    snapshot = FiguresSnapshot(compute, min_interval=60)
     try:
         with ThreadPoolExecutor(8) as pool:
             firsts = list(pool.map(lambda _: snapshot.current(), range(8)))
@@ -134,7 +141,7 @@ def test_concurrent_first_requests_share_one_computation():
 
 def test_requests_and_the_background_refresh_never_compute_at_once():
     compute = Counted()
-    snapshot = DashboardSnapshot(compute, min_interval=0.001, cost_factor=0.0)
+    snapshot = FiguresSnapshot(compute, min_interval=0.001, cost_factor=0.0)
     seen: set[int] = set()
 
     def asked_until_refreshed(pool: ThreadPoolExecutor) -> bool:
@@ -166,7 +173,7 @@ def test_a_failing_refresh_is_logged_and_keeps_the_last_good_figures(caplog):
             raise result
         return result
 
-    snapshot = DashboardSnapshot(compute, min_interval=0.01)
+    snapshot = FiguresSnapshot(compute, min_interval=0.01)
     try:
         first = snapshot.current()
         assert first["answers"] == 1
@@ -185,7 +192,7 @@ def test_a_failing_refresh_is_logged_and_keeps_the_last_good_figures(caplog):
 
 def test_the_thread_ends_when_nobody_asks_and_starts_again_on_the_next_request():
     compute = Counted()
-    snapshot = DashboardSnapshot(compute, min_interval=0.01, idle_after=0.2)
+    snapshot = FiguresSnapshot(compute, min_interval=0.01, idle_after=0.2)
     snapshot.current()
     assert snapshot.refreshing
     assert eventually(lambda: not snapshot.refreshing)

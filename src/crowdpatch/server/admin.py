@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
@@ -26,10 +27,25 @@ router = APIRouter(prefix="/api/v1/projects/{project}", dependencies=[Requester]
 
 
 @router.get("/progress")
-def get_progress(project: str, state: State) -> dict:
-    """Images per stage, questions open/done per kind, answers."""
+def get_progress(
+    project: str,
+    state: State,
+    fresh: Annotated[
+        bool, Query(description="Count now (exact, but seconds in a study of 100,000 images) instead of the snapshot.")
+    ] = False,
+) -> dict:
+    """Images per stage, questions open/done per kind, answers.
+
+    The counts are the latest the background refresh made (:mod:`crowdpatch.server.snapshot`, every
+    second in a small study, every few times their cost in a large one): ``as_of`` says when (epoch
+    seconds), ``stale_seconds`` how long ago. ``fresh=true`` counts now.
+    """
     check_project(state, project)
-    return progress(state.project)
+    if not fresh:
+        return state.progress.current()
+    as_of, started = time.time(), time.perf_counter()
+    counts = progress(state.project)
+    return {**counts, "as_of": as_of, "compute_seconds": time.perf_counter() - started, "stale_seconds": 0.0}
 
 
 @router.get("/dashboard")

@@ -82,6 +82,7 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
             yield
         finally:
             _app.state.crowdpatch.dashboard.stop()
+            _app.state.crowdpatch.progress.stop()
             if checkpointer is not None:
                 checkpointer.stop()
 

@@ -1,10 +1,11 @@
-"""The dashboard's figures, computed off the request path by one background thread per server process.
+"""The requester's figures (dashboard, progress), computed off the request path by a background thread each.
 
 Computing the figures reads every answer of the study (progress, pace, the worker-quality table
-over the votes' aggregation): seconds at a thousand images, tens of seconds at ten thousand. Done
-inside each request, every open dashboard would repeat that work on every poll. Instead a request
-answers the last computed figures at once, saying how old they are (``as_of``, ``stale_seconds``),
-and a single thread refreshes them while dashboards are being watched:
+over the votes' aggregation): seconds at a thousand images, minutes at a hundred thousand; counting
+progress alone takes seconds there. Done inside each request, every open dashboard would repeat that
+work on every poll. Instead a request answers the last computed figures at once, saying how old
+they are (``as_of``, ``stale_seconds``), and a single thread refreshes them while they are being
+watched:
 
 * never more often than every ``max(min_interval, cost_factor x last compute_seconds)``, so
   refreshing takes at most about a fifth of one core however many dashboards poll;
@@ -60,8 +61,8 @@ class Figures:
     """How long the computation took."""
 
 
-class DashboardSnapshot:
-    """The last computed dashboard figures, refreshed in the background while someone asks for them."""
+class FiguresSnapshot:
+    """The last computed figures, refreshed in the background while someone asks for them."""
 
     def __init__(
         self,
@@ -69,8 +70,11 @@ class DashboardSnapshot:
         min_interval: float = 2.0,
         cost_factor: float = 4.0,
         idle_after: float = 60.0,
+        name: str = "dashboard",
     ) -> None:
         self.compute = compute
+        self.name = name
+        """What the figures are, in the refreshing thread's name and the log."""
         self.min_interval = min_interval
         """The shortest time between two refreshes, however cheap they are."""
         self.cost_factor = cost_factor
@@ -149,7 +153,8 @@ class DashboardSnapshot:
         if self._thread is not None:
             return
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(self._stop,), name="crowdpatch-dashboard", daemon=True)
+        name = f"crowdpatch-{self.name}"
+        self._thread = threading.Thread(target=self._run, args=(self._stop,), name=name, daemon=True)
         self._thread.start()
 
     def _interval(self) -> float:
@@ -170,4 +175,4 @@ class DashboardSnapshot:
                 try:
                     self._compute_now()
                 except Exception:
-                    log.exception("dashboard figures could not be refreshed; the last ones are kept")
+                    log.exception("%s figures could not be refreshed; the last ones are kept", self.name)

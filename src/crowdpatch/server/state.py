@@ -13,9 +13,9 @@ from crowdpatch.server.choices import ChoiceOutlines
 from crowdpatch.server.group_commit import GroupCommit
 from crowdpatch.server.images import TaskPictures
 from crowdpatch.server.photos import PhotoStore
-from crowdpatch.server.progress import LiveMasks
+from crowdpatch.server.progress import LiveMasks, progress
 from crowdpatch.server.refusals import WorkerRefused
-from crowdpatch.server.snapshot import DashboardSnapshot, dashboard_figures
+from crowdpatch.server.snapshot import FiguresSnapshot, dashboard_figures
 from crowdpatch.server.store_health import StoreHealth
 from crowdpatch.server.tokens import BadToken, SessionExpired, WorkerSession, constant_time_equal, read_session
 
@@ -34,15 +34,18 @@ class ServerState:
     """The outlines pick questions offer: one store per process, so a pick's candidates are computed once."""
     pictures: TaskPictures = field(init=False)
     """Task pictures, drawn from the photos scaled once (``scaled/``) and kept within byte budgets."""
-    dashboard: DashboardSnapshot = field(init=False)
+    dashboard: FiguresSnapshot = field(init=False)
     """The dashboard's figures, refreshed by one background thread while dashboards are open."""
+    progress: FiguresSnapshot = field(init=False)
+    """``/progress``'s counts, refreshed the same way (counting alone takes seconds in a large study)."""
 
     def __post_init__(self) -> None:
         self.choices = ChoiceOutlines(self.project.directory, self.project.config)
         self.pictures = TaskPictures(PhotoStore(self.project.directory))
-        self.dashboard = DashboardSnapshot(
+        self.dashboard = FiguresSnapshot(
             lambda: dashboard_figures(self.project, self.live_masks, self.server.invite_secret)
         )
+        self.progress = FiguresSnapshot(lambda: progress(self.project), min_interval=1.0, name="progress")
 
     @property
     def name(self) -> str:
