@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
+from crowdpatch.crowd.dispatch import statements as sql
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
 from crowdpatch.crowd.votes import votes_target
@@ -206,6 +207,17 @@ def test_the_hand_out_query_walks_the_open_question_index_without_sorting(make_p
         rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + pick.sql, pick.bound({"project": 1, "worker": 1}))
         plan = " ".join(str(row[-1]) for row in rows)
     assert "ix_task_queue" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_whether_pipeline_work_is_open_reads_its_own_index_not_the_gold_questions(make_project):
+    """Before a gold check the dispatcher asks whether any pipeline question is open. Gold questions stay open
+    all study long, so a walk of the open questions would pass every finished image's gold ones first."""
+    project = make_project(n_images=2, size=64)
+    has_open = sql.HAS_OPEN.compiled(project.engine.dialect)
+    with project.engine.connect() as connection:
+        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + has_open.sql, has_open.bound({"project": 1}))
+        plan = " ".join(str(row[-1]) for row in rows)
+    assert "ix_task_open_pipeline" in plan, plan
 
 
 def test_handing_on_expired_leases_starts_from_the_expired_ones_not_the_open_questions(make_project):

@@ -17,20 +17,16 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
-from crowdpatch.crowd.kinds import GOLD, POLYGON, VERIFY, YES, sql_list
+from crowdpatch.crowd.kinds import OPEN_PIPELINE_SQL, OUTSIDE_PIPELINE, POLYGON, VERIFY, YES
 from crowdpatch.crowd.questions import QuestionFacts, insert_window_tasks, region_windows
 from crowdpatch.patches.lattice import WindowKey, can_subdivide, children
 from crowdpatch.store.db import backend_of
 from crowdpatch.store.models import ImageRow, RegionRow, TaskRow
 from crowdpatch.store.sql import Statement
 
-_OUTSIDE_PIPELINE = (GOLD, POLYGON)
-"""Kinds whose open questions do not keep an image from being done."""
 # The literal 'open' (not a parameter) lets SQLite use the partial index ix_task_open_per_image.
 _OPEN_PIPELINE_QUESTION = Statement(
-    f"SELECT id FROM task WHERE image_id = :image AND kind NOT IN {sql_list(_OUTSIDE_PIPELINE)}"
-    " AND state = 'open' LIMIT 1",
-    columns={"id": None},
+    f"SELECT id FROM task WHERE image_id = :image AND {OPEN_PIPELINE_SQL} LIMIT 1", columns={"id": None}
 )
 # A closed question wants no more answers: its leases go with it (nobody's answer to it is taken now).
 _RELEASE = Statement("DELETE FROM lease WHERE task_id = :task")
@@ -78,7 +74,7 @@ def mark_done(session: Session, question: QuestionFacts, decision: str | None) -
     others_open = None
     if backend_of(session) == "postgresql":
         others_open = _CLOSE_POSTGRES.scalar(
-            session, task=question.id, image=question.image_id, decided=decision, outside=list(_OUTSIDE_PIPELINE)
+            session, task=question.id, image=question.image_id, decided=decision, outside=list(OUTSIDE_PIPELINE)
         )
     else:
         _RELEASE.run(session, task=question.id)

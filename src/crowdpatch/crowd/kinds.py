@@ -99,6 +99,8 @@ KINDS: dict[str, Kind] = {
 
 PIPELINE_KINDS = tuple(name for name, kind in KINDS.items() if kind.pipeline)
 """What a worker in patch mode is handed (gold aside, which is mixed in at random)."""
+OUTSIDE_PIPELINE = tuple(name for name, kind in KINDS.items() if not kind.pipeline)
+"""Kinds asked beside the mask pipeline (gold checks, the polygon baseline): their open questions leave it done."""
 YES_NO_KINDS = tuple(name for name, kind in KINDS.items() if kind.pipeline and kind.form == "yes_no")
 """Pipeline questions answered yes/no (gold is judged by its known answer instead)."""
 GRID_KINDS = tuple(name for name, kind in KINDS.items() if kind.form == "grid")
@@ -130,3 +132,7 @@ def task_priority(kind: str) -> int:
 def sql_list(kinds: tuple[str, ...]) -> str:
     """Kinds as an SQL list literal, ``('verify', 'patch')``: a literal lets the database use its partial indexes."""
     return "(" + ", ".join(f"'{kind}'" for kind in kinds) + ")"
+
+
+OPEN_PIPELINE_SQL = f"state = 'open' AND kind NOT IN {sql_list(OUTSIDE_PIPELINE)}"
+"""An open pipeline question, in SQL: the index ``ix_task_open_pipeline`` is partial on exactly these terms."""

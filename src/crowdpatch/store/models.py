@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from crowdpatch.crowd.kinds import task_priority
+from crowdpatch.crowd.kinds import OPEN_PIPELINE_SQL, task_priority
 
 
 def utcnow() -> datetime:
@@ -127,6 +127,15 @@ class TaskRow(Base):
             "image_id",
             sqlite_where=text("state = 'open'"),
             postgresql_where=text("state = 'open'"),
+        ),
+        # "Is any pipeline question open?", asked before a gold check: gold questions stay open all study
+        # long, so the open questions' index would pass every finished image's gold ones first.
+        Index(
+            "ix_task_open_pipeline",
+            "project_id",
+            "state",  # an equality as many as ix_task_open's, so SQLite prefers this, the smaller one
+            sqlite_where=text(OPEN_PIPELINE_SQL),
+            postgresql_where=text(OPEN_PIPELINE_SQL),
         ),
         # A gold check starts at a random gold question and walks on to one the worker has not seen:
         # sorting every gold question at random cost a scan of them all (two per image) per check.

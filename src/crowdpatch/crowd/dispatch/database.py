@@ -321,17 +321,25 @@ class DatabaseDispatcher(Dispatcher):
         now: float,
         known: StoredAnswer | None = None,
         facts: _NextFacts | None = None,
+        may_wait: bool = True,
     ) -> Assignment | None:
         """:meth:`next_task` inside the caller's transaction; ``known``: the worker's answer just stored in it
         (which says whether the worker is stopped and how many answers it has given: one statement less);
-        ``facts``: the worker's held leases and whether any lease expired, read by that answer (PostgreSQL)."""
+        ``facts``: the worker's held leases and whether any lease expired, when read already (PostgreSQL:
+        by the answer's statement, else here in one statement); ``may_wait``: False in an answer's
+        transaction on PostgreSQL, where whatever would wait for a lock raises :class:`_WouldWait`."""
         if known is not None:
             stopped, reason, finished, given = known.worker_stopped, "stopped", False, known.answers_given or 0
         else:
-            row = sql.WORKER.one(session, worker=worker_id)
+            if self.postgres:
+                row = sql.NEXT_FACTS_POSTGRES.one(session, worker=worker_id, now=now)
+            else:
+                row = sql.WORKER.one(session, worker=worker_id)
             if row is None:
                 raise WorkerStopped("unknown worker")
             stopped, reason, finished, given = row.banned, row.stopped_reason, row.finished, row.given
+            if self.postgres:
+                facts = _NextFacts([SimpleNamespace(**lease) for lease in row.held], row.expired)
         check_session_open(finished, given, max_answers)
         if stopped:
             raise WorkerStopped(reason)
@@ -343,9 +351,9 @@ class DatabaseDispatcher(Dispatcher):
             if lease.id not in exclude and (lease.state == "open" or lease.kind == GOLD):
                 if sql.EXTEND.run(session, lease=lease.lease_id, expires=expires_at).rowcount == 1:
                     return self._assignment(lease, expires_at)
-                # The lease was answered or handed on since it was read (PostgreSQL): by the answer's
-                # statement, read everything again in a transaction of its own; else look at the next.
-                if facts is not None:
+                # Answered or handed on since it was read (PostgreSQL): in an answer's transaction, read
+                # everything again in one of its own; else look at the next one.
+                if not may_wait:
                     raise _WouldWait()
         if len(held) >= self.MAX_HELD:
             raise TooManyHeld(f"you hold {len(held)} unanswered questions; answer them first")
@@ -355,11 +363,11 @@ class DatabaseDispatcher(Dispatcher):
             task = self._pick_gold(session, worker_id)
             if task is not None:
                 return self._lease(session, task, worker_id, now, expires_at)
-        if facts is not None:
-            if facts.expired:
+        expired = facts.expired if facts is not None else sql.ANY_EXPIRED.one(session, now=now) is not None
+        if not may_wait:
+            if expired:
                 raise _WouldWait()
             return self._lease_free(session, worker_id, mode, now, expires_at)
-        expired = sql.ANY_EXPIRED.one(session, now=now) is not None
         return self._lease_open(session, worker_id, mode, now, expires_at, expired)
 
     def _lease(self, session: Session, task: Any, worker_id: int, now: float, expires_at: float) -> Assignment:
@@ -510,7 +518,9 @@ class DatabaseDispatcher(Dispatcher):
                 if facts is not None and now < self._next_sweep:
                     try:
                         following = self._next_task_or_reason(
-                            lambda: self._next(session, worker_id, mode, exclude, max_answers, now, stored, facts)
+                            lambda: self._next(
+                                session, worker_id, mode, exclude, max_answers, now, stored, facts, may_wait=False
+                            )
                         )
                     except _WouldWait:
                         following = None

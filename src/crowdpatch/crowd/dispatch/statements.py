@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Boolean
 
-from crowdpatch.crowd.kinds import GOLD, PIPELINE_KINDS, POLYGON, sql_list
+from crowdpatch.crowd.kinds import GOLD, OPEN_PIPELINE_SQL, PIPELINE_KINDS, POLYGON, sql_list
 from crowdpatch.crowd.quality import WorkerCounters
 from crowdpatch.crowd.votes import wanted_sql
 from crowdpatch.store.db import Backend
@@ -44,6 +44,22 @@ _HELD = (
 )
 HELD_COLUMNS = {"lease_id": None, "state": None, **TASK_COLUMNS}
 HELD = Statement(_HELD + " ORDER BY l.id", columns=HELD_COLUMNS)
+_ANY_EXPIRED = "SELECT 1 FROM lease WHERE expires_at <= :now LIMIT 1"
+# PostgreSQL: WORKER, HELD and ANY_EXPIRED in one statement (the held leases as JSON).
+NEXT_FACTS_POSTGRES = Statement(
+    "SELECT banned, stopped_reason, finished_at IS NOT NULL AS finished,"
+    " (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given,"
+    f" (SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_HELD}) h) AS held,"
+    f" EXISTS ({_ANY_EXPIRED}) AS expired FROM worker WHERE id = :worker",
+    columns={
+        "banned": Boolean(),
+        "stopped_reason": None,
+        "finished": Boolean(),
+        "given": None,
+        "held": None,
+        "expired": Boolean(),
+    },
+)
 EXTEND = Statement("UPDATE lease SET expires_at = :expires WHERE id = :lease")
 LEASE = Statement(
     "INSERT INTO lease (task_id, worker_id, expires_at, leased_at) VALUES (:task, :worker, :expires, :now)"
@@ -52,11 +68,10 @@ LEASE = Statement(
 # another writer (a test, the in-process simulator) cannot leave them off for long.
 LEASED = Statement("UPDATE task SET leases_count = (SELECT count(*) FROM lease WHERE task_id = :task) WHERE id = :task")
 DROP_LEASE = Statement("DELETE FROM lease WHERE id = :lease")
-_ANY_EXPIRED = "SELECT 1 FROM lease WHERE expires_at <= :now LIMIT 1"
 ANY_EXPIRED = Statement(_ANY_EXPIRED)
-HAS_OPEN = Statement(
-    f"SELECT 1 FROM task WHERE project_id = :project AND state = 'open' AND kind IN {sql_list(PIPELINE_KINDS)} LIMIT 1"
-)
+# ix_task_open_pipeline, partial on exactly OPEN_PIPELINE_SQL: gold questions stay open all study long, so
+# walking the open questions instead would pass every finished image's gold ones first.
+HAS_OPEN = Statement(f"SELECT 1 FROM task WHERE project_id = :project AND {OPEN_PIPELINE_SQL} LIMIT 1")
 GOLD_IDS = Statement(
     f"SELECT min(id) AS first, max(id) AS last FROM task WHERE project_id = :project AND kind = '{GOLD}'",
     columns={"first": None, "last": None},
