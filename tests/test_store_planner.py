@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -473,3 +474,59 @@ def test_gold_checks_start_anywhere_and_reach_every_gold_question_the_worker_has
         planner.submit(worker, task.task_id, golds[task.task_id], client_id=f"g-{i}", client_ms=1600)
     assert sorted(handed) == sorted(golds)
     assert planner.next_task(worker).kind != "gold"  # every gold question seen: the study's own questions
+
+
+def test_on_postgresql_an_answer_whose_next_question_must_wait_for_a_lock_is_committed_first(make_project):
+    """The answer and its next question share a transaction only while leasing never waits: when every free
+    question is locked by another transaction, the answer commits alone (its question's lock released)
+    and the next question waits in a transaction of its own."""
+    import threading
+
+    from crowdpatch.crowd.dispatch.rules import NewAnswer
+
+    with fresh_schema() as url:
+
+        def configure(config) -> None:
+            no_gold(config)
+            config.patches.presentation = "single"
+            config.db_url = url
+
+        project = make_project(n_images=1, size=128, configure=configure)
+        planner = DatabaseDispatcher(project.sessions, project.id, project.config)
+        a, b, c = workers(project, 3)
+        for worker in (b, c):  # verification agreed by two, so patch questions open
+            while (task := planner.next_task(worker)) is not None and task.kind == "verify":
+                planner.submit(worker, task.task_id, "yes", client_id=f"v{worker}-{task.task_id}", client_ms=900)
+        held = planner.next_task(a)
+        assert held is not None and held.kind == "patch"
+        blocker = project.engine.connect()
+        blocker.begin()
+        locked = blocker.execute(
+            text("SELECT id FROM task WHERE state = 'open' AND id <> :held FOR UPDATE"), {"held": held.task_id}
+        ).all()
+        assert locked
+        outcome: list = []
+        answering = threading.Thread(
+            target=lambda: outcome.append(
+                planner.submit_and_next(NewAnswer(a, held.task_id, "no", "waits", 900, None, "modeled"))
+            )
+        )
+        answering.start()
+        try:
+
+            def committed() -> bool:
+                with project.sessions() as session:
+                    return session.scalar(select(AnswerRow.id).where(AnswerRow.client_id == "waits")) is not None
+
+            deadline = time.monotonic() + 10
+            while not committed() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert committed(), "the answer waited for the next question's lock before committing"
+            assert answering.is_alive(), "the next question did not wait for the locked questions"
+        finally:
+            blocker.rollback()
+            blocker.close()
+            answering.join(10)
+        stored, following = outcome[0]
+        assert not stored.duplicate and following.assignment is not None
+        assert following.assignment.task_id != held.task_id

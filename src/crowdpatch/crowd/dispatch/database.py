@@ -13,7 +13,10 @@ Counting is done by counters on the task row (``answers_count``, ``leases_count`
 ``answers_disagree``), changed in the same transaction as the rows they count, so the next
 question is the first row of the ``ix_task_queue`` index that passes a few column tests: the
 request path costs a handful of indexed statements whatever the number of open questions. Those
-statements are :mod:`.statements`.
+statements are :mod:`.statements`. On PostgreSQL, where each statement is a round trip to another
+process or machine, an answer with its next question is three of them in one transaction: a call
+that locks and reads (a function of migration 0008), one write, one lease that never waits for a
+lock (:meth:`DatabaseDispatcher._submit_and_next_postgres`).
 
 A lease holds its slot until it is answered, its question closes, or it has expired *and* its slot
 is handed to another worker (the expired row is then deleted). So a late answer is accepted
