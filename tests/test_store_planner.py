@@ -530,3 +530,32 @@ def test_on_postgresql_an_answer_whose_next_question_must_wait_for_a_lock_is_com
         stored, following = outcome[0]
         assert not stored.duplicate and following.assignment is not None
         assert following.assignment.task_id != held.task_id
+
+
+def test_the_first_and_last_gold_question_are_read_from_the_index_ends_however_many_there_are(tmp_path):
+    """A gold check reads the first and last gold question ids: two index probes, not a scan of all of them
+    (two per image: 20 ms per check at 100,000 images when SQLite scanned them)."""
+    import sqlite3
+
+    from crowdpatch.store.models import Base
+
+    steps = []
+    for count in (200, 20_000):
+        url = f"sqlite:///{tmp_path / f'gold-{count}.db'}"
+        engine = create_engine(url)
+        Base.metadata.create_all(engine)
+        engine.dispose()
+        connection = sqlite3.connect(tmp_path / f"gold-{count}.db")
+        connection.executemany(
+            "INSERT INTO task (project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at,"
+            " priority) VALUES (1, 1, ?, ?, 0, '[0, 0, 1, 1]', 1, 'open', '', '2026-01-01', 1)",
+            [("gold" if i % 2 else "patch", str(i)) for i in range(2 * count)],
+        )
+        executed = [0]
+        connection.set_progress_handler(lambda: executed.__setitem__(0, executed[0] + 1), 1)
+        compiled = sql.GOLD_IDS.compiled(create_engine("sqlite://").dialect)
+        first, last = connection.execute(compiled.sql, compiled.bound({"project": 1})).fetchone()
+        connection.close()
+        assert (first, last) == (2, 2 * count)
+        steps.append(executed[0])
+    assert steps[1] == steps[0], steps

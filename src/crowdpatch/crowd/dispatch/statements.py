@@ -72,9 +72,11 @@ ANY_EXPIRED = Statement(_ANY_EXPIRED)
 # ix_task_open_pipeline, partial on exactly OPEN_PIPELINE_SQL: gold questions stay open all study long, so
 # walking the open questions instead would pass every finished image's gold ones first.
 HAS_OPEN = Statement(f"SELECT 1 FROM task WHERE project_id = :project AND {OPEN_PIPELINE_SQL} LIMIT 1")
+# Two subqueries, each one end of ix_task_gold: SQLite answers min() and max() from an index only when
+# one of them is alone in its query (together they scan every gold question, two per image).
+_GOLD = f"FROM task WHERE project_id = :project AND kind = '{GOLD}'"
 GOLD_IDS = Statement(
-    f"SELECT min(id) AS first, max(id) AS last FROM task WHERE project_id = :project AND kind = '{GOLD}'",
-    columns={"first": None, "last": None},
+    f"SELECT (SELECT min(id) {_GOLD}) AS first, (SELECT max(id) {_GOLD}) AS last", columns={"first": None, "last": None}
 )
 # From a random id on (ix_task_gold), the first gold question the worker has not seen; the caller wraps around.
 GOLD_PICK = Statement(
