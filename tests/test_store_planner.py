@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from crowdpatch.crowd.dispatch import statements as sql
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
@@ -174,6 +174,35 @@ def test_answers_stored_by_another_writer_are_counted_when_the_planner_starts(ma
     with project.sessions() as session:
         task = session.get(TaskRow, task_id)
         assert (task.answers_count, task.leases_count, task.answers_disagree) == (2, 0, True)
+
+
+def test_on_postgresql_counters_of_more_questions_than_a_statement_can_name_are_all_fixed_at_start(
+    make_project, postgres_schema
+):
+    """A study simulated in process (no counters kept) and then served has every open question to fix: past
+    65,535 of them one statement cannot name them all (PostgreSQL's cap on parameters), and serving failed."""
+
+    def configure(config) -> None:
+        no_gold(config)
+        config.db_url = postgres_schema
+
+    project = make_project(n_images=1, size=64, configure=configure)
+    with project.sessions.begin() as session:
+        image_id = session.scalar(select(TaskRow.image_id).limit(1))
+        session.execute(
+            text(
+                "INSERT INTO task (project_id, image_id, kind, key, level, box, votes_wanted, state, reason,"
+                " created_at, priority, answers_count) SELECT :project, :image, 'patch', 'bulk-' || n, 9,"
+                " '[0, 0, 1, 1]', 3, 'open', '', now(), 1, 1 FROM generate_series(1, 70000) AS n"
+            ),
+            {"project": project.id, "image": image_id},
+        )
+    DatabaseDispatcher(project.sessions, project.id, project.config)
+    with project.sessions() as session:
+        still_wrong = session.scalar(
+            select(func.count()).select_from(TaskRow).where(TaskRow.key.like("bulk-%"), TaskRow.answers_count != 0)
+        )
+    assert still_wrong == 0
 
 
 def test_a_stopped_workers_answers_stop_counting_and_its_leases_free_their_slots(make_project):

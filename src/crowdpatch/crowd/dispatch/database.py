@@ -85,6 +85,9 @@ def _outcome(call: Callable[[], T]) -> T | Exception:
         return exc
 
 
+IDS_PER_STATEMENT = 10_000
+"""Question ids bound into one statement by :meth:`DatabaseDispatcher.sync_counters` (databases cap parameters)."""
+
 HAND_OUT_ATTEMPTS = 3
 """Tries of one hand-out that PostgreSQL aborts as a deadlock (rare: only under many concurrent workers)."""
 
@@ -267,7 +270,18 @@ class DatabaseDispatcher(Dispatcher):
     def _wrong_counters(
         self, session: Session, task_ids: list[int] | None, lock: bool
     ) -> list[tuple[int, int, int, bool]]:
-        """Open questions whose counters differ from their rows, with the right values."""
+        """Open questions whose counters differ from their rows, with the right values.
+
+        Named questions are read :data:`IDS_PER_STATEMENT` at a time: a study served after an
+        in-process simulation (which keeps no counters) may have hundreds of thousands to fix, and a
+        statement takes at most 65,535 parameters on PostgreSQL (32,766 on SQLite).
+        """
+        if task_ids is not None and len(task_ids) > IDS_PER_STATEMENT:
+            return [
+                row
+                for start in range(0, len(task_ids), IDS_PER_STATEMENT)
+                for row in self._wrong_counters(session, task_ids[start : start + IDS_PER_STATEMENT], lock)
+            ]
         query = (
             "SELECT t.id, t.answers_count, t.leases_count, t.answers_disagree,"
             " (SELECT count(*) FROM answer a JOIN worker w ON w.id = a.worker_id"
