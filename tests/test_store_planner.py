@@ -561,30 +561,61 @@ def test_on_postgresql_an_answer_whose_next_question_must_wait_for_a_lock_is_com
         assert following.assignment.task_id != held.task_id
 
 
-def test_the_first_and_last_gold_question_are_read_from_the_index_ends_however_many_there_are(tmp_path):
-    """A gold check reads the first and last gold question ids: two index probes, not a scan of all of them
-    (two per image: 20 ms per check at 100,000 images when SQLite scanned them)."""
+def task_table(path, rows: list[tuple[str, str, int]]):
+    """A SQLite file with the store's schema and open questions (kind, key, priority) of project 1: sqlite3's own
+    connection, so a test can count the virtual-machine steps a statement takes."""
     import sqlite3
 
     from crowdpatch.store.models import Base
 
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    connection = sqlite3.connect(path)
+    connection.executemany(
+        "INSERT INTO task (project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at,"
+        " priority) VALUES (1, 1, ?, ?, 0, '[0, 0, 1, 1]', 1, 'open', '', '2026-01-01', ?)",
+        rows,
+    )
+    return connection
+
+
+def steps_of(connection, statement, params: dict) -> tuple[list, int]:
+    """The rows of ``statement`` and how many virtual-machine steps SQLite took for them."""
+    compiled = statement.compiled(create_engine("sqlite://").dialect)
+    executed = [0]
+    connection.set_progress_handler(lambda: executed.__setitem__(0, executed[0] + 1), 1)
+    rows = connection.execute(compiled.sql, compiled.bound(params)).fetchall()
+    connection.set_progress_handler(None, 1)
+    return rows, executed[0]
+
+
+def test_the_first_and_last_gold_question_are_read_from_the_index_ends_however_many_there_are(tmp_path):
+    """A gold check reads the first and last gold question ids: two index probes, not a scan of all of them
+    (two per image: 20 ms per check at 100,000 images when SQLite scanned them)."""
     steps = []
     for count in (200, 20_000):
-        url = f"sqlite:///{tmp_path / f'gold-{count}.db'}"
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        connection = sqlite3.connect(tmp_path / f"gold-{count}.db")
-        connection.executemany(
-            "INSERT INTO task (project_id, image_id, kind, key, level, box, votes_wanted, state, reason, created_at,"
-            " priority) VALUES (1, 1, ?, ?, 0, '[0, 0, 1, 1]', 1, 'open', '', '2026-01-01', 1)",
-            [("gold" if i % 2 else "patch", str(i)) for i in range(2 * count)],
-        )
-        executed = [0]
-        connection.set_progress_handler(lambda: executed.__setitem__(0, executed[0] + 1), 1)
-        compiled = sql.GOLD_IDS.compiled(create_engine("sqlite://").dialect)
-        first, last = connection.execute(compiled.sql, compiled.bound({"project": 1})).fetchone()
+        rows = [("gold" if i % 2 else "patch", str(i), 1) for i in range(2 * count)]
+        connection = task_table(tmp_path / f"gold-{count}.db", rows)
+        found, taken = steps_of(connection, sql.GOLD_IDS, {"project": 1})
         connection.close()
-        assert (first, last) == (2, 2 * count)
-        steps.append(executed[0])
+        assert found == [(2, 2 * count)]
+        steps.append(taken)
+    assert steps[1] == steps[0], steps
+
+
+def test_a_hand_out_does_not_walk_past_the_open_gold_questions_of_finished_images(tmp_path):
+    """Gold questions stay open all study long; in the open questions' order they come last, so the next window
+    is found at once however many images (two gold questions each) are finished."""
+    from crowdpatch.crowd.kinds import task_priority
+
+    steps = []
+    for count in (200, 20_000):
+        rows = [("gold", f"gold-{i}", task_priority("gold")) for i in range(count)]
+        connection = task_table(tmp_path / f"queue-{count}.db", [*rows, ("patch", "new", task_priority("patch"))])
+        pick = sql.hand_out("patch", True, "sqlite").pick[0]
+        found, taken = steps_of(connection, pick, {"project": 1, "worker": 1})
+        connection.close()
+        assert [row[1] for row in found] == ["patch"]
+        steps.append(taken)
     assert steps[1] == steps[0], steps

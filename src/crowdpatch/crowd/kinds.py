@@ -48,6 +48,8 @@ class Kind:
 
 
 _PATCH_QUESTION = "Is part of the {target} in this patch?"
+GOLD_PRIORITY = 9
+"""Gold questions' place in the open questions' order: after every kind a worker is handed."""
 
 KINDS: dict[str, Kind] = {
     kind.name: kind
@@ -87,7 +89,9 @@ KINDS: dict[str, Kind] = {
         Kind(PATCH, "yes_no", _PATCH_QUESTION),
         Kind(GRID, "grid", "Click every cell that shows part of the {target}."),
         Kind(CELL, "yes_no", _PATCH_QUESTION, shown_as=PATCH),
-        Kind(GOLD, "yes_no", _PATCH_QUESTION, shown_as=PATCH, pipeline=False),
+        # Gold is drawn apart (ix_task_gold) and stays open all study long: last in the open questions'
+        # order, so a hand-out never walks past every finished image's gold questions to reach work.
+        Kind(GOLD, "yes_no", _PATCH_QUESTION, shown_as=PATCH, pipeline=False, priority=GOLD_PRIORITY),
         Kind(
             POLYGON,
             "polygon",
