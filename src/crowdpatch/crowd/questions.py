@@ -155,7 +155,6 @@ def add_gold_task(session: Session, project_id: int, image_id: int, index: int, 
     )
 
 
-_WINDOW_KEYS = Statement(f"SELECT key FROM task WHERE region_id = :region AND kind = '{PATCH}'", columns={"key": None})
 _INSERT_TASKS = insert(TaskRow.__table__)
 
 
@@ -164,10 +163,6 @@ _REGION_WINDOWS = Statement(
     " WHERE r.id = :region",
     columns={"box": RegionRow.__table__.c.box.type, "key": None},
 )
-
-
-def existing_keys(session: Session, region_id: int) -> set[str]:
-    return {row.key for row in _WINDOW_KEYS.all(session, region=region_id)}
 
 
 def region_windows(session: Session, region_id: int) -> tuple[Box, set[str]]:
@@ -231,12 +226,10 @@ def insert_window_tasks(
     region_box: Box,
     keys: list[WindowKey],
     config: ProjectConfig,
-    known: set[str] | None = None,
+    known: set[str],
 ) -> int:
     """The windows ``keys`` under the window ``parent``, in one INSERT; those already asked (shared with a
-    neighbouring parent; ``known``: their keys, when read already) are skipped. How many questions it created."""
-    if known is None:
-        known = existing_keys(session, parent.region_id)
+    neighbouring parent; ``known``: their keys, :func:`region_windows`) are skipped. How many questions it created."""
     values = window_task_values(
         parent.project_id, parent.image_id, parent.region_id, region_box, keys, config, (parent.id, parent.key), known
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
@@ -16,7 +15,6 @@ from crowdpatch.masks.build import build_masks
 from crowdpatch.server import images
 from crowdpatch.server.api import DB_INT_MAX
 from crowdpatch.server.platforms import worker_link
-from crowdpatch.server.progress import progress
 from crowdpatch.server.schemas import ExportRequest, InviteRequest
 from crowdpatch.server.state import Requester, State, check_project
 from crowdpatch.server.tokens import make_invite
@@ -41,11 +39,7 @@ def get_progress(
     seconds), ``stale_seconds`` how long ago. ``fresh=true`` counts now.
     """
     check_project(state, project)
-    if not fresh:
-        return state.progress.current()
-    as_of, started = time.time(), time.perf_counter()
-    counts = progress(state.project)
-    return {**counts, "as_of": as_of, "compute_seconds": time.perf_counter() - started, "stale_seconds": 0.0}
+    return state.progress.fresh() if fresh else state.progress.current()
 
 
 @router.get("/dashboard")

@@ -100,12 +100,22 @@ class FiguresSnapshot:
                 self._start_thread()
         if figures is None:
             figures = self._first()
-        now = time.time()
+        return self._answer(figures)
+
+    def fresh(self) -> dict[str, Any]:
+        """Figures computed now (a client that needs them exact); they become the latest too."""
+        with self._computing:
+            return self._answer(self._compute_now(), stale_seconds=0.0)
+
+    @staticmethod
+    def _answer(figures: Figures, stale_seconds: float | None = None) -> dict[str, Any]:
+        if stale_seconds is None:
+            stale_seconds = max(0.0, time.time() - figures.as_of)
         return {
             **figures.payload,
             "as_of": figures.as_of,
             "compute_seconds": figures.compute_seconds,
-            "stale_seconds": max(0.0, now - figures.as_of),
+            "stale_seconds": stale_seconds,
         }
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -120,6 +120,13 @@ class _NextFacts:
     expired: bool
     """Whether any lease had expired (the hand-out then looks at expired slots first)."""
 
+    @classmethod
+    def read(cls, row: Any, answered_lease: int | None = None) -> _NextFacts:
+        """From a row with ``held`` (JSON) and ``expired`` columns; ``answered_lease``: one the same statement
+        deleted (its snapshot still shows it)."""
+        held = [SimpleNamespace(**lease) for lease in row.held if lease["lease_id"] != answered_lease]
+        return cls(held, row.expired)
+
 
 def _counters_of(worker_id: int, row: dict[str, Any]) -> tuple[WorkerCounters, int, bool]:
     """The worker's quality counters, answers given and whether its session is finished, from a row of them."""
@@ -356,7 +363,7 @@ class DatabaseDispatcher(Dispatcher):
                 raise WorkerStopped("unknown worker")
             stopped, reason, finished, given = row.banned, row.stopped_reason, row.finished, row.given
             if self.postgres:
-                facts = _NextFacts([SimpleNamespace(**lease) for lease in row.held], row.expired)
+                facts = _NextFacts.read(row)
         check_session_open(finished, given, max_answers)
         if stopped:
             raise WorkerStopped(reason)
@@ -657,8 +664,7 @@ class DatabaseDispatcher(Dispatcher):
                 now=now,
             )
             answer_id = written.id
-            held = [SimpleNamespace(**lease) for lease in written.held if lease["lease_id"] != row.lease_id]
-            facts = _NextFacts(held, written.expired)
+            facts = _NextFacts.read(written, answered_lease=row.lease_id)
         else:
             answer_id = sql.INSERT_ANSWER.one(session, **columns).id
             sql.DROP_LEASE.run(session, lease=row.lease_id)

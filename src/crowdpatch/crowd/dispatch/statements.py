@@ -42,15 +42,17 @@ _HELD = (
     " WHERE l.worker_id = :worker AND l.expires_at > :now"
     " AND NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = l.task_id AND a.worker_id = :worker)"
 )
-HELD_COLUMNS = {"lease_id": None, "state": None, **TASK_COLUMNS}
-HELD = Statement(_HELD + " ORDER BY l.id", columns=HELD_COLUMNS)
+HELD = Statement(_HELD + " ORDER BY l.id", columns={"lease_id": None, "state": None, **TASK_COLUMNS})
 _ANY_EXPIRED = "SELECT 1 FROM lease WHERE expires_at <= :now LIMIT 1"
-# PostgreSQL: WORKER, HELD and ANY_EXPIRED in one statement (the held leases as JSON).
+_NEXT_FACTS = (
+    f"(SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_HELD}) h) AS held,"
+    f" EXISTS ({_ANY_EXPIRED}) AS expired"
+)
+"""PostgreSQL: HELD (as JSON) and ANY_EXPIRED as two columns, for the statements that read them beside others."""
+# PostgreSQL: WORKER, HELD and ANY_EXPIRED in one statement.
 NEXT_FACTS_POSTGRES = Statement(
     "SELECT banned, stopped_reason, finished_at IS NOT NULL AS finished,"
-    " (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given,"
-    f" (SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_HELD}) h) AS held,"
-    f" EXISTS ({_ANY_EXPIRED}) AS expired FROM worker WHERE id = :worker",
+    f" (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given, {_NEXT_FACTS} FROM worker WHERE id = :worker",
     columns={
         "banned": Boolean(),
         "stopped_reason": None,
@@ -170,8 +172,7 @@ STORE_POSTGRES = Statement(
     + " WHERE id = :worker_id),"
     " counted AS (UPDATE task SET answers_count = :answers, answers_disagree = :disagree,"
     " leases_count = (SELECT count(*) FROM lease WHERE task_id = :task_id AND id <> :lease) WHERE id = :task_id)"
-    f" SELECT stored.id, (SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_HELD}) h) AS held,"
-    f" EXISTS ({_ANY_EXPIRED}) AS expired FROM stored",
+    f" SELECT stored.id, {_NEXT_FACTS} FROM stored",
     params={"value": AnswerRow.__table__.c.value.type, "attributes": WorkerRow.__table__.c.attributes.type},
     columns={"id": None, "held": None, "expired": Boolean()},
 )
