@@ -88,7 +88,7 @@ def test_a_database_error_in_a_group_reruns_each_call_alone_so_the_others_are_st
 def test_concurrent_answers_through_the_api_share_transactions_and_are_all_stored_once(make_project):
     project = make_project(n_images=4, size=64, configure=no_gold)
     app = create_app(project)
-    group_commit = app.state.crowdpatch.group_commit
+    group_commit = app.state.crowdpatch.dispatcher_calls
 
     async def rehearse() -> list[int]:
         transport = httpx.ASGITransport(app=app)

@@ -14,7 +14,7 @@ from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
-from crowdpatch.store.db import alembic_config, normalize_url
+from crowdpatch.store.db import alembic_config, normalize_url, refresh_planner_statistics
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 from helpers.old_rows import add_open_task, add_project_and_image
 from helpers.postgres import fresh_schema
@@ -619,3 +619,18 @@ def test_a_hand_out_does_not_walk_past_the_open_gold_questions_of_finished_image
         assert [row[1] for row in found] == ["patch"]
         steps.append(taken)
     assert steps[1] == steps[0], steps
+
+
+def test_serving_postgresql_plans_on_fresh_statistics(make_project, postgres_schema) -> None:
+    """A study's questions are sampled before it is served: the planner does not take thousands of rows for a few."""
+    project = make_project(configure=lambda config: setattr(config, "db_url", postgres_schema))
+    with project.engine.begin() as connection:
+        tasks = connection.exec_driver_sql("SELECT count(*) FROM task").scalar()
+    refresh_planner_statistics(project.engine)
+    with project.engine.begin() as connection:
+        estimated = connection.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'task'::regclass").scalar()
+        analyzed = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = current_schema() AND last_analyze IS NOT NULL"
+        ).scalar()
+    assert tasks > 0 and estimated == tasks
+    assert analyzed >= 8  # every table of the project's schema

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Awaitable, Callable, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from starlette.routing import BaseRoute, Match
@@ -156,15 +155,14 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
 
 
 async def in_dispatcher(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a dispatcher call: in a group on the writer thread for SQLite, on the thread pool for PostgreSQL.
+    """Run a dispatcher call off the event loop: in a group on the writer thread for SQLite, in a
+    transaction of its own for PostgreSQL (:mod:`group_commit`).
 
-    SQLite has one writer: the calls waiting at once share a transaction and its commit
-    (:mod:`group_commit`), while the event loop goes on. A PostgreSQL round trip, or a row lock
-    another process holds, must not stall the event loop either; there each call is a transaction.
+    SQLite has one writer: the calls waiting at once share a transaction and its commit, while the
+    event loop goes on. A PostgreSQL round trip, or a row lock another process holds, must not stall
+    the event loop either.
     """
-    if state.dispatcher.postgres:
-        return await run_in_threadpool(call, *args, **kwargs)
-    return await state.group_commit.run(call, *args, **kwargs)
+    return await state.dispatcher_calls.run(call, *args, **kwargs)
 
 
 def session_quota(state: ServerState, worker: WorkerSession) -> int | None:

@@ -16,7 +16,7 @@ from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
 from crowdpatch.server import admin, api, pages
 from crowdpatch.server.errors import install_error_handlers
-from crowdpatch.server.group_commit import GroupCommit
+from crowdpatch.server.group_commit import GroupCommit, OwnTransactions
 from crowdpatch.server.limits import BodySizeLimit, RateLimit
 from crowdpatch.server.progress import LiveMasks
 from crowdpatch.server.security import SecurityHeaders, add_cors
@@ -96,8 +96,9 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
         **telemetry_off(),
     )
     dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
+    calls = OwnTransactions() if dispatcher.postgres else GroupCommit(dispatcher)
     app.state.crowdpatch = ServerState(
-        project=project, dispatcher=dispatcher, live_masks=LiveMasks(project), group_commit=GroupCommit(dispatcher)
+        project=project, dispatcher=dispatcher, live_masks=LiveMasks(project), dispatcher_calls=calls
     )
     app.include_router(api.router)
     app.include_router(admin.router)

@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         from crowdpatch.project import ProjectError
         from crowdpatch.server.app import ENV_DB, ENV_PROJECT, open_served_project, serving_app
         from crowdpatch.server.listen import CannotListen, link_host, listening_socket
+        from crowdpatch.store.db import refresh_planner_statistics
         from crowdpatch.store.health import storage_error_message
 
         def fail(message: str) -> None:
@@ -75,6 +76,7 @@ def register(app: typer.Typer) -> None:
             sock.close()
             project.close()
             cannot_write(exc)
+        refresh_planner_statistics(project.engine)
         print_links(project, f"http://{link_host(host)}:{port}")
         # Warnings only; no access log (at this level it would print nothing, yet uvicorn would still format
         # each request's log arguments: CPU on every answer).

@@ -69,12 +69,42 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        # A server process runs its planner transactions on a thread pool; a dozen connections keep it
-        # busy (more only wait on the same rows and the GIL), and four processes then stay well inside
-        # PostgreSQL's default max_connections (100), shared with everything else on that server.
-        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=4)
+        overflow = POSTGRES_CONNECTIONS - POSTGRES_POOL_SIZE
+        engine = create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE, max_overflow=overflow)
     count_statements(engine)
     return engine
+
+
+POSTGRES_POOL_SIZE = 4
+"""Connections a process keeps open to PostgreSQL, one per answer-loop transaction it runs at once.
+
+Running more at once does not answer faster: they wait on the same rows and pages, PostgreSQL spends
+more CPU per answer, and the slowest answers wait longer (docs/benchmarks.md, "Transactions at once
+per process"). A study that needs more throughput adds server processes.
+"""
+POSTGRES_CONNECTIONS = 12
+"""The most connections a process opens: its answer loop's, and the other requests' (pages, pictures,
+the dashboard) beside them. Four processes stay well inside PostgreSQL's default max_connections (100),
+shared with everything else on that server."""
+
+
+def refresh_planner_statistics(engine: Engine) -> None:
+    """PostgreSQL: sample every table anew (``ANALYZE``), so the first queries are planned on the study as it is.
+
+    A study's tables grow from nothing to thousands of questions at ``propose``, and PostgreSQL's
+    automatic analysis catches up only a minute or more later. Until then the planner believes a
+    table of a few rows, and a worker's held questions were read by scanning every question (a cost
+    that grows with the study) instead of looking up the few it holds. The server refreshes them as
+    it starts; SQLite plans without statistics and is left as it is. Only the tables of the project's
+    schema are sampled (a bare ``ANALYZE`` would sample every schema of a shared database).
+    """
+    if backend_of(engine) != "postgresql":
+        return
+    with engine.begin() as connection:
+        tables = connection.exec_driver_sql("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        names = [connection.dialect.identifier_preparer.quote(name) for (name,) in tables]
+        if names:
+            connection.exec_driver_sql("ANALYZE " + ", ".join(names))
 
 
 def alembic_config(url: str) -> Config:
