@@ -151,12 +151,17 @@ def test_leases_left_on_closed_questions_are_swept_after_a_lease_period(make_pro
         assert session.scalar(select(LeaseRow.id).where(LeaseRow.task_id == task.task_id)) is None
 
 
-def test_answers_stored_by_another_writer_are_counted_when_the_planner_starts(make_project):
-    project = make_project(n_images=2, size=64, configure=no_gold)
+@pytest.mark.parametrize(("values", "disagree"), [(("yes", "no"), True), (("no", "no"), False)])
+def test_answers_stored_by_another_writer_are_counted_when_the_planner_starts(make_project, database, values, disagree):
+    def configure(config) -> None:
+        no_gold(config)
+        config.db_url = database
+
+    project = make_project(n_images=2, size=64, configure=configure)
     alice, bob = workers(project, 2)
     with project.sessions.begin() as session:
         task_id = session.scalar(select(TaskRow.id).where(TaskRow.kind == "verify").order_by(TaskRow.id).limit(1))
-        for worker, value in ((alice, "yes"), (bob, "no")):
+        for worker, value in zip((alice, bob), values):
             session.add(
                 AnswerRow(
                     task_id=task_id,
@@ -173,7 +178,7 @@ def test_answers_stored_by_another_writer_are_counted_when_the_planner_starts(ma
     DatabaseDispatcher(project.sessions, project.id, project.config)
     with project.sessions() as session:
         task = session.get(TaskRow, task_id)
-        assert (task.answers_count, task.leases_count, task.answers_disagree) == (2, 0, True)
+        assert (task.answers_count, task.leases_count, task.answers_disagree) == (2, 0, disagree)
 
 
 def test_on_postgresql_counters_of_more_questions_than_a_statement_can_name_are_all_fixed_at_start(

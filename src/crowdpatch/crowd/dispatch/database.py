@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import bindparam, column, delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from crowdpatch.config import ProjectConfig
@@ -270,8 +270,12 @@ class DatabaseDispatcher(Dispatcher):
         wrong = self._wrong_counters(session, task_ids, lock=False)
         if self.postgres and wrong:
             wrong = self._wrong_counters(session, [row[0] for row in wrong], lock=True)
-        for task_id, answers, leases, disagree in wrong:
-            sql.SET_COUNTERS.run(session, task=task_id, answers=answers, leases=leases, disagree=disagree)
+        if wrong:  # one executemany (pipelined by psycopg): a simulated study has every open question to fix
+            rows = [
+                dict(task=task, answers=answers, leases=leases, disagree=disagree)
+                for task, answers, leases, disagree in wrong
+            ]
+            session.execute(sql.SET_COUNTERS.clause, rows)
         return len(wrong)
 
     def _wrong_counters(
@@ -289,11 +293,14 @@ class DatabaseDispatcher(Dispatcher):
                 for start in range(0, len(task_ids), IDS_PER_STATEMENT)
                 for row in self._wrong_counters(session, task_ids[start : start + IDS_PER_STATEMENT], lock)
             ]
+        counted = "FROM answer a JOIN worker w ON w.id = a.worker_id WHERE a.task_id = t.id AND NOT w.banned"
         query = (
             "SELECT t.id, t.answers_count, t.leases_count, t.answers_disagree,"
-            " (SELECT count(*) FROM answer a JOIN worker w ON w.id = a.worker_id"
-            " WHERE a.task_id = t.id AND NOT w.banned),"
-            " (SELECT count(*) FROM lease l WHERE l.task_id = t.id)"
+            f" (SELECT count(*) {counted}),"
+            " (SELECT count(*) FROM lease l WHERE l.task_id = t.id),"
+            # The first two counted values: whether they disagree, with no statement per question.
+            f" (SELECT a.value {counted} ORDER BY a.id LIMIT 1),"
+            f" (SELECT a.value {counted} ORDER BY a.id LIMIT 1 OFFSET 1)"
             " FROM task t WHERE t.project_id = :project AND t.state = 'open'"
         )
         params: dict[str, Any] = {"project": self.project_id}
@@ -302,14 +309,18 @@ class DatabaseDispatcher(Dispatcher):
             params["ids"] = task_ids
         if lock:
             query += " ORDER BY t.id FOR UPDATE OF t"
-        statement = text(query)
+        value = AnswerRow.__table__.c.value.type
+        statement = text(query).columns(
+            column("id"), column("answers"), column("leases"), column("disagree"), column("true_answers"),
+            column("true_leases"), column("first", value), column("second", value),
+        )  # fmt: skip
         if task_ids is not None:
             statement = statement.bindparams(bindparam("ids", expanding=True))
         wrong = []
-        for task_id, answers, leases, disagree, true_answers, true_leases in session.execute(statement, params).all():
-            true_disagree = true_answers >= 2 and first_two_disagree(self._counted_values(session, task_id))
-            if (answers, leases, bool(disagree)) != (true_answers, true_leases, true_disagree):
-                wrong.append((task_id, true_answers, true_leases, true_disagree))
+        for row in session.execute(statement, params).all():
+            true_disagree = first_two_disagree([row.first, row.second] if row.true_answers >= 2 else [])
+            if (row.answers, row.leases, bool(row.disagree)) != (row.true_answers, row.true_leases, true_disagree):
+                wrong.append((row.id, row.true_answers, row.true_leases, true_disagree))
         return wrong
 
     # -- asking --------------------------------------------------------------------------------
