@@ -72,9 +72,9 @@ class OwnTransactions:
     """PostgreSQL: each dispatcher call in a transaction of its own, on one of as many threads as the
     connections the pool keeps (a call holds one connection throughout).
 
-    The event loop hands a call to a thread through the pool's lock-free queue: the generic thread
-    pool of the web framework (anyio's) wakes its threads through a ``threading.Condition``, and that
-    hand-off alone was a seventh of a serving process's CPU under load.
+    The event loop hands a call over through the pool's ``queue.SimpleQueue`` (C): the web framework's
+    generic thread pool (anyio's) hands calls over through a ``queue.Queue``, whose
+    ``threading.Condition`` was a seventh of a serving process's CPU in a profile under load.
     """
 
     def __init__(self, threads: int = POSTGRES_POOL_SIZE):
