@@ -8,6 +8,7 @@ And a FastAPI route that gains what its fast route does not do (a dependency, a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -158,3 +159,35 @@ def test_each_fast_route_stands_in_for_a_fastapi_route_that_reads_exactly_what_i
     # The application tries them first, ahead of every router.
     first = create_app(make_project(n_images=1)).router.routes[:2]
     assert [(route.method, route.path) for route in first] == [(r.method, r.path) for r in api.fast_routes()]
+
+
+def test_an_images_size_is_read_from_the_store_off_the_event_loop(builtin_project, monkeypatch) -> None:
+    """The first question of an image a process hands out reads the image's size from the store; on
+    PostgreSQL that is a round trip, which on the event loop would hold up every request of the process."""
+    app = create_app(builtin_project)
+    state = app.state.crowdpatch
+    read_on: list[bool] = []
+    original = api.image_info
+
+    def image_info(state_, image_id):
+        if image_id not in state_.image_info:  # a read from the store
+            try:
+                asyncio.get_running_loop()
+                read_on.append(True)
+            except RuntimeError:
+                read_on.append(False)
+        return original(state_, image_id)
+
+    monkeypatch.setattr(api, "image_info", image_info)
+    with TestClient(app) as client:
+        token = client.post(
+            f"/api/v1/projects/{builtin_project.config.name}/sessions",
+            json={"platform": "prolific", "worker_id": "w", "study_id": "s"},
+        ).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        task = client.get("/api/v1/tasks/next", headers=auth).json()
+        answer = {"task_id": task["task_id"], "answer": "yes", "client_id": "c-1", "client_ms": 1200, "next": True}
+        following = client.post("/api/v1/answers", json=answer, headers=auth).json()["next"]
+    assert following is not None
+    images = {task["image_id"], following["image_id"]}
+    assert read_on == [False] * len(images) and set(state.image_info) == images  # each image read once, off the loop

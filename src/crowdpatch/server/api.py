@@ -9,6 +9,7 @@ without FastAPI's per-request machinery, and hands anything else to the FastAPI 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Awaitable, Callable, Literal, TypeVar
@@ -123,6 +124,13 @@ def open_session(
     )
 
 
+async def read_image_info(state: ServerState, image_id: int) -> None:
+    """The image's path and size into ``state.image_info``, read off the event loop (on PostgreSQL a round
+    trip, which would hold up every request of the process) the first time this process needs them."""
+    if image_id not in state.image_info:
+        await asyncio.get_running_loop().run_in_executor(None, image_info, state, image_id)
+
+
 def image_info(state: ServerState, image_id: int) -> tuple[str, int, int]:
     if image_id not in state.image_info:
         with state.project.sessions() as session:
@@ -207,6 +215,7 @@ async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) ->
     if assignment is None:
         return Response(status_code=204)
     state.store_health.wrote()  # the lease was committed
+    await read_image_info(state, assignment.image_id)
     return json_response(task_response(state, assignment, worker))
 
 
@@ -268,6 +277,8 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
         worker_stopped=stored.worker_stopped,
     )
     if following is not None:
+        if following.assignment:
+            await read_image_info(state, following.assignment.image_id)
         result.next = task_response(state, following.assignment, worker) if following.assignment else None
         result.next_status = "task" if following.assignment else following.reason
     return json_response(result, 200 if stored.duplicate else 201)
