@@ -124,19 +124,21 @@ def open_session(
     )
 
 
-async def read_image_info(state: ServerState, image_id: int) -> None:
-    """The image's path and size into ``state.image_info``, read off the event loop (on PostgreSQL a round
-    trip, which would hold up every request of the process) the first time this process needs them."""
-    if image_id not in state.image_info:
-        await asyncio.get_running_loop().run_in_executor(None, image_info, state, image_id)
-
-
 def image_info(state: ServerState, image_id: int) -> tuple[str, int, int]:
     if image_id not in state.image_info:
         with state.project.sessions() as session:
             row = session.get(ImageRow, image_id)
             state.image_info[image_id] = (row.path, row.width, row.height)
     return state.image_info[image_id]
+
+
+async def handed_out(state: ServerState, assignment: Assignment, worker: WorkerSession) -> TaskResponse:
+    """:func:`task_response` of a question just leased, in a request on the event loop: the image's path and
+    size are read off the loop the first time this process needs them (on PostgreSQL a round trip, which
+    would hold up every request of the process)."""
+    if assignment.image_id not in state.image_info:
+        await asyncio.get_running_loop().run_in_executor(None, image_info, state, assignment.image_id)
+    return task_response(state, assignment, worker)
 
 
 def task_response(state: ServerState, assignment: Assignment, worker: WorkerSession) -> TaskResponse:
@@ -215,8 +217,7 @@ async def lease_next(state: ServerState, worker: WorkerSession, exclude: str) ->
     if assignment is None:
         return Response(status_code=204)
     state.store_health.wrote()  # the lease was committed
-    await read_image_info(state, assignment.image_id)
-    return json_response(task_response(state, assignment, worker))
+    return json_response(await handed_out(state, assignment, worker))
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
@@ -277,9 +278,7 @@ async def store_answer(state: ServerState, worker: WorkerSession, body: AnswerRe
         worker_stopped=stored.worker_stopped,
     )
     if following is not None:
-        if following.assignment:
-            await read_image_info(state, following.assignment.image_id)
-        result.next = task_response(state, following.assignment, worker) if following.assignment else None
+        result.next = await handed_out(state, following.assignment, worker) if following.assignment else None
         result.next_status = "task" if following.assignment else following.reason
     return json_response(result, 200 if stored.duplicate else 201)
 

@@ -93,8 +93,8 @@ def refresh_planner_statistics(engine: Engine) -> None:
 
     A study's tables grow from nothing to thousands of questions at ``propose``, and PostgreSQL's
     automatic analysis catches up only a minute or more later. Until then the planner believes a
-    table of a few rows, and a worker's held questions were read by scanning every question (a cost
-    that grows with the study) instead of looking up the few it holds. The server refreshes them as
+    table of a few rows, and reads a worker's held questions by scanning every question (a cost that
+    grows with the study) instead of looking up the few it holds. The server refreshes them as
     it starts; SQLite plans without statistics and is left as it is. Only the tables of the project's
     schema are sampled (a bare ``ANALYZE`` would sample every schema of a shared database).
     """
