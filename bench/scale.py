@@ -45,11 +45,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from starlette.testclient import TestClient
 
 from benchkit import cpu_model, markdown_table, write_section
@@ -201,6 +202,7 @@ def build_study(
         offsets = dict(ids)
         writer = BulkWriter(connection)
         task_count = answer_count = 0
+        given: Counter[int] = Counter()
         for copy in range(copies):
             take = min(pool, n_done - copy * pool)
             images = template.images[:take]
@@ -233,6 +235,7 @@ def build_study(
                 if answer["task_id"] in task_of
             ]
             writer.add(AnswerRow.__table__, answers)
+            given.update(answer["worker_id"] for answer in answers)
             offsets["image"] += len(images)
             offsets["region"] += len(regions)
             offsets["task"] += len(tasks)
@@ -254,6 +257,10 @@ def build_study(
             ],
         )
         writer.flush()
+        connection.execute(
+            update(WorkerRow.__table__).where(WorkerRow.id == bindparam("worker")).values(answers_given=bindparam("n")),
+            [{"worker": worker_id, "n": n} for worker_id, n in given.items()],
+        )
         if project.engine.dialect.name == "postgresql":
             for table in ("image", "region", "task", "answer", "worker"):
                 connection.execute(
@@ -289,6 +296,7 @@ def _insert_workers(
                     "gold_seen": worker["gold_seen"] * share,
                     "gold_correct": worker["gold_correct"] * share,
                     "too_fast": worker["too_fast"] * share,
+                    "answers_given": 0,  # counted as the copies' answers are written
                 }
             )
     connection.execute(insert(WorkerRow.__table__), rows)

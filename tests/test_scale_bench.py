@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from crowdpatch.masks.build import build_masks
 from crowdpatch.propose import propose
 from crowdpatch.server.app import create_app
-from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow
+from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import scale  # noqa: E402 - the bench folder is not a package
@@ -58,4 +58,8 @@ def test_copies_share_workers_without_two_answers_of_one_worker_on_a_question(te
     with study.project.sessions() as session:
         pairs = session.execute(select(AnswerRow.task_id, AnswerRow.worker_id)).all()
     assert len(pairs) == len(set(pairs)) == study.answers
+    with study.project.sessions() as session:
+        counted = dict(session.execute(select(AnswerRow.worker_id, func.count()).group_by(AnswerRow.worker_id)).all())
+        kept = dict(session.execute(select(WorkerRow.id, WorkerRow.answers_given)).all())
+    assert kept == {worker: counted.get(worker, 0) for worker in kept}  # what the answer path reads as given
     assert study.workers >= len(template.workers)

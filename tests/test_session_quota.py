@@ -184,3 +184,40 @@ def test_answers_of_one_worker_arriving_at_once_never_pass_its_quota(make_projec
         thread.join()
     assert sum(not isinstance(outcome, SessionComplete) for outcome in outcomes) == 1
     assert dispatcher.answers_given(worker) == 1
+
+
+def test_a_workers_answer_count_follows_its_answers_stored_at_once_replayed_and_taken_back(make_project, database):
+    """The count the quota reads is kept on the worker's row: it must stay the number of answers stored."""
+
+    def configure(config) -> None:
+        config.db_url = database
+        config.crowd.gold_rate = 0.0
+
+    project = make_project(n_images=12, size=64, configure=configure)
+    dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
+    worker = register_worker(project.sessions, project.id, "prolific", "counted", {}).id
+    held = []
+    while len(held) < MAX_HELD:
+        held.append(dispatcher.next_task(worker, exclude=tuple(held)).task_id)
+    start = threading.Barrier(len(held))
+
+    def store(task_id: int) -> None:
+        start.wait()
+        dispatcher.store(NewAnswer(worker, task_id, "no", f"s{task_id}", 900))
+
+    threads = [threading.Thread(target=store, args=(task_id,)) for task_id in held]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert dispatcher.answers_given(worker) == MAX_HELD
+    replay = dispatcher.store(NewAnswer(worker, held[0], "no", f"s{held[0]}", 900))
+    assert replay.duplicate and dispatcher.answers_given(worker) == MAX_HELD
+    dispatcher.undo_last(worker)
+    assert dispatcher.answers_given(worker) == MAX_HELD - 1
+    following = dispatcher.next_task(worker, exclude=(held[-1],))
+    stored, _ = dispatcher.submit_and_next(NewAnswer(worker, following.task_id, "yes", "after-undo", 900))
+    assert stored.answers_given == MAX_HELD
+    with project.sessions() as session:
+        rows = session.scalar(select(func.count()).select_from(AnswerRow).where(AnswerRow.worker_id == worker))
+    assert dispatcher.answers_given(worker) == rows == MAX_HELD

@@ -358,6 +358,9 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
         ).all()
     # Task 2: the stopped worker's "no" does not count, so its two counting answers agree.
     assert [tuple(r) for r in rows] == [(1, 0, 2, 0, True), (2, 1, 2, 0, False), (3, 1, 0, 2, False)]
+    with new_engine.connect() as c:
+        given = c.execute(text("SELECT id, answers_given FROM worker ORDER BY id")).all()
+    assert [tuple(r) for r in given] == [(1, 2), (2, 2), (3, 1)]  # each worker's answers, the stopped one's too
     new_engine.dispose()
 
 

@@ -222,6 +222,9 @@ class WorkerRow(Base):
     banned: Mapped[bool] = mapped_column(Boolean, default=False)
     stopped_reason: Mapped[str | None] = mapped_column(String(40))  # gold | too_fast, when banned
     finished_at: Mapped[float | None] = mapped_column(Float)  # epoch seconds the session was completed
+    answers_given: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Its answers in the answer table, kept by whatever stores or takes one back (the dispatchers, undo), so
+    the answer path reads one row instead of counting a history that grows all study long."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -680,7 +680,7 @@ class DatabaseDispatcher(Dispatcher):
             answer_id = sql.INSERT_ANSWER.one(session, **columns).id
             sql.DROP_LEASE.run(session, lease=row.lease_id)
             stopped = record_answer_quality(worker, judged, self.config.crowd, given, session)
-            self._save_counters(session, worker)
+            self._worker_answered(session, worker)
             counted = self._counted(session, task_id)
             values = [v for _, v in counted]
             sql.ANSWERED.run(session, task=task_id, answers=len(values), disagree=first_two_disagree(values))
@@ -723,8 +723,9 @@ class DatabaseDispatcher(Dispatcher):
         """The worker's quality counters, how many answers it has given, and whether its session is finished."""
         return _counters_of(worker_id, sql.COUNTERS.one(session, worker=worker_id)._asdict())
 
-    def _save_counters(self, session: Session, worker: WorkerCounters) -> None:
-        sql.SAVE_COUNTERS.run(
+    def _worker_answered(self, session: Session, worker: WorkerCounters) -> None:
+        """The worker's row after one more answer: its answer count one up, its quality counters saved."""
+        sql.WORKER_ANSWERED.run(
             session, worker=worker.id, **{name: getattr(worker, name) for name in WorkerCounters.COLUMNS}
         )
 
@@ -768,6 +769,7 @@ class DatabaseDispatcher(Dispatcher):
             if held >= self.MAX_HELD:
                 raise TooManyHeld(f"you hold {held} unanswered questions; answer one before taking an answer back")
             session.delete(answer)
+            worker.answers_given = WorkerRow.answers_given - 1  # in SQL: an answer of another tab's is not lost
             session.flush()
             undone = GivenAnswer(task.kind, answer.value, answer.seconds, task.gold_answer)
             undo_answer_quality(session, worker, undone, self.config.crowd)

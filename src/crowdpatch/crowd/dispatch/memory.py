@@ -264,6 +264,7 @@ class MemoryDispatcher(Dispatcher):
             row = AnswerRow(**answer_row(answer, value, shown_at, now, seconds))
             session.add(row)
             worker = session.get(WorkerRow, worker_id)
+            worker.answers_given += 1
             given = GivenAnswer(question.kind, value, seconds, question.gold_answer)
             stopped = record_answer_quality(worker, given, self.config.crowd)
             done, created = False, 0

@@ -34,7 +34,7 @@ MODE_KINDS: dict[str, tuple[str, ...]] = {"patch": PIPELINE_KINDS, "polygon": (P
 
 WORKER = Statement(
     "SELECT banned, stopped_reason, finished_at IS NOT NULL AS finished,"
-    " (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given FROM worker WHERE id = :worker",
+    " answers_given AS given FROM worker WHERE id = :worker",
     columns={"banned": Boolean(), "stopped_reason": None, "finished": Boolean(), "given": None},
 )
 _HELD = (
@@ -52,7 +52,7 @@ _NEXT_FACTS = (
 # PostgreSQL: WORKER, HELD and ANY_EXPIRED in one statement.
 NEXT_FACTS_POSTGRES = Statement(
     "SELECT banned, stopped_reason, finished_at IS NOT NULL AS finished,"
-    f" (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given, {_NEXT_FACTS} FROM worker WHERE id = :worker",
+    f" answers_given AS given, {_NEXT_FACTS} FROM worker WHERE id = :worker",
     columns={
         "banned": Boolean(),
         "stopped_reason": None,
@@ -134,11 +134,11 @@ COUNTED = Statement(
     columns={"worker_id": None, "value": AnswerRow.__table__.c.value.type},
 )
 """The answers that count toward a question (a stopped worker's do not), oldest first."""
-GIVEN = Statement("SELECT count(*) FROM answer WHERE worker_id = :worker")
+GIVEN = Statement("SELECT answers_given FROM worker WHERE id = :worker")
 GIVEN_UP_TO = Statement("SELECT count(*) FROM answer WHERE worker_id = :worker AND id <= :up_to")
 COUNTERS = Statement(
     f"SELECT {', '.join(WorkerCounters.COLUMNS)}, finished_at IS NOT NULL AS finished,"
-    " (SELECT count(*) FROM answer WHERE worker_id = :worker) AS given FROM worker WHERE id = :worker",
+    " answers_given AS given FROM worker WHERE id = :worker",
     columns={
         **{name: None for name in WorkerCounters.COLUMNS},
         "attributes": WorkerRow.__table__.c.attributes.type,
@@ -147,9 +147,10 @@ COUNTERS = Statement(
         "given": None,
     },
 )
-SAVE_COUNTERS = Statement(
-    "UPDATE worker SET " + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS) + " WHERE id = :worker",
-    params={"attributes": WorkerRow.__table__.c.attributes.type},
+_ANSWERED_BY = "answers_given = answers_given + 1, " + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS)
+"""A worker's row after one more answer: its count one up (in SQL: no write is lost), its quality counters set."""
+WORKER_ANSWERED = Statement(
+    f"UPDATE worker SET {_ANSWERED_BY} WHERE id = :worker", params={"attributes": WorkerRow.__table__.c.attributes.type}
 )
 # PostgreSQL: one call of the function migration 0008 installs locks the question (and the worker, when
 # its session has a quota), then reads with a fresh snapshot what ANSWERING, COUNTERS and COUNTED read.
@@ -167,9 +168,7 @@ STORE_POSTGRES = Statement(
     f"WITH stored AS (INSERT INTO answer ({_ANSWER_COLUMNS}) VALUES"
     f" ({', '.join(':' + name for name in _ANSWER_COLUMNS.split(', '))}) RETURNING id),"
     " released AS (DELETE FROM lease WHERE id = :lease),"
-    " judged AS (UPDATE worker SET "
-    + ", ".join(f"{name} = :{name}" for name in WorkerCounters.COLUMNS)
-    + " WHERE id = :worker_id),"
+    f" judged AS (UPDATE worker SET {_ANSWERED_BY} WHERE id = :worker_id),"
     " counted AS (UPDATE task SET answers_count = :answers, answers_disagree = :disagree,"
     " leases_count = (SELECT count(*) FROM lease WHERE task_id = :task_id AND id <> :lease) WHERE id = :task_id)"
     f" SELECT stored.id, {_NEXT_FACTS} FROM stored",
