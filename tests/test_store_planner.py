@@ -14,7 +14,7 @@ from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
-from crowdpatch.store.db import alembic_config, normalize_url, refresh_planner_statistics
+from crowdpatch.store.db import alembic_config, make_engine, normalize_url, refresh_planner_statistics
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 from helpers.old_rows import add_open_task, add_project_and_image
 from helpers.postgres import fresh_schema
@@ -642,3 +642,14 @@ def test_serving_postgresql_plans_on_fresh_statistics(make_project, postgres_sch
         ).scalar()
     assert tasks > 0 and estimated == tasks
     assert analyzed >= 8  # every table of the project's schema
+
+
+def test_postgresql_connections_run_without_jit_compilation_even_after_a_rollback(postgres_schema) -> None:
+    """Compiling a query with an inflated estimate costs about 0.3 s: a server's start, once, took that long."""
+    engine = make_engine(postgres_schema)
+    with engine.connect() as connection:
+        with pytest.raises(Exception, match="division by zero"):
+            connection.exec_driver_sql("SELECT 1 / 0")
+        connection.rollback()
+        assert connection.exec_driver_sql("SHOW jit").scalar() == "off"
+    engine.dispose()

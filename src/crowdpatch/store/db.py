@@ -39,6 +39,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _postgres_settings(dbapi_connection, _record) -> None:
+    # No JIT compilation: PostgreSQL compiles a query whose estimated cost passes jit_above_cost, and a
+    # study's estimates pass it easily (the counter check at start, four subqueries per open question,
+    # is estimated at half a million). Compiling costs about 0.3 s a query; the answer path's queries
+    # take milliseconds, and the study-wide reads (progress, dashboard, aggregation) ran no faster with
+    # it (docs/benchmarks.md, "Growth with the study's size"). Committed: a SET is undone with its transaction.
+    dbapi_connection.execute("SET jit = off")
+    dbapi_connection.commit()
+
+
 Backend = Literal["sqlite", "postgresql"]
 
 
@@ -71,6 +81,7 @@ def make_engine(url: str) -> Engine:
     else:
         overflow = POSTGRES_CONNECTIONS - POSTGRES_POOL_SIZE
         engine = create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE, max_overflow=overflow)
+        event.listen(engine, "connect", _postgres_settings)
     count_statements(engine)
     return engine
 

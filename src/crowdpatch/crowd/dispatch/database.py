@@ -301,7 +301,7 @@ class DatabaseDispatcher(Dispatcher):
             # The first two counted values: whether they disagree, with no statement per question.
             f" (SELECT a.value {counted} ORDER BY a.id LIMIT 1),"
             f" (SELECT a.value {counted} ORDER BY a.id LIMIT 1 OFFSET 1)"
-            " FROM task t WHERE t.project_id = :project AND t.state = 'open'"
+            f" FROM task t WHERE t.project_id = :project AND t.state = 'open' AND t.kind IN {sql.COUNTED_KINDS_SQL}"
         )
         params: dict[str, Any] = {"project": self.project_id}
         if task_ids is not None:

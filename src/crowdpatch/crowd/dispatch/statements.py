@@ -31,6 +31,9 @@ _UNSEEN = (
 )
 MODE_KINDS: dict[str, tuple[str, ...]] = {"patch": PIPELINE_KINDS, "polygon": (POLYGON,)}
 """The kinds a worker in each mode answers (gold is mixed into patch mode separately)."""
+COUNTED_KINDS_SQL = sql_list(tuple(kind for kinds in MODE_KINDS.values() for kind in kinds))
+"""The kinds handed out by their row's counters; a gold question is picked by who has not seen it, so its
+counters are never read (and the counter sync at start skips the two gold questions each image keeps open)."""
 
 WORKER = Statement(
     "SELECT banned, stopped_reason, finished_at IS NOT NULL AS finished,"
