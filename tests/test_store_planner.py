@@ -653,3 +653,23 @@ def test_postgresql_connections_run_without_jit_compilation_even_after_a_rollbac
         connection.rollback()
         assert connection.exec_driver_sql("SHOW jit").scalar() == "off"
     engine.dispose()
+
+
+def test_a_rolled_back_transaction_leaves_the_statements_prepared_on_its_connection(postgres_schema) -> None:
+    """psycopg discards a connection's prepared statements at each rollback, and every read-only session ends
+    with one: the answers after it were parsed and planned anew (a quarter of PostgreSQL's CPU under load)."""
+    engine = make_engine(postgres_schema)
+    with engine.connect() as connection:
+        for _ in range(6):  # psycopg prepares a statement at its fifth execution on a connection
+            connection.exec_driver_sql("SELECT count(*) FROM pg_class WHERE relpages > %(pages)s", {"pages": 0})
+        connection.rollback()
+        prepared = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT count(*) FROM pg_class%%'"
+        ).scalar()
+        connection.rollback()
+        with pytest.raises(Exception, match="division by zero"):
+            connection.exec_driver_sql("SELECT 1 / 0")
+        connection.rollback()  # a failed transaction is still rolled back
+        assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    engine.dispose()
+    assert prepared == 1

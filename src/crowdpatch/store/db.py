@@ -49,6 +49,23 @@ def _postgres_settings(dbapi_connection, _record) -> None:
     dbapi_connection.commit()
 
 
+def _rollback_keeping_prepared_statements(dbapi_connection) -> None:
+    # psycopg discards every statement it prepared on the connection at each rollback() (DEALLOCATE ALL:
+    # a rolled-back transaction may have created what they name), and every read-only session ends
+    # with one. The next answers on that connection then parse and plan each statement anew, five
+    # times before it is prepared again. Nothing here changes the schema in a rolled-back transaction
+    # (migrations run before serving), so the rollback is sent below psycopg's bookkeeping.
+    from psycopg.pq import ExecStatus, TransactionStatus  # an optional dependency: PostgreSQL only
+
+    pgconn = dbapi_connection.pgconn
+    if pgconn.transaction_status not in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        dbapi_connection.rollback()  # nothing to roll back, or a broken connection: psycopg reports it
+        return
+    result = pgconn.exec_(b"ROLLBACK")
+    if result.status != ExecStatus.COMMAND_OK:
+        dbapi_connection.rollback()
+
+
 Backend = Literal["sqlite", "postgresql"]
 
 
@@ -82,6 +99,7 @@ def make_engine(url: str) -> Engine:
         overflow = POSTGRES_CONNECTIONS - POSTGRES_POOL_SIZE
         engine = create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE, max_overflow=overflow)
         event.listen(engine, "connect", _postgres_settings)
+        engine.dialect.do_rollback = _rollback_keeping_prepared_statements
     count_statements(engine)
     return engine
 
