@@ -17,11 +17,10 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, update
 
 from benchkit import cpu_model, markdown_table, write_section
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
@@ -29,9 +28,10 @@ from crowdpatch.crowd.dispatch.rules import NewAnswer
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
-from crowdpatch.store.db import make_engine, refresh_planner_statistics
+from crowdpatch.store.db import refresh_planner_statistics
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow, WorkerRow
 from load import database_cpu_seconds, make_project
+from scale import PostgresSchema
 
 ANSWERS = 200
 CHUNK = 10_000
@@ -107,23 +107,20 @@ def main() -> None:
     labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=40, size=64, seed=0))
     files = (out / "data" / "images", labels, out / "data" / "masks")
     rows = []
-    for backend in ("sqlite", "postgresql"):
-        for history in args.histories:
-            tag, db_url, schema = f"{backend}-{history}", None, None
-            if backend == "postgresql":
-                schema = f"history_{uuid.uuid4().hex[:8]}"
-                with make_engine(args.postgres).begin() as connection:
-                    connection.execute(text(f"CREATE SCHEMA {schema}"))
-                db_url = f"{args.postgres}?options=-csearch_path%3D{schema}"
-            try:
-                project = make_project(out / tag, files, db_url, "patch")
-                rows.append(measure(project, history))
-                print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-                project.close()
-            finally:
-                if schema:
-                    with make_engine(args.postgres).begin() as connection:
-                        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+
+    def run(tag: str, history: int, db_url: str | None) -> None:
+        project = make_project(out / tag, files, db_url, "patch")
+        try:
+            rows.append(measure(project, history))
+        finally:
+            project.close()
+        print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
+
+    for history in args.histories:
+        run(f"sqlite-{history}", history, None)
+    for history in args.histories:
+        with PostgresSchema(args.postgres, f"history_{history}", keep=False) as url:
+            run(f"postgresql-{history}", history, url)
     table = markdown_table(rows)
     print(table)
     if args.write:

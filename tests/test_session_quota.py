@@ -154,8 +154,10 @@ def test_completing_a_session_without_an_answer_is_refused_unless_the_study_allo
         assert allowed.json()["code"]
 
 
-def test_answers_of_one_worker_arriving_at_once_never_pass_its_quota(make_project, database):
-    """Four answers of one worker stored at once (threads, one transaction each) with room for one more."""
+@pytest.fixture
+def racing(make_project, database):
+    """A fresh project, its dispatcher, and a worker holding as many questions as it may: (project, dispatcher,
+    worker, the held questions)."""
 
     def configure(config) -> None:
         config.db_url = database
@@ -164,16 +166,21 @@ def test_answers_of_one_worker_arriving_at_once_never_pass_its_quota(make_projec
     project = make_project(n_images=12, size=64, configure=configure)
     dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
     worker = register_worker(project.sessions, project.id, "prolific", "racer", {}).id
-    held = []
+    held: list[int] = []
     while len(held) < MAX_HELD:
         held.append(dispatcher.next_task(worker, exclude=tuple(held)).task_id)
+    return project, dispatcher, worker, held
+
+
+def answer_all_at_once(dispatcher, worker: int, held: list[int], max_answers: int | None = None) -> list[object]:
+    """Answers to every held question, stored at once (a thread and a transaction each): each result or refusal."""
     start = threading.Barrier(len(held))
     outcomes: list[object] = []
 
     def store(task_id: int) -> None:
         start.wait()
         try:
-            outcomes.append(dispatcher.store(NewAnswer(worker, task_id, "no", f"r{task_id}", 900), max_answers=1))
+            outcomes.append(dispatcher.store(NewAnswer(worker, task_id, "no", f"r{task_id}", 900), max_answers))
         except SessionComplete as exc:
             outcomes.append(exc)
 
@@ -182,40 +189,27 @@ def test_answers_of_one_worker_arriving_at_once_never_pass_its_quota(make_projec
         thread.start()
     for thread in threads:
         thread.join()
+    return outcomes
+
+
+def test_answers_of_one_worker_arriving_at_once_never_pass_its_quota(racing):
+    """Four answers of one worker stored at once (threads, one transaction each) with room for one more."""
+    _, dispatcher, worker, held = racing
+    outcomes = answer_all_at_once(dispatcher, worker, held, max_answers=1)
     assert sum(not isinstance(outcome, SessionComplete) for outcome in outcomes) == 1
     assert dispatcher.answers_given(worker) == 1
 
 
-def test_a_workers_answer_count_follows_its_answers_stored_at_once_replayed_and_taken_back(make_project, database):
+def test_a_workers_answer_count_follows_its_answers_stored_at_once_replayed_and_taken_back(racing):
     """The count the quota reads is kept on the worker's row: it must stay the number of answers stored."""
-
-    def configure(config) -> None:
-        config.db_url = database
-        config.crowd.gold_rate = 0.0
-
-    project = make_project(n_images=12, size=64, configure=configure)
-    dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
-    worker = register_worker(project.sessions, project.id, "prolific", "counted", {}).id
-    held = []
-    while len(held) < MAX_HELD:
-        held.append(dispatcher.next_task(worker, exclude=tuple(held)).task_id)
-    start = threading.Barrier(len(held))
-
-    def store(task_id: int) -> None:
-        start.wait()
-        dispatcher.store(NewAnswer(worker, task_id, "no", f"s{task_id}", 900))
-
-    threads = [threading.Thread(target=store, args=(task_id,)) for task_id in held]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    project, dispatcher, worker, held = racing
+    answer_all_at_once(dispatcher, worker, held)
     assert dispatcher.answers_given(worker) == MAX_HELD
-    replay = dispatcher.store(NewAnswer(worker, held[0], "no", f"s{held[0]}", 900))
+    replay = dispatcher.store(NewAnswer(worker, held[0], "no", f"r{held[0]}", 900))
     assert replay.duplicate and dispatcher.answers_given(worker) == MAX_HELD
     dispatcher.undo_last(worker)
     assert dispatcher.answers_given(worker) == MAX_HELD - 1
-    following = dispatcher.next_task(worker, exclude=(held[-1],))
+    following = dispatcher.next_task(worker)  # the question taken back, leased to the worker again
     stored, _ = dispatcher.submit_and_next(NewAnswer(worker, following.task_id, "yes", "after-undo", 900))
     assert stored.answers_given == MAX_HELD
     with project.sessions() as session:

@@ -12,49 +12,20 @@ Revises: 0009
 """
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-_ANSWERING = """
-CREATE OR REPLACE FUNCTION crowdpatch_answering(
-    p_task integer, p_worker integer, p_client text, p_lock_worker boolean
-) RETURNS json LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM 1 FROM task WHERE id = p_task FOR UPDATE;
-    IF p_lock_worker THEN
-        PERFORM 1 FROM worker WHERE id = p_worker FOR UPDATE;
-    END IF;
-    RETURN json_build_object(
-        'replay', EXISTS (SELECT 1 FROM answer a WHERE a.client_id = p_client),
-        'task', (
-            SELECT row_to_json(q) FROM (
-                SELECT t.project_id, t.kind, t.state, t.image_id, t.grid_size, t.gold_answer, t.votes_wanted,
-                       t.spec, t.region_id, t.key, l.id AS lease_id, l.expires_at, l.leased_at
-                FROM task t LEFT JOIN lease l ON l.task_id = t.id AND l.worker_id = p_worker
-                WHERE t.id = p_task
-            ) q
-        ),
-        'worker', (
-            SELECT row_to_json(q) FROM (
-                SELECT attributes, gold_seen, gold_correct, too_fast, quality, banned, stopped_reason,
-                       finished_at IS NOT NULL AS finished, {given} AS given
-                FROM worker WHERE id = p_worker
-            ) q
-        ),
-        'counted', (
-            SELECT coalesce(json_agg(json_build_array(a.worker_id, a.value) ORDER BY a.id), '[]'::json)
-            FROM answer a JOIN worker w ON w.id = a.worker_id
-            WHERE a.task_id = p_task AND NOT w.banned
-        )
-    );
-END
-$$
-"""
-"""crowdpatch_answering as migration 0008 wrote it, with how it reads the worker's answer count left open."""
+COUNTED = "(SELECT count(*) FROM answer WHERE worker_id = p_worker)"
+"""How crowdpatch_answering (migration 0008) read the worker's answer count."""
+
+
+def _answering_of_0008() -> str:
+    """The function as migration 0008 wrote it (its text lives there alone)."""
+    return context.script.get_revision("0008").module.ANSWERING
 
 
 def upgrade() -> None:
@@ -64,11 +35,13 @@ def upgrade() -> None:
         " WHERE EXISTS (SELECT 1 FROM answer WHERE answer.worker_id = worker.id)"
     )
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(_ANSWERING.format(given="answers_given"))
+        answering = _answering_of_0008()
+        assert COUNTED in answering
+        op.execute(answering.replace(COUNTED, "answers_given"))
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(_ANSWERING.format(given="(SELECT count(*) FROM answer WHERE worker_id = p_worker)"))
+        op.execute(_answering_of_0008())
     with op.batch_alter_table("worker") as batch:
         batch.drop_column("answers_given")
