@@ -17,13 +17,15 @@ import time
 import psycopg.errors
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from crowdpatch.server.app import create_app
 from crowdpatch.store.checkpoints import Checkpointer
 from crowdpatch.store.db import make_engine
 from crowdpatch.store.health import cannot_write_reason
+from crowdpatch.store.models import AnswerRow
+from helpers.sessions import open_session
 
 CANNOT_WRITE = "store cannot write"
 WRITES_AGAIN = "store writes again"
@@ -200,3 +202,34 @@ def test_full_disks_and_failing_devices_are_told_apart_from_other_errors(error, 
 )
 def test_other_errors_are_not_a_full_disk(error):
     assert cannot_write_reason(error) is None
+
+
+def test_a_server_whose_postgresql_connections_were_terminated_answers_on_fresh_ones(make_project, postgres_schema):
+    """PostgreSQL ends a server's connections when it restarts or an administrator kills them: the pooled ones
+    are found dead before use and replaced, so the next question and answer go through, and none is lost."""
+    url = postgres_schema + "&application_name=cp_terminated"
+
+    def configure(config) -> None:
+        quiet(config)
+        config.db_url = url
+
+    project = make_project(n_images=4, size=64, configure=configure)
+    admin = make_engine(postgres_schema)
+    with TestClient(create_app(project)) as client:
+        auth = open_session(client, project)
+        stored = []
+        for round_number in range(3):
+            task = client.get("/api/v1/tasks/next", headers=auth).json()["task_id"]
+            body = {"task_id": task, "answer": "yes", "client_id": f"t{round_number}", "client_ms": 900}
+            response = client.post("/api/v1/answers", json=body, headers=auth)
+            assert response.status_code == 201, response.text
+            stored.append(body["client_id"])
+            with admin.begin() as connection:
+                killed = connection.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'cp_terminated' AND pid <> pg_backend_pid()"
+                ).scalar()
+            assert killed >= 1
+    admin.dispose()
+    with project.sessions() as session:
+        assert set(session.scalars(select(AnswerRow.client_id))) >= set(stored)
