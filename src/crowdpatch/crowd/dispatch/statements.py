@@ -155,8 +155,8 @@ _ANSWERED_BY = "answers_given = answers_given + 1, " + ", ".join(f"{name} = :{na
 WORKER_ANSWERED = Statement(
     f"UPDATE worker SET {_ANSWERED_BY} WHERE id = :worker", params={"attributes": WorkerRow.__table__.c.attributes.type}
 )
-# PostgreSQL: one call of the function migration 0008 installs locks the question (and the worker, when
-# its session has a quota), then reads with a fresh snapshot what ANSWERING, COUNTERS and COUNTED read.
+# PostgreSQL: one call of the function migrations 0008 and 0010 install locks the question (and the worker,
+# when its session has a quota), then reads with a fresh snapshot what ANSWERING, COUNTERS and COUNTED read.
 ANSWERING_POSTGRES = Statement(
     "SELECT crowdpatch_answering(:task, :worker, :client, :lock_worker) AS context", columns={"context": None}
 )
