@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, update
 
-from benchkit import cpu_model, markdown_table, write_section
+from benchkit import cpu_model, markdown_table, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
@@ -121,11 +121,8 @@ def main() -> None:
     for history in args.histories:
         with PostgresSchema(args.postgres, f"history_{history}", keep=False) as url:
             run(f"postgresql-{history}", history, url)
-    table = markdown_table(rows)
-    print(table)
-    if args.write:
-        note = f"`python bench/answer_history.py --write`; host: {cpu_model()}; one worker, {ANSWERS} answers timed."
-        write_section("answer_history", note + "\n\n" + table)
+    note = f"`python bench/answer_history.py --write`; host: {cpu_model()}; one worker, {ANSWERS} answers timed."
+    publish("answer_history", rows, note, args.write)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,14 @@ def write_section(name: str, text: str, doc: Path = BENCHMARKS) -> None:
     doc.write_text(body[:start] + "\n" + text + "\n" + body[stop:], encoding="utf-8")
 
 
+def publish(name: str, rows: list[dict[str, Any]], note: str, write: bool) -> None:
+    """Print a bench's table; with ``write``, also put it under ``note`` in its section of docs/benchmarks.md."""
+    table = markdown_table(rows)
+    print(table)
+    if write:
+        write_section(name, note + "\n\n" + table)
+
+
 def cpu_model() -> str:
     """The host's CPU as /proc/cpuinfo names it: runs on different hosts differ by 3x in CPU per answer."""
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 
-from benchkit import markdown_table, write_section
+from benchkit import publish
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.policies.posteriors import AGREEMENT_WINDOW, worker_accuracies
 from crowdpatch.project import Project
@@ -74,11 +74,8 @@ def main() -> None:
                 {"answers per worker": history, "ms per call (3 workers)": (time.perf_counter() - start) / CALLS * 1000}
             )
     project.close()
-    table = markdown_table(rows)
-    print(table)
-    if args.write:
-        note = f"`python bench/worker_accuracy.py` (SQLite; each worker's last {AGREEMENT_WINDOW} answers are read)."
-        write_section("worker_accuracy", note + "\n\n" + table)
+    note = f"`python bench/worker_accuracy.py` (SQLite; each worker's last {AGREEMENT_WINDOW} answers are read)."
+    publish("worker_accuracy", rows, note, args.write)
 
 
 if __name__ == "__main__":
