@@ -226,10 +226,66 @@ def test_a_server_whose_postgresql_connections_were_terminated_answers_on_fresh_
             stored.append(body["client_id"])
             with admin.begin() as connection:
                 killed = connection.exec_driver_sql(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    # Waiting (up to 5 s) until each backend has exited, as after a restart.
+                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
                     " WHERE application_name = 'cp_terminated' AND pid <> pg_backend_pid()"
                 ).scalar()
             assert killed >= 1
     admin.dispose()
     with project.sessions() as session:
         assert set(session.scalars(select(AnswerRow.client_id))) >= set(stored)
+
+
+def test_handing_out_a_pooled_postgresql_connection_sends_nothing_to_the_database(postgres_schema, tmp_path):
+    """The pool's check is local (is the connection's socket still quiet?): a round trip per transaction saved."""
+    from psycopg.pq import Trace
+
+    engine = make_engine(postgres_schema)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+        pgconn = connection.connection.dbapi_connection.pgconn
+    trace = tmp_path / "protocol.trace"
+    with open(trace, "w") as file:
+        pgconn.trace(file.fileno())
+        pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        for _ in range(5):
+            with engine.connect() as connection:
+                assert connection.connection.dbapi_connection.pgconn is pgconn  # the same pooled connection
+        pgconn.untrace()
+    engine.dispose()
+    sent = [line for line in trace.read_text().splitlines() if line.startswith("F")]
+    assert sent == []
+
+
+def test_a_pooled_postgresql_connection_idle_for_long_is_pinged_and_replaced_when_the_ping_fails(
+    postgres_schema, monkeypatch
+):
+    """A peer gone without closing its end leaves nothing to read: a long-idle connection is pinged before use."""
+    from crowdpatch.store import liveness
+
+    engine = make_engine(postgres_schema)
+
+    def backend() -> int:
+        with engine.connect() as connection:
+            return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+    first = backend()
+    monkeypatch.setattr(liveness, "PING_AFTER_IDLE_SECONDS", 0.0)
+    pings = []
+    answer = engine.dialect.do_ping
+
+    def ping(dbapi_connection) -> bool:
+        pings.append(dbapi_connection)
+        return answer(dbapi_connection)
+
+    monkeypatch.setattr(engine.dialect, "do_ping", ping)
+    assert backend() == first and len(pings) == 1  # pinged, answered: kept
+
+    def silent(dbapi_connection) -> bool:
+        pings.append(dbapi_connection)
+        raise OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed the connection"))
+
+    monkeypatch.setattr(engine.dialect, "do_ping", silent)
+    replaced = backend()
+    engine.dispose()
+    assert replaced != first and len(pings) == 2  # the fresh connection, just made, is not pinged

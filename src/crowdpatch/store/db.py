@@ -11,6 +11,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from crowdpatch.store.liveness import guard_pooled_connections
 from crowdpatch.store.statements import count_statements
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -97,8 +98,9 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         overflow = POSTGRES_CONNECTIONS - POSTGRES_POOL_SIZE
-        engine = create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL_SIZE, max_overflow=overflow)
+        engine = create_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=overflow)
         event.listen(engine, "connect", _postgres_settings)
+        guard_pooled_connections(engine)
         engine.dialect.do_rollback = _rollback_keeping_prepared_statements
     count_statements(engine)
     return engine
