@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from crowdpatch.cli import EXIT_ERROR
 from crowdpatch.config import CONFIG_FILENAME, load_config
+from crowdpatch.server.processes import balances_by_port
 from helpers.cli import assert_one_clean_error, can_bind_mount, cli_command, cli_env, read_only_command
+from helpers.live_server import free_port, wait_until_serving
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line_exits_1_and_prints_no_link(make_project, run_cli):
@@ -71,3 +77,82 @@ def test_a_config_that_did_not_change_is_not_written_again_so_serve_restarts_on_
     project.save_config()
     assert os.stat(path).st_ino != before.st_ino
     assert load_config(project.directory).server.prolific_completion_code == "CHANGED1"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while being read
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _sockets_on_port(pid: int, port: int) -> dict[str, int]:
+    """How many of ``pid``'s TCP sockets on local ``port`` are in each state ("0A": listening, "01": connected)."""
+    states: dict[str, int] = {}
+    try:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        tables = [Path(f"/proc/{pid}/net/{name}").read_text() for name in ("tcp", "tcp6")]
+    except OSError:  # the process ended meanwhile
+        return states
+    inodes = {link[len("socket:[") : -1] for link in links if link.startswith("socket:")}
+    for row in (row for table in tables for row in table.splitlines()[1:]):
+        fields = row.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+            states[fields[3]] = states.get(fields[3], 0) + 1
+    return states
+
+
+def _listening_processes(server_pid: int, port: int, count: int, gone: int = 0, timeout: float = 60) -> list[int]:
+    """The server's processes once ``count`` of them listen on ``port`` (none of them ``gone``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = [pid for pid in _children(server_pid) if _sockets_on_port(pid, port).get("0A")]
+        if len(listening) == count and gone not in listening:
+            return listening
+        time.sleep(0.2)
+    raise AssertionError(f"{count} processes did not listen on port {port}")
+
+
+@pytest.mark.skipif(not balances_by_port(), reason="only Linux spreads a port's connections over its sockets")
+def test_serve_with_two_processes_spreads_connections_opened_together_and_replaces_a_killed_one(
+    make_project, start_cli, run_cli, tmp_path
+):
+    """Each process listens on a socket of its own (SO_REUSEPORT): opened at once, connections are shared out
+    (with one shared socket, the process that woke first accepted 31 of 32). The port stays the server's, a
+    process killed is started again, and stopping the server stops them all."""
+    project = make_project(n_images=3, size=48)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_cli(
+        "serve", project.directory, "--port", port, "--workers", 2, log=open(tmp_path / "serve.log", "w")
+    )
+    wait_until_serving(url, server)
+    processes = _listening_processes(server.pid, port, 2)
+
+    connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+    for connection in connections:
+        connection.sendall(f"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    for connection in connections:
+        assert connection.recv(12).startswith(b"HTTP/1.1 200")
+    shares = [_sockets_on_port(pid, port).get("01", 0) for pid in processes]
+    for connection in connections:
+        connection.close()
+    assert sum(shares) == 32 and min(shares) >= 4, shares  # a fair coin gives fewer than 4 of 32 once in 10^6
+
+    again = run_cli("serve", project.directory, "--port", port, timeout=180)
+    assert again.returncode == EXIT_ERROR and "in use" in again.stderr
+
+    os.kill(processes[0], signal.SIGKILL)
+    replaced = _listening_processes(server.pid, port, 2, gone=processes[0])
+    assert processes[1] in replaced
+    assert httpx.get(url + "/openapi.json", timeout=10).status_code == 200
+
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)

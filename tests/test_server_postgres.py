@@ -7,38 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import time
 from collections import defaultdict
 
-import httpx
 import pytest
 from sqlalchemy import select
 
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.simulate.http import simulate_via_http_async
 from crowdpatch.store.models import AnswerRow, ImageRow, TaskRow
+from helpers.live_server import free_port, wait_until_serving
 from helpers.loops import run_in_fresh_loop
 from helpers.postgres import fresh_schema
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_serving(url: str, process, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"server at {url} exited with {process.returncode}"
-        try:
-            if httpx.get(url + "/openapi.json", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server at {url} did not start")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,9 +1,13 @@
-"""A project's server on a free local port, in a thread of the test process (for a real browser to talk to)."""
+"""A project's server on a free local port: in a thread of the test process (for a real browser to talk to), or
+a `crowdpatch serve` process to wait for."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+
+import httpx
 
 from crowdpatch.project import Project
 from crowdpatch.server.app import create_app
@@ -30,3 +34,23 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, process, timeout: float = 60) -> None:
+    """Until the server at ``url`` answers; fails if its ``process`` (a Popen) exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server at {url} exited with {process.returncode}"
+        try:
+            if httpx.get(url + "/openapi.json", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server at {url} did not start")

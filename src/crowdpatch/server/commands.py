@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         from crowdpatch.config import ConfigError
         from crowdpatch.project import ProjectError
         from crowdpatch.server.app import ENV_DB, ENV_PROJECT, open_served_project, serving_app
-        from crowdpatch.server.listen import CannotListen, link_host, listening_socket
+        from crowdpatch.server.listen import CannotListen, bound_socket, link_host, listening_socket
+        from crowdpatch.server.processes import StartupFailed, balances_by_port, run_processes
         from crowdpatch.store.db import refresh_planner_statistics
         from crowdpatch.store.health import storage_error_message
 
@@ -82,12 +83,22 @@ def register(app: typer.Typer) -> None:
         # each request's log arguments: CPU on every answer).
         quiet = {"log_level": "warning", "access_log": False}
         if workers > 1:
-            # uvicorn binds the port again for its processes: the check above was on the same port.
+            # The processes bind the port again: the check above was on the same port.
             sock.close()
             project.close()
             os.environ[ENV_PROJECT] = str(Path(directory).resolve())
             if db:
                 os.environ[ENV_DB] = db
+            if balances_by_port():
+                # Bound, not listening: the port stays this server's, and no connection waits on it unaccepted.
+                reserved = bound_socket(host, port, reuse_port=True)
+                try:
+                    run_processes(host, port, workers, quiet)
+                except StartupFailed as exc:
+                    fail(f"the server did not start: {exc}; see the lines above")
+                finally:
+                    reserved.close()
+                return
             try:
                 uvicorn.run(
                     "crowdpatch.server.app:app_from_env", factory=True, host=host, port=port, workers=workers, **quiet

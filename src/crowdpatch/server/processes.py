@@ -1,0 +1,96 @@
+"""`crowdpatch serve --workers N`: N server processes, each listening on a socket of its own on the one port.
+
+Processes that share one listening socket (uvicorn's way) take turns accepting as the kernel wakes
+them, and the one that wakes first accepts every connection waiting: the workers of a study open
+their keep-alive connections together, and under load one process served 31 of 32 while the other
+idled (docs/benchmarks.md, "Connections per process"). Here each process binds its own socket with
+``SO_REUSEPORT``, and the kernel spreads new connections over them by a hash of each connection's
+addresses, as nginx's ``reuseport`` does.
+
+This process supervises: it starts the N processes, starts again any that dies unexpectedly (a crash,
+the out-of-memory killer), and on SIGINT or SIGTERM stops them all, each finishing the requests it is
+answering. A process that cannot start its server (uvicorn's start-up failure) stops them all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import socket
+import sys
+import threading
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from crowdpatch.server.listen import listening_socket
+
+STARTUP_FAILURE = 3
+"""The exit code of a uvicorn server that could not start (``uvicorn.config.STARTUP_FAILURE``)."""
+
+STOP_SECONDS = 30.0
+"""How long the processes have to finish their requests once told to stop, before they are killed."""
+
+
+class StartupFailed(RuntimeError):
+    """A server process could not start; its own output says why."""
+
+
+def balances_by_port() -> bool:
+    """Whether this system spreads the connections of one port over the sockets listening on it (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def run_processes(host: str, port: int, count: int, uvicorn_options: dict[str, Any]) -> None:
+    """Serve the project named in the environment (``app_from_env``) from ``count`` processes, until a signal."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each, as uvicorn's own processes
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def start() -> BaseProcess:
+        process = context.Process(target=serve_one, args=(host, port, uvicorn_options), name="crowdpatch-server")
+        process.start()
+        return process
+
+    processes = [start() for _ in range(count)]
+    try:
+        while not stop.wait(0.5):
+            for index, process in enumerate(processes):
+                if process.is_alive():
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    raise StartupFailed(f"a server process could not start (uvicorn exit {STARTUP_FAILURE})")
+                print(
+                    f"crowdpatch: server process {process.pid} ended (exit {process.exitcode}); starting another",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                processes[index] = start()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        stop_all(processes)
+
+
+def stop_all(processes: list[BaseProcess]) -> None:
+    """SIGTERM to each (uvicorn's graceful shutdown), then SIGKILL to any still running after :data:`STOP_SECONDS`."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def serve_one(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+    """One server process: its own socket on the shared port, the project's app, uvicorn until told to stop."""
+    import uvicorn
+
+    from crowdpatch.server.app import app_from_env
+
+    sock = listening_socket(host, port, reuse_port=True)
+    server = uvicorn.Server(uvicorn.Config(app_from_env(), **uvicorn_options))
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
