@@ -156,3 +156,21 @@ def test_serve_with_two_processes_spreads_connections_opened_together_and_replac
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=60) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+
+
+@pytest.mark.skipif(not balances_by_port(), reason="several processes on one port's sockets: Linux only")
+def test_serve_killed_outright_leaves_no_server_process_behind(make_project, start_cli, tmp_path):
+    """SIGKILL gives `serve` no chance to stop its processes: the kernel tells them (the parent-death signal)."""
+    project = make_project(n_images=3, size=48)
+    port = free_port()
+    server = start_cli(
+        "serve", project.directory, "--port", port, "--workers", 2, log=open(tmp_path / "serve.log", "w")
+    )
+    wait_until_serving(f"http://127.0.0.1:{port}", server)
+    processes = _listening_processes(server.pid, port, 2)
+    server.kill()
+    server.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{pid}").exists() for pid in processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in processes)

@@ -9,12 +9,16 @@ addresses, as nginx's ``reuseport`` does.
 
 This process supervises: it starts the N processes, starts again any that dies unexpectedly (a crash,
 the out-of-memory killer), and on SIGINT or SIGTERM stops them all, each finishing the requests it is
-answering. A process that cannot start its server (uvicorn's start-up failure) stops them all.
+answering. A process that cannot start its server (uvicorn's start-up failure) stops them all. If this
+process is killed outright (SIGKILL), the kernel tells its processes to stop (Linux's parent-death
+signal): no server is left answering on the port after the command that started it is gone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -26,6 +30,9 @@ from crowdpatch.server.listen import listening_socket
 
 STARTUP_FAILURE = 3
 """The exit code of a uvicorn server that could not start (``uvicorn.config.STARTUP_FAILURE``)."""
+
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when its parent ends."""
 
 STOP_SECONDS = 30.0
 """How long the processes have to finish their requests once told to stop, before they are killed."""
@@ -47,7 +54,9 @@ def run_processes(host: str, port: int, count: int, uvicorn_options: dict[str, A
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
 
     def start() -> BaseProcess:
-        process = context.Process(target=serve_one, args=(host, port, uvicorn_options), name="crowdpatch-server")
+        process = context.Process(
+            target=serve_one, args=(host, port, uvicorn_options, os.getpid()), name="crowdpatch-server"
+        )
         process.start()
         return process
 
@@ -83,14 +92,26 @@ def stop_all(processes: list[BaseProcess]) -> None:
             process.join()
 
 
-def serve_one(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], supervisor: int) -> None:
     """One server process: its own socket on the shared port, the project's app, uvicorn until told to stop."""
     import uvicorn
 
     from crowdpatch.server.app import app_from_env
 
+    stop_with(supervisor)
     sock = listening_socket(host, port, reuse_port=True)
     server = uvicorn.Server(uvicorn.Config(app_from_env(), **uvicorn_options))
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def stop_with(supervisor: int) -> None:
+    """SIGTERM to this process when ``supervisor``, its parent, ends however it ends (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        return
+    if os.getppid() != supervisor:  # it ended before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
