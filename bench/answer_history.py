@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, update
 
-from benchkit import cpu_model, markdown_table, publish
+from benchkit import builtin_files, cpu_model, markdown_table, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
-from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import refresh_planner_statistics
@@ -104,8 +103,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-history-"))
-    labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=40, size=64, seed=0))
-    files = (out / "data" / "images", labels, out / "data" / "masks")
+    files = builtin_files(out, 40)
     rows = []
 
     def run(tag: str, history: int, db_url: str | None) -> None:

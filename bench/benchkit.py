@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from crowdpatch.config import ProjectConfig
-from crowdpatch.datasets import load_folder_dataset
+from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
@@ -106,6 +106,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def builtin_files(out: Path, n_images: int) -> tuple[Path, Path, Path]:
+    """The built-in benchmark's files under ``out/data`` (64 px): (images, labels CSV, masks), as
+    :func:`served_project` takes them."""
+    labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=n_images, size=64, seed=0))
+    return out / "data" / "images", labels, out / "data" / "masks"
 
 
 def served_project(

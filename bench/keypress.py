@@ -23,8 +23,9 @@ import numpy as np
 import uvicorn
 from playwright.sync_api import sync_playwright
 
+from benchkit import builtin_files
 from crowdpatch.config import ProjectConfig
-from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
+from crowdpatch.datasets import load_folder_dataset
 from crowdpatch.ingest import add_images
 from crowdpatch.project import Project
 from crowdpatch.propose import propose
@@ -44,8 +45,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-keypress-"))
-    labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
-    images, masks = out / "data" / "images", out / "data" / "masks"
+    images, labels, masks = builtin_files(out, args.images)
     config = ProjectConfig(name="keys", target="object", images_dir=str(images), masks_dir=str(masks))
     config.crowd.gold_rate = 0.0
     config.crowd.votes = 1  # one worker: each answer closes its question, so the walk (and the work) goes on

@@ -55,10 +55,9 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import text
 
-from benchkit import StealMeter, cpu_model, free_port, served_project
+from benchkit import StealMeter, builtin_files, cpu_model, free_port, served_project
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
-from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.simulate.http import Http11, WorkerClient
@@ -504,8 +503,7 @@ def main() -> None:
     if args.json:
         args.json.write_text("")
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-load-"))
-    data = generate_benchmark(out / "data", BenchmarkSpec(n_images=args.images, size=64, seed=0))
-    files = (out / "data" / "images", data, out / "data" / "masks")
+    files = builtin_files(out, args.images)
     server_cores, client_cores = split_cores(args.server_cores)
     print(
         f"host: {cpu_model()}; cores: {os.cpu_count()} "

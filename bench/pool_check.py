@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchkit import cpu_model, publish
+from benchkit import builtin_files, cpu_model, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
-from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import refresh_planner_statistics
@@ -110,8 +109,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-pool-check-"))
-    labels = generate_benchmark(out / "data", BenchmarkSpec(n_images=200, size=64, seed=0))
-    files = (out / "data" / "images", labels, out / "data" / "masks")
+    files = builtin_files(out, 200)
     with PostgresSchema(args.postgres, "pool_check", keep=False) as url:
         project = make_project(out / "project", files, url, "patch")
         try:
