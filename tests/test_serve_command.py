@@ -14,7 +14,8 @@ import pytest
 
 from crowdpatch.cli import EXIT_ERROR
 from crowdpatch.config import CONFIG_FILENAME, load_config
-from crowdpatch.server.processes import balances_by_port
+from crowdpatch.server.app import ENV_PROJECT
+from crowdpatch.server.processes import StartupFailed, balances_by_port, run_processes
 from helpers.cli import assert_one_clean_error, can_bind_mount, cli_command, cli_env, read_only_command
 from helpers.live_server import free_port, wait_until_serving
 
@@ -174,3 +175,12 @@ def test_serve_killed_outright_leaves_no_server_process_behind(make_project, sta
     while any(Path(f"/proc/{pid}").exists() for pid in processes) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() for pid in processes)
+
+
+@pytest.mark.skipif(not balances_by_port(), reason="several processes on one port's sockets: Linux only")
+@pytest.mark.timeout(60)  # restarted again and again, it would never return
+def test_a_server_process_that_cannot_start_stops_the_server_instead_of_starting_again_and_again(tmp_path, monkeypatch):
+    """A process that dies at start (here: no project where the environment says) is not restarted in a loop."""
+    monkeypatch.setenv(ENV_PROJECT, str(tmp_path / "no-project-here"))
+    with pytest.raises(StartupFailed, match="could not start"):
+        run_processes("127.0.0.1", free_port(), 2, {"log_level": "warning"})

@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
                 try:
                     run_processes(host, port, workers, quiet)
                 except StartupFailed as exc:
-                    fail(f"the server did not start: {exc}; see the lines above")
+                    fail(f"{exc}; see the lines above")
                 finally:
                     reserved.close()
                 return

@@ -23,13 +23,14 @@ import signal
 import socket
 import sys
 import threading
+import traceback
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from crowdpatch.server.listen import listening_socket
 
 STARTUP_FAILURE = 3
-"""The exit code of a uvicorn server that could not start (``uvicorn.config.STARTUP_FAILURE``)."""
+"""The exit code of a server process that could not start (uvicorn's own, ``uvicorn.config.STARTUP_FAILURE``)."""
 
 PR_SET_PDEATHSIG = 1
 """Linux ``prctl`` option: the signal a process gets when its parent ends."""
@@ -67,7 +68,7 @@ def run_processes(host: str, port: int, count: int, uvicorn_options: dict[str, A
                 if process.is_alive():
                     continue
                 if process.exitcode == STARTUP_FAILURE:
-                    raise StartupFailed(f"a server process could not start (uvicorn exit {STARTUP_FAILURE})")
+                    raise StartupFailed("a server process could not start")
                 print(
                     f"crowdpatch: server process {process.pid} ended (exit {process.exitcode}); starting another",
                     file=sys.stderr,
@@ -99,8 +100,13 @@ def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], supervisor:
     from crowdpatch.server.app import app_from_env
 
     stop_with(supervisor)
-    sock = listening_socket(host, port, reuse_port=True)
-    server = uvicorn.Server(uvicorn.Config(app_from_env(), **uvicorn_options))
+    try:
+        sock = listening_socket(host, port, reuse_port=True)
+        app = app_from_env()
+    except Exception:  # noqa: BLE001 - whatever it is, this process cannot serve: said here, and the server stops
+        traceback.print_exc()
+        sys.exit(STARTUP_FAILURE)
+    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options))
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(STARTUP_FAILURE)
