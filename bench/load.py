@@ -19,9 +19,10 @@ crash of the process, the WAL is fsynced at checkpoints; OFF) and PostgreSQL's
 ``synchronous_commit`` (on for full and normal, off for off: a crash of the database may lose the
 last commits, never corrupt it). An answer is acknowledged only after its commit in every case.
 
-With ``--json PATH`` each run is also written to PATH as it ends, one JSON object per line (JSON
-Lines), the same object the printed row is made from: ``backend``, ``processes``, ``workers``,
-``phase``, ``loop``, ``answers_per_s``, ``p50_ms``, ``p95_ms``, ``p99_ms``, ``errors``,
+With ``--json PATH`` each run is also appended to PATH as it ends, one JSON object per line (JSON
+Lines; the runs of several commands gather in one file), the same object the printed row is made
+from: ``backend``, ``processes``, ``workers``, ``phase``, ``loop``, ``answers_per_s``, ``p50_ms``,
+``p95_ms``, ``p99_ms``, ``errors``,
 ``server_cpu_ms_per_answer``, ``db_cpu_ms_per_answer`` (PostgreSQL's processes; null for SQLite,
 which runs inside the server's processes and is counted in their CPU), ``statements_per_answer``
 (SQL statements the server's processes sent per answer, counted by :mod:`crowdpatch.store.statements`),
@@ -498,10 +499,8 @@ def main() -> None:
         help="separate: GET /tasks/next then POST /answers (two round trips per answer); "
         'piggyback: each answer asks for the next question ("next": true), one round trip.',
     )
-    parser.add_argument("--json", type=Path, help="Also write each run here as it ends: one JSON object per line.")
+    parser.add_argument("--json", type=Path, help="Also append each run here as it ends: one JSON object per line.")
     args = parser.parse_args()
-    if args.json:
-        args.json.write_text("")
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-load-"))
     files = builtin_files(out, args.images)
     server_cores, client_cores = split_cores(args.server_cores)
