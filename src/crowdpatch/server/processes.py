@@ -29,6 +29,9 @@ from typing import Any
 
 from crowdpatch.server.listen import listening_socket
 
+LINUX = sys.platform.startswith("linux")
+"""Where both things this module leans on exist: ``SO_REUSEPORT`` that spreads connections, the parent-death signal."""
+
 STARTUP_FAILURE = 3
 """The exit code of a server process that could not start (uvicorn's own, ``uvicorn.config.STARTUP_FAILURE``)."""
 
@@ -45,7 +48,7 @@ class StartupFailed(RuntimeError):
 
 def balances_by_port() -> bool:
     """Whether this system spreads the connections of one port over the sockets listening on it (Linux)."""
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    return LINUX and hasattr(socket, "SO_REUSEPORT")
 
 
 def run_processes(host: str, port: int, count: int, uvicorn_options: dict[str, Any]) -> None:
@@ -114,7 +117,7 @@ def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], supervisor:
 
 def stop_with(supervisor: int) -> None:
     """SIGTERM to this process when ``supervisor``, its parent, ends however it ends (Linux; elsewhere nothing)."""
-    if not sys.platform.startswith("linux"):
+    if not LINUX:
         return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
