@@ -673,3 +673,30 @@ def test_a_rolled_back_transaction_leaves_the_statements_prepared_on_its_connect
         assert connection.exec_driver_sql("SELECT 1").scalar() == 1
     engine.dispose()
     assert prepared == 1
+
+
+def test_postgresql_connections_stay_open_once_opened_and_the_last_returned_is_handed_out_first(
+    postgres_schema,
+) -> None:
+    """A new connection costs PostgreSQL a backend started, its caches filled and every statement prepared anew.
+    The pool closed the connections past the answer loop's as they came back: one or two a second under load."""
+    from sqlalchemy import event
+
+    from crowdpatch.store.db import POSTGRES_TRANSACTIONS_AT_ONCE
+
+    engine = make_engine(postgres_schema)
+    opened: list[object] = []
+    event.listen(engine, "connect", lambda dbapi_connection, _record: opened.append(dbapi_connection))
+    at_once = POSTGRES_TRANSACTIONS_AT_ONCE + 2  # the answer loop's, and a page and a picture beside them
+    for _ in range(3):
+        connections = [engine.connect() for _ in range(at_once)]
+        for connection in connections:
+            connection.exec_driver_sql("SELECT 1")
+        returned_last = connections[-1].connection.dbapi_connection
+        for connection in connections:
+            connection.close()
+    with engine.connect() as connection:
+        handed_out = connection.connection.dbapi_connection
+    engine.dispose()
+    assert len(opened) == at_once
+    assert handed_out is returned_last

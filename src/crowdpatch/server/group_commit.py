@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
-from crowdpatch.store.db import POSTGRES_POOL_SIZE
+from crowdpatch.store.db import POSTGRES_TRANSACTIONS_AT_ONCE
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ class OwnTransactions:
     ``threading.Condition`` was a seventh of a serving process's CPU in a profile under load.
     """
 
-    def __init__(self, threads: int = POSTGRES_POOL_SIZE):
+    def __init__(self, threads: int = POSTGRES_TRANSACTIONS_AT_ONCE):
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="crowdpatch-db")
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -97,8 +97,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        overflow = POSTGRES_CONNECTIONS - POSTGRES_POOL_SIZE
-        engine = create_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=overflow)
+        # Every connection opened stays open (no overflow to close on return), and the pool hands out the
+        # one returned last (LIFO): the few the answer loop uses stay warm, the rest wait idle.
+        engine = create_engine(url, pool_size=POSTGRES_CONNECTIONS, max_overflow=0, pool_use_lifo=True)
         event.listen(engine, "connect", _postgres_settings)
         guard_pooled_connections(engine)
         engine.dialect.do_rollback = _rollback_keeping_prepared_statements
@@ -106,8 +107,8 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-POSTGRES_POOL_SIZE = 4
-"""Connections a process keeps open to PostgreSQL, one per answer-loop transaction it runs at once.
+POSTGRES_TRANSACTIONS_AT_ONCE = 4
+"""Answer-loop transactions a process runs at once on PostgreSQL (a thread and a connection each).
 
 Running more at once does not answer faster: they wait on the same rows and pages, PostgreSQL spends
 more CPU per answer, and the slowest answers wait longer (docs/benchmarks.md, "Transactions at once
@@ -116,7 +117,14 @@ per process"). A study that needs more throughput adds server processes.
 POSTGRES_CONNECTIONS = 12
 """The most connections a process opens: its answer loop's, and the other requests' (pages, pictures,
 the dashboard) beside them. Four processes stay well inside PostgreSQL's default max_connections (100),
-shared with everything else on that server."""
+shared with everything else on that server.
+
+A connection, once opened, stays open until the process ends or the database closes it: each new
+one costs PostgreSQL a process of its own, its caches filled anew and every statement planned and
+prepared again. A pool that closed the connections it opened past its usual few, as soon as they
+came back, opened and closed one or two a second under load, the image lookups of new questions
+beside the answer loop's (docs/benchmarks.md, "Connections kept open").
+"""
 
 
 def refresh_planner_statistics(engine: Engine) -> None:
