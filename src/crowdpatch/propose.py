@@ -140,7 +140,7 @@ def _store_proposal(project, row, image, gt, saliency, rng, report: ProposeRepor
             session.add(region)
             session.flush()
             asked = policy.region_questions(session, project.id, row.id, region, config)
-            report.first_questions.update(task.kind for task in asked)
+            report.first_questions.update(asked)
             image_row.stage = "patch"
             report.whole_image += 1
         if gt is not None and config.crowd.gold_rate > 0:

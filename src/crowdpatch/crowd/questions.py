@@ -212,12 +212,18 @@ def window_task_values(
 
 def add_first_windows(
     session: Session, project_id: int, image_id: int, region: RegionRow, keys: list[WindowKey], config: ProjectConfig
-) -> list[TaskRow]:
-    """The patch questions of a region's first level (a fresh region: none is asked yet)."""
+) -> list[str]:
+    """The patch questions of a region's first level (a fresh region: none is asked yet); their kinds.
+
+    One INSERT run per row (:func:`insert_window_tasks`' statement), not ORM objects: the ORM inserts
+    them as one statement with a parameter per column and row, which psycopg parses anew each time
+    (it caches statements of at most 50 parameters), and that cost more than the rest of the answer
+    that closes an image's last verification (docs/benchmarks.md, "First windows of a verified image").
+    """
     values = window_task_values(project_id, image_id, region.id, Box.from_list(region.box), keys, config, None, set())
-    created = [TaskRow(**row) for row in values]
-    session.add_all(created)
-    return created
+    if values:
+        session.connection().execute(_INSERT_TASKS, values)
+    return [PATCH] * len(values)
 
 
 def insert_window_tasks(

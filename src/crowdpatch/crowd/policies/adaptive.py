@@ -104,14 +104,14 @@ class AdaptivePolicy:
 
     def region_questions(
         self, session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig
-    ) -> list[TaskRow]:
+    ) -> list[str]:
         image = session.get(ImageRow, image_id)
         box = Box.from_list(region.box)
         left = self._left(session, image_id, config)
         if self._outline_worth_asking(session, project_id, image, box, config) and left >= config.time_model.yes_no:
-            return [add_outline_task(session, project_id, image_id, region, box)]
+            return [add_outline_task(session, project_id, image_id, region, box).kind]
         grid = self._grid(session, project_id, image_id, region, config, left, "grid over the verified region")
-        return [grid] if grid is not None else []
+        return [grid.kind] if grid is not None else []
 
     def _outline_worth_asking(
         self, session: Session, project_id: int, image: ImageRow, box: Box, config: ProjectConfig

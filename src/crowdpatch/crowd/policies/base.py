@@ -18,7 +18,7 @@ from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.closing import verified_regions
 from crowdpatch.crowd.questions import QuestionFacts
 from crowdpatch.registry import Registry
-from crowdpatch.store.models import RegionRow, TaskRow
+from crowdpatch.store.models import RegionRow
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class Policy(Protocol):
 
     def region_questions(
         self, session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig
-    ) -> list[TaskRow]:
-        """The first questions of an accepted region."""
+    ) -> list[str]:
+        """Ask the first questions of an accepted region; their kinds, one per question asked."""
         ...
 
     def after_answer(

@@ -18,7 +18,7 @@ from crowdpatch.crowd.policies.base import POLICIES, AnswerOutcome, ask_verified
 from crowdpatch.crowd.questions import QuestionFacts, add_first_windows, add_grid_task
 from crowdpatch.crowd.votes import majority, votes_target
 from crowdpatch.patches.lattice import first_level
-from crowdpatch.store.models import RegionRow, TaskRow
+from crowdpatch.store.models import RegionRow
 
 
 @POLICIES.register("fixed")
@@ -35,10 +35,10 @@ class FixedPolicy:
 
     def region_questions(
         self, session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig
-    ) -> list[TaskRow]:
+    ) -> list[str]:
         """The region's first questions, in the project's presentation: one grid screen, or the level-1 windows."""
         if config.patches.presentation == "grid":
-            return [add_grid_task(session, project_id, region, config)]
+            return [add_grid_task(session, project_id, region, config).kind]
         return add_first_windows(session, project_id, image_id, region, first_level(), config)
 
     def after_answer(

@@ -101,11 +101,11 @@ class PrecisePolicy(AdaptivePolicy):
 
     def region_questions(
         self, session: Session, project_id: int, image_id: int, region: RegionRow, config: ProjectConfig
-    ) -> list[TaskRow]:
+    ) -> list[str]:
         if region.source != "whole":
             left = self._left(session, image_id, config)
             grid = self._grid(session, project_id, image_id, region, config, left, "no candidate fitted: a grid")
-            return [grid] if grid is not None else []
+            return [grid.kind] if grid is not None else []
         image = session.get(ImageRow, image_id)
         box = Box.from_list(region.box)
         if (
@@ -113,8 +113,8 @@ class PrecisePolicy(AdaptivePolicy):
             and self._outline_worth_asking(session, project_id, image, box, config)
             and self._left(session, image_id, config) >= config.time_model.yes_no
         ):
-            return [add_outline_task(session, project_id, image_id, region, box)]
-        return [self._extreme(session, project_id, image_id, region, 1, f"where is the {config.target}?")]
+            return [add_outline_task(session, project_id, image_id, region, box).kind]
+        return [self._extreme(session, project_id, image_id, region, 1, f"where is the {config.target}?").kind]
 
     def _extreme(
         self, session: Session, project_id: int, image_id: int, region: RegionRow, attempt: int, why: str
