@@ -6,8 +6,9 @@ built-in projects, with several workers interleaving their requests as real ones
 
 from __future__ import annotations
 
+from collections import Counter
 from itertools import count
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -309,8 +310,18 @@ def test_a_yes_at_the_maximum_depth_creates_nothing(make_project) -> None:
     assert tasks_where(project, TaskRow.level == 2) == []
 
 
-def test_all_clusters_rejected_gives_a_whole_image_region_with_level_one_questions(make_project) -> None:
-    project = make_project(configure=no_gold)
+def on(database: str | None) -> Callable[[ProjectConfig], None]:
+    """No gold questions, the project's store on ``database`` (the ``database`` fixture's URL; None: SQLite)."""
+
+    def configure(config: ProjectConfig) -> None:
+        no_gold(config)
+        config.db_url = database
+
+    return configure
+
+
+def test_all_clusters_rejected_gives_a_whole_image_region_with_level_one_questions(make_project, database) -> None:
+    project = make_project(configure=on(database))
     planner = make_planner(project)
     workers = iter(add_workers(project, 40))
     first = tasks_where(project, TaskRow.kind == "verify")[0]
@@ -346,6 +357,45 @@ def test_an_accepted_cluster_becomes_the_region_asked_about(make_project) -> Non
     assert [r.source for r in regions] == ["saliency"] * len(clusters), "no whole-image region when one is accepted"
     assert regions[0].verdict == "accepted"
     assert len(tasks_where(project, TaskRow.region_id == regions[0].id, TaskRow.kind == "patch")) == 9
+
+
+def test_accepted_clusters_that_overlap_are_asked_about_once_as_their_union(make_project, database) -> None:
+    """Saliency often splits one object into touching clusters: their lattices would ask the shared area twice."""
+    project = make_project(configure=on(database))
+    planner = make_planner(project)
+    workers = iter(add_workers(project, 200))
+    image_id = next(
+        image
+        for image, clusters in Counter(t.image_id for t in tasks_where(project, TaskRow.kind == "verify")).items()
+        if clusters >= 2
+    )
+    clusters = tasks_where(project, TaskRow.kind == "verify", TaskRow.image_id == image_id)
+    with project.sessions.begin() as session:
+        image = session.get(ImageRow, image_id)
+        width, height = image.width, image.height
+        first, second = (session.get(RegionRow, c.region_id) for c in clusters[:2])
+        first.box = [0, 0, width // 2 + 4, height // 2 + 4]
+        second.box = [width // 2 - 4, height // 2 - 4, width, height]
+    accepted, undecided = {clusters[0].id, clusters[1].id}, {c.id for c in clusters}
+    while undecided:  # every verification in the order they are handed out: "no" but to the two
+        takers = [next(workers), next(workers)]
+        task_id = planner.next_task(takers[0]).task_id
+        assert planner.next_task(takers[1]).task_id == task_id
+        for worker in takers:
+            submit(planner, worker, task_id, "yes" if task_id in accepted else "no")
+        undecided.discard(task_id)
+
+    with project.sessions() as session:
+        regions = session.scalars(select(RegionRow).where(RegionRow.image_id == image_id).order_by(RegionRow.id)).all()
+        stage = session.get(ImageRow, image_id).stage
+    verdicts = {r.id: r.verdict for r in regions}
+    assert verdicts[clusters[0].region_id] == verdicts[clusters[1].region_id] == "merged"
+    assert all(verdicts[c.region_id] == "rejected" for c in clusters[2:])
+    union = regions[-1]
+    assert (union.source, union.verdict, union.box) == ("merged", "accepted", [0, 0, width, height])
+    assert stage == "patch"
+    asked = tasks_where(project, TaskRow.image_id == image_id, TaskRow.kind == "patch")
+    assert len(asked) == 9 and {t.region_id for t in asked} == {union.id}
 
 
 # -- rejected and repeated answers -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -36,11 +37,21 @@ _CLOSE_POSTGRES = Statement(
     "SELECT crowdpatch_close(:task, :image, :decided, :outside) AS others_open", columns={"others_open": None}
 )
 
-# An image's verifications, open and decided, in one read (through the ORM, two reads cost more than the
-# rest of the answer that closes the image's last verification).
+# An image's verifications, open and decided, in one read.
 _VERIFICATIONS = Statement(
     f"SELECT region_id, decision, state FROM task WHERE image_id = :image AND kind = '{VERIFY}'",
     columns={"region_id": None, "decision": None, "state": None},
+)
+
+# Each verified cluster's verdict from its verification's decision (a region has one verification at most).
+_SET_VERDICTS = Statement(
+    f"UPDATE region SET verdict = CASE WHEN (SELECT t.decision FROM task t WHERE t.region_id = region.id"
+    f" AND t.kind = '{VERIFY}') = '{YES}' THEN 'accepted' ELSE 'rejected' END"
+    f" WHERE id IN (SELECT region_id FROM task WHERE image_id = :image AND kind = '{VERIFY}')"
+)
+_ENTER_PATCH_STAGE = Statement(
+    "UPDATE image SET stage = 'patch' WHERE id = :image RETURNING width, height",
+    columns={"width": None, "height": None},
 )
 
 
@@ -85,12 +96,16 @@ def mark_done(session: Session, question: QuestionFacts, decision: str | None) -
     else:
         _RELEASE.run(session, task=question.id)
         _MARK_DONE.run(session, task=question.id, decided=decision)
-    loaded = session.identity_map.get(session.identity_key(TaskRow, question.id)) if session.identity_map else None
-    if loaded is not None:
-        set_committed_value(loaded, "state", "done")
-        set_committed_value(loaded, "decision", decision)
-        set_committed_value(loaded, "leases_count", 0)
+    _keep_loaded(session, TaskRow, question.id, state="done", decision=decision, leases_count=0)
     return others_open
+
+
+def _keep_loaded(session: Session, entity: type, row_id: int, **values: object) -> None:
+    """A row the session has loaded, kept in step with what a statement just wrote (a flush would cost more)."""
+    loaded = session.identity_map.get(session.identity_key(entity, row_id)) if session.identity_map else None
+    if loaded is not None:
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
 
 
 def finish_image_if_done(session: Session, image_id: int, others_open: bool | None = None) -> None:
@@ -116,27 +131,32 @@ def verified_regions(session: Session, image_id: int) -> list[RegionRow] | None:
     """Once every cluster of an image is verified: its accepted regions (the image moves to stage "patch").
 
     None while a verification is still open. Accepted clusters whose boxes overlap become one region;
-    none accepted: the whole image is the region.
+    none accepted: the whole image is the region. The verdicts and the stage are written by statements,
+    not the ORM's unit of work, which cost more than the rest of the answer that closes the image's
+    last verification (docs/benchmarks.md, "A verified image's decisions").
     """
     verifications = _VERIFICATIONS.all(session, image=image_id)
     if any(verification.state == "open" for verification in verifications):
         return None
-    verdicts = {verification.region_id: verification.decision for verification in verifications}
-    image = session.get(ImageRow, image_id)
-    accepted = []
-    for region in image.regions:
-        if region.id in verdicts:
-            region.verdict = "accepted" if verdicts[region.id] == YES else "rejected"
-            if region.verdict == "accepted":
-                accepted.append(region)
-    if not accepted:
-        whole = RegionRow(image_id=image_id, source="whole", box=[0, 0, image.width, image.height], verdict="accepted")
+    _SET_VERDICTS.run(session, image=image_id)
+    width, height = _ENTER_PATCH_STAGE.one(session, image=image_id)
+    _keep_loaded(session, ImageRow, image_id, stage="patch")
+    accepted_ids = [verification.region_id for verification in verifications if verification.decision == YES]
+    if accepted_ids:
+        accepted = list(
+            session.scalars(
+                select(RegionRow)
+                .where(RegionRow.id.in_(accepted_ids))
+                .order_by(RegionRow.id)
+                .execution_options(populate_existing=True)  # their verdicts were just set
+            )
+        )
+    else:
+        whole = RegionRow(image_id=image_id, source="whole", box=[0, 0, width, height], verdict="accepted")
         session.add(whole)
         session.flush()
         accepted = [whole]
-    accepted = merge_overlapping(session, image_id, accepted)
-    image.stage = "patch"
-    return accepted
+    return merge_overlapping(session, image_id, accepted)
 
 
 def merge_overlapping(session: Session, image_id: int, regions: list[RegionRow]) -> list[RegionRow]:

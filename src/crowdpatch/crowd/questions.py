@@ -218,7 +218,7 @@ def add_first_windows(
     One INSERT run per row (:func:`insert_window_tasks`' statement), not ORM objects: the ORM inserts
     them as one statement with a parameter per column and row, which psycopg parses anew each time
     (it caches statements of at most 50 parameters), and that cost more than the rest of the answer
-    that closes an image's last verification (docs/benchmarks.md, "First windows of a verified image").
+    that closes an image's last verification (docs/benchmarks.md, "A verified image's decisions").
     """
     values = window_task_values(project_id, image_id, region.id, Box.from_list(region.box), keys, config, None, set())
     if values:
