@@ -7,14 +7,20 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import create_engine, event, func, inspect, select, text
 
 from crowdpatch.crowd.dispatch import statements as sql
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
-from crowdpatch.store.db import alembic_config, make_engine, normalize_url, refresh_planner_statistics
+from crowdpatch.store.db import (
+    POSTGRES_TRANSACTIONS_AT_ONCE,
+    alembic_config,
+    make_engine,
+    normalize_url,
+    refresh_planner_statistics,
+)
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
 from helpers.old_rows import add_open_task, add_project_and_image
 from helpers.postgres import fresh_schema
@@ -680,10 +686,6 @@ def test_postgresql_connections_stay_open_once_opened_and_the_last_returned_is_h
 ) -> None:
     """A new connection costs PostgreSQL a backend started, its caches filled and every statement prepared anew.
     The pool closed the connections past the answer loop's as they came back: one or two a second under load."""
-    from sqlalchemy import event
-
-    from crowdpatch.store.db import POSTGRES_TRANSACTIONS_AT_ONCE
-
     engine = make_engine(postgres_schema)
     opened: list[object] = []
     event.listen(engine, "connect", lambda dbapi_connection, _record: opened.append(dbapi_connection))

@@ -215,15 +215,10 @@ def add_first_windows(
 ) -> list[str]:
     """The patch questions of a region's first level (a fresh region: none is asked yet); their kinds.
 
-    One INSERT run per row (:func:`insert_window_tasks`' statement), not ORM objects: the ORM inserts
-    them as one statement with a parameter per column and row, which psycopg parses anew each time
-    (it caches statements of at most 50 parameters), and that cost more than the rest of the answer
-    that closes an image's last verification (docs/benchmarks.md, "A verified image's decisions").
+    Inserted as rows (:func:`_insert_windows`), not ORM objects.
     """
     values = window_task_values(project_id, image_id, region.id, Box.from_list(region.box), keys, config, None, set())
-    if values:
-        session.connection().execute(_INSERT_TASKS, values)
-    return [PATCH] * len(values)
+    return [PATCH] * _insert_windows(session, values)
 
 
 def insert_window_tasks(
@@ -239,6 +234,17 @@ def insert_window_tasks(
     values = window_task_values(
         parent.project_id, parent.image_id, parent.region_id, region_box, keys, config, (parent.id, parent.key), known
     )
+    return _insert_windows(session, values)
+
+
+def _insert_windows(session: Session, values: list[dict[str, Any]]) -> int:
+    """Window questions' rows inserted, one prepared row statement each, sent together; how many.
+
+    Not ORM objects: the ORM inserts them as one statement with a parameter per column and row, which
+    psycopg parses anew each time (it caches statements of at most 50 parameters), and that cost more
+    than the rest of the answer that closes an image's last verification (docs/benchmarks.md, "A
+    verified image's decisions").
+    """
     if values:
         session.connection().execute(_INSERT_TASKS, values)
     return len(values)
