@@ -52,14 +52,14 @@ def test_nothing_is_counted_unless_asked(make_project, tmp_path: Path, monkeypat
     assert not list(tmp_path.rglob("*.count"))
 
 
-def test_on_postgresql_an_answer_and_its_next_question_take_three_statements_four_when_it_closes(
+def test_on_postgresql_an_answer_and_its_next_question_take_two_statements_three_when_it_closes(
     make_project, postgres_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The answer path's round trips on PostgreSQL, counted per request, so they cannot silently grow back.
 
-    An answer with its next question: the locked read, the write, the lease (3). Closing the question
-    adds the closing call (4); a "yes" window also reads its region's windows (5) and, when it has
-    children to ask, inserts them in one statement (6).
+    An answer with its next question: the locked read, then the write with the lease (2). Closing the
+    question adds the closing call (3); a "yes" window also reads its region's windows (4) and, when it
+    has children to ask, inserts them in one statement (5).
     """
     folder = tmp_path / "counts"
     monkeypatch.setenv(ENV_STATEMENT_COUNTS, str(folder))
@@ -97,7 +97,7 @@ def test_on_postgresql_an_answer_and_its_next_question_take_three_statements_fou
             if task["kind"] == "patch" and tasks[k] is not None:
                 costs["children" if created else decision or "open"].append(spent)
     assert all(costs.values()), costs
-    assert set(costs["open"]) == {3}, costs
-    assert set(costs["no"]) == {4}, costs
-    assert set(costs["yes"]) == {5}, costs
-    assert set(costs["children"]) == {6}, costs
+    assert set(costs["open"]) == {2}, costs
+    assert set(costs["no"]) == {3}, costs
+    assert set(costs["yes"]) == {4}, costs
+    assert set(costs["children"]) == {5}, costs

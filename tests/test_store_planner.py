@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, event, func, inspect, select, text
 
 from crowdpatch.crowd.dispatch import statements as sql
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
-from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld
+from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld, WorkerStopped
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import (
@@ -66,6 +66,10 @@ def stored_counts(project) -> dict[int, tuple[int, int]]:
         return {task_id: (answers, leases) for task_id, answers, leases in rows}
 
 
+def without(ids: set[int], counts: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    return {task_id: count for task_id, count in counts.items() if task_id not in ids}
+
+
 def test_counters_stay_equal_to_the_rows_while_a_crowd_answers_late_and_abandons_leases(make_project):
     project = make_project(n_images=4, size=64, configure=no_gold)
     clock = Clock()
@@ -103,6 +107,84 @@ def test_counters_stay_equal_to_the_rows_while_a_crowd_answers_late_and_abandons
             )
             assert len(values) <= votes_target(values, task.votes_wanted, True), task.id
     assert refused > 0, "some leases should have been handed on before their late answer came"
+
+
+@pytest.mark.parametrize("gold_rate", [0.0, 0.3])
+def test_answers_with_their_next_question_keep_leases_counters_and_votes_true_on_both_backends(
+    make_project, database, gold_rate
+):
+    """A crowd that answers with ``"next": true``, some workers holding a second question, some leases left
+    to expire: each next question is this worker's live lease on a question it has not answered, and
+    the counters, the leases and the answers per question stay what the rows say (PostgreSQL leases
+    the next question in the statement that stores the answer whenever it can)."""
+    from crowdpatch.crowd.dispatch.rules import NewAnswer
+
+    def configure(config) -> None:
+        config.db_url = database
+        config.crowd.gold_rate = gold_rate
+
+    project = make_project(n_images=12, size=64, configure=configure)
+    clock = Clock()
+    planner = DatabaseDispatcher(project.sessions, project.id, project.config, clock=clock, rng=random.Random(2))
+    crowd = workers(project, 8)
+    rng = random.Random(3)
+    held: dict[int, list] = {worker: [] for worker in crowd}
+    handed = refused = 0
+    with project.sessions() as session:  # their counters are never read: who has seen one is what counts
+        gold = set(session.scalars(select(TaskRow.id).where(TaskRow.kind == "gold")))
+    for step in range(240):
+        clock.now += rng.expovariate(1.0) * project.config.crowd.lease_seconds / 8
+        worker = rng.choice(crowd)
+        try:
+            if not held[worker] or (len(held[worker]) == 1 and rng.random() < 0.25):  # a prefetch
+                shown = tuple(task.task_id for task in held[worker])
+                assignment = planner.next_task(worker, exclude=shown)
+                held[worker] += [assignment] if assignment is not None else []
+                continue
+        except TooManyHeld:
+            continue
+        except WorkerStopped:  # failed its gold questions: random answers do
+            crowd.remove(worker)
+            continue
+        task = held[worker].pop(0)
+        value = {"cells": [rng.randrange(4)]} if task.kind == "grid" else rng.choice(["yes", "no"])
+        with project.sessions() as session:
+            also_held = set(
+                session.scalars(
+                    select(LeaseRow.task_id).where(
+                        LeaseRow.worker_id == worker, LeaseRow.task_id != task.task_id, LeaseRow.expires_at > clock.now
+                    )
+                )
+            )
+        try:
+            stored, following = planner.submit_and_next(NewAnswer(worker, task.task_id, value, f"c{step}", 900))
+        except NotLeased:
+            refused += 1
+            continue
+        if following.assignment is not None:
+            handed += 1
+            following_id = following.assignment.task_id
+            assert not also_held or following_id in also_held, "a question the worker holds comes back first"
+            with project.sessions() as session:
+                assert session.scalar(
+                    select(LeaseRow.id).where(LeaseRow.task_id == following_id, LeaseRow.worker_id == worker)
+                ), "the next question is leased to the worker it is handed to"
+                assert not session.scalar(
+                    select(AnswerRow.id).where(AnswerRow.task_id == following_id, AnswerRow.worker_id == worker)
+                ), "never a question the worker answered"
+            held[worker] = [t for t in held[worker] if t.task_id != following_id] + [following.assignment]
+        with project.sessions() as session:
+            leased = set(session.scalars(select(LeaseRow.task_id).where(LeaseRow.worker_id == worker)))
+        assert leased <= {t.task_id for t in held[worker]}, "no question leased that the worker was not handed"
+        assert without(gold, stored_counts(project)) == without(gold, true_counts(project))
+    assert handed > 50 and refused > 0
+    assert planner.sync_counters() == 0
+    with project.sessions() as session:
+        for task in session.scalars(select(TaskRow).where(TaskRow.kind != "gold")):
+            values = list(
+                session.scalars(select(AnswerRow.value).where(AnswerRow.task_id == task.id).order_by(AnswerRow.id))
+            )
+            assert len(values) <= votes_target(values, task.votes_wanted, True), task.id
 
 
 def test_a_late_answer_counts_while_nobody_took_its_place(make_project):

@@ -14,9 +14,9 @@ Counting is done by counters on the task row (``answers_count``, ``leases_count`
 question is the first row of the ``ix_task_queue`` index that passes a few column tests: the
 request path costs a handful of indexed statements whatever the number of open questions. Those
 statements are :mod:`.statements`. On PostgreSQL, where each statement is a round trip to another
-process or machine, an answer with its next question is three of them in one transaction: a call
-that locks and reads (a function of migration 0008), one write, one lease that never waits for a
-lock (:meth:`DatabaseDispatcher._submit_and_next_postgres`).
+process or machine, an answer with its next question is two of them in one transaction: a call
+that locks and reads (a function of migration 0008), then one write that also leases the next
+question without ever waiting for a lock (:meth:`DatabaseDispatcher._submit_and_next_postgres`).
 
 A lease holds its slot until it is answered, its question closes, or it has expired *and* its slot
 is handed to another worker (the expired row is then deleted). So a late answer is accepted
@@ -119,13 +119,21 @@ class _NextFacts:
     """The worker's live unanswered leases, with their questions (rows of ``statements.HELD``)."""
     expired: bool
     """Whether any lease had expired (the hand-out then looks at expired slots first)."""
+    tried: bool = False
+    """Whether the statement that stored the answer also tried to lease the next question (``store_and_lease``)."""
+    leased: Any = None
+    """The question it leased (``TASK_COLUMNS``), or None: nothing free, or the pick was not tried."""
 
     @classmethod
     def read(cls, row: Any, answered_lease: int | None = None) -> _NextFacts:
-        """From a row with ``held`` (JSON) and ``expired`` columns; ``answered_lease``: one the same statement
-        deleted (its snapshot still shows it)."""
+        """From a row with ``held`` (JSON) and ``expired`` columns, and those of ``store_and_lease`` when it has
+        them; ``answered_lease``: one the same statement deleted (its snapshot still shows it)."""
         held = [SimpleNamespace(**lease) for lease in row.held if lease["lease_id"] != answered_lease]
-        return cls(held, row.expired)
+        tried = getattr(row, "tried", False)
+        leased = None
+        if tried and row.leased:
+            leased = SimpleNamespace(**{name: getattr(row, f"next_{name}") for name in sql.TASK_COLUMNS})
+        return cls(held, row.expired, tried, leased)
 
 
 def _counters_of(worker_id: int, row: dict[str, Any]) -> tuple[WorkerCounters, int, bool]:
@@ -357,12 +365,14 @@ class DatabaseDispatcher(Dispatcher):
         known: StoredAnswer | None = None,
         facts: _NextFacts | None = None,
         may_wait: bool = True,
+        gold: bool | None = None,
     ) -> Assignment | None:
         """:meth:`next_task` inside the caller's transaction; ``known``: the worker's answer just stored in it
         (which says whether the worker is stopped and how many answers it has given: one statement less);
         ``facts``: the worker's held leases and whether any lease expired, when read already (PostgreSQL:
         by the answer's statement, else here in one statement); ``may_wait``: False in an answer's
-        transaction on PostgreSQL, where whatever would wait for a lock raises :class:`_WouldWait`."""
+        transaction on PostgreSQL, where whatever would wait for a lock raises :class:`_WouldWait`;
+        ``gold``: whether this hand-out is a gold question's turn, when drawn already (:meth:`_draws_gold`)."""
         if known is not None:
             stopped, reason, finished, given = known.worker_stopped, "stopped", False, known.answers_given or 0
         else:
@@ -394,7 +404,7 @@ class DatabaseDispatcher(Dispatcher):
             raise TooManyHeld(f"you hold {len(held)} unanswered questions; answer them first")
         if not quota_leaves_room(given, len(held), max_answers):
             return None
-        if mode == "patch" and self.config.crowd.gold_rate > 0 and self.rng.random() < self.config.crowd.gold_rate:
+        if self._draws_gold(mode) if gold is None else gold:
             task = self._pick_gold(session, worker_id)
             if task is not None:
                 return self._lease(session, task, worker_id, now, expires_at)
@@ -404,6 +414,11 @@ class DatabaseDispatcher(Dispatcher):
                 raise _WouldWait()
             return self._lease_free(session, worker_id, mode, now, expires_at)
         return self._lease_open(session, worker_id, mode, now, expires_at, expired)
+
+    def _draws_gold(self, mode: Mode) -> bool:
+        """Whether a hand-out is a gold question's turn: drawn once per hand-out, at the project's gold rate."""
+        rate = self.config.crowd.gold_rate
+        return mode == "patch" and rate > 0 and self.rng.random() < rate
 
     def _lease(self, session: Session, task: Any, worker_id: int, now: float, expires_at: float) -> Assignment:
         sql.LEASE.run(session, task=task.id, worker=worker_id, expires=expires_at, now=now)
@@ -546,15 +561,22 @@ class DatabaseDispatcher(Dispatcher):
         alone and the next question is leased in a transaction of its own.
         """
         worker_id = answer.worker_id
+        gold = self._draws_gold(mode)
+        piggyback = now < self._next_sweep
         try:
             with self._write() as session:
-                stored, facts = self._store(session, answer, now, max_answers)
+                stored, facts = self._store(session, answer, now, max_answers, mode if piggyback and not gold else None)
                 following = None
-                if facts is not None and now < self._next_sweep:
+                if facts is not None and facts.tried:
+                    # Leased by the statement that stored the answer; when nothing was free to take without
+                    # waiting, the answer commits alone and the next question is leased after it (below).
+                    if facts.leased is not None:
+                        following = NextTask(self._assignment(facts.leased, now + self.config.crowd.lease_seconds))
+                elif facts is not None and piggyback:
                     try:
                         following = self._next_task_or_reason(
                             lambda: self._next(
-                                session, worker_id, mode, exclude, max_answers, now, stored, facts, may_wait=False
+                                session, worker_id, mode, exclude, max_answers, now, stored, facts, False, gold
                             )
                         )
                     except _WouldWait:
@@ -570,19 +592,19 @@ class DatabaseDispatcher(Dispatcher):
                 following = self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
             else:
                 following = self._next_task_or_reason(
-                    lambda: self._next_in_transaction(worker_id, mode, exclude, max_answers, now, stored)
+                    lambda: self._next_in_transaction(worker_id, mode, exclude, max_answers, now, stored, gold)
                 )
         return stored, following
 
     def _next_in_transaction(
         self, worker_id: int, mode: Mode, exclude: tuple[int, ...], max_answers: int | None, now: float,
-        known: StoredAnswer,
+        known: StoredAnswer, gold: bool,
     ) -> Assignment | None:  # fmt: skip
         """PostgreSQL: the next question after an answer, in a transaction of its own (see :meth:`next_task`)."""
         for attempt in range(1, HAND_OUT_ATTEMPTS + 1):
             try:
                 with self._write() as session:
-                    return self._next(session, worker_id, mode, exclude, max_answers, now, known)
+                    return self._next(session, worker_id, mode, exclude, max_answers, now, known, gold=gold)
             except Exception as exc:
                 if not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
                     raise
@@ -600,14 +622,21 @@ class DatabaseDispatcher(Dispatcher):
             return NextTask(None, "too_many_held")
 
     def _store(
-        self, session: Session, answer: NewAnswer, now: float, max_answers: int | None = None
+        self,
+        session: Session,
+        answer: NewAnswer,
+        now: float,
+        max_answers: int | None = None,
+        then_lease: Mode | None = None,
     ) -> tuple[StoredAnswer, _NextFacts | None]:
         """:meth:`store` inside the caller's transaction; on PostgreSQL also what leasing the worker's next
         question needs, read by the same statement that stores the answer.
 
         SQLite reads and writes in a statement per step; PostgreSQL reads everything under the
         question's lock in one call (``crowdpatch_answering``, see migration 0008) and writes in one
-        statement (``STORE_POSTGRES``). The rules between reading and writing are the same.
+        statement (``STORE_POSTGRES``). The rules between reading and writing are the same. ``then_lease``
+        (PostgreSQL): the mode of a next question to lease in that same statement, when the answer
+        leaves the worker free to take one (``store_and_lease``; the facts say whether it was tried).
         """
         worker_id, task_id, client_id, seconds = answer.worker_id, answer.task_id, answer.client_id, answer.seconds
         if self.postgres:
@@ -664,10 +693,16 @@ class DatabaseDispatcher(Dispatcher):
             # After the quality check: the answer that gets its worker stopped does not count either.
             counted = counted if worker.banned else [*counted, (worker_id, value)]
             values = [v for _, v in counted]
-            written = sql.STORE_POSTGRES.one(
+            store = sql.STORE_POSTGRES
+            leasing: dict[str, Any] = {}
+            if then_lease and not (stopped or worker.banned) and quota_leaves_room(given, 0, max_answers):
+                store = self.hand_out[then_lease].store_and_lease or store
+                leasing = {"project": self.project_id, "expires": now + self.config.crowd.lease_seconds}
+            written = store.one(
                 session,
                 **columns,
                 **{name: getattr(worker, name) for name in WorkerCounters.COLUMNS},
+                **leasing,
                 lease=row.lease_id,
                 answers=len(values),
                 disagree=first_two_disagree(values),

@@ -167,16 +167,18 @@ _ANSWER_COLUMNS = (
 # row, which only this answer's transaction writes). The sub-statements share one snapshot, so the lease
 # count leaves out the lease deleted beside it. It returns what leasing the worker's next question needs
 # (its held leases, the answered one among them, and whether any lease expired): one statement less there.
-STORE_POSTGRES = Statement(
+_STORE_CTES = (
     f"WITH stored AS (INSERT INTO answer ({_ANSWER_COLUMNS}) VALUES"
     f" ({', '.join(':' + name for name in _ANSWER_COLUMNS.split(', '))}) RETURNING id),"
     " released AS (DELETE FROM lease WHERE id = :lease),"
     f" judged AS (UPDATE worker SET {_ANSWERED_BY} WHERE id = :worker_id),"
     " counted AS (UPDATE task SET answers_count = :answers, answers_disagree = :disagree,"
     " leases_count = (SELECT count(*) FROM lease WHERE task_id = :task_id AND id <> :lease) WHERE id = :task_id)"
-    f" SELECT stored.id, {_NEXT_FACTS} FROM stored",
-    params={"value": AnswerRow.__table__.c.value.type, "attributes": WorkerRow.__table__.c.attributes.type},
-    columns={"id": None, "held": None, "expired": Boolean()},
+)
+_STORE_PARAMS = {"value": AnswerRow.__table__.c.value.type, "attributes": WorkerRow.__table__.c.attributes.type}
+_STORE_COLUMNS = {"id": None, "held": None, "expired": Boolean()}
+STORE_POSTGRES = Statement(
+    f"{_STORE_CTES} SELECT stored.id, {_NEXT_FACTS} FROM stored", params=_STORE_PARAMS, columns=_STORE_COLUMNS
 )
 SET_WANTED = Statement("UPDATE task SET votes_wanted = :wanted WHERE id = :task")
 SET_COUNTERS = Statement(
@@ -207,15 +209,41 @@ class HandOut:
     """PostgreSQL: a locked pick's state, free slot and whether the worker has seen it, re-read under the lock."""
     lease_first: Statement | None = None
     """PostgreSQL: the skipping pick, leased and counted in the same statement (see :func:`hand_out`)."""
+    store_and_lease: Statement | None = None
+    """PostgreSQL: ``STORE_POSTGRES`` and ``lease_first`` in one statement, the pick tried only when the
+    worker holds no other live lease and no lease has expired (its ``tried`` column)."""
 
 
-def _pick(kinds: str, wanted: str, skipped: str) -> str:
-    """The first open question in queue order with a free slot the worker has not seen."""
+def _pick(kinds: str, wanted: str, also: str) -> str:
+    """The first open question in queue order with a free slot the worker has not seen (and ``also``)."""
     return (
         f"SELECT {_TASK_FIELDS} FROM task t WHERE t.project_id = :project AND t.state = 'open'"
         f" AND t.kind IN {kinds} AND t.answers_count + t.leases_count < {wanted} AND {_UNSEEN}"
-        f"{skipped} ORDER BY t.priority, t.level, t.id LIMIT 1"
+        f"{also} ORDER BY t.priority, t.level, t.id LIMIT 1"
     )
+
+
+def _lease_picked(pick: str) -> str:
+    """CTEs that lock ``pick``'s row (``SKIP LOCKED``: never waiting), lease it to ``:worker`` and count the lease."""
+    return (
+        f"picked AS ({pick} FOR UPDATE OF t SKIP LOCKED),"
+        " leased AS (INSERT INTO lease (task_id, worker_id, expires_at, leased_at)"
+        " SELECT id, :worker, :expires, :now FROM picked ON CONFLICT (task_id, worker_id) DO NOTHING"
+        " RETURNING task_id),"
+        # Counted up, not recounted: the statement's snapshot may predate a lease committed while it ran,
+        # which the row's own count (an UPDATE reads the newest version, under the pick's lock) holds.
+        " lease_counted AS (UPDATE task SET leases_count = leases_count + 1 WHERE id IN (SELECT task_id FROM leased))"
+    )
+
+
+# No other live lease of the worker's (a question it holds is handed back before a new one) and no
+# expired lease anywhere (expired slots are handed on first): what the hand-out after an answer needs
+# for its usual case, a fresh pick. Stricter than the dispatcher's own test (a held lease on a closed
+# question counts here), which is safe: the dispatcher reads whether the pick was tried.
+_FRESH_PICK = (
+    "NOT EXISTS (SELECT 1 FROM lease o WHERE o.worker_id = :worker AND o.id <> :lease AND o.expires_at > :now)"
+    f" AND NOT EXISTS ({_ANY_EXPIRED})"
+)
 
 
 def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
@@ -254,15 +282,23 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
         columns={"state": None, "free": Boolean(), "seen": Boolean()},
     )
     lease_first = Statement(
-        f"WITH picked AS ({_pick(kinds, wanted, '')} FOR UPDATE OF t SKIP LOCKED),"
-        " leased AS (INSERT INTO lease (task_id, worker_id, expires_at, leased_at)"
-        " SELECT id, :worker, :expires, :now FROM picked ON CONFLICT (task_id, worker_id) DO NOTHING"
-        " RETURNING task_id),"
-        # Counted up, not recounted: the statement's snapshot may predate a lease committed while it ran,
-        # which the row's own count (an UPDATE reads the newest version, under the pick's lock) holds.
-        " counted AS (UPDATE task SET leases_count = leases_count + 1 WHERE id IN (SELECT task_id FROM leased))"
+        f"WITH {_lease_picked(_pick(kinds, wanted, ''))}"
         " SELECT picked.*, EXISTS (SELECT 1 FROM leased) AS leased FROM picked",
         columns={**TASK_COLUMNS, "leased": Boolean()},
+    )
+    # The answered lease is still in the statement's snapshot, so the pick cannot be the answered question.
+    store_and_lease = Statement(
+        f"{_STORE_CTES}, {_lease_picked(_pick(kinds, wanted, ' AND ' + _FRESH_PICK))}"
+        f" SELECT stored.id, {_NEXT_FACTS}, {_FRESH_PICK} AS tried, EXISTS (SELECT 1 FROM leased) AS leased,"
+        f" {', '.join(f'p.{name} AS next_{name}' for name in TASK_COLUMNS)}"
+        " FROM stored LEFT JOIN picked p ON true",
+        params=_STORE_PARAMS,
+        columns={
+            **_STORE_COLUMNS,
+            "tried": Boolean(),
+            "leased": Boolean(),
+            **{f"next_{name}": type_ for name, type_ in TASK_COLUMNS.items()},
+        },
     )
     return HandOut(
         (
@@ -275,4 +311,5 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
         ),
         recheck,
         lease_first,
+        store_and_lease,
     )
