@@ -408,7 +408,7 @@ class DatabaseDispatcher(Dispatcher):
             task = self._pick_gold(session, worker_id)
             if task is not None:
                 return self._lease(session, task, worker_id, now, expires_at)
-        expired = facts.expired if facts is not None else sql.ANY_EXPIRED.one(session, now=now) is not None
+        expired = facts.expired if facts is not None else sql.ANY_EXPIRED.scalar(session, now=now)
         if not may_wait:
             if expired:
                 raise _WouldWait()
