@@ -40,23 +40,40 @@ WORKER = Statement(
     " answers_given AS given FROM worker WHERE id = :worker",
     columns={"banned": Boolean(), "stopped_reason": None, "finished": Boolean(), "given": None},
 )
-_HELD = (
-    f"SELECT l.id AS lease_id, t.state, {_TASK_FIELDS} FROM lease l JOIN task t ON t.id = l.task_id"
-    " WHERE l.worker_id = :worker AND l.expires_at > :now"
-    # LIMIT ... OFFSET keeps the test a probe of the answer's (question, worker) key per held lease: as a
-    # join, PostgreSQL may read every answer the worker ever gave instead, a history that grows all study long.
-    " AND NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = l.task_id AND a.worker_id = :worker LIMIT 1 OFFSET 0)"
-)
-HELD = Statement(_HELD + " ORDER BY l.id", columns={"lease_id": None, "state": None, **TASK_COLUMNS})
+_LIVE = "l.worker_id = :worker AND l.expires_at > :now"
+"""The worker's live leases (``l``). A statement that tests them more than once reads them once, into a
+``MATERIALIZED`` CTE: until the next vacuum, the worker's index entries include every lease it answered."""
+
+
+def _held(leases: str = "lease") -> str:
+    """The worker's live unanswered leases with their questions, from ``leases`` (the table, or a CTE of it)."""
+    return (
+        f"SELECT l.id AS lease_id, t.state, {_TASK_FIELDS} FROM {leases} l JOIN task t ON t.id = l.task_id"
+        f" WHERE {_LIVE}"
+        # LIMIT ... OFFSET keeps the test a probe of the answer's (question, worker) key per held lease: as a
+        # join, PostgreSQL may read every answer the worker ever gave instead, a history that grows all study long.
+        " AND NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = l.task_id AND a.worker_id = :worker"
+        " LIMIT 1 OFFSET 0)"
+    )
+
+
+HELD = Statement(_held() + " ORDER BY l.id", columns={"lease_id": None, "state": None, **TASK_COLUMNS})
 # Whether any lease has expired, from the first entry of ix_lease_expires_at (min() reads an index end).
 # Written as EXISTS, a generic plan read the whole lease table, whose heap holds every lease deleted since
 # the last vacuum: one per answer.
 _ANY_EXPIRED = "coalesce((SELECT min(expires_at) FROM lease) <= :now, false)"
-_NEXT_FACTS = (
-    f"(SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_HELD}) h) AS held,"
-    f" {_ANY_EXPIRED} AS expired"
-)
-"""PostgreSQL: HELD (as JSON) and ANY_EXPIRED as two columns, for the statements that read them beside others."""
+
+
+def _next_facts(leases: str = "lease") -> str:
+    """PostgreSQL: HELD (as JSON, from ``leases``) and ANY_EXPIRED as two columns, for statements that read
+    them beside others."""
+    return (
+        f"(SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_held(leases)}) h) AS held,"
+        f" {_ANY_EXPIRED} AS expired"
+    )
+
+
+_NEXT_FACTS = _next_facts()
 # PostgreSQL: WORKER, HELD and ANY_EXPIRED in one statement.
 NEXT_FACTS_POSTGRES = Statement(
     "SELECT banned, stopped_reason, finished_at IS NOT NULL AS finished,"
@@ -245,10 +262,8 @@ def _lease_picked(pick: str) -> str:
 # expired lease anywhere (expired slots are handed on first): what the hand-out after an answer needs
 # for its usual case, a fresh pick. Stricter than the dispatcher's own test (a held lease on a closed
 # question counts here), which is safe: the dispatcher reads whether the pick was tried.
-_FRESH_PICK = (
-    "NOT EXISTS (SELECT 1 FROM lease o WHERE o.worker_id = :worker AND o.id <> :lease AND o.expires_at > :now)"
-    f" AND NOT {_ANY_EXPIRED}"
-)
+# Read from ``mine``, the worker's live leases (the answered one among them: the statement's snapshot shows it).
+_FRESH_PICK = f"NOT EXISTS (SELECT 1 FROM mine l WHERE l.id <> :lease) AND NOT {_ANY_EXPIRED}"
 
 
 def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
@@ -293,8 +308,9 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
     )
     # The answered lease is still in the statement's snapshot, so the pick cannot be the answered question.
     store_and_lease = Statement(
-        f"{_STORE_CTES}, {_lease_picked(_pick(kinds, wanted, ' AND ' + _FRESH_PICK))}"
-        f" SELECT stored.id, {_NEXT_FACTS}, {_FRESH_PICK} AS tried, EXISTS (SELECT 1 FROM leased) AS leased,"
+        f"{_STORE_CTES}, mine AS MATERIALIZED (SELECT l.* FROM lease l WHERE {_LIVE}),"
+        f" {_lease_picked(_pick(kinds, wanted, ' AND ' + _FRESH_PICK))}"
+        f" SELECT stored.id, {_next_facts('mine')}, {_FRESH_PICK} AS tried, EXISTS (SELECT 1 FROM leased) AS leased,"
         f" {', '.join(f'p.{name} AS next_{name}' for name in TASK_COLUMNS)}"
         " FROM stored LEFT JOIN picked p ON true",
         params=_STORE_PARAMS,
