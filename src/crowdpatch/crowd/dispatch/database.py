@@ -390,7 +390,7 @@ class DatabaseDispatcher(Dispatcher):
             raise WorkerStopped(reason)
         if now >= self._next_sweep:
             self._sweep(session, now)
-        expires_at = now + self.config.crowd.lease_seconds
+        expires_at = self.lease_expiry(now)
         held = facts.held if facts is not None else sql.HELD.all(session, worker=worker_id, now=now)
         for lease in held:
             if lease.id not in exclude and (lease.state == "open" or lease.kind == GOLD):
@@ -571,7 +571,7 @@ class DatabaseDispatcher(Dispatcher):
                     # Leased by the statement that stored the answer; when nothing was free to take without
                     # waiting, the answer commits alone and the next question is leased after it (below).
                     if facts.leased is not None:
-                        following = NextTask(self._assignment(facts.leased, now + self.config.crowd.lease_seconds))
+                        following = NextTask(self._assignment(facts.leased, self.lease_expiry(now)))
                 elif facts is not None and piggyback:
                     try:
                         following = self._next_task_or_reason(
@@ -697,7 +697,7 @@ class DatabaseDispatcher(Dispatcher):
             leasing: dict[str, Any] = {}
             if then_lease and not (stopped or worker.banned) and quota_leaves_room(given, 0, max_answers):
                 store = self.hand_out[then_lease].store_and_lease or store
-                leasing = {"project": self.project_id, "expires": now + self.config.crowd.lease_seconds}
+                leasing = {"project": self.project_id, "expires": self.lease_expiry(now)}
             written = store.one(
                 session,
                 **columns,
@@ -809,7 +809,7 @@ class DatabaseDispatcher(Dispatcher):
             undone = GivenAnswer(task.kind, answer.value, answer.seconds, task.gold_answer)
             undo_answer_quality(session, worker, undone, self.config.crowd)
             session.execute(delete(LeaseRow).where(LeaseRow.task_id == task.id, LeaseRow.worker_id == worker_id))
-            expires_at = now + self.config.crowd.lease_seconds
+            expires_at = self.lease_expiry(now)
             session.add(LeaseRow(task_id=task.id, worker_id=worker_id, expires_at=expires_at, leased_at=now))
             session.flush()
             self._sync(session, [task.id])

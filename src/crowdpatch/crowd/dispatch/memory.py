@@ -226,7 +226,7 @@ class MemoryDispatcher(Dispatcher):
         return None
 
     def _lease(self, question: OpenQuestion, worker_id: int, now: float) -> Assignment:
-        expires_at = now + self.config.crowd.lease_seconds
+        expires_at = self.lease_expiry(now)
         question.leases[worker_id] = (now, expires_at)
         return assignment(
             question.kind,

@@ -20,11 +20,14 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crowdpatch.boxes import Box
 from crowdpatch.crowd.kinds import GOLD, KINDS, NO, NOT_HERE, YES
 from crowdpatch.crowd.votes import votes_target
+
+if TYPE_CHECKING:
+    from crowdpatch.config import ProjectConfig
 
 
 class AnswerRejected(ValueError):
@@ -132,6 +135,12 @@ class NewAnswer:
 
 class Dispatcher(ABC):
     """Leases questions to workers and stores their answers, by this module's rules."""
+
+    config: ProjectConfig
+
+    def lease_expiry(self, now: float) -> float:
+        """When a lease handed out at ``now`` expires: the project's lease period later."""
+        return now + self.config.crowd.lease_seconds
 
     def submit(
         self, worker_id: int, task_id: int, value: Any, *, client_id: str, client_ms: int | None = None,
