@@ -26,22 +26,19 @@ import argparse
 import random
 import re
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.orm import sessionmaker
 
-from benchkit import builtin_files, cpu_model, publish
+from benchkit import cpu_model, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import Assignment, NewAnswer, WorkerStopped
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import make_engine
-from load import make_project
-from scale import PostgresSchema
+from scale import served_study_on_postgres
 
 WORKERS = 32
 TIMED = 300
@@ -129,9 +126,9 @@ ANSWERING, WRITE = "SELECT crowdpatch_answering", "WITH stored AS"
 """The answer path's two statements: the locked read (migration 0008), the write that leases the next question."""
 
 
-def timed_row(project: Project, crowd: Crowd, url: str, since_vacuum: str) -> dict[str, Any]:
+def timed_row(project: Project, crowd: Crowd, since_vacuum: str) -> dict[str, Any]:
     """TIMED answers through a dispatcher whose connections report each statement's time."""
-    times = StatementTimes(url)
+    times = StatementTimes(project.config.db_url)
     serving = crowd.dispatcher
     crowd.dispatcher = DatabaseDispatcher(times.sessions, project.id, project.config)
     times.durations.clear()  # the dispatcher's start (its counter check) is not an answer's
@@ -152,7 +149,7 @@ def timed_row(project: Project, crowd: Crowd, url: str, since_vacuum: str) -> di
     }
 
 
-def measure(project: Project, url: str, checkpoints: list[int]) -> list[dict[str, Any]]:
+def measure(project: Project, checkpoints: list[int]) -> list[dict[str, Any]]:
     with project.engine.begin() as connection:
         for table in HOT_TABLES:
             connection.execute(text(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
@@ -160,11 +157,11 @@ def measure(project: Project, url: str, checkpoints: list[int]) -> list[dict[str
     rows = []
     for checkpoint in sorted(checkpoints):
         crowd.answer(checkpoint - crowd.given)
-        rows.append(timed_row(project, crowd, url, f"{crowd.given:,}"))
+        rows.append(timed_row(project, crowd, f"{crowd.given:,}"))
         print(f"{rows[-1]}", flush=True)
     with project.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text(f"VACUUM {', '.join(HOT_TABLES)}"))
-    rows.append(timed_row(project, crowd, url, "0 (after VACUUM)"))
+    rows.append(timed_row(project, crowd, "0 (after VACUUM)"))
     return rows
 
 
@@ -175,13 +172,8 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="crowdpatch-churn-"))
-    with PostgresSchema(args.postgres, "lease_churn", keep=False) as url:
-        project = make_project(out / "study", builtin_files(out, args.images), url, "patch")
-        try:
-            rows = measure(project, url, args.checkpoints)
-        finally:
-            project.close()
+    with served_study_on_postgres(args.postgres, "lease_churn", args.images) as project:
+        rows = measure(project, args.checkpoints)
     note = (
         f"`python bench/lease_churn.py --write`; host: {cpu_model()}; {WORKERS} workers in turn, "
         f"{TIMED} answers timed after each checkpoint, autovacuum off on {', '.join(HOT_TABLES)}."

@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from benchkit import builtin_files, cpu_model, publish
+from benchkit import cpu_model, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
 from crowdpatch.project import Project
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import refresh_planner_statistics
-from load import database_cpu_seconds, make_project
-from scale import PostgresSchema
+from load import database_cpu_seconds
+from scale import served_study_on_postgres
 
 WORKERS = 32
 ANSWERS_PER_ROUND = 128
@@ -108,14 +106,8 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="crowdpatch-pool-check-"))
-    files = builtin_files(out, 200)
-    with PostgresSchema(args.postgres, "pool_check", keep=False) as url:
-        project = make_project(out / "project", files, url, "patch")
-        try:
-            rows = measure(project, args.rounds)
-        finally:
-            project.close()
+    with served_study_on_postgres(args.postgres, "pool_check", 200) as project:
+        rows = measure(project, args.rounds)
     note = (
         f"`python bench/pool_check.py --write`; host: {cpu_model()}; {WORKERS} workers in turn, in process;"
         f" {args.rounds} rounds of {ANSWERS_PER_ROUND} answers per check, alternating; medians."

@@ -46,6 +46,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -53,7 +55,7 @@ from typing import Any, Callable
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from starlette.testclient import TestClient
 
-from benchkit import cpu_model, markdown_table, write_section
+from benchkit import builtin_files, cpu_model, markdown_table, write_section
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -66,6 +68,7 @@ from crowdpatch.store.db import make_engine
 from crowdpatch.store.models import AnswerRow, ImageRow, RegionRow, TaskRow, WorkerRow
 from crowdpatch.summary import summarize
 from crowdpatch.workflow import write_outputs
+from load import make_project
 
 SECTION = "scale"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -483,6 +486,19 @@ class PostgresSchema:
             with self.admin.begin() as connection:
                 connection.execute(text(f"DROP SCHEMA {self.name} CASCADE"))
         self.admin.dispose()
+
+
+@contextmanager
+def served_study_on_postgres(postgres: str, name: str, images: int) -> Iterator[Project]:
+    """bench/load.py's patch-phase project over ``images`` built-in images, in a fresh schema ``name`` of the
+    PostgreSQL at ``postgres``; closed and dropped on exit."""
+    out = Path(tempfile.mkdtemp(prefix=f"crowdpatch-{name}-"))
+    with PostgresSchema(postgres, name, keep=False) as url:
+        project = make_project(out / "project", builtin_files(out, images), url, "patch")
+        try:
+            yield project
+        finally:
+            project.close()
 
 
 def run_one(template: Template, n_images: int, backend: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
