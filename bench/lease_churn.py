@@ -13,8 +13,7 @@ answered in process by 32 workers in turn, each answer with its next question
 are timed on fresh connections; the table gives PostgreSQL's own time for the answer's two statements
 (auto_explain's durations: the database's work without the client's or the network's, median), all of
 its statements' time per answer, the answer's time in the client (median, one answer at a time) and
-the lease table's size. The last row is
-taken after a ``VACUUM``: the cost with nothing piled up.
+the lease table's size. The last row is taken after a ``VACUUM``: the cost with nothing piled up.
 
     python bench/lease_churn.py [--checkpoints 0 5000 10000 20000] [--postgres URL]
     python bench/lease_churn.py --write     # also into docs/benchmarks.md
@@ -158,7 +157,7 @@ def measure(project: Project, checkpoints: list[int]) -> list[dict[str, Any]]:
     for checkpoint in sorted(checkpoints):
         crowd.answer(checkpoint - crowd.given)
         rows.append(timed_row(project, crowd, f"{crowd.given:,}"))
-        print(f"{rows[-1]}", flush=True)
+        print(rows[-1], flush=True)
     with project.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text(f"VACUUM {', '.join(HOT_TABLES)}"))
     rows.append(timed_row(project, crowd, "0 (after VACUUM)"))
