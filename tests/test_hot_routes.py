@@ -18,6 +18,7 @@ from crowdpatch.server import api
 from crowdpatch.server.app import create_app
 from crowdpatch.server.schemas import AnswerRequest
 from crowdpatch.server.state import worker_session
+from crowdpatch.store.models import ImageRow
 
 VOLATILE = {"token", "image_url", "context_url", "lease_expires_at"}
 """Fields that differ between two projects by design (their secrets, the clock)."""
@@ -161,9 +162,13 @@ def test_each_fast_route_stands_in_for_a_fastapi_route_that_reads_exactly_what_i
     assert [(route.method, route.path) for route in first] == [(r.method, r.path) for r in api.fast_routes()]
 
 
-def test_an_images_size_is_read_from_the_store_off_the_event_loop(builtin_project, monkeypatch) -> None:
-    """The first question of an image a process hands out reads the image's size from the store; on
-    PostgreSQL that is a round trip, which on the event loop would hold up every request of the process."""
+def test_a_handed_out_question_brings_its_images_size_and_only_undo_reads_the_image_off_the_event_loop(
+    builtin_project, monkeypatch
+) -> None:
+    """The hand-out reads the image's size with the question: serving the next question reads no image from
+    the store (on PostgreSQL a round trip per image a process had not yet handed out). A question handed back
+    by undo has no size with it: its image is read once, never on the event loop (where a round trip would
+    hold up every request of the process)."""
     app = create_app(builtin_project)
     state = app.state.crowdpatch
     read_on: list[bool] = []
@@ -188,6 +193,21 @@ def test_an_images_size_is_read_from_the_store_off_the_event_loop(builtin_projec
         task = client.get("/api/v1/tasks/next", headers=auth).json()
         answer = {"task_id": task["task_id"], "answer": "yes", "client_id": "c-1", "client_ms": 1200, "next": True}
         following = client.post("/api/v1/answers", json=answer, headers=auth).json()["next"]
-    assert following is not None
-    images = {task["image_id"], following["image_id"]}
-    assert read_on == [False] * len(images) and set(state.image_info) == images  # each image read once, off the loop
+        assert following is not None
+        assert read_on == []
+        with builtin_project.sessions() as session:
+            for shown in (task, following):
+                image = session.get(ImageRow, shown["image_id"])
+                assert (shown["image_width"], shown["image_height"]) == (image.width, image.height)
+        answered = client.post(
+            "/api/v1/answers", json={**answer, "task_id": following["task_id"], "client_id": "c-2"}, headers=auth
+        )
+        assert answered.status_code == 201
+        back = client.post("/api/v1/answers/undo", headers=auth)
+    assert back.status_code == 200, back.text
+    assert back.json()["task_id"] == following["task_id"]
+    assert (back.json()["image_width"], back.json()["image_height"]) == (
+        following["image_width"],
+        following["image_height"],
+    )
+    assert read_on == [False] and set(state.image_info) == {following["image_id"]}  # read once, off the loop

@@ -133,16 +133,16 @@ def image_info(state: ServerState, image_id: int) -> tuple[str, int, int]:
 
 
 async def handed_out(state: ServerState, assignment: Assignment, worker: WorkerSession) -> TaskResponse:
-    """:func:`task_response` of a question just leased, in a request on the event loop: the image's path and
-    size are read off the loop the first time this process needs them (on PostgreSQL a round trip, which
-    would hold up every request of the process)."""
-    if assignment.image_id not in state.image_info:
+    """:func:`task_response` of a question just leased, in a request on the event loop. The hand-out reads the
+    image's size with the question; where it did not, the size is read off the loop the first time this process
+    needs it (on PostgreSQL a round trip, which would hold up every request of the process)."""
+    if assignment.image_size is None and assignment.image_id not in state.image_info:
         await asyncio.get_running_loop().run_in_executor(None, image_info, state, assignment.image_id)
     return task_response(state, assignment, worker)
 
 
 def task_response(state: ServerState, assignment: Assignment, worker: WorkerSession) -> TaskResponse:
-    _, width, height = image_info(state, assignment.image_id)
+    width, height = assignment.image_size or image_info(state, assignment.image_id)[1:]
     signature = image_signature(state.server.session_secret, state.project.uid, assignment.task_id, worker.worker_id)
     base = f"/api/v1/tasks/{assignment.task_id}/image?w={worker.worker_id}&s={signature}"
     return TaskResponse(

@@ -514,8 +514,9 @@ class DatabaseDispatcher(Dispatcher):
 
     def _assignment(self, task: Any, expires_at: float) -> Assignment:
         return assignment(
-            task.kind, task.id, task.image_id, task.box, task.grid_size, task.spec, self.config.target, expires_at
-        )
+            task.kind, task.id, task.image_id, task.box, task.grid_size, task.spec, self.config.target, expires_at,
+            (task.image_width, task.image_height),
+        )  # fmt: skip
 
     # -- answering -----------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class Assignment:
     """A boundary round: the only grid cells shown clickable (the others are decided)."""
     choices: int | None = None
     """A pick: how many outlines it shows (its answer is one of them, or none)."""
+    image_size: tuple[int, int] | None = None
+    """The image's (width, height), where the hand-out read it with the question (None: the server looks it up)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ def assignment(
     spec: dict[str, Any] | None,
     target: str,
     lease_expires_at: float,
+    image_size: tuple[int, int] | None = None,
 ) -> Assignment:
     """A question of stored kind ``kind`` as the worker is handed it."""
     active = (spec or {}).get("active")
@@ -191,6 +194,7 @@ def assignment(
         variant=KINDS[kind].variant,
         active_cells=tuple(active) if active is not None else None,
         choices=choice_count(kind, spec),
+        image_size=image_size,
     )
 
 

@@ -22,9 +22,18 @@ from crowdpatch.store.sql import Statement
 
 _TASK = TaskRow.__table__.c
 _JSON = _TASK.spec.type
-TASK_COLUMNS = {"id": None, "kind": None, "image_id": None, "box": _JSON, "grid_size": None, "spec": _JSON}
-"""What handing a question out reads of it (:func:`~.rules.assignment`)."""
-_TASK_FIELDS = "t.id, t.kind, t.image_id, t.box, t.grid_size, t.spec"
+TASK_COLUMNS = {
+    "id": None, "kind": None, "image_id": None, "box": _JSON, "grid_size": None, "spec": _JSON,
+    "image_width": None, "image_height": None,
+}  # fmt: skip
+"""What handing a question out reads of it (:func:`~.rules.assignment`), its image's size included: the
+worker's page needs it, and a server process would otherwise look each image up on its own (a round trip
+per image it had not yet handed out, on PostgreSQL)."""
+_TASK_FIELDS = (
+    "t.id, t.kind, t.image_id, t.box, t.grid_size, t.spec,"
+    " (SELECT i.width FROM image i WHERE i.id = t.image_id) AS image_width,"
+    " (SELECT i.height FROM image i WHERE i.id = t.image_id) AS image_height"
+)
 _UNSEEN = (
     "NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = t.id AND a.worker_id = :worker)"
     " AND NOT EXISTS (SELECT 1 FROM lease s WHERE s.task_id = t.id AND s.worker_id = :worker)"
