@@ -23,6 +23,7 @@ from crowdpatch.server.security import SecurityHeaders, add_cors
 from crowdpatch.server.state import ServerState
 from crowdpatch.server.store_health import log_to_stderr
 from crowdpatch.store.checkpoints import checkpointer_for
+from crowdpatch.store.lease_vacuum import lease_vacuum_for
 
 STATIC_DIR = Path(__file__).with_name("static")
 ENV_PROJECT = "CROWDPATCH_PROJECT_DIR"
@@ -76,15 +77,18 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # While serving, a SQLite database is checkpointed by a thread, not inside the writer's commits.
+        # While serving, a SQLite database is checkpointed by a thread, not inside the writer's commits;
+        # a PostgreSQL one has its lease table vacuumed by a thread, not only by autovacuum's minute visits.
         checkpointer = _app.state.checkpointer = checkpointer_for(project.engine)
+        lease_vacuum = _app.state.lease_vacuum = lease_vacuum_for(project.engine)
         try:
             yield
         finally:
             _app.state.crowdpatch.dashboard.stop()
             _app.state.crowdpatch.progress.stop()
-            if checkpointer is not None:
-                checkpointer.stop()
+            for maintenance in (checkpointer, lease_vacuum):
+                if maintenance is not None:
+                    maintenance.stop()
 
     app = FastAPI(
         title="crowdpatch",
