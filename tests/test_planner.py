@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from crowdpatch.boxes import Box
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.dispatch.memory import MemoryDispatcher, SimulatedClock
 from crowdpatch.crowd.dispatch.rules import AnswerRejected, Assignment, StoredAnswer
+from crowdpatch.crowd.kinds import task_priority
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.patches.lattice import WindowKey, children
 from crowdpatch.project import Project
@@ -270,8 +272,14 @@ def test_concurrent_workers_never_over_ask_a_question(make_project) -> None:
 # -- what an answer creates ------------------------------------------------------------------------
 
 
-def test_a_yes_window_creates_its_children_once_and_a_no_none(make_project) -> None:
-    project = make_project(configure=whole_image_regions)
+def test_a_yes_window_creates_its_children_once_and_a_no_none(make_project, database) -> None:
+    """On both backends (PostgreSQL inserts the children in one statement of JSON rows, SQLite row by row)."""
+
+    def configure(config: ProjectConfig) -> None:
+        whole_image_regions(config)
+        config.db_url = database
+
+    project = make_project(configure=configure)
     planner = make_planner(project)
     workers = iter(add_workers(project, 12))
 
@@ -282,6 +290,13 @@ def test_a_yes_window_creates_its_children_once_and_a_no_none(make_project) -> N
     kids = tasks_where(project, TaskRow.parent_id == first.task_id)
     assert sorted(t.key for t in kids) == sorted(str(k) for k in children(WindowKey(1, 0, 0)))
     assert all(t.level == 2 and t.state == "open" and t.region_id == row.region_id for t in kids)
+    # Every column as the ORM would have filled it in: defaults, counters, the reason and the window's pixels.
+    for kid in kids:
+        assert (kid.kind, kid.image_id, kid.votes_wanted) == ("patch", row.image_id, row.votes_wanted)
+        assert kid.priority == task_priority("patch")
+        assert (kid.answers_count, kid.leases_count, kid.answers_disagree, kid.decision) == (0, 0, False, None)
+        assert kid.reason == f"level 2: child of window {row.key} voted yes" and kid.created_at is not None
+        assert Box.from_list(kid.box).area > 0 and kid.box != row.box
 
     neighbour, results = decide(planner, workers, ["yes", "yes"])
     assert task_row(project, neighbour.task_id).key == "1:1:0"
