@@ -32,13 +32,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 import time
 from typing import Callable
 
 from sqlalchemy import Engine, event
 
 from crowdpatch.store.db import backend_of
+from crowdpatch.store.maintenance import MaintenanceThread
 from crowdpatch.store.writer_lock import WriterLock
 
 INTERVAL_SECONDS = 1.0
@@ -66,7 +66,7 @@ def free_bytes(path: str) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
-class Checkpointer:
+class Checkpointer(MaintenanceThread):
     """Checkpoints one SQLite file every ``interval`` seconds, its log truncated when too large, until :meth:`stop`."""
 
     def __init__(
@@ -76,6 +76,7 @@ class Checkpointer:
         connect: Callable[[str], sqlite3.Connection] | None = None,
         free_space: Callable[[str], int] = free_bytes,
     ):
+        super().__init__("crowdpatch-checkpoints")
         self.path = engine.url.database
         self.interval = interval
         self.checkpoints = 0
@@ -91,11 +92,9 @@ class Checkpointer:
         """Opens the thread's own connection (again after an error)."""
         self._free_space = free_space
         self._writer = WriterLock(self.path)
-        self._stop = threading.Event()
         event.listen(engine, "connect", _backstop_only)
         engine.dispose()  # pooled connections were opened with the default; new ones get the backstop
-        self._thread = threading.Thread(target=self._run, name="crowdpatch-checkpoints", daemon=True)
-        self._thread.start()
+        self._start()
 
     def log_bytes(self) -> int:
         """The size of the log's file (0 while there is none)."""
@@ -168,14 +167,6 @@ class Checkpointer:
             return False
         self.truncations += 1
         return True
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def _backstop_only(dbapi_connection, _record) -> None:

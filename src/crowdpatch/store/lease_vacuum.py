@@ -19,11 +19,11 @@ work again, once each.
 from __future__ import annotations
 
 import logging
-import threading
 
 from sqlalchemy import Engine, text
 
 from crowdpatch.store.db import backend_of
+from crowdpatch.store.maintenance import MaintenanceThread
 
 INTERVAL_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
@@ -33,19 +33,18 @@ VACUUM_LEASES = text("VACUUM (SKIP_LOCKED) lease")
 log = logging.getLogger(__name__)
 
 
-class LeaseVacuum:
+class LeaseVacuum(MaintenanceThread):
     """Vacuums the lease table every ``interval`` seconds until :meth:`stop`."""
 
     def __init__(self, engine: Engine, interval: float = INTERVAL_SECONDS):
+        super().__init__("crowdpatch-lease-vacuum")
         self.engine = engine
         self.interval = interval
         self.vacuums = 0
         self.errors = 0
         self.failing: str | None = None
         """The last vacuum's error while they fail; None while they work."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="crowdpatch-lease-vacuum", daemon=True)
-        self._thread.start()
+        self._start()
 
     def _run(self) -> None:
         wait = self.interval
@@ -65,14 +64,6 @@ class LeaseVacuum:
                 self.failing = None
             self.vacuums += 1
             wait = self.interval
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def lease_vacuum_for(engine: Engine) -> LeaseVacuum | None:
