@@ -5,7 +5,8 @@ that holds a few dozen live ones (one or two per worker). Autovacuum visits a da
 per ``autovacuum_naptime`` (a minute by default), so under a steady load the lease heap holds tens of
 thousands of dead rows between two visits. The planner sees a table of a few dozen rows and reads it
 by sequential scans (several in each answer's statements), and each of them passes every dead row: the
-answer path's cost grows all minute long (docs/benchmarks.md, "Dead leases between vacuums").
+answer path's cost grows all minute long (docs/serving.md, "Dead leases between vacuums"; docs/benchmarks.md,
+"The lease table vacuumed while serving").
 
 Each serving process vacuums the lease table once a second, on a thread of its own, with
 ``SKIP_LOCKED``: a vacuum already running (another process's, autovacuum's) is not waited for, and a
