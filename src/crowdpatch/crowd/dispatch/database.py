@@ -88,8 +88,11 @@ def _outcome(call: Callable[[], T]) -> T | Exception:
 IDS_PER_STATEMENT = 10_000
 """Question ids bound into one statement by :meth:`DatabaseDispatcher.sync_counters` (databases cap parameters)."""
 
-HAND_OUT_ATTEMPTS = 3
-"""Tries of one hand-out that PostgreSQL aborts as a deadlock (rare: only under many concurrent workers)."""
+HAND_OUT_ATTEMPTS = 5
+"""Tries of one hand-out that PostgreSQL aborts as a deadlock (rare: only under many concurrent workers,
+such as a crowd asking at once for the slots of expired leases). Each retry waits a random few
+milliseconds first (:meth:`DatabaseDispatcher._after_deadlock`), so the same hand-outs do not meet again
+in the same order."""
 
 DEADLOCK_SQLSTATE = "40P01"
 
@@ -352,6 +355,7 @@ class DatabaseDispatcher(Dispatcher):
                 grouped = getattr(self._group, "session", None) is not None
                 if not self.postgres or grouped or not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
                     raise
+                self._after_deadlock(attempt)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _next(
@@ -609,7 +613,12 @@ class DatabaseDispatcher(Dispatcher):
             except Exception as exc:
                 if not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
                     raise
+                self._after_deadlock(attempt)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _after_deadlock(self, attempt: int) -> None:
+        """Wait a random 0-5 ms times ``attempt`` before a hand-out's next try (see ``HAND_OUT_ATTEMPTS``)."""
+        time.sleep(self.rng.uniform(0.0, 0.005 * attempt))
 
     @staticmethod
     def _next_task_or_reason(lease: Callable[[], Assignment | None]) -> NextTask:
