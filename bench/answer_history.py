@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, update
 
-from benchkit import builtin_files, cpu_model, markdown_table, publish
+from benchkit import POSTGRES, builtin_files, cpu_model, markdown_table, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
 from crowdpatch.project import Project
@@ -99,7 +99,7 @@ def measure(project: Project, history: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--histories", type=int, nargs="+", default=[0, 10_000, 50_000])
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--postgres", default=POSTGRES)
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-history-"))

@@ -25,6 +25,8 @@ MASK_DATASETS = {
     "coco_mval_subset": (DATA / "coco_mval_subset" / "img", DATA / "coco_mval_subset" / "gt"),
 }
 """Real images with GT masks (../shared/data): folder of images, folder of masks."""
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+"""The PostgreSQL the bench scripts use unless ``--postgres`` names another (each study a schema of it)."""
 
 
 def cost_figures(summary: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from typing import Any, Awaitable, Callable
 import httpx
 from sqlalchemy import select, text
 
-from benchkit import free_port, served_project
+from benchkit import POSTGRES, free_port, served_project
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
@@ -524,7 +524,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=3.0, help="disk-full: seconds the disk stays full each time.")
     parser.add_argument("--disk-mb", type=int, default=2, help="disk-full: size of the tmpfs the project is kept on.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--postgres", default=POSTGRES)
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="crowdpatch-chaos-"))

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.orm import sessionmaker
 
-from benchkit import cpu_model, publish
+from benchkit import POSTGRES, cpu_model, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import Assignment, NewAnswer, WorkerStopped
 from crowdpatch.project import Project
@@ -168,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[0, 5_000, 10_000, 20_000])
     parser.add_argument("--images", type=int, default=1200, help="Built-in images (64 px): enough questions.")
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--postgres", default=POSTGRES)
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     with served_study_on_postgres(args.postgres, "lease_churn", args.images) as project:

@@ -56,7 +56,7 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import text
 
-from benchkit import StealMeter, builtin_files, cpu_model, free_port, served_project
+from benchkit import POSTGRES, StealMeter, builtin_files, cpu_model, free_port, served_project
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
@@ -475,7 +475,7 @@ def main() -> None:
         default=["sqlite:1", "postgresql:2", "postgresql:4"],
         help="DATABASE:PROCESSES, DATABASE being sqlite or postgresql.",
     )
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--postgres", default=POSTGRES)
     parser.add_argument(
         "--server-cores",
         choices=["rest", "all"],

@@ -19,7 +19,7 @@ import random
 import statistics
 import time
 
-from benchkit import cpu_model, publish
+from benchkit import POSTGRES, cpu_model, publish
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
 from crowdpatch.project import Project
@@ -103,7 +103,7 @@ def measure(project: Project, rounds: int) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--postgres", default=POSTGRES)
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
     with served_study_on_postgres(args.postgres, "pool_check", 200) as project:

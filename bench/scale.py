@@ -55,7 +55,7 @@ from typing import Any, Callable
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from starlette.testclient import TestClient
 
-from benchkit import builtin_files, cpu_model, markdown_table, write_section
+from benchkit import POSTGRES, builtin_files, cpu_model, markdown_table, write_section
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -71,7 +71,6 @@ from crowdpatch.workflow import write_outputs
 from load import make_project
 
 SECTION = "scale"
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 IMAGE_SIDE = 128
 """Template images' side: at 64 px a region's second-level windows fall under ``min_side`` and are never asked."""
 CHUNK_ROWS = 50_000
