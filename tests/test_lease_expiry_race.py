@@ -43,15 +43,28 @@ def planner_at(project: Project, now: float) -> DatabaseDispatcher:
     return DatabaseDispatcher(project.sessions, project.id, project.config, clock=lambda: now)
 
 
-def race(directory: str, start_at: float, jobs: list[tuple[str, int, list[int]]]) -> list[tuple[int, int, str]]:
+Outcome = tuple[int, int, str]
+"""(worker, task, "leased" | "stored" | "refused")."""
+
+
+def race(directory: str, start_at: float, jobs: list[tuple[str, int, list[int]]]) -> tuple[list[Outcome], int]:
     """In a fresh process: one thread per worker, all released together at ``start_at`` (wall clock).
 
-    A job is (``lease`` or ``answer``, worker id, task ids to answer); returns (worker, task, outcome) rows.
+    A job is (``lease`` or ``answer``, worker id, task ids to answer); returns (worker, task, outcome) rows,
+    and how many hand-outs PostgreSQL ended as deadlocks (each asked again).
     """
     project = Project.open(directory)
     planner = planner_at(project, T1)
-    results: list[tuple[int, int, str]] = []
+    results: list[Outcome] = []
     lock = threading.Lock()
+    deadlocks = []
+    retry = planner._after_deadlock
+
+    def counted_retry(attempt: int) -> None:
+        deadlocks.append(attempt)
+        retry(attempt)
+
+    planner._after_deadlock = counted_retry
 
     def run(action: str, worker_id: int, task_ids: list[int]) -> None:
         time.sleep(max(0.0, start_at - time.time()))
@@ -81,14 +94,16 @@ def race(directory: str, start_at: float, jobs: list[tuple[str, int, list[int]]]
     for thread in threads:
         thread.join()
     project.close()
-    return results
+    return results, len(deadlocks)
 
 
-def in_processes(directory: str, jobs: list[tuple[str, int, list[int]]]) -> list[tuple[int, int, str]]:
+def in_processes(directory: str, jobs: list[tuple[str, int, list[int]]]) -> tuple[list[Outcome], int]:
+    """Every process's outcomes, and the deadlocks of all of them."""
     chunks = [jobs[k::PROCESSES] for k in range(PROCESSES)]
     with ProcessPoolExecutor(PROCESSES, mp_context=get_context("spawn")) as pool:
         start_at = time.time() + 3.0  # every process imported and connected before anyone moves
-        return [row for rows in pool.map(race, [directory] * PROCESSES, [start_at] * PROCESSES, chunks) for row in rows]
+        raced = list(pool.map(race, [directory] * PROCESSES, [start_at] * PROCESSES, chunks))
+    return [row for rows, _ in raced for row in rows], sum(deadlocks for _, deadlocks in raced)
 
 
 @pytest.mark.slow
@@ -112,7 +127,9 @@ def test_expired_leases_are_reissued_once_and_never_over_ask(postgres_schema, ma
     assert sum(abandoned.values()) >= 20
 
     # Phase B: the expired slots, raced for.
-    leased = in_processes(str(project.directory), [("lease", worker_id, []) for worker_id in racers])
+    leased, deadlocks = in_processes(str(project.directory), [("lease", worker_id, []) for worker_id in racers])
+    # A hand-out that waits for a question holds no other (those it passed over are let go): no cycles.
+    assert deadlocks == 0
     reissued = Counter(task_id for _, task_id, _ in leased)
     assert len({(w, t) for w, t, _ in leased}) == len(leased), "a worker got the same question twice"
     with project.sessions() as session:
@@ -130,7 +147,7 @@ def test_expired_leases_are_reissued_once_and_never_over_ask(postgres_schema, ma
     held: dict[int, list[int]] = defaultdict(list)
     for worker_id, task_id, _ in leased:
         held[worker_id].append(task_id)
-    answers = in_processes(
+    answers, _ = in_processes(
         str(project.directory),
         [("answer", worker_id, tasks_) for worker_id, tasks_ in walked.items()]
         + [("answer", worker_id, tasks_) for worker_id, tasks_ in held.items()],

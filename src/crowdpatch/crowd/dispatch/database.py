@@ -473,6 +473,8 @@ class DatabaseDispatcher(Dispatcher):
             # by someone else at this instant, a plain lock waits instead of wrongly answering "none".
             for statement in variants:
                 while True:
+                    if self.postgres:
+                        sql.PICK_SAVEPOINT.run(session)
                     row = statement.one(session, skipped=skipped, **params)
                     if row is None:
                         break
@@ -480,7 +482,7 @@ class DatabaseDispatcher(Dispatcher):
                     if self.postgres and not self._still_free(
                         session, queries.recheck, row.id, worker_id, lease_id is not None
                     ):
-                        skipped.append(row.id)
+                        self._let_go(session, skipped, row.id)
                         continue
                     if lease_id is not None:
                         # Another process may have handed on the same expired lease while this one waited
@@ -488,11 +490,22 @@ class DatabaseDispatcher(Dispatcher):
                         # (SQLite's single writer cannot race: there the row is always still there.)
                         deleted = sql.DROP_LEASE.run(session, lease=lease_id).rowcount
                         if self.postgres and deleted != 1:
-                            skipped.append(row.id)
+                            self._let_go(session, skipped, row.id)
                             continue
                         sql.LEASED.run(session, task=row.id)
                     return self._lease(session, row, worker_id, now, expires_at)
         return None
+
+    @staticmethod
+    def _let_go(session: Session, skipped: list[int], task_id: int) -> None:
+        """PostgreSQL: pass over a question a pick locked, and release its lock (rolled back to before the pick).
+
+        A hand-out that kept the locks of the questions it passed over while the waiting pick waited for
+        another's deadlocked with hand-outs doing the same the other way round: a crowd asking at once for
+        the slots of expired leases met that several times in a row.
+        """
+        sql.ROLLBACK_TO_PICK.run(session)
+        skipped.append(task_id)
 
     def _lease_free(self, session: Session, worker_id: int, mode: Mode, now: float, expires_at: float) -> Assignment:
         """PostgreSQL: lease the first free question no other transaction holds, in one statement that never waits.
