@@ -452,6 +452,44 @@ def test_a_database_at_revision_0002_upgrades_and_its_counters_are_backfilled(em
     new_engine.dispose()
 
 
+def _schema_facts(url: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """(indexes of answer and lease, (table, column) of every foreign key of task, answer and lease)."""
+    engine = create_engine(url)
+    found = inspect(engine)
+    indexes = {index["name"] for table in ("answer", "lease") for index in found.get_indexes(table)}
+    references = {
+        (table, key["constrained_columns"][0])
+        for table in ("task", "answer", "lease")
+        for key in found.get_foreign_keys(table)
+    }
+    engine.dispose()
+    return indexes, references
+
+
+def test_migration_0011_drops_the_redundant_indexes_and_only_the_unchecked_references_and_undoes_it(empty_database):
+    """Lookups by question go through the unique (question, worker) indexes; PostgreSQL stops checking a lease's
+    references and a question's parent, and keeps every other check (the answers', the questions' place)."""
+    from alembic import command
+
+    url = normalize_url(empty_database)
+    postgres = url.startswith("postgresql")
+    command.upgrade(alembic_config(url), "head")
+    indexes, references = _schema_facts(url)
+    assert not {"ix_answer_task_id", "ix_lease_task_id"} & indexes
+    assert {"ix_answer_worker_id", "ix_lease_worker_id", "ix_lease_expires_at"} <= indexes
+    kept = {("answer", "task_id"), ("answer", "worker_id"), ("task", "project_id"), ("task", "image_id"),
+            ("task", "region_id")}  # fmt: skip
+    unchecked = {("lease", "task_id"), ("lease", "worker_id"), ("task", "parent_id")}
+    assert references == (kept if postgres else kept | unchecked)
+
+    command.downgrade(alembic_config(url), "0010")
+    indexes, references = _schema_facts(url)
+    assert {"ix_answer_task_id", "ix_lease_task_id"} <= indexes
+    assert references == kept | unchecked
+    command.upgrade(alembic_config(url), "head")
+    assert _schema_facts(url)[1] == (kept if postgres else kept | unchecked)
+
+
 def test_two_processes_closing_neighbouring_windows_at_once_both_store_their_answer(make_project, monkeypatch):
     """PostgreSQL: both closes would create the child window the two parents share; the second waits for
     the first transaction's lock on the image, then finds the shared child asked already."""

@@ -157,7 +157,7 @@ class TaskRow(Base):
     level: Mapped[int] = mapped_column(Integer, default=0)
     box: Mapped[list[Any]] = mapped_column()
     grid_size: Mapped[int | None] = mapped_column(Integer)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("task.id"))  # unchecked on PostgreSQL (migration 0011)
     votes_wanted: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20), default="open")  # open | done
     decision: Mapped[str | None] = mapped_column(String(20))
@@ -235,7 +235,9 @@ class LeaseRow(Base):
     __table_args__ = (UniqueConstraint("task_id", "worker_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    # Looked up by question through the unique (task_id, worker_id) index. PostgreSQL does not check these two
+    # references (migration 0011): the statement that inserts a lease has just locked its question.
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"))
     worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
     expires_at: Mapped[float] = mapped_column(Float, index=True)  # seconds on the run's clock (simulated or epoch)
     leased_at: Mapped[float | None] = mapped_column(Float)  # when the server handed it out (shown-at of the answer)
@@ -248,7 +250,7 @@ class AnswerRow(Base):
     __table_args__ = (UniqueConstraint("task_id", "worker_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"))  # by question: the unique (task_id, worker_id) index
     worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
     value: Mapped[Any] = mapped_column(JSON)
     client_id: Mapped[str] = mapped_column(String(100), unique=True)
