@@ -10,6 +10,8 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
+from sqlalchemy import make_url
+
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -26,7 +28,14 @@ MASK_DATASETS = {
 }
 """Real images with GT masks (../shared/data): folder of images, folder of masks."""
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-"""The PostgreSQL the bench scripts use unless ``--postgres`` names another (each study a schema of it)."""
+"""The PostgreSQL the bench scripts use unless ``--postgres`` names another (each study a schema of it);
+``postgresql://postgres@/test?host=/var/run/postgresql`` reaches the same server through its Unix socket."""
+
+
+def with_settings(url: str, **settings: str) -> str:
+    """``url`` whose connections start with these PostgreSQL settings (libpq's ``options``), its own query kept."""
+    options = " ".join(f"-c{name}={value}" for name, value in settings.items())
+    return make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
 
 
 def cost_figures(summary: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from typing import Any, Awaitable, Callable
 import httpx
 from sqlalchemy import select, text
 
-from benchkit import POSTGRES, free_port, served_project
+from benchkit import POSTGRES, free_port, served_project, with_settings
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark
@@ -387,7 +387,7 @@ def chaos(
         schema = f"chaos_{uuid.uuid4().hex[:8]}"
         with make_engine(postgres).begin() as connection:
             connection.execute(text(f"CREATE SCHEMA {schema}"))
-        db_url = f"{postgres}?options=-csearch_path%3D{schema}"
+        db_url = with_settings(postgres, search_path=schema)
     tag = f"{backend}-{processes}-{uuid.uuid4().hex[:6]}"
     project = make_project(out / tag, files, db_url)
     project.close()

@@ -56,7 +56,7 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import text
 
-from benchkit import POSTGRES, StealMeter, builtin_files, cpu_model, free_port, served_project
+from benchkit import POSTGRES, StealMeter, builtin_files, cpu_model, free_port, served_project, with_settings
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
@@ -519,8 +519,8 @@ def main() -> None:
                 schema = f"load_{uuid.uuid4().hex[:8]}"
                 with make_engine(args.postgres).begin() as connection:
                     connection.execute(text(f"CREATE SCHEMA {schema}"))
-                options = f"-csearch_path%3D{schema}%20-csynchronous_commit%3D{PG_SYNCHRONOUS_COMMIT[sync]}"
-                db_url = f"{args.postgres}?options={options}"
+                commits = PG_SYNCHRONOUS_COMMIT[sync]
+                db_url = with_settings(args.postgres, search_path=schema, synchronous_commit=commits)
             else:
                 env[ENV_SQLITE_SYNC] = sync.upper()
             project = make_project(out / tag, files, db_url, phase)

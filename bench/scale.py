@@ -55,7 +55,7 @@ from typing import Any, Callable
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from starlette.testclient import TestClient
 
-from benchkit import POSTGRES, builtin_files, cpu_model, markdown_table, write_section
+from benchkit import POSTGRES, builtin_files, cpu_model, markdown_table, with_settings, write_section
 from crowdpatch.config import ProjectConfig
 from crowdpatch.datasets import BenchmarkSpec, generate_benchmark, load_folder_dataset
 from crowdpatch.ingest import add_images
@@ -478,7 +478,7 @@ class PostgresSchema:
         with self.admin.begin() as connection:
             connection.execute(text(f"DROP SCHEMA IF EXISTS {self.name} CASCADE"))
             connection.execute(text(f"CREATE SCHEMA {self.name}"))
-        return f"{self.url}?options=-csearch_path%3D{self.name}"
+        return with_settings(self.url, search_path=self.name)
 
     def __exit__(self, *_exc: object) -> None:
         if not self.keep:
