@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, event, func, inspect, select, text
 
 from crowdpatch.crowd.dispatch import statements as sql
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
-from crowdpatch.crowd.dispatch.rules import NotLeased, TooManyHeld, WorkerStopped
+from crowdpatch.crowd.dispatch.rules import NewAnswer, NotLeased, TooManyHeld, WorkerStopped
 from crowdpatch.crowd.votes import votes_target
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.db import (
@@ -822,3 +823,26 @@ def test_postgresql_connections_stay_open_once_opened_and_the_last_returned_is_h
     engine.dispose()
     assert len(opened) == at_once
     assert handed_out is returned_last
+
+
+def test_postgresql_through_its_unix_socket_migrates_and_serves_an_answer(postgres_schema, make_project) -> None:
+    """The configuration the docs advise for a server on the database's machine: ``?host=`` names the socket's
+    folder, and everything else (migrations, the pool's check of a connection, the answer path) works as on TCP."""
+    socket_folder = "/var/run/postgresql"
+    if not Path(socket_folder, ".s.PGSQL.5432").exists():
+        pytest.skip(f"no PostgreSQL socket in {socket_folder}")
+    url = postgres_schema.replace("@127.0.0.1:5432/test?", f"@/test?host={socket_folder}&")
+
+    def through_the_socket(config) -> None:
+        one_vote(config)
+        config.db_url = url
+
+    project = make_project(n_images=2, size=64, configure=through_the_socket)
+    with project.engine.connect() as connection:
+        assert connection.execute(text("SELECT inet_server_addr()")).scalar() is None  # not over TCP
+    dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
+    worker = register_worker(project.sessions, project.id, "simulated", "local", {}).id
+    first = dispatcher.next_task(worker)
+    stored, following = dispatcher.submit_and_next(NewAnswer(worker, first.task_id, "yes", "socket-1"))
+    assert not stored.duplicate and following.assignment is not None
+    assert following.assignment.task_id != first.task_id
