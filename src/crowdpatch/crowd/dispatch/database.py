@@ -467,14 +467,14 @@ class DatabaseDispatcher(Dispatcher):
                 if found.locked:
                     picks = picks[1:]  # every free question was locked by someone else: wait for one
         params = {"project": self.project_id, "worker": worker_id, "now": now}
+        if self.postgres:
+            sql.PICK_SAVEPOINT.run(session)  # every pick below starts here again: see _let_go
         for variants in (queries.reclaim, picks) if expired else (picks,):
             skipped: list[int] = [-1]
             # SKIP LOCKED spreads concurrent workers over questions; when everything wanted is locked
             # by someone else at this instant, a plain lock waits instead of wrongly answering "none".
             for statement in variants:
                 while True:
-                    if self.postgres:
-                        sql.PICK_SAVEPOINT.run(session)
                     row = statement.one(session, skipped=skipped, **params)
                     if row is None:
                         break
@@ -498,10 +498,12 @@ class DatabaseDispatcher(Dispatcher):
 
     @staticmethod
     def _let_go(session: Session, skipped: list[int], task_id: int) -> None:
-        """PostgreSQL: pass over a question a pick locked, and release its lock (rolled back to before the pick).
+        """PostgreSQL: pass over a question a pick locked, and release its lock.
 
-        A hand-out that kept the locks of the questions it passed over while the waiting pick waited for
-        another's deadlocked with hand-outs doing the same the other way round: a crowd asking at once for
+        The picks run after one savepoint, and until one is kept nothing else is written after it: rolling
+        back to it releases the question's row lock and undoes nothing else, and the savepoint stays for the
+        next pick. A hand-out that kept the locks of the questions it passed over while the waiting pick waited
+        for another's deadlocked with hand-outs doing the same the other way round: a crowd asking at once for
         the slots of expired leases met that several times in a row.
         """
         sql.ROLLBACK_TO_PICK.run(session)

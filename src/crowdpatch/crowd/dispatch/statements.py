@@ -225,7 +225,7 @@ BEGIN_IMMEDIATE = Statement("BEGIN IMMEDIATE")
 SAVEPOINT = Statement("SAVEPOINT grouped_call")
 ROLLBACK_TO_SAVEPOINT = Statement("ROLLBACK TO grouped_call")
 RELEASE_SAVEPOINT = Statement("RELEASE grouped_call")
-# PostgreSQL: before each locking pick of a hand-out that may wait, so that a question it passes over is
+# PostgreSQL: before the locking picks of a hand-out that may wait, so that a question it passes over is
 # unlocked again (a rollback to a savepoint releases the row locks taken since); left to the commit otherwise.
 PICK_SAVEPOINT = Statement("SAVEPOINT pick")
 ROLLBACK_TO_PICK = Statement("ROLLBACK TO pick")
