@@ -128,10 +128,10 @@ class _NextFacts:
     """The question it leased (``TASK_COLUMNS``), or None: nothing free, or the pick was not tried."""
 
     @classmethod
-    def read(cls, row: Any, answered_lease: int | None = None) -> _NextFacts:
+    def read(cls, row: Any) -> _NextFacts:
         """From a row with ``held`` (JSON) and ``expired`` columns, and those of ``store_and_lease`` when it has
-        them; ``answered_lease``: one the same statement deleted (its snapshot still shows it)."""
-        held = [SimpleNamespace(**lease) for lease in row.held if lease["lease_id"] != answered_lease]
+        them (an answer's write leaves the lease it deleted out of ``held``)."""
+        held = [SimpleNamespace(**lease) for lease in row.held]
         tried = getattr(row, "tried", False)
         leased = None
         if tried and row.leased:
@@ -735,7 +735,7 @@ class DatabaseDispatcher(Dispatcher):
                 now=now,
             )
             answer_id = written.id
-            facts = _NextFacts.read(written, answered_lease=row.lease_id)
+            facts = _NextFacts.read(written)
         else:
             answer_id = sql.INSERT_ANSWER.one(session, **columns).id
             sql.DROP_LEASE.run(session, lease=row.lease_id)

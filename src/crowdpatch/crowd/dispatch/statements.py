@@ -54,11 +54,12 @@ _LIVE = "l.worker_id = :worker AND l.expires_at > :now"
 ``MATERIALIZED`` CTE: until the next vacuum, the worker's index entries include every lease it answered."""
 
 
-def _held(leases: str = "lease") -> str:
-    """The worker's live unanswered leases with their questions, from ``leases`` (the table, or a CTE of it)."""
+def _held(leases: str = "lease", also: str = "") -> str:
+    """The worker's live unanswered leases with their questions, from ``leases`` (the table, or a CTE of it),
+    that also pass ``also``."""
     return (
         f"SELECT l.id AS lease_id, t.state, {_TASK_FIELDS} FROM {leases} l JOIN task t ON t.id = l.task_id"
-        f" WHERE {_LIVE}"
+        f" WHERE {_LIVE}{also}"
         # LIMIT ... OFFSET keeps the test a probe of the answer's (question, worker) key per held lease: as a
         # join, PostgreSQL may read every answer the worker ever gave instead, a history that grows all study long.
         " AND NOT EXISTS (SELECT 1 FROM answer a WHERE a.task_id = l.task_id AND a.worker_id = :worker"
@@ -73,11 +74,11 @@ HELD = Statement(_held() + " ORDER BY l.id", columns={"lease_id": None, "state":
 _ANY_EXPIRED = "coalesce((SELECT min(expires_at) FROM lease) <= :now, false)"
 
 
-def _next_facts(leases: str = "lease") -> str:
-    """PostgreSQL: HELD (as JSON, from ``leases``) and ANY_EXPIRED as two columns, for statements that read
-    them beside others."""
+def _next_facts(leases: str = "lease", also: str = "") -> str:
+    """PostgreSQL: HELD (as JSON, from ``leases``, the leases that also pass ``also``) and ANY_EXPIRED as two
+    columns, for statements that read them beside others."""
     return (
-        f"(SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_held(leases)}) h) AS held,"
+        f"(SELECT coalesce(json_agg(h ORDER BY h.lease_id), '[]'::json) FROM ({_held(leases, also)}) h) AS held,"
         f" {_ANY_EXPIRED} AS expired"
     )
 
@@ -208,8 +209,12 @@ _STORE_CTES = (
 )
 _STORE_PARAMS = {"value": AnswerRow.__table__.c.value.type, "attributes": WorkerRow.__table__.c.attributes.type}
 _STORE_COLUMNS = {"id": None, "held": None, "expired": Boolean()}
+_NOT_ANSWERED = " AND l.id <> :lease"
+"""The lease an answer's write deletes, left out of the held leases it returns (its snapshot still shows it)."""
 STORE_POSTGRES = Statement(
-    f"{_STORE_CTES} SELECT stored.id, {_NEXT_FACTS} FROM stored", params=_STORE_PARAMS, columns=_STORE_COLUMNS
+    f"{_STORE_CTES} SELECT stored.id, {_next_facts('lease', _NOT_ANSWERED)} FROM stored",
+    params=_STORE_PARAMS,
+    columns=_STORE_COLUMNS,
 )
 SET_WANTED = Statement("UPDATE task SET votes_wanted = :wanted WHERE id = :task")
 SET_COUNTERS = Statement(
@@ -323,7 +328,8 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
     store_and_lease = Statement(
         f"{_STORE_CTES}, mine AS MATERIALIZED (SELECT l.* FROM lease l WHERE {_LIVE}),"
         f" {_lease_picked(_pick(kinds, wanted, ' AND ' + _FRESH_PICK))}"
-        f" SELECT stored.id, {_next_facts('mine')}, {_FRESH_PICK} AS tried, EXISTS (SELECT 1 FROM leased) AS leased,"
+        f" SELECT stored.id, {_next_facts('mine', _NOT_ANSWERED)}, {_FRESH_PICK} AS tried,"
+        " EXISTS (SELECT 1 FROM leased) AS leased,"
         f" {', '.join(f'p.{name} AS next_{name}' for name in TASK_COLUMNS)}"
         " FROM stored LEFT JOIN picked p ON true",
         params=_STORE_PARAMS,
