@@ -89,10 +89,11 @@ IDS_PER_STATEMENT = 10_000
 """Question ids bound into one statement by :meth:`DatabaseDispatcher.sync_counters` (databases cap parameters)."""
 
 HAND_OUT_ATTEMPTS = 5
-"""Tries of one hand-out that PostgreSQL aborts as a deadlock (rare: only under many concurrent workers,
-such as a crowd asking at once for the slots of expired leases). Each retry waits a random few
-milliseconds first (:meth:`DatabaseDispatcher._after_deadlock`), so the same hand-outs do not meet again
-in the same order."""
+"""Tries of one hand-out that PostgreSQL aborts as a deadlock. A hand-out that waits for a question holds no
+other (:meth:`DatabaseDispatcher._let_go`), so hand-outs do not deadlock one another; this guards against
+whatever else locks questions in another order (a ban's recount locks the worker's questions in id order
+inside an answer's transaction). Each retry waits a random few milliseconds first
+(:meth:`DatabaseDispatcher._after_deadlock`), so the same transactions do not meet again in the same order."""
 
 DEADLOCK_SQLSTATE = "40P01"
 
