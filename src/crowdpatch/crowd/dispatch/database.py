@@ -69,6 +69,7 @@ from crowdpatch.crowd.policies import policy_for
 from crowdpatch.crowd.quality import GivenAnswer, WorkerCounters, record_answer_quality, undo_answer_quality
 from crowdpatch.crowd.questions import QuestionFacts
 from crowdpatch.crowd.votes import first_two_disagree
+from crowdpatch.store.connection_session import connection_transaction
 from crowdpatch.store.db import backend_of
 from crowdpatch.store.models import AnswerRow, ImageRow, LeaseRow, TaskRow, WorkerRow
 from crowdpatch.store.sql import Statement
@@ -206,8 +207,9 @@ class DatabaseDispatcher(Dispatcher):
             yield group
             return
         if self.postgres:
-            with self.sessions.begin() as session:
-                yield session
+            # Most answers run statements alone: the ORM session is made only when asked for.
+            with connection_transaction(self.sessions) as transaction:
+                yield transaction  # type: ignore[misc]  # stands in for a Session (see connection_session)
             return
         with self._sqlite_writer, self.sessions.begin() as session:
             sql.BEGIN_IMMEDIATE.run(session)
