@@ -6,11 +6,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from crowdpatch.crowd.closing import mark_done
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
+from crowdpatch.crowd.kinds import NO, VERIFY
+from crowdpatch.crowd.questions import QuestionFacts
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.connection_session import connection_transaction
-from crowdpatch.store.models import ProjectRow, WorkerRow
+from crowdpatch.store.models import ProjectRow, TaskRow, WorkerRow
 from crowdpatch.store.sql import Statement
 
 COUNT_WORKERS = Statement("SELECT count(*) AS n FROM worker", columns={"n": None})
@@ -67,6 +70,19 @@ def test_a_block_that_raises_stores_neither_its_statements_nor_its_orm_work(make
         raise RuntimeError("the answer was refused")
     assert project_name(project) == before
     assert worker_count(project) == 0
+
+
+def test_closing_a_question_runs_on_statements_alone(make_project, database):
+    """Closing keeps the rows an ORM session has loaded in step; with none loaded it must not make one."""
+    project = make_project(n_images=2, configure=on(database))
+    with project.sessions() as session:
+        row = session.scalars(select(TaskRow).where(TaskRow.kind == VERIFY).order_by(TaskRow.id)).first()
+        question = QuestionFacts.of(row)
+    with connection_transaction(project.sessions) as transaction:
+        mark_done(transaction, question, NO)
+        assert transaction.orm is None
+    with project.sessions() as session:
+        assert (session.get(TaskRow, question.id).state, session.get(TaskRow, question.id).decision) == ("done", NO)
 
 
 @pytest.mark.parametrize(

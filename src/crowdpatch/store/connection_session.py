@@ -51,6 +51,11 @@ class ConnectionSession:
         return () if self._orm is None else self._orm.deleted
 
     @property
+    def identity_map(self) -> Any:
+        """The rows the ORM session has loaded: none before it is made (a closing keeps loaded rows in step)."""
+        return {} if self._orm is None else self._orm.identity_map
+
+    @property
     def orm(self) -> Session | None:
         """The ORM session, once something asked for it."""
         return self._orm
