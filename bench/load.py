@@ -27,7 +27,9 @@ from: ``backend``, ``processes``, ``workers``, ``phase``, ``loop``, ``answers_pe
 which runs inside the server's processes and is counted in their CPU), ``statements_per_answer``
 (SQL statements the server's processes sent per answer, counted by :mod:`crowdpatch.store.statements`),
 then the rest of the row: ``sync``, ``answers``, ``conflicts``, ``error_statuses``, ``exhausted``,
-``stopped``, ``client_cpu_ms_per_answer``, ``load_average``, ``steal_percent``.
+``stopped``, ``client_cpu_ms_per_answer``, ``load_average``, ``steal_percent``, ``connections_per_process``
+(the workers' keep-alive connections held by each server process, most first, counted once the sessions are
+open: their split over the processes moves the p99).
 
     python bench/load.py [--workers 8 64 256] [--seconds 8] [--sync normal off] [--backends sqlite:1 postgresql:2]
         [--postgres postgresql://postgres@127.0.0.1:5432/test] [--json runs.jsonl]
@@ -56,7 +58,16 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import text
 
-from benchkit import POSTGRES, StealMeter, builtin_files, cpu_model, free_port, served_project, with_settings
+from benchkit import (
+    POSTGRES,
+    StealMeter,
+    builtin_files,
+    connections_per_process,
+    cpu_model,
+    free_port,
+    served_project,
+    with_settings,
+)
 from crowdpatch.config import ProjectConfig
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
@@ -371,6 +382,7 @@ def run(
         while not opened_all.wait(timeout=1):
             if not client.is_alive():
                 raise RuntimeError(f"the load generator stopped while opening sessions (server log: {log})")
+        connections = connections_per_process(port)
         cpu_before, database_before = cpu_seconds(child.pid), database_cpu_seconds()
         statements_before = read_statement_counts(counts)
         steal = StealMeter()
@@ -401,6 +413,7 @@ def run(
         "database_cpu_ms_per_answer": 1000 * database_cpu / max(report.answers, 1),
         "statements_per_answer": statements / max(report.answers, 1),
         "steal_percent": steal_percent,
+        "connections": connections,
     }
 
 
@@ -430,15 +443,16 @@ def record(backend: str, processes: int, workers: int, phase: str, loop: str, sy
         "client_cpu_ms_per_answer": result["client_cpu_ms_per_answer"],
         "load_average": os.getloadavg()[0],
         "steal_percent": result["steal_percent"],
+        "connections_per_process": result["connections"],
     }
 
 
 TABLE_HEADER = (
     "| database | processes | phase | sync | loop | workers | answers | answers/s | p50 ms | p95 ms | p99 ms "
     "| server CPU ms/answer | PostgreSQL CPU ms/answer | SQL statements/answer | generator CPU ms/answer "
-    "| 409 | errors | load avg | steal % |\n"
+    "| 409 | errors | load avg | steal % | connections per process |\n"
     "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: "
-    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -459,7 +473,8 @@ def table_row(run: dict) -> str:
         f"{run['answers_per_s']:.0f} | {run['p50_ms']:.1f} | {run['p95_ms']:.1f} | {run['p99_ms']:.1f} | "
         f"{run['server_cpu_ms_per_answer']:.2f} | {database} | {run['statements_per_answer']:.1f} | "
         f"{run['client_cpu_ms_per_answer']:.2f} | {run['conflicts']} | {errors} | "
-        f"{run['load_average']:.2f} | {run['steal_percent']:.1f} |"
+        f"{run['load_average']:.2f} | {run['steal_percent']:.1f} | "
+        f"{'/'.join(str(n) for n in run['connections_per_process']) or '-'} |"
     )
 
 
