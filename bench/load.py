@@ -28,8 +28,8 @@ which runs inside the server's processes and is counted in their CPU), ``stateme
 (SQL statements the server's processes sent per answer, counted by :mod:`crowdpatch.store.statements`),
 then the rest of the row: ``sync``, ``answers``, ``conflicts``, ``error_statuses``, ``exhausted``,
 ``stopped``, ``client_cpu_ms_per_answer``, ``load_average``, ``steal_percent``, ``connections_per_process``
-(the workers' keep-alive connections held by each server process, most first, counted once the sessions are
-open: their split over the processes moves the p99).
+(the workers' keep-alive connections held by each server process, most first, counted near the end of the
+run: their split over the processes moves the p99).
 
     python bench/load.py [--workers 8 64 256] [--seconds 8] [--sync normal off] [--backends sqlite:1 postgresql:2]
         [--postgres postgresql://postgres@127.0.0.1:5432/test] [--json runs.jsonl]
@@ -47,6 +47,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -382,12 +383,16 @@ def run(
         while not opened_all.wait(timeout=1):
             if not client.is_alive():
                 raise RuntimeError(f"the load generator stopped while opening sessions (server log: {log})")
-        connections = connections_per_process(port)
+        connections: list[int] = []
+        # Read near the run's end: the split the processes served most of the run with.
+        near_end = threading.Timer(0.9 * seconds, lambda: connections.extend(connections_per_process(port)))
         cpu_before, database_before = cpu_seconds(child.pid), database_cpu_seconds()
         statements_before = read_statement_counts(counts)
         steal = StealMeter()
         go.set()
+        near_end.start()
         report: ClientReport = queue.get(timeout=seconds + 300)
+        near_end.join()
         cpu = cpu_seconds(child.pid) - cpu_before
         database_cpu = database_cpu_seconds() - database_before
         statements = read_statement_counts(counts) - statements_before

@@ -5,7 +5,8 @@ them, and the one that wakes first accepts every connection waiting: the workers
 their keep-alive connections together, and under load one process served 31 of 32 while the other
 idled (docs/benchmarks.md, "Connections per process"). Here each process binds its own socket with
 ``SO_REUSEPORT``, and the kernel spreads new connections over them by a hash of each connection's
-addresses, as nginx's ``reuseport`` does.
+addresses, as nginx's ``reuseport`` does; a process that ends up with more than its share of long-lived
+keep-alive connections asks some of their clients to connect anew (:mod:`crowdpatch.server.balance`).
 
 This process supervises: it starts the N processes, starts again any that dies unexpectedly (a crash,
 the out-of-memory killer), and on SIGINT or SIGTERM stops them all, each finishing the requests it is
@@ -56,15 +57,20 @@ def run_processes(host: str, port: int, count: int, uvicorn_options: dict[str, A
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each, as uvicorn's own processes
     stop = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    connections = context.RawArray("i", count)
+    """Each process's open connections, in its slot (:mod:`crowdpatch.server.balance`)."""
 
-    def start() -> BaseProcess:
+    def start(index: int) -> BaseProcess:
+        connections[index] = 0  # a process that ended took its connections with it
         process = context.Process(
-            target=serve_one, args=(host, port, uvicorn_options, os.getpid()), name="crowdpatch-server"
+            target=serve_one,
+            args=(host, port, uvicorn_options, os.getpid(), connections, index),
+            name="crowdpatch-server",
         )
         process.start()
         return process
 
-    processes = [start() for _ in range(count)]
+    processes = [start(index) for index in range(count)]
     try:
         while not stop.wait(0.5):
             for index, process in enumerate(processes):
@@ -77,7 +83,7 @@ def run_processes(host: str, port: int, count: int, uvicorn_options: dict[str, A
                     file=sys.stderr,
                     flush=True,
                 )
-                processes[index] = start()
+                processes[index] = start(index)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -96,11 +102,18 @@ def stop_all(processes: list[BaseProcess]) -> None:
             process.join()
 
 
-def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], supervisor: int) -> None:
-    """One server process: its own socket on the shared port, the project's app, uvicorn until told to stop."""
+def serve_one(
+    host: str, port: int, uvicorn_options: dict[str, Any], supervisor: int, connections: Any, index: int
+) -> None:
+    """One server process: its own socket on the shared port, the project's app, uvicorn until told to stop.
+
+    ``connections``: every process's count of open connections, this one's at ``index``: a process holding
+    more than its share asks a client now and then to connect anew (:mod:`crowdpatch.server.balance`).
+    """
     import uvicorn
 
     from crowdpatch.server.app import app_from_env
+    from crowdpatch.server.balance import ConnectionShare, balanced_protocol
 
     stop_with(supervisor)
     try:
@@ -109,7 +122,8 @@ def serve_one(host: str, port: int, uvicorn_options: dict[str, Any], supervisor:
     except Exception:  # noqa: BLE001 - whatever it is, this process cannot serve: said here, and the server stops
         traceback.print_exc()
         sys.exit(STARTUP_FAILURE)
-    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options))
+    protocol = balanced_protocol(ConnectionShare(connections, index))
+    server = uvicorn.Server(uvicorn.Config(app, http=protocol, **uvicorn_options))
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(STARTUP_FAILURE)
