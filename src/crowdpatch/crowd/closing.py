@@ -78,7 +78,7 @@ def lock_image(session: Session, image_id: int) -> None:
     children, or each see the other still open and neither finish the image.
     """
     if backend_of(session) == "postgresql":
-        session.get(ImageRow, image_id, with_for_update=True)
+        session.get(ImageRow, image_id, with_for_update={"key_share": True})
 
 
 def mark_done(session: Session, question: QuestionFacts, decision: str | None) -> bool | None:

@@ -100,7 +100,7 @@ def create_app(project: Project, fast_routes: bool = True) -> FastAPI:
         **telemetry_off(),
     )
     dispatcher = DatabaseDispatcher(project.sessions, project.id, project.config)
-    calls = OwnTransactions() if dispatcher.postgres else GroupCommit(dispatcher)
+    calls = GroupCommit(dispatcher, alone=OwnTransactions() if dispatcher.postgres else None)
     app.state.crowdpatch = ServerState(
         project=project, dispatcher=dispatcher, live_masks=LiveMasks(project), dispatcher_calls=calls
     )

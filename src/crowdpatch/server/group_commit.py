@@ -1,4 +1,4 @@
-"""Group commit: the dispatcher calls of requests that arrive together share one SQLite transaction.
+"""Group commit: the answers of requests that arrive together share one transaction and its commit.
 
 A SQLite commit costs as much as the rest of an answer (see ``DatabaseDispatcher.run_grouped``), and a
 server with many workers receives their answers in bursts. Requests queue here; one writer thread
@@ -6,7 +6,12 @@ runs the queue as one transaction, committed once, before any of them is answere
 arrived meanwhile is the next group. The event loop goes on reading and answering requests while
 the writer works or waits for its turn at the database (other server processes on the same file
 take turns by a file lock, see ``store.writer_lock``). A request alone is not delayed: its group is
-itself. PostgreSQL keeps a transaction per call (row locks, not one writer): :class:`OwnTransactions`.
+itself.
+
+On PostgreSQL only answers are grouped (``DatabaseDispatcher.run_grouped`` says how), one group at a
+time per process as on SQLite: two writers per process made more of their answers meet on the same
+questions and images, and answered fewer per second at a higher p99 (docs/benchmarks.md, "Group
+commit on PostgreSQL"). Every other call runs in a transaction of its own (:class:`OwnTransactions`).
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ T = TypeVar("T")
 
 
 class GroupCommit:
-    """Queue of dispatcher calls, run group after group by one writer thread."""
+    """Queue of dispatcher calls, run group after group by one writer thread.
 
-    def __init__(self, dispatcher: DatabaseDispatcher):
+    ``alone``: where the calls that join no group run (PostgreSQL: all but answers); None: every call joins.
+    """
+
+    def __init__(self, dispatcher: DatabaseDispatcher, alone: OwnTransactions | None = None):
         self.dispatcher = dispatcher
+        self._alone = alone
         self._pending: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self._writing = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="crowdpatch-writer")
@@ -36,6 +45,8 @@ class GroupCommit:
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``call(*args, **kwargs)`` in a group; its result (or exception) once that group committed."""
+        if self._alone is not None and not self.dispatcher.joins_groups(call):
+            return await self._alone.run(call, *args, **kwargs)
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self._pending.append((functools.partial(call, *args, **kwargs), future))
@@ -69,8 +80,8 @@ class GroupCommit:
 
 
 class OwnTransactions:
-    """PostgreSQL: each dispatcher call in a transaction of its own, on one of as many threads as the
-    connections the pool keeps (a call holds one connection throughout).
+    """PostgreSQL: each dispatcher call but answers in a transaction of its own, on one of a few threads
+    (a call holds one connection throughout).
 
     The event loop hands a call over through the pool's ``queue.SimpleQueue`` (C): the web framework's
     generic thread pool (anyio's) hands calls over through a ``queue.Queue``, whose

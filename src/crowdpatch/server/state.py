@@ -10,7 +10,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.project import Project
 from crowdpatch.server.choices import ChoiceOutlines
-from crowdpatch.server.group_commit import GroupCommit, OwnTransactions
+from crowdpatch.server.group_commit import GroupCommit
 from crowdpatch.server.images import TaskPictures
 from crowdpatch.server.photos import PhotoStore
 from crowdpatch.server.progress import LiveMasks, progress
@@ -25,8 +25,8 @@ class ServerState:
     project: Project
     dispatcher: DatabaseDispatcher
     live_masks: LiveMasks
-    dispatcher_calls: GroupCommit | OwnTransactions
-    """Runs the dispatcher's calls off the event loop (grouped on SQLite, each alone on PostgreSQL)."""
+    dispatcher_calls: GroupCommit
+    """Runs the dispatcher's calls off the event loop (answers grouped; on SQLite every call)."""
     image_info: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     """image id -> (path, width, height), filled on first use (images never change once added)."""
     store_health: StoreHealth = field(default_factory=StoreHealth)

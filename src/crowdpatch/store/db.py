@@ -135,7 +135,8 @@ def make_engine(url: str) -> Engine:
 
 
 POSTGRES_TRANSACTIONS_AT_ONCE = 4
-"""Answer-loop transactions a process runs at once on PostgreSQL (a thread and a connection each).
+"""Transactions a process runs at once on PostgreSQL beside its group of answers (a thread and a connection
+each): next-question requests, and every other call that is not an answer.
 
 Running more at once does not answer faster: they wait on the same rows and pages, PostgreSQL spends
 more CPU per answer, and the slowest answers wait longer (docs/benchmarks.md, "Transactions at once

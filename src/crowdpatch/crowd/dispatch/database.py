@@ -26,12 +26,14 @@ are deleted when the question closes, and a periodic sweep removes any left by o
 
 from __future__ import annotations
 
+import functools
+import inspect
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any, Literal, TypeVar
 
@@ -157,6 +159,77 @@ def _counters_of(worker_id: int, row: dict[str, Any]) -> tuple[WorkerCounters, i
 
 
 @dataclass(frozen=True)
+class AfterGroup:
+    """What is left of a grouped answer once its group has committed (PostgreSQL): leasing the next question
+    where that may wait for a lock, which a transaction holding a group's locks must not do."""
+
+    finish: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class _GroupedAnswer:
+    """An answer a call stores, with what leasing the worker's next question needs (``wants_next``)."""
+
+    answer: NewAnswer
+    max_answers: int | None
+    wants_next: bool = False
+    mode: Mode = "patch"
+    exclude: tuple[int, ...] = ()
+
+
+def _firsts_and_later(
+    members: list[tuple[int, _GroupedAnswer]],
+) -> tuple[list[tuple[int, _GroupedAnswer]], dict[int, list[int]]]:
+    """A group's answers split: the first to each question, and by question the later ones (their call indexes).
+
+    An answer by a worker, or with a client id, already seen in the group is in neither: it runs alone.
+    """
+    workers_and_clients: set[tuple[str, Any]] = set()
+    firsts: list[tuple[int, _GroupedAnswer]] = []
+    later: dict[int, list[int]] = {}
+    for i, entry in members:
+        answer = entry.answer
+        keys = {("worker", answer.worker_id), ("client", answer.client_id)}
+        if keys & workers_and_clients:
+            continue
+        workers_and_clients |= keys
+        if answer.task_id in later:
+            later[answer.task_id].append(i)
+        else:
+            later[answer.task_id] = []
+            firsts.append((i, entry))
+    return firsts, later
+
+
+class _GroupReadStale(Exception):
+    """An answer of a group got its worker stopped: what the group read beforehand counted its answers (internal)."""
+
+
+@dataclass(frozen=True)
+class _Written:
+    """An answer checked and written, before what it decides (:meth:`DatabaseDispatcher._decide`)."""
+
+    answer_id: int
+    task_id: int
+    question: Any
+    """The question's row as the answer read it (kind, image, region, votes wanted, key...)."""
+    counted: list[tuple[int, Any]]
+    """(worker, value) of the answers that count toward the question, this one included unless its worker stopped."""
+    worker_id: int
+    stopped: bool
+    """Whether the worker is stopped (by this answer, or before)."""
+    stops_worker: bool
+    """Whether this answer got its worker stopped."""
+    given: int
+    facts: _NextFacts | None = None
+
+    @property
+    def provisional(self) -> StoredAnswer:
+        """The stored answer, before its decision is known (what leasing the worker's next question reads)."""
+        return StoredAnswer(self.answer_id, self.task_id, False, False, self.stopped, 0, self.given)
+
+
+@dataclass(frozen=True)
 class NextTask:
     """The question leased along with an answer (:meth:`DatabaseDispatcher.submit_and_next`), or why there is none."""
 
@@ -191,7 +264,9 @@ class DatabaseDispatcher(Dispatcher):
         self.postgres = backend == "postgresql"
         self._sqlite_writer = WriterLock(None if self.postgres else sessions.kw["bind"].url.database)
         self._group = threading.local()
-        """``session``: the transaction of :meth:`run_grouped` on the thread running it."""
+        """``session``: the transaction of :meth:`run_grouped` on the thread running it; on PostgreSQL also
+        ``contexts``, what its first answers read under their questions' locks (read for all in one statement),
+        and ``busy``, its questions (:meth:`_busy`)."""
         self._next_sweep = 0.0
         self._image_sizes: dict[int, tuple[int, int]] = {}
         """image id -> (width, height), for the answers checked against their image (:meth:`_image_size`)."""
@@ -216,21 +291,23 @@ class DatabaseDispatcher(Dispatcher):
             yield session
 
     def run_grouped(self, calls: list[Callable[[], T]]) -> list[T | Exception]:
-        """Run dispatcher calls (``submit``, ``next_task``...) in one SQLite transaction: one commit for all.
+        """Run dispatcher calls (``submit``, ``next_task``...) in one transaction: one commit for all.
 
-        Group commit: a commit costs as much as the rest of an answer together (the WAL frames of
-        every page the transaction touched are written; concurrent answers touch the same pages), so
-        the server stores the answers that arrive together in one transaction. Each call runs in a
-        savepoint: one that fails with a refusal (409, 422, nothing left...) is rolled back alone and
-        gets its exception; the others are kept. Any other failure (a database error, the commit
-        itself) abandons the whole group, nothing of it stored, and each call is then run again in a
-        transaction of its own: one bad request cannot take its neighbours' answers down with it,
-        and nothing is acknowledged before the commit that holds it. Returns each call's result or
-        exception, in order.
-        PostgreSQL (row locks, many processes) runs each call in its own transaction.
+        Group commit: a commit costs as much as the rest of an answer together (SQLite writes the WAL
+        frames of every page the transaction touched; PostgreSQL flushes its WAL, and each transaction
+        is two more round trips), so the server stores the answers that arrive together in one
+        transaction. On SQLite each call runs in a savepoint: one that fails with a refusal (409,
+        422, nothing left...) is rolled back alone and gets its exception; the others are kept. Any
+        other failure (a database error, the commit itself) abandons the whole group, nothing of it
+        stored, and each call is then run again in a transaction of its own: one bad request cannot
+        take its neighbours' answers down with it, and nothing is acknowledged before the commit that
+        holds it. Returns each call's result or exception, in order. PostgreSQL groups answers only,
+        in phases (:meth:`_run_group_postgres`).
         """
-        if self.postgres or len(calls) == 1:
+        if len(calls) == 1:
             return [_outcome(call) for call in calls]
+        if self.postgres:
+            return self._run_group_postgres(calls)
         try:
             with self._sqlite_writer, self.sessions.begin() as session:
                 sql.BEGIN_IMMEDIATE.run(session)
@@ -242,6 +319,152 @@ class DatabaseDispatcher(Dispatcher):
         except Exception:  # noqa: BLE001 - each call is retried alone, and reports its own error
             return [_outcome(call) for call in calls]
         return results
+
+    def joins_groups(self, call: Callable[..., Any]) -> bool:
+        """Whether ``call`` (a method of this dispatcher) joins a group on PostgreSQL: storing an answer does."""
+        return call in (self.submit_and_next, self.store)
+
+    def _grouped_call(self, call: Callable[[], Any]) -> _GroupedAnswer | None:
+        """The answer a call stores, when it is ``submit_and_next`` or ``store`` bound to its arguments."""
+        if not isinstance(call, functools.partial) or not self.joins_groups(call.func):
+            return None
+        arguments = inspect.signature(call.func).bind(*call.args, **call.keywords).arguments
+        wants_next = call.func == self.submit_and_next
+        mode = arguments.get("mode", "patch")
+        return _GroupedAnswer(
+            arguments["answer"], arguments.get("max_answers"), wants_next, mode, tuple(arguments.get("exclude", ()))
+        )
+
+    def _run_group_postgres(self, calls: list[Callable[[], T]]) -> list[T | Exception]:
+        """PostgreSQL group commit: answers to questions no other transaction holds, in one transaction.
+
+        Its first statement locks the group's questions in id order, skipping any that another
+        transaction holds (``LOCK_GROUP_POSTGRES``): a group never waits for a question, so two groups
+        cannot wait for each other's. The next reads under those locks what the first answer to each
+        question needs (``ANSWERING_GROUP_POSTGRES``). Then, in phases:
+
+        1. the first answer to each question is checked and written, with its worker's next question
+           where one is free (``store_and_lease``, which passes over the group's own questions: one of
+           them may close below);
+        2. the next questions that could not be leased that way, where that needs no wait;
+        3. question after question, in the order of their images: what the first answer decides
+           (:meth:`_decide`), then each later answer to the question, whole, as it would run alone. A
+           decision locks its image, so every group takes image locks in one order, and holds them for
+           this last phase only (images are where concurrent groups meet).
+
+        An answer of the group reads nothing another writes, but for the later answers to a question,
+        which run after the answers before them have decided. A refusal (409, 422...) comes before its
+        answer's first write: that answer gets it, the others go on. Any other failure, or an answer that
+        gets its worker stopped (its other answers stop counting, which the group read beforehand),
+        rolls the group back whole, and every call runs alone. What the group does not hold (an answer to
+        a question another transaction held, a worker's or client id's second answer, any other call)
+        runs alone after the commit, and so does leasing a next question that has to wait for a lock.
+        Nothing is acknowledged before the commit that holds it.
+        """
+        grouped = [self._grouped_call(call) for call in calls]
+        tasks = sorted({entry.answer.task_id for entry in grouped if entry is not None})
+        try:
+            with connection_transaction(self.sessions) as session:
+                images = {row.id: row.image_id for row in sql.LOCK_GROUP_POSTGRES.all(session, tasks=tasks)}
+                firsts, later = _firsts_and_later(
+                    [(i, entry) for i, entry in enumerate(grouped) if entry and entry.answer.task_id in images]
+                )
+                self._group.contexts = self._read_contexts(session, [entry for _, entry in firsts])
+                self._group.session = session
+                self._group.busy = sorted(images)
+                try:
+                    results = self._answer_group(session, calls, images, firsts, later)
+                finally:
+                    self._group.session = self._group.contexts = self._group.busy = None
+        except Exception:  # noqa: BLE001 - each call is run again alone, and reports its own outcome
+            return [_outcome(call) for call in calls]
+        outcomes = [results[i] if i in results else _outcome(call) for i, call in enumerate(calls)]
+        return [_outcome(outcome.finish) if isinstance(outcome, AfterGroup) else outcome for outcome in outcomes]
+
+    def _answer_group(
+        self,
+        session: Session,
+        calls: list[Callable[[], Any]],
+        images: dict[int, int],
+        firsts: list[tuple[int, _GroupedAnswer]],
+        later: dict[int, list[int]],
+    ) -> dict[int, Any]:
+        """The phases of :meth:`_run_group_postgres`; each answer's result (or refusal) by its call's index.
+
+        ``images``: the image of each question; ``firsts``: the first answer to each question; ``later``: by
+        question, the calls of the others.
+        """
+        results: dict[int, Any] = {}
+        written: dict[int, _Written] = {}
+        replays: dict[int, StoredAnswer] = {}
+        steps: dict[int, tuple[float, bool, bool]] = {}
+        for i, entry in firsts:
+            now = self.clock()
+            gold = entry.wants_next and self._draws_gold(entry.mode)
+            piggyback = now < self._next_sweep
+            lease_now = entry.mode if entry.wants_next and piggyback and not gold else None
+            steps[i] = (now, gold, piggyback)
+            try:
+                outcome = self._write_answer(session, entry.answer, now, entry.max_answers, lease_now)
+            except REFUSALS as exc:
+                results[i] = exc
+                continue
+            if isinstance(outcome, StoredAnswer):
+                replays[i] = outcome
+            elif outcome.stops_worker:
+                raise _GroupReadStale()
+            else:
+                written[i] = outcome
+        following: dict[int, NextTask | None] = {}
+        for i, entry in firsts:
+            if i in written and entry.wants_next:
+                now, gold, piggyback = steps[i]
+                stored, facts = written[i].provisional, written[i].facts
+                following[i] = self._following(session, entry, stored, facts, now, gold, piggyback)
+        for i, entry in sorted(firsts, key=lambda first: (images[first[1].answer.task_id], first[0])):
+            if i not in results:
+                stored = replays[i] if i in replays else self._decide(session, written[i])
+                if not entry.wants_next:
+                    results[i] = stored
+                elif following.get(i) is not None:
+                    results[i] = (stored, following[i])
+                else:
+                    results[i] = AfterGroup(functools.partial(self._lease_alone, entry, stored, *steps[i][:2]))
+            for j in later[entry.answer.task_id]:
+                results[j] = _outcome(calls[j])  # REFUSALS only: any other exception ends the group
+                if isinstance(results[j], Exception) and not isinstance(results[j], REFUSALS):
+                    raise results[j]
+            if session.orm is not None:  # each question starts from the database, as alone
+                session.orm.flush()
+                session.orm.expunge_all()
+        return results
+
+    def _read_contexts(self, session: Session, entries: list[_GroupedAnswer]) -> dict[tuple, Any]:
+        """What ``crowdpatch_answering`` reads for each answer of a group, in one statement, keyed by (question,
+        worker, client id)."""
+        if not entries:
+            return {}
+        rows = sql.ANSWERING_GROUP_POSTGRES.all(
+            session,
+            tasks=[entry.answer.task_id for entry in entries],
+            workers=[entry.answer.worker_id for entry in entries],
+            clients=[entry.answer.client_id for entry in entries],
+            lock_workers=[entry.max_answers is not None for entry in entries],
+        )
+        return {(row.task, row.worker, row.client): row.context for row in rows}
+
+    def _group_context(self, task_id: int, worker_id: int, client_id: str) -> Any:
+        """The answer's context read beforehand by its group (:meth:`_read_contexts`), or None."""
+        contexts = getattr(self._group, "contexts", None)
+        return contexts.pop((task_id, worker_id, client_id), None) if contexts else None
+
+    def _grouped(self) -> bool:
+        """Whether this thread runs a call of a group (:meth:`run_grouped`)."""
+        return getattr(self._group, "session", None) is not None
+
+    def _busy(self) -> list[int]:
+        """The questions this thread's group answers (PostgreSQL): a next question is none of them."""
+        return getattr(self._group, "busy", None) or []
 
     def _in_savepoint(self, session: Session, call: Callable[[], T]) -> T | Exception:
         sql.SAVEPOINT.run(session)
@@ -355,8 +578,7 @@ class DatabaseDispatcher(Dispatcher):
             except Exception as exc:
                 # PostgreSQL ends one of two hand-outs that lock each other's questions (a deadlock); its
                 # transaction is rolled back whole, so asking again is safe. Inside a group it is the group's call.
-                grouped = getattr(self._group, "session", None) is not None
-                if not self.postgres or grouped or not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
+                if not self.postgres or self._grouped() or not is_deadlock(exc) or attempt == HAND_OUT_ATTEMPTS:
                     raise
                 self._after_deadlock(attempt)
         raise AssertionError("unreachable")  # the loop returns or raises
@@ -519,7 +741,9 @@ class DatabaseDispatcher(Dispatcher):
         """
         statement = self.hand_out[mode].lease_first
         assert statement is not None
-        first = statement.one(session, project=self.project_id, worker=worker_id, now=now, expires=expires_at)
+        first = statement.one(
+            session, project=self.project_id, worker=worker_id, now=now, expires=expires_at, busy=self._busy()
+        )
         if first is None:
             raise _WouldWait(locked=True)
         if not first.leased:  # leased to this worker by a request of its own since the pick's snapshot
@@ -583,41 +807,57 @@ class DatabaseDispatcher(Dispatcher):
         leases to hand on, the periodic sweep) or a deadlock aborts it anyway, the answer commits
         alone and the next question is leased in a transaction of its own.
         """
-        worker_id = answer.worker_id
+        entry = _GroupedAnswer(answer, max_answers, True, mode, exclude)
         gold = self._draws_gold(mode)
         piggyback = now < self._next_sweep
         try:
             with self._write() as session:
                 stored, facts = self._store(session, answer, now, max_answers, mode if piggyback and not gold else None)
-                following = None
-                if facts is not None and facts.tried:
-                    # Leased by the statement that stored the answer; when nothing was free to take without
-                    # waiting, the answer commits alone and the next question is leased after it (below).
-                    if facts.leased is not None:
-                        following = NextTask(self._assignment(facts.leased, self.lease_expiry(now)))
-                elif facts is not None and piggyback:
-                    try:
-                        following = self._next_task_or_reason(
-                            lambda: self._next(
-                                session, worker_id, mode, exclude, max_answers, now, stored, facts, False, gold
-                            )
-                        )
-                    except _WouldWait:
-                        following = None
+                following = self._following(session, entry, stored, facts, now, gold, piggyback)
         except Exception as exc:
-            if not is_deadlock(exc):
+            if self._grouped() or not is_deadlock(exc):  # a group's deadlock ends the group: each call runs alone
                 raise
             with self._write() as session:
                 stored, facts = self._store(session, answer, now, max_answers)
             following = None
-        if following is None:
-            if stored.duplicate:
-                following = self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, max_answers))
-            else:
-                following = self._next_task_or_reason(
-                    lambda: self._next_in_transaction(worker_id, mode, exclude, max_answers, now, stored, gold)
+        if following is not None:
+            return stored, following
+        if self._grouped():  # a group's transaction waits for no lock: leased after its commit
+            return AfterGroup(functools.partial(self._lease_alone, entry, stored, now, gold))  # type: ignore[return-value]
+        return self._lease_alone(entry, stored, now, gold)
+
+    def _following(
+        self, session: Session, entry: _GroupedAnswer, stored: StoredAnswer, facts: _NextFacts | None, now: float,
+        gold: bool, piggyback: bool,
+    ) -> NextTask | None:  # fmt: skip
+        """The next question of an answer's worker, leased in the answer's transaction without waiting for a
+        lock; None when that would wait (it is then leased in a transaction of its own: :meth:`_lease_alone`)."""
+        if facts is not None and facts.tried:
+            # Leased by the statement that stored the answer, or nothing was free to take without waiting.
+            return None if facts.leased is None else NextTask(self._assignment(facts.leased, self.lease_expiry(now)))
+        if facts is None or not piggyback:
+            return None
+        answer = entry.answer
+        try:
+            return self._next_task_or_reason(
+                lambda: self._next(
+                    session, answer.worker_id, entry.mode, entry.exclude, entry.max_answers, now, stored, facts, False,
+                    gold,
                 )
-        return stored, following
+            )  # fmt: skip
+        except _WouldWait:
+            return None
+
+    def _lease_alone(
+        self, entry: _GroupedAnswer, stored: StoredAnswer, now: float, gold: bool
+    ) -> tuple[StoredAnswer, NextTask]:
+        """An answer's next question, in a transaction of its own that may wait (the answer is committed)."""
+        worker_id, mode, exclude, quota = entry.answer.worker_id, entry.mode, entry.exclude, entry.max_answers
+        if stored.duplicate:
+            return stored, self._next_task_or_reason(lambda: self.next_task(worker_id, mode, exclude, quota))
+        return stored, self._next_task_or_reason(
+            lambda: self._next_in_transaction(worker_id, mode, exclude, quota, now, stored, gold)
+        )
 
     def _next_in_transaction(
         self, worker_id: int, mode: Mode, exclude: tuple[int, ...], max_answers: int | None, now: float,
@@ -658,7 +898,28 @@ class DatabaseDispatcher(Dispatcher):
         then_lease: Mode | None = None,
     ) -> tuple[StoredAnswer, _NextFacts | None]:
         """:meth:`store` inside the caller's transaction; on PostgreSQL also what leasing the worker's next
-        question needs, read by the same statement that stores the answer.
+        question needs, read by the same statement that stores the answer. The answer is written
+        (:meth:`_write_answer`), then what it decides (:meth:`_decide`).
+        """
+        written = self._write_answer(session, answer, now, max_answers, then_lease)
+        if isinstance(written, StoredAnswer):  # a replay
+            return written, None
+        if written.stops_worker and self._grouped():
+            raise _GroupReadStale()
+        stored = self._decide(session, written)
+        return stored, None if written.stops_worker else written.facts  # a stopped worker gets no next question
+
+    def _write_answer(
+        self,
+        session: Session,
+        answer: NewAnswer,
+        now: float,
+        max_answers: int | None = None,
+        then_lease: Mode | None = None,
+    ) -> _Written | StoredAnswer:
+        """An answer checked and written, or the answer stored before under its client id (a replay).
+
+        Every refusal (:data:`.rules.REFUSALS`) is raised before the answer's first write.
 
         SQLite reads and writes in a statement per step; PostgreSQL reads everything under the
         question's lock in one call (``crowdpatch_answering``, see migration 0008) and writes in one
@@ -668,7 +929,7 @@ class DatabaseDispatcher(Dispatcher):
         """
         worker_id, task_id, client_id, seconds = answer.worker_id, answer.task_id, answer.client_id, answer.seconds
         if self.postgres:
-            context = sql.ANSWERING_POSTGRES.scalar(
+            context = self._group_context(task_id, worker_id, client_id) or sql.ANSWERING_POSTGRES.scalar(
                 session, task=task_id, worker=worker_id, client=client_id, lock_worker=max_answers is not None
             )
             row = None if context["task"] is None else SimpleNamespace(**context["task"])
@@ -679,7 +940,7 @@ class DatabaseDispatcher(Dispatcher):
         if row is None or replay:
             replayed = self._replayed(session, worker_id, task_id, client_id)
             if replayed is not None:
-                return replayed, None
+                return replayed
         counted: list[tuple[int, Any]] | None = None
         if self.postgres:
             worker, given_before, finished = _counters_of(worker_id, context["worker"])
@@ -725,7 +986,7 @@ class DatabaseDispatcher(Dispatcher):
             leasing: dict[str, Any] = {}
             if then_lease and not (stopped or worker.banned) and quota_leaves_room(given, 0, max_answers):
                 store = self.hand_out[then_lease].store_and_lease or store
-                leasing = {"project": self.project_id, "expires": self.lease_expiry(now)}
+                leasing = {"project": self.project_id, "expires": self.lease_expiry(now), "busy": self._busy()}
             written = store.one(
                 session,
                 **columns,
@@ -747,22 +1008,29 @@ class DatabaseDispatcher(Dispatcher):
             counted = self._counted(session, task_id)
             values = [v for _, v in counted]
             sql.ANSWERED.run(session, task=task_id, answers=len(values), disagree=first_two_disagree(values))
+        return _Written(
+            answer_id, task_id, row, counted, worker_id, stopped or worker.banned, worker.banned and not was_stopped,
+            given, facts,
+        )  # fmt: skip
+
+    def _decide(self, session: Session, written: _Written) -> StoredAnswer:
+        """What a written answer decides on its question, by the project's policy (closing it, what follows)."""
+        row = written.question
         done = False
         created = 0
         if row.kind != GOLD:
             place = (self.project_id, row.image_id, row.region_id)
-            question = QuestionFacts(task_id, row.kind, row.votes_wanted, place, row.key)
-            outcome = self.policy.after_answer(session, self.config, question, counted)
+            question = QuestionFacts(written.task_id, row.kind, row.votes_wanted, place, row.key)
+            outcome = self.policy.after_answer(session, self.config, question, written.counted)
             done, created = outcome.done, outcome.created
             if not done and outcome.votes_wanted != row.votes_wanted:
                 # The hand-out query reads what the question now wants from its row.
-                sql.SET_WANTED.run(session, task=task_id, wanted=outcome.votes_wanted)
+                sql.SET_WANTED.run(session, task=written.task_id, wanted=outcome.votes_wanted)
             if session.new or session.dirty:
                 session.flush()
-        if worker.banned and not was_stopped:
-            self._release_stopped(session, worker_id)
-            facts = None  # its leases are gone, and it gets no next question
-        return StoredAnswer(answer_id, task_id, False, done, stopped or worker.banned, created, given), facts
+        if written.stops_worker:
+            self._release_stopped(session, written.worker_id)  # its leases are gone, and it gets no next question
+        return replace(written.provisional, task_done=done, created_tasks=created)
 
     def _image_size(self, session: Session, image_id: int) -> tuple[int, int]:
         """An image's (width, height), read from the store once per image (an image never changes once added)."""

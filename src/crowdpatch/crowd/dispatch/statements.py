@@ -192,6 +192,20 @@ WORKER_ANSWERED = Statement(
 ANSWERING_POSTGRES = Statement(
     "SELECT crowdpatch_answering(:task, :worker, :client, :lock_worker) AS context", columns={"context": None}
 )
+# PostgreSQL, a group's first statement (``DatabaseDispatcher.run_grouped``): the questions its answers go to,
+# locked in id order without waiting (a question another transaction holds is left to an answer of its own
+# after the group), with their images (the group answers them in image order: see ``_run_group_postgres``).
+LOCK_GROUP_POSTGRES = Statement(
+    "SELECT id, image_id FROM task WHERE id = ANY(:tasks) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+    columns={"id": None, "image_id": None},
+)
+# PostgreSQL, a group's second statement: what ANSWERING_POSTGRES reads, for each answer of the group at once.
+ANSWERING_GROUP_POSTGRES = Statement(
+    "SELECT u.task, u.worker, u.client, crowdpatch_answering(u.task, u.worker, u.client, u.lock_worker) AS context"
+    " FROM unnest(CAST(:tasks AS integer[]), CAST(:workers AS integer[]), CAST(:clients AS text[]),"
+    " CAST(:lock_workers AS boolean[])) WITH ORDINALITY AS u(task, worker, client, lock_worker, n) ORDER BY u.n",
+    columns={"task": None, "worker": None, "client": None, "context": None},
+)
 _ANSWER_COLUMNS = (
     "task_id, worker_id, value, client_id, shown_at, answered_at, client_ms, seconds, time_source, worker_session"
 )
@@ -284,6 +298,11 @@ def _lease_picked(pick: str) -> str:
 _FRESH_PICK = f"NOT EXISTS (SELECT 1 FROM mine l WHERE l.id <> :lease) AND NOT {_ANY_EXPIRED}"
 
 
+_NOT_BUSY = " AND t.id <> ALL(CAST(:busy AS integer[]))"
+"""None of the questions the transaction's group answers (``:busy``, empty outside a group): one of them may
+close before the group commits, and a worker would be shown a question gone before its answer."""
+
+
 def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
     """The hand-out queries of ``mode`` for a counting rule and backend.
 
@@ -320,14 +339,14 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
         columns={"state": None, "free": Boolean(), "seen": Boolean()},
     )
     lease_first = Statement(
-        f"WITH {_lease_picked(_pick(kinds, wanted, ''))}"
+        f"WITH {_lease_picked(_pick(kinds, wanted, _NOT_BUSY))}"
         " SELECT picked.*, EXISTS (SELECT 1 FROM leased) AS leased FROM picked",
         columns={**TASK_COLUMNS, "leased": Boolean()},
     )
     # The answered lease is still in the statement's snapshot, so the pick cannot be the answered question.
     store_and_lease = Statement(
         f"{_STORE_CTES}, mine AS MATERIALIZED (SELECT l.* FROM lease l WHERE {_LIVE}),"
-        f" {_lease_picked(_pick(kinds, wanted, ' AND ' + _FRESH_PICK))}"
+        f" {_lease_picked(_pick(kinds, wanted, _NOT_BUSY + ' AND ' + _FRESH_PICK))}"
         f" SELECT stored.id, {_next_facts('mine', _NOT_ANSWERED)}, {_FRESH_PICK} AS tried,"
         " EXISTS (SELECT 1 FROM leased) AS leased,"
         f" {', '.join(f'p.{name} AS next_{name}' for name in TASK_COLUMNS)}"
