@@ -166,7 +166,7 @@ def task_response(state: ServerState, assignment: Assignment, worker: WorkerSess
 
 async def in_dispatcher(state: ServerState, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a dispatcher call off the event loop: in a group on the writer thread (on PostgreSQL answers
-    only; other calls there in a transaction of their own), see :mod:`group_commit`.
+    with their next question only; other calls there in a transaction of their own), see :mod:`group_commit`.
 
     The calls waiting at once share a transaction and its commit, while the event loop goes on. A
     PostgreSQL round trip, or a row lock another process holds, must not stall the event loop either.

@@ -8,10 +8,11 @@ the writer works or waits for its turn at the database (other server processes o
 take turns by a file lock, see ``store.writer_lock``). A request alone is not delayed: its group is
 itself.
 
-On PostgreSQL only answers are grouped (``DatabaseDispatcher.run_grouped`` says how), one group at a
-time per process as on SQLite: two writers per process made more of their answers meet on the same
-questions and images, and answered fewer per second at a higher p99 (docs/benchmarks.md, "Group
-commit on PostgreSQL"). Every other call runs in a transaction of its own (:class:`OwnTransactions`).
+On PostgreSQL only answers with their next question (``"next": true``) are grouped
+(``DatabaseDispatcher.run_grouped`` says how, ``joins_groups`` which), one group at a time per
+process as on SQLite: two writers per process made more of their answers meet on the same questions
+and images, and answered fewer per second at a higher p99 (docs/benchmarks.md, "Group commit on
+PostgreSQL"). Every other call runs in a transaction of its own (:class:`OwnTransactions`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ T = TypeVar("T")
 class GroupCommit:
     """Queue of dispatcher calls, run group after group by one writer thread.
 
-    ``alone``: where the calls that join no group run (PostgreSQL: all but answers); None: every call joins.
+    ``alone``: where the calls that join no group run (PostgreSQL: all but answers with their next question);
+    None: every call joins.
     """
 
     def __init__(self, dispatcher: DatabaseDispatcher, alone: OwnTransactions | None = None):
@@ -80,8 +82,8 @@ class GroupCommit:
 
 
 class OwnTransactions:
-    """PostgreSQL: each dispatcher call but answers in a transaction of its own, on one of a few threads
-    (a call holds one connection throughout).
+    """PostgreSQL: each dispatcher call that joins no group in a transaction of its own, on one of a few
+    threads (a call holds one connection throughout).
 
     The event loop hands a call over through the pool's ``queue.SimpleQueue`` (C): the web framework's
     generic thread pool (anyio's) hands calls over through a ``queue.Queue``, whose

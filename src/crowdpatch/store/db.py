@@ -136,7 +136,8 @@ def make_engine(url: str) -> Engine:
 
 POSTGRES_TRANSACTIONS_AT_ONCE = 4
 """Transactions a process runs at once on PostgreSQL beside its group of answers (a thread and a connection
-each): next-question requests, and every other call that is not an answer.
+each): next-question requests, answers sent without asking for the next question, and every other call
+that joins no group of answers (``server/group_commit.py``).
 
 Running more at once does not answer faster: they wait on the same rows and pages, PostgreSQL spends
 more CPU per answer, and the slowest answers wait longer (docs/benchmarks.md, "Transactions at once

@@ -168,11 +168,10 @@ class AfterGroup:
 
 @dataclass(frozen=True)
 class _GroupedAnswer:
-    """An answer a call stores, with what leasing the worker's next question needs (``wants_next``)."""
+    """An answer to store, with what leasing its worker's next question needs (``submit_and_next``'s arguments)."""
 
     answer: NewAnswer
     max_answers: int | None
-    wants_next: bool = False
     mode: Mode = "patch"
     exclude: tuple[int, ...] = ()
 
@@ -301,8 +300,8 @@ class DatabaseDispatcher(Dispatcher):
         other failure (a database error, the commit itself) abandons the whole group, nothing of it
         stored, and each call is then run again in a transaction of its own: one bad request cannot
         take its neighbours' answers down with it, and nothing is acknowledged before the commit that
-        holds it. Returns each call's result or exception, in order. PostgreSQL groups answers only,
-        in phases (:meth:`_run_group_postgres`).
+        holds it. Returns each call's result or exception, in order. PostgreSQL groups answers with
+        their next question only, in phases (:meth:`_run_group_postgres`).
         """
         if len(calls) == 1:
             return [_outcome(call) for call in calls]
@@ -321,18 +320,22 @@ class DatabaseDispatcher(Dispatcher):
         return results
 
     def joins_groups(self, call: Callable[..., Any]) -> bool:
-        """Whether ``call`` (a method of this dispatcher) joins a group on PostgreSQL: storing an answer does."""
-        return call in (self.submit_and_next, self.store)
+        """Whether ``call`` (a method of this dispatcher) joins a group on PostgreSQL: an answer with its next
+        question does. An answer alone does not: with separate next-question requests, which may wait for a
+        group's locks, grouping them served no more answers at a higher p99 (docs/benchmarks.md)."""
+        return call == self.submit_and_next
 
     def _grouped_call(self, call: Callable[[], Any]) -> _GroupedAnswer | None:
-        """The answer a call stores, when it is ``submit_and_next`` or ``store`` bound to its arguments."""
+        """The answer a call stores and how its next question is asked, when it is ``submit_and_next`` bound to
+        its arguments."""
         if not isinstance(call, functools.partial) or not self.joins_groups(call.func):
             return None
         arguments = inspect.signature(call.func).bind(*call.args, **call.keywords).arguments
-        wants_next = call.func == self.submit_and_next
-        mode = arguments.get("mode", "patch")
         return _GroupedAnswer(
-            arguments["answer"], arguments.get("max_answers"), wants_next, mode, tuple(arguments.get("exclude", ()))
+            arguments["answer"],
+            arguments.get("max_answers"),
+            arguments.get("mode", "patch"),
+            tuple(arguments.get("exclude", ())),
         )
 
     def _run_group_postgres(self, calls: list[Callable[[], T]]) -> list[T | Exception]:
@@ -400,9 +403,9 @@ class DatabaseDispatcher(Dispatcher):
         steps: dict[int, tuple[float, bool, bool]] = {}
         for i, entry in firsts:
             now = self.clock()
-            gold = entry.wants_next and self._draws_gold(entry.mode)
+            gold = self._draws_gold(entry.mode)
             piggyback = now < self._next_sweep
-            lease_now = entry.mode if entry.wants_next and piggyback and not gold else None
+            lease_now = entry.mode if piggyback and not gold else None
             steps[i] = (now, gold, piggyback)
             try:
                 outcome = self._write_answer(session, entry.answer, now, entry.max_answers, lease_now)
@@ -417,16 +420,14 @@ class DatabaseDispatcher(Dispatcher):
                 written[i] = outcome
         following: dict[int, NextTask | None] = {}
         for i, entry in firsts:
-            if i in written and entry.wants_next:
+            if i in written:
                 now, gold, piggyback = steps[i]
                 stored, facts = written[i].provisional, written[i].facts
                 following[i] = self._following(session, entry, stored, facts, now, gold, piggyback)
         for i, entry in sorted(firsts, key=lambda first: (images[first[1].answer.task_id], first[0])):
             if i not in results:
                 stored = replays[i] if i in replays else self._decide(session, written[i])
-                if not entry.wants_next:
-                    results[i] = stored
-                elif following.get(i) is not None:
+                if following.get(i) is not None:
                     results[i] = (stored, following[i])
                 else:
                     results[i] = AfterGroup(functools.partial(self._lease_alone, entry, stored, *steps[i][:2]))
@@ -807,7 +808,7 @@ class DatabaseDispatcher(Dispatcher):
         leases to hand on, the periodic sweep) or a deadlock aborts it anyway, the answer commits
         alone and the next question is leased in a transaction of its own.
         """
-        entry = _GroupedAnswer(answer, max_answers, True, mode, exclude)
+        entry = _GroupedAnswer(answer, max_answers, mode, exclude)
         gold = self._draws_gold(mode)
         piggyback = now < self._next_sweep
         try:
