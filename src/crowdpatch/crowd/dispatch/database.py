@@ -159,7 +159,7 @@ def _counters_of(worker_id: int, row: dict[str, Any]) -> tuple[WorkerCounters, i
 
 
 @dataclass(frozen=True)
-class AfterGroup:
+class _AfterGroup:
     """What is left of a grouped answer once its group has committed (PostgreSQL): leasing the next question
     where that may wait for a lock, which a transaction holding a group's locks must not do."""
 
@@ -382,7 +382,7 @@ class DatabaseDispatcher(Dispatcher):
         except Exception:  # noqa: BLE001 - each call is run again alone, and reports its own outcome
             return [_outcome(call) for call in calls]
         outcomes = [results[i] if i in results else _outcome(call) for i, call in enumerate(calls)]
-        return [_outcome(outcome.finish) if isinstance(outcome, AfterGroup) else outcome for outcome in outcomes]
+        return [_outcome(outcome.finish) if isinstance(outcome, _AfterGroup) else outcome for outcome in outcomes]
 
     def _answer_group(
         self,
@@ -430,7 +430,7 @@ class DatabaseDispatcher(Dispatcher):
                 if following.get(i) is not None:
                     results[i] = (stored, following[i])
                 else:
-                    results[i] = AfterGroup(functools.partial(self._lease_alone, entry, stored, *steps[i][:2]))
+                    results[i] = _AfterGroup(functools.partial(self._lease_alone, entry, stored, *steps[i][:2]))
             for j in later[entry.answer.task_id]:
                 results[j] = _outcome(calls[j])  # REFUSALS only: any other exception ends the group
                 if isinstance(results[j], Exception) and not isinstance(results[j], REFUSALS):
@@ -824,7 +824,7 @@ class DatabaseDispatcher(Dispatcher):
         if following is not None:
             return stored, following
         if self._grouped():  # a group's transaction waits for no lock: leased after its commit
-            return AfterGroup(functools.partial(self._lease_alone, entry, stored, now, gold))  # type: ignore[return-value]
+            return _AfterGroup(functools.partial(self._lease_alone, entry, stored, now, gold))  # type: ignore[return-value]
         return self._lease_alone(entry, stored, now, gold)
 
     def _following(
