@@ -17,6 +17,8 @@ statements are :mod:`.statements`. On PostgreSQL, where each statement is a roun
 process or machine, an answer with its next question is two of them in one transaction: a call
 that locks and reads (a function of migration 0008), then one write that also leases the next
 question without ever waiting for a lock (:meth:`DatabaseDispatcher._submit_and_next_postgres`).
+A server runs the answers it receives together in one transaction on either backend
+(:meth:`DatabaseDispatcher.run_grouped`): one commit, and on PostgreSQL one read, for all of them.
 
 A lease holds its slot until it is answered, its question closes, or it has expired *and* its slot
 is handed to another worker (the expired row is then deleted). So a late answer is accepted
