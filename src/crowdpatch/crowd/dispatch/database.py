@@ -261,6 +261,8 @@ class DatabaseDispatcher(Dispatcher):
         self.config = config
         self.clock = clock
         self.rng = rng or random.Random()
+        self._submit_and_next_signature = inspect.signature(self.submit_and_next)
+        """Binds a queued ``submit_and_next`` call's arguments by name (:meth:`_grouped_call`), read once."""
         backend = backend_of(sessions)
         self.postgres = backend == "postgresql"
         self._sqlite_writer = WriterLock(None if self.postgres else sessions.kw["bind"].url.database)
@@ -332,7 +334,7 @@ class DatabaseDispatcher(Dispatcher):
         its arguments."""
         if not isinstance(call, functools.partial) or not self.joins_groups(call.func):
             return None
-        arguments = inspect.signature(call.func).bind(*call.args, **call.keywords).arguments
+        arguments = self._submit_and_next_signature.bind(*call.args, **call.keywords).arguments
         return _GroupedAnswer(
             arguments["answer"],
             arguments.get("max_answers"),
