@@ -56,3 +56,42 @@ def test_a_sqlite_study_has_no_lease_vacuum(make_project) -> None:
     app = create_app(make_project(n_images=1))
     with TestClient(app):
         assert app.state.lease_vacuum is None
+
+
+def test_vacuuming_the_lease_table_never_truncates_it_so_answers_never_wait_for_its_exclusive_lock(
+    make_project, postgres_schema
+) -> None:
+    """Migration 0013: truncating a table's empty tail takes its ``ACCESS EXCLUSIVE`` lock, which every answer's
+    statements wait for; under load a vacuum spent seconds trying for it. The lease table keeps its pages.
+    (Leases of workers that do not exist: the lease table checks no reference, see migration 0011.)"""
+    from alembic import command
+
+    from crowdpatch.store.db import alembic_config, normalize_url
+
+    def configure(config) -> None:
+        config.db_url = postgres_schema
+
+    project = make_project(n_images=1, configure=configure)
+    engine = project.engine
+    emptied = text(
+        "INSERT INTO lease (task_id, worker_id, expires_at, leased_at)"
+        " SELECT t.id, n, 0, 0 FROM task t CROSS JOIN generate_series(1000001, 1002000) AS n;"
+        " DELETE FROM lease"
+    )
+
+    def pages_after_a_vacuum_of_an_emptied_lease_table() -> tuple[int, int]:
+        with engine.connect() as connection:
+            connection.execute(emptied)
+            connection.commit()
+            before = connection.scalar(text("SELECT pg_relation_size('lease')"))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM lease"))
+            return before, connection.scalar(text("SELECT pg_relation_size('lease')"))
+
+    before, after = pages_after_a_vacuum_of_an_emptied_lease_table()
+    assert before > 8192 and after == before  # many pages of dead leases, all kept
+    engine.dispose()
+    command.downgrade(alembic_config(normalize_url(postgres_schema)), "0012")
+    before, after = pages_after_a_vacuum_of_an_emptied_lease_table()
+    assert before > 8192 and after == 0  # without it the vacuum truncates them
+    command.upgrade(alembic_config(normalize_url(postgres_schema)), "head")
