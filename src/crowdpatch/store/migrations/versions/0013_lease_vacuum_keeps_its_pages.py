@@ -6,9 +6,9 @@ the one lock every answer's statements conflict with. The vacuum only tries for 
 and backs off while others hold the table, for up to five seconds: under load the lease table is never
 free for long, so such a vacuum ran for seconds (0.6-3.1 s, against a few milliseconds otherwise)
 retrying for a lock that, once had, holds every answer's statements back until the vacuum sees them
-waiting (it looks every 20 ms). The lease table
-holds a few dozen live rows and its empty pages are reused by the next leases, so it is not truncated
-at all: ``vacuum_truncate = false`` holds for the server's vacuums and autovacuum's.
+waiting (it looks every 20 ms). The lease table holds a few dozen live rows and its empty pages are
+reused by the next leases, so it is not truncated at all: ``vacuum_truncate = false`` holds for the
+server's vacuums and autovacuum's.
 
 Revision ID: 0013
 Revises: 0012
