@@ -241,6 +241,10 @@ class LeaseRow(Base):
     worker_id: Mapped[int] = mapped_column(ForeignKey("worker.id"), index=True)
     expires_at: Mapped[float] = mapped_column(Float, index=True)  # seconds on the run's clock (simulated or epoch)
     leased_at: Mapped[float | None] = mapped_column(Float)  # when the server handed it out (shown-at of the answer)
+    # The server process that handed it out (a number each dispatcher draws) and its question's image: a
+    # process's usual hand-out passes over images other processes' workers hold (migration 0014).
+    server: Mapped[int | None] = mapped_column(Integer)
+    image_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class AnswerRow(Base):

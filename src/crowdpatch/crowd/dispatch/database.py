@@ -114,11 +114,6 @@ def is_deadlock(exc: BaseException) -> bool:
 class _WouldWait(Exception):
     """Leasing the next question would have to wait for a lock, or look again (PostgreSQL, internal)."""
 
-    def __init__(self, locked: bool = False):
-        super().__init__()
-        self.locked = locked
-        """Every free question was locked by another transaction (the waiting pick is what is left)."""
-
 
 @dataclass(frozen=True)
 class _NextFacts:
@@ -261,6 +256,10 @@ class DatabaseDispatcher(Dispatcher):
         self.config = config
         self.clock = clock
         self.rng = rng or random.Random()
+        self.server_number = random.SystemRandom().randrange(1, 2**31)
+        """Names this dispatcher's leases (``lease.server``): the usual hand-out passes over images whose questions
+        another process's workers hold (``statements.hand_out``). Drawn, not assigned: processes on several
+        machines share nothing but the database."""
         self._submit_and_next_signature = inspect.signature(self.submit_and_next)
         """Binds a queued ``submit_and_next`` call's arguments by name (:meth:`_grouped_call`), read once."""
         backend = backend_of(sessions)
@@ -655,7 +654,10 @@ class DatabaseDispatcher(Dispatcher):
         return mode == "patch" and rate > 0 and self.rng.random() < rate
 
     def _lease(self, session: Session, task: Any, worker_id: int, now: float, expires_at: float) -> Assignment:
-        sql.LEASE.run(session, task=task.id, worker=worker_id, expires=expires_at, now=now)
+        sql.LEASE.run(
+            session, task=task.id, worker=worker_id, expires=expires_at, now=now, server=self.server_number,
+            image=task.image_id,
+        )  # fmt: skip
         sql.LEASED.run(session, task=task.id)
         return self._assignment(task, expires_at)
 
@@ -686,16 +688,16 @@ class DatabaseDispatcher(Dispatcher):
         An expired lease whose question still wants its answer is overdue work, so it is handed on
         before fresh slots; its row is deleted, which is what refuses its holder's late answer.
         Nearly always no lease has expired (``expired``: one probe of ix_lease_expires_at), and then
-        on PostgreSQL one statement picks and leases (``lease_first``, see :func:`.statements.hand_out`).
+        on PostgreSQL one statement picks and leases (``lease_first``, see :func:`.statements.hand_out`),
+        on an image no other server process's workers hold; when it finds none, the picks below take any.
         """
         queries = self.hand_out[mode]
         picks = queries.pick
         if self.postgres and not expired:
             try:
                 return self._lease_free(session, worker_id, mode, now, expires_at)
-            except _WouldWait as found:
-                if found.locked:
-                    picks = picks[1:]  # every free question was locked by someone else: wait for one
+            except _WouldWait:
+                pass
         params = {"project": self.project_id, "worker": worker_id, "now": now}
         if self.postgres:
             sql.PICK_SAVEPOINT.run(session)  # every pick below starts here again: see _let_go
@@ -740,19 +742,22 @@ class DatabaseDispatcher(Dispatcher):
         skipped.append(task_id)
 
     def _lease_free(self, session: Session, worker_id: int, mode: Mode, now: float, expires_at: float) -> Assignment:
-        """PostgreSQL: lease the first free question no other transaction holds, in one statement that never waits.
+        """PostgreSQL: lease the first free question no other transaction holds, in one statement that never waits,
+        on an image no other server process's workers hold.
 
-        :class:`_WouldWait` when there is none, or the one picked was leased to this worker meanwhile.
+        :class:`_WouldWait` when there is none (the picks that follow take any image), or the one picked was
+        leased to this worker meanwhile.
         """
         statement = self.hand_out[mode].lease_first
         assert statement is not None
         first = statement.one(
-            session, project=self.project_id, worker=worker_id, now=now, expires=expires_at, busy=self._busy()
-        )
+            session, project=self.project_id, worker=worker_id, now=now, expires=expires_at, busy=self._busy(),
+            server=self.server_number,
+        )  # fmt: skip
         if first is None:
-            raise _WouldWait(locked=True)
+            raise _WouldWait()
         if not first.leased:  # leased to this worker by a request of its own since the pick's snapshot
-            raise _WouldWait(locked=False)
+            raise _WouldWait()
         return self._assignment(first, expires_at)
 
     def _still_free(
@@ -991,7 +996,10 @@ class DatabaseDispatcher(Dispatcher):
             leasing: dict[str, Any] = {}
             if then_lease and not (stopped or worker.banned) and quota_leaves_room(given, 0, max_answers):
                 store = self.hand_out[then_lease].store_and_lease or store
-                leasing = {"project": self.project_id, "expires": self.lease_expiry(now), "busy": self._busy()}
+                leasing = {
+                    "project": self.project_id, "expires": self.lease_expiry(now), "busy": self._busy(),
+                    "server": self.server_number,
+                }  # fmt: skip
             written = store.one(
                 session,
                 **columns,
@@ -1111,7 +1119,12 @@ class DatabaseDispatcher(Dispatcher):
             undo_answer_quality(session, worker, undone, self.config.crowd)
             session.execute(delete(LeaseRow).where(LeaseRow.task_id == task.id, LeaseRow.worker_id == worker_id))
             expires_at = self.lease_expiry(now)
-            session.add(LeaseRow(task_id=task.id, worker_id=worker_id, expires_at=expires_at, leased_at=now))
+            session.add(
+                LeaseRow(
+                    task_id=task.id, worker_id=worker_id, expires_at=expires_at, leased_at=now,
+                    server=self.server_number, image_id=task.image_id,
+                )
+            )  # fmt: skip
             session.flush()
             self._sync(session, [task.id])
             return assignment(

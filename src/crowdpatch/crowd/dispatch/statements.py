@@ -99,7 +99,8 @@ NEXT_FACTS_POSTGRES = Statement(
 )
 EXTEND = Statement("UPDATE lease SET expires_at = :expires WHERE id = :lease")
 LEASE = Statement(
-    "INSERT INTO lease (task_id, worker_id, expires_at, leased_at) VALUES (:task, :worker, :expires, :now)"
+    "INSERT INTO lease (task_id, worker_id, expires_at, leased_at, server, image_id)"
+    " VALUES (:task, :worker, :expires, :now, :server, :image)"
 )
 # Counters are set from an indexed count of the question's few rows, not incremented: a row written by
 # another writer (a test, the in-process simulator) cannot leave them off for long.
@@ -281,8 +282,8 @@ def _lease_picked(pick: str) -> str:
     """CTEs that lock ``pick``'s row (``SKIP LOCKED``: never waiting), lease it to ``:worker`` and count the lease."""
     return (
         f"picked AS ({pick} FOR UPDATE OF t SKIP LOCKED),"
-        " leased AS (INSERT INTO lease (task_id, worker_id, expires_at, leased_at)"
-        " SELECT id, :worker, :expires, :now FROM picked ON CONFLICT (task_id, worker_id) DO NOTHING"
+        " leased AS (INSERT INTO lease (task_id, worker_id, expires_at, leased_at, server, image_id)"
+        " SELECT id, :worker, :expires, :now, :server, image_id FROM picked ON CONFLICT (task_id, worker_id) DO NOTHING"
         " RETURNING task_id),"
         # Counted up, not recounted: the statement's snapshot may predate a lease committed while it ran,
         # which the row's own count (an UPDATE reads the newest version, under the pick's lock) holds.
@@ -301,6 +302,15 @@ _FRESH_PICK = f"NOT EXISTS (SELECT 1 FROM mine l WHERE l.id <> :lease) AND NOT {
 _NOT_BUSY = " AND t.id <> ALL(CAST(:busy AS integer[]))"
 """None of the questions the transaction's group answers (``:busy``, empty outside a group): one of them may
 close before the group commits, and a worker would be shown a question gone before its answer."""
+_NOT_ELSEWHERE = (
+    " AND NOT EXISTS (SELECT 1 FROM lease o WHERE o.image_id = t.image_id AND o.server <> :server"
+    " AND o.expires_at > :now)"
+)
+"""No image another server process's workers hold a live lease in (``:server``: this process's number).
+Two processes answering one image's questions meet on its locks: an answer's question locked by the other
+process's group runs alone after its own group, and decisions on the image wait for each other's commits
+(docs/benchmarks.md, "Each process on its own images"). Only the usual hand-out passes them over: when it
+finds nothing, the dispatcher's next picks take any question (an image is never left to one process)."""
 
 
 def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
@@ -339,14 +349,14 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
         columns={"state": None, "free": Boolean(), "seen": Boolean()},
     )
     lease_first = Statement(
-        f"WITH {_lease_picked(_pick(kinds, wanted, _NOT_BUSY))}"
+        f"WITH {_lease_picked(_pick(kinds, wanted, _NOT_BUSY + _NOT_ELSEWHERE))}"
         " SELECT picked.*, EXISTS (SELECT 1 FROM leased) AS leased FROM picked",
         columns={**TASK_COLUMNS, "leased": Boolean()},
     )
     # The answered lease is still in the statement's snapshot, so the pick cannot be the answered question.
     store_and_lease = Statement(
         f"{_STORE_CTES}, mine AS MATERIALIZED (SELECT l.* FROM lease l WHERE {_LIVE}),"
-        f" {_lease_picked(_pick(kinds, wanted, _NOT_BUSY + ' AND ' + _FRESH_PICK))}"
+        f" {_lease_picked(_pick(kinds, wanted, _NOT_BUSY + _NOT_ELSEWHERE + ' AND ' + _FRESH_PICK))}"
         f" SELECT stored.id, {_next_facts('mine', _NOT_ANSWERED)}, {_FRESH_PICK} AS tried,"
         " EXISTS (SELECT 1 FROM leased) AS leased,"
         f" {', '.join(f'p.{name} AS next_{name}' for name in TASK_COLUMNS)}"
