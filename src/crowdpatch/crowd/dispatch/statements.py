@@ -263,7 +263,8 @@ class HandOut:
     recheck: Statement | None
     """PostgreSQL: a locked pick's state, free slot and whether the worker has seen it, re-read under the lock."""
     lease_first: Statement | None = None
-    """PostgreSQL: the skipping pick, leased and counted in the same statement (see :func:`hand_out`)."""
+    """PostgreSQL: the skipping pick on an image no other server process's workers hold, leased and counted in
+    the same statement (see :func:`hand_out`)."""
     store_and_lease: Statement | None = None
     """PostgreSQL: ``STORE_POSTGRES`` and ``lease_first`` in one statement, the pick tried only when the
     worker holds no other live lease and no lease has expired (its ``tried`` column)."""
@@ -320,9 +321,10 @@ def hand_out(mode: str, early_stop: bool, backend: Backend) -> HandOut:
     with ``SKIP LOCKED``, so it never waits, and a row that changed since the statement's snapshot
     is re-read by the lock itself (its state and counts re-tested on the newest version); what is
     only a statement old is whether this worker has seen it, which the unique (question, worker) keys
-    of leases and answers guard (a lease the worker already holds is not inserted twice). When it
-    finds nothing free, the waiting pick, its re-check in a statement of its own, and the expired
-    slots (``reclaim``) are the caller's, in the order :meth:`.DatabaseDispatcher._lease_open` gives.
+    of leases and answers guard (a lease the worker already holds is not inserted twice). It passes
+    over images another server process's workers hold (``_NOT_ELSEWHERE``). When it finds nothing,
+    the picks of any image (skipping, then waiting), their re-check in a statement of its own, and the
+    expired slots (``reclaim``) are the caller's, in the order :meth:`.DatabaseDispatcher._lease_open` gives.
     """
     kinds = sql_list(MODE_KINDS[mode])
     wanted = wanted_sql(early_stop)
