@@ -15,6 +15,7 @@ from crowdpatch.crowd.dispatch.database import DatabaseDispatcher
 from crowdpatch.crowd.dispatch.rules import NewAnswer
 from crowdpatch.server.platforms import register_worker
 from crowdpatch.store.models import LeaseRow
+from helpers.clock import Clock
 
 
 def on_postgres(url: str):
@@ -27,14 +28,6 @@ def on_postgres(url: str):
     return configure
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def two_servers(project, clock: Clock) -> tuple[DatabaseDispatcher, DatabaseDispatcher]:
     """Two dispatchers on one project, as two server processes (on one machine or two) hold them."""
     first = DatabaseDispatcher(project.sessions, project.id, project.config, clock=clock)
@@ -45,7 +38,7 @@ def two_servers(project, clock: Clock) -> tuple[DatabaseDispatcher, DatabaseDisp
 
 def test_a_server_hands_out_images_the_other_servers_workers_are_not_answering(postgres_schema, make_project):
     project = make_project(n_images=3, configure=on_postgres(postgres_schema))
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     one, two = two_servers(project, clock)
     workers = (register_worker(project.sessions, project.id, "local", f"w{i}", {}).id for i in itertools.count())
 
@@ -73,7 +66,7 @@ def test_a_worker_gets_a_question_of_an_image_another_server_holds_when_nothing_
     postgres_schema, make_project
 ):
     project = make_project(n_images=1, configure=on_postgres(postgres_schema))
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     one, two = two_servers(project, clock)
     alice, bob = (register_worker(project.sessions, project.id, "local", name, {}).id for name in ("alice", "bob"))
 
@@ -84,7 +77,7 @@ def test_a_worker_gets_a_question_of_an_image_another_server_holds_when_nothing_
 
 def test_an_expired_lease_keeps_no_other_server_away_from_its_image(postgres_schema, make_project):
     project = make_project(n_images=2, configure=on_postgres(postgres_schema))
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     one, two = two_servers(project, clock)
     alice, bob = (register_worker(project.sessions, project.id, "local", name, {}).id for name in ("alice", "bob"))
 

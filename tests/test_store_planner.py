@@ -23,16 +23,9 @@ from crowdpatch.store.db import (
     refresh_planner_statistics,
 )
 from crowdpatch.store.models import AnswerRow, LeaseRow, TaskRow, WorkerRow
+from helpers.clock import Clock
 from helpers.old_rows import add_open_task, add_project_and_image
 from helpers.postgres import fresh_schema
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def one_vote(config) -> None:

@@ -654,12 +654,16 @@ class DatabaseDispatcher(Dispatcher):
         return mode == "patch" and rate > 0 and self.rng.random() < rate
 
     def _lease(self, session: Session, task: Any, worker_id: int, now: float, expires_at: float) -> Assignment:
+        self._insert_lease(session, task, worker_id, now, expires_at)
+        sql.LEASED.run(session, task=task.id)
+        return self._assignment(task, expires_at)
+
+    def _insert_lease(self, session: Session, task: Any, worker_id: int, now: float, expires_at: float) -> None:
+        """A lease row of ``task`` (its ``id`` and ``image_id``) for the worker, named as this dispatcher's."""
         sql.LEASE.run(
             session, task=task.id, worker=worker_id, expires=expires_at, now=now, server=self.server_number,
             image=task.image_id,
         )  # fmt: skip
-        sql.LEASED.run(session, task=task.id)
-        return self._assignment(task, expires_at)
 
     def _sweep(self, session: Session, now: float) -> None:
         """Delete leases that expired a lease period ago on closed (or gold) questions: nobody answers them now."""
@@ -1119,13 +1123,7 @@ class DatabaseDispatcher(Dispatcher):
             undo_answer_quality(session, worker, undone, self.config.crowd)
             session.execute(delete(LeaseRow).where(LeaseRow.task_id == task.id, LeaseRow.worker_id == worker_id))
             expires_at = self.lease_expiry(now)
-            session.add(
-                LeaseRow(
-                    task_id=task.id, worker_id=worker_id, expires_at=expires_at, leased_at=now,
-                    server=self.server_number, image_id=task.image_id,
-                )
-            )  # fmt: skip
-            session.flush()
+            self._insert_lease(session, task, worker_id, now, expires_at)
             self._sync(session, [task.id])
             return assignment(
                 task.kind, task.id, task.image_id, task.box, task.grid_size, task.spec, self.config.target, expires_at
